@@ -1,0 +1,37 @@
+# Every target creates .venv and installs the pinned dependencies into it when missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SMES ?= 300
+
+.PHONY: demo test test-sqlite test-postgres bench lint airflow clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip uv
+	@echo "Installing pinned dependencies into $(VENV) (first run only)..."
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.lock
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(BIN)/dossier demo --smes $(SMES)
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	@$(BIN)/python -m bench
+
+lint: $(STAMP)
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+airflow: $(STAMP)
+	@$(BIN)/dossier airflow standalone
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,96 @@
+"""Engine, sessions and the idempotent write primitive (upsert by natural key).
+
+>>> engine = make_engine("sqlite://")
+>>> engine.dialect.name
+'sqlite'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets foreign keys on, WAL and a busy timeout for concurrent tasks."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if ":memory:" not in url and url != "sqlite://":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+@functools.cache
+def _engine_for(url: str) -> Engine:
+    return make_engine(url)
+
+
+def get_engine() -> Engine:
+    """The engine of the configured warehouse (one per URL per process)."""
+    from dossier.settings import get_settings
+
+    return _engine_for(get_settings().warehouse_url)
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error: one task step, one transaction."""
+    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def upsert(
+    session: Session,
+    model: type[DeclarativeBase],
+    rows: Sequence[dict[str, Any]],
+    key: Sequence[str],
+    update: Sequence[str] | None = None,
+) -> int:
+    """Insert ``rows`` or, where a row with the same ``key`` exists, update its other columns.
+
+    ``update`` limits which columns an existing row takes from the new one (default: all but the
+    key). Returns the number of rows sent. Works on SQLite and PostgreSQL.
+    """
+    if not rows:
+        return 0
+    table = model.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert_factory = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
+    if insert_factory is None:
+        raise ValueError(f"upsert supports SQLite and PostgreSQL, not {dialect}")
+    columns = list(rows[0])
+    update_columns = [c for c in (update if update is not None else columns) if c not in key]
+    batch = 500
+    for start in range(0, len(rows), batch):
+        statement = insert_factory(table).values(list(rows[start : start + batch]))
+        if update_columns:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={c: statement.excluded[c] for c in update_columns},
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=list(key))
+        session.execute(statement)
+    return len(rows)

@@ -1,0 +1,290 @@
+"""Warehouse tables as typed SQLAlchemy 2 models.
+
+Each model names its natural key (a unique constraint) so that every write can be an upsert and a
+re-run changes nothing. ``consent_events`` is append-only and hash-chained per consent. The schema
+is created and evolved only by the Alembic migrations in ``warehouse/migrations``
+(``dossier db upgrade``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC instants on every backend (SQLite keeps no zone, so it is restored on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the warehouse stores UTC instants only")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        dt.datetime: UTCDateTime(),
+    }
+
+
+class Sme(Base):
+    """An SME that asked for a dossier."""
+
+    __tablename__ = "smes"
+
+    sme_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    industry: Mapped[str] = mapped_column(String(64))
+    region: Mapped[str] = mapped_column(String(64))
+    size_band: Mapped[str] = mapped_column(String(16))
+    founded_year: Mapped[int | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Lender(Base):
+    """A lending platform that may receive dossiers."""
+
+    __tablename__ = "lenders"
+
+    lender_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Consent(Base):
+    """An SME's permission: which sources, for which recipients, why, how far back, until when."""
+
+    __tablename__ = "consents"
+
+    consent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(200))
+    sources: Mapped[list[str]]
+    recipients: Mapped[list[str]]
+    history_months: Mapped[int]
+    granted_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    revoked_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ConsentEvent(Base):
+    """Append-only history of a consent; each event's hash covers the previous one."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (UniqueConstraint("consent_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.consent_id"), index=True)
+    sequence: Mapped[int]
+    event_type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SourceConnection(Base):
+    """How to reach one source of one SME (provider and the SME's account there)."""
+
+    __tablename__ = "source_connections"
+
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    account_ref: Mapped[str] = mapped_column(String(128))
+    credentials: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="connected")
+    connected_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IngestionRun(Base):
+    """One pull of one source for one SME for one as-of date (re-runs update the same row)."""
+
+    __tablename__ = "ingestion_runs"
+    __table_args__ = (UniqueConstraint("sme_id", "source", "as_of_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(24))
+    error_class: Mapped[str | None] = mapped_column(String(16))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    records_raw: Mapped[int] = mapped_column(default=0)
+    records_canonical: Mapped[int] = mapped_column(default=0)
+    records_rejected: Mapped[int] = mapped_column(default=0)
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+
+
+class RawPayload(Base):
+    """One immutable, content-addressed response body landed by an ingestion run."""
+
+    __tablename__ = "raw_payloads"
+    __table_args__ = (UniqueConstraint("ingestion_run_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ingestion_run_id: Mapped[int] = mapped_column(ForeignKey("ingestion_runs.id"), index=True)
+    sequence: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(String(512))
+    request: Mapped[str] = mapped_column(String(1024))
+    media_type: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int]
+    landed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class QuarantineEntry(Base):
+    """Why an SME's data was held back, naming source, record and field; resolved by a clean re-run."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (
+        UniqueConstraint("sme_id", "as_of_date", "stage", "source", "record", "field", "reason"),
+        Index("ix_quarantine_open", "as_of_date", "resolved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    stage: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    table_name: Mapped[str] = mapped_column(String(64), default="")
+    record: Mapped[str] = mapped_column(String(256), default="")
+    field: Mapped[str] = mapped_column(String(128), default="")
+    reason: Mapped[str] = mapped_column(String(512))
+    raw_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[dt.datetime | None]
+
+
+class ValidationResult(Base):
+    """Outcome of one expectation on one canonical table for one shard and as-of date."""
+
+    __tablename__ = "validation_results"
+    __table_args__ = (UniqueConstraint("as_of_date", "table_name", "shard", "expectation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    table_name: Mapped[str] = mapped_column(String(64))
+    shard: Mapped[int]
+    suite: Mapped[str] = mapped_column(String(128))
+    expectation: Mapped[str] = mapped_column(String(256))
+    success: Mapped[bool] = mapped_column(Boolean)
+    element_count: Mapped[int] = mapped_column(default=0)
+    unexpected_count: Mapped[int] = mapped_column(default=0)
+    failing_smes: Mapped[list[str]]
+    run_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Publish(Base):
+    """One publish of the dossier dataset for an as-of date (its manifest is written last)."""
+
+    __tablename__ = "publishes"
+    __table_args__ = (UniqueConstraint("as_of_date", "schema_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    schema_version: Mapped[int]
+    model_version: Mapped[str] = mapped_column(String(64))
+    manifest_path: Mapped[str] = mapped_column(String(512))
+    files: Mapped[int]
+    rows: Mapped[int]
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class DossierVersion(Base):
+    """The catalog: one row per published dossier; ``feed_seq`` orders the lender feed."""
+
+    __tablename__ = "dossier_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dossier_id: Mapped[str] = mapped_column(String(96), unique=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    schema_version: Mapped[int]
+    model_version: Mapped[str] = mapped_column(String(64))
+    sources_used: Mapped[list[str]]
+    publish_id: Mapped[int] = mapped_column(ForeignKey("publishes.id"))
+    file_path: Mapped[str] = mapped_column(String(512))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    grade: Mapped[str] = mapped_column(String(2))
+    pd_12m: Mapped[float] = mapped_column(Float)
+    feed_seq: Mapped[int] = mapped_column(Integer, unique=True)
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Subscription(Base):
+    """A lender's standing request for dossiers, with an optional filter and its feed cursor."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("lender_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    name: Mapped[str] = mapped_column(String(64), default="default")
+    filters: Mapped[dict[str, Any]]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    cursor: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Delivery(Base):
+    """A dossier version handed to a lender (by a pull); one row per lender per version."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("lender_id", "dossier_version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
+    pull_id: Mapped[str] = mapped_column(String(64))
+    delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
