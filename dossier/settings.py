@@ -64,6 +64,11 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "Base URL of the provider APIs; empty means the demo starts the bundled sandbox on a free port.",
     ),
     EnvVar(
+        "DOSSIER_SANDBOX_SMES",
+        "300",
+        "Size of the sandbox universe: the SMEs it serves and that `dossier sandbox seed` registers.",
+    ),
+    EnvVar(
         "DOSSIER_SANDBOX_SEED",
         "20261125",
         "Seed of the sandbox universe: the same seed gives the same SMEs and data.",
@@ -104,6 +109,7 @@ class Settings:
     s3_key: str = ""
     s3_secret: str = ""
     sandbox_url: str = ""
+    sandbox_smes: int = 300
     sandbox_seed: int = 20261125
     sandbox_fault_rate: float = 0.02
     shard_count: int = 8
@@ -131,6 +137,7 @@ class Settings:
             s3_key=get("DOSSIER_S3_KEY"),
             s3_secret=get("DOSSIER_S3_SECRET"),
             sandbox_url=get("DOSSIER_SANDBOX_URL").rstrip("/"),
+            sandbox_smes=int(get("DOSSIER_SANDBOX_SMES")),
             sandbox_seed=int(get("DOSSIER_SANDBOX_SEED")),
             sandbox_fault_rate=float(get("DOSSIER_SANDBOX_FAULT_RATE")),
             shard_count=int(get("DOSSIER_SHARD_COUNT")),
@@ -182,6 +189,7 @@ class Settings:
             "DOSSIER_WAREHOUSE_URL": self.warehouse_url,
             "DOSSIER_STORE_URL": self.store_url,
             "DOSSIER_SHARD_COUNT": str(self.shard_count),
+            "DOSSIER_SANDBOX_SMES": str(self.sandbox_smes),
             "DOSSIER_SANDBOX_SEED": str(self.sandbox_seed),
             "DOSSIER_SANDBOX_FAULT_RATE": str(self.sandbox_fault_rate),
         }
@@ -222,3 +230,17 @@ class override:
 def for_home(home: str | Path, **changes: object) -> Settings:
     """Embedded settings rooted at ``home`` (what tests and the demo use)."""
     return dataclasses.replace(Settings.from_env({"DOSSIER_HOME": str(home)}), **changes)
+
+
+def apply_airflow_environment(settings: Settings | None = None) -> dict[str, str]:
+    """Put the Airflow wiring of ``settings`` into this process's environment.
+
+    Call before Airflow is imported (its configuration is read at import time); keys already set
+    by the operator (``AIRFLOW__*`` in the environment) win.
+    """
+    wiring = (settings or get_settings()).airflow_environment()
+    for key, value in wiring.items():
+        if key.startswith("AIRFLOW__") and key in os.environ:
+            continue
+        os.environ[key] = value
+    return wiring

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from dossier.settings import Settings, for_home, override
+from dossier.settings import Settings, apply_airflow_environment, for_home, override
 from warehouse.db import make_engine
 from warehouse.migrate import upgrade
+
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Airflow (configured at import) and the default settings at a private folder per test process."""
+    scratch = Path(tempfile.mkdtemp(prefix="sme-dossier-tests-"))
+    apply_airflow_environment(for_home(scratch / "var"))
+    os.environ["DOSSIER_HOME"] = str(scratch / "var")
+
 
 POSTGRES_URL = os.environ.get(
     "DOSSIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

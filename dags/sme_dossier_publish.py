@@ -1,0 +1,103 @@
+"""
+### Validate, evaluate and publish SME dossiers
+
+Runs when every source's canonical tables are updated (the Assets written by `sme_ingest`), or by hand
+with `{"as_of": "YYYY-MM-DD"}`.
+
+* `resolve_as_of`: the as-of date (the `as_of` param, else the one carried by the triggering Asset events,
+  else the run's logical date).
+* `validate` (mapped over shards): runs each Great Expectations suite once per table per shard, attributes
+  failing rows to their SME, quarantines those SMEs with the reasons and stages the outcome.
+* `evaluate` (mapped over shards): computes features and the score (PD, grade, reason codes, limit, rate) of
+  every SME that was pulled, passed validation and has no open quarantine.
+* `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
+  consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
+* `build_data_docs`: renders the validation results as Great Expectations Data Docs under `var/gx`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from dossier.assets import CANONICAL, DOSSIERS
+
+
+@dag(
+    dag_id="sme_dossier_publish",
+    schedule=list(CANONICAL.values()),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["sme-dossier", "publish"],
+    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    params={
+        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)")
+    },
+)
+def sme_dossier_publish() -> None:
+    @task
+    def resolve_as_of(params: dict | None = None, triggering_asset_events=None, dag_run=None) -> str:
+        from dossier.pipeline import parse_as_of
+
+        explicit = (params or {}).get("as_of")
+        if explicit:
+            return parse_as_of(explicit).isoformat()
+        carried = sorted(
+            event.extra["as_of"]
+            for events in (triggering_asset_events or {}).values()
+            for event in events
+            if event.extra and event.extra.get("as_of")
+        )
+        if carried:
+            return carried[-1]
+        moment = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
+        return parse_as_of(moment).isoformat()
+
+    @task
+    def plan_shards() -> list[int]:
+        from dossier.pipeline import plan_shards as plan
+
+        return plan()
+
+    @task(map_index_template="{{ shard_label }}")
+    def validate(shard: int, as_of: str) -> dict:
+        from airflow.sdk import get_current_context
+
+        from dossier.pipeline import parse_as_of
+        from dossier.pipeline import validate as run_validate
+
+        get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
+        return run_validate(shard, parse_as_of(as_of))
+
+    @task
+    def evaluate(validation: dict) -> dict:
+        from dossier.pipeline import evaluate as run_evaluate
+        from dossier.pipeline import parse_as_of
+
+        return run_evaluate(validation["shard"], parse_as_of(validation["as_of"]))
+
+    @task(outlets=[DOSSIERS])
+    def publish(as_of: str, evaluations: list[dict], outlet_events=None) -> dict:
+        from dossier.pipeline import parse_as_of
+        from dossier.pipeline import publish as run_publish
+
+        summary = run_publish(parse_as_of(as_of))
+        outlet_events[DOSSIERS].extra = {"as_of": as_of, "rows": summary.get("rows_published", 0)}
+        return summary
+
+    @task
+    def build_data_docs(as_of: str, published: dict) -> dict:
+        from dossier.pipeline import build_data_docs as build
+        from dossier.pipeline import parse_as_of
+
+        return build(parse_as_of(as_of))
+
+    as_of = resolve_as_of()
+    validations = validate.partial(as_of=as_of).expand(shard=plan_shards())
+    evaluations = evaluate.expand(validation=validations)
+    build_data_docs(as_of, publish(as_of, evaluations))
+
+
+sme_dossier_publish()

@@ -1,0 +1,89 @@
+"""
+### Ingest SME sources
+
+Pulls every consenting SME's **accounting**, **tax** (VAT), **utility** and **survey** data from the
+providers, one mapped task per source per shard of SMEs.
+
+* `resolve_as_of`: the as-of date of the run (the `as_of` param, else the run's logical date, else today).
+* `plan_shards`: the shard numbers (`DOSSIER_SHARD_COUNT`).
+* `ingest_<source>` (mapped over shards): checks consent first (no request without an active consent covering
+  the source), pulls with retries, lands each raw payload immutable and content-addressed, parses it into the
+  canonical tables and writes one Parquet file per table per shard. An SME that fails is recorded in
+  `ingestion_runs` and, for bad payloads, in `quarantine`; the others go on.
+* `complete_<source>`: sums the shards and updates the source's Asset, which schedules `sme_dossier_publish`.
+
+Re-running a date replaces the same files and rows (idempotent). Backfill a date by triggering with
+`{"as_of": "YYYY-MM-DD"}`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from dossier.assets import CANONICAL
+from warehouse.canonical import SOURCES
+
+
+@dag(
+    dag_id="sme_ingest",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["sme-dossier", "ingest"],
+    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
+    params={
+        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)")
+    },
+)
+def sme_ingest() -> None:
+    @task
+    def resolve_as_of(params: dict | None = None, dag_run=None) -> str:
+        from dossier.pipeline import parse_as_of
+
+        explicit = (params or {}).get("as_of")
+        moment = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
+        return parse_as_of(explicit or moment).isoformat()
+
+    @task
+    def plan_shards() -> list[int]:
+        from dossier.pipeline import plan_shards as plan
+
+        return plan()
+
+    @task(map_index_template="{{ shard_label }}")
+    def ingest(source: str, shard: int, as_of: str) -> dict:
+        from airflow.sdk import get_current_context
+
+        from dossier.pipeline import ingest as run_ingest
+        from dossier.pipeline import parse_as_of
+
+        get_current_context()["shard_label"] = f"{source} shard {shard}"  # type: ignore[typeddict-unknown-key]
+        return run_ingest(source, shard, parse_as_of(as_of))
+
+    @task
+    def complete(source: str, as_of: str, results: list[dict], outlet_events=None) -> dict:
+        totals: dict[str, int] = {}
+        for result in results:
+            for key, value in result.items():
+                if isinstance(value, int) and not isinstance(value, bool) and key != "shard":
+                    totals[key] = totals.get(key, 0) + value
+        outlet_events[CANONICAL[source]].extra = {"as_of": as_of, **totals}
+        return {"source": source, "as_of": as_of, "shards": len(results), **totals}
+
+    as_of = resolve_as_of()
+    shards = plan_shards()
+    for source in SOURCES:
+        results = (
+            ingest.override(task_id=f"ingest_{source}")
+            .partial(source=source, as_of=as_of)
+            .expand(shard=shards)
+        )
+        complete.override(task_id=f"complete_{source}", outlets=[CANONICAL[source]])(
+            source=source, as_of=as_of, results=results
+        )
+
+
+sme_ingest()

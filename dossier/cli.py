@@ -1,0 +1,407 @@
+"""The ``dossier`` command: operate the warehouse, the sandbox, the pipeline and the lender feed.
+
+Every subcommand has ``--help``; the README lists them all (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dossier.settings import get_settings
+
+console = Console()
+
+
+def _as_of(value: str | None) -> dt.date:
+    from dossier.pipeline import parse_as_of
+
+    return parse_as_of(value)
+
+
+def _print_json(payload: Any) -> None:
+    console.print_json(json.dumps(payload, default=str))
+
+
+# --- db -------------------------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from warehouse.db import get_engine
+    from warehouse.migrate import current_revision, upgrade
+
+    engine = get_engine()
+    upgrade(engine)
+    console.print(
+        f"warehouse {engine.url.render_as_string(hide_password=True)} at revision {current_revision(engine)}"
+    )
+    return 0
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from warehouse.db import get_engine
+    from warehouse.migrate import current_revision, head_revision
+
+    engine = get_engine()
+    current, head = current_revision(engine), head_revision()
+    console.print(f"current revision: {current or 'none (run: dossier db upgrade)'}; latest: {head}")
+    return 0 if current == head else 1
+
+
+# --- sandbox ----------------------------------------------------------------------------------------
+
+
+def _universe(smes: int | None, as_of: dt.date | None = None) -> Any:
+    from connectors.sandbox.universe import Universe
+
+    settings = get_settings()
+    return Universe(
+        settings.sandbox_seed, smes or settings.sandbox_smes, as_of or dt.datetime.now(dt.UTC).date()
+    )
+
+
+def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    from connectors.sandbox.server import serve_forever
+
+    universe = _universe(args.smes)
+    rate = get_settings().sandbox_fault_rate if args.fault_rate is None else args.fault_rate
+    console.print(f"sandbox: {universe.size} SMEs (seed {universe.seed}) on http://{args.host}:{args.port}")
+    serve_forever(universe, host=args.host, port=args.port, fault_rate=rate)
+    return 0
+
+
+def cmd_sandbox_seed(args: argparse.Namespace) -> int:
+    from connectors.sandbox.seed import seed_warehouse
+
+    from warehouse.db import get_engine, session_scope
+    from warehouse.migrate import upgrade
+
+    upgrade(get_engine())
+    universe = _universe(args.smes)
+    with session_scope() as session:
+        counts = seed_warehouse(session, universe, now=dt.datetime.now(dt.UTC))
+    _print_json(counts)
+    return 0
+
+
+# --- pipeline ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dossier.demo import run_pipeline
+
+    result = run_pipeline(as_of=_as_of(args.as_of), dags=args.dag)
+    _print_json(result)
+    return 0 if all(r["state"] == "success" for r in result["runs"]) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dossier.demo import demo
+
+    return demo(smes=args.smes, as_of=_as_of(args.as_of), console=console)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dossier.report import pipeline_report, render_report
+
+    render_report(pipeline_report(_as_of(args.as_of)), console)
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from dossier.report import quarantine_entries
+
+    rows = quarantine_entries(_as_of(args.as_of), sme_id=args.sme, include_resolved=args.all)
+    table = Table("sme", "stage", "source", "table", "record", "field", "reason", "resolved")
+    for row in rows:
+        table.add_row(
+            row["sme_id"],
+            row["stage"],
+            row["source"],
+            row["table_name"],
+            row["record"],
+            row["field"],
+            row["reason"],
+            "yes" if row["resolved_at"] else "",
+        )
+    console.print(table)
+    console.print(f"{len(rows)} entries")
+    return 0
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from dossier.airflow_runner import standalone
+
+    return standalone(args.airflow_args or ["standalone"])
+
+
+# --- consent ----------------------------------------------------------------------------------------
+
+
+def cmd_consent_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse.db import session_scope
+    from warehouse.models import Consent
+
+    with session_scope() as session:
+        query = select(Consent).order_by(Consent.sme_id, Consent.consent_id)
+        if args.sme:
+            query = query.where(Consent.sme_id == args.sme)
+        consents = session.scalars(query).all()
+        table = Table("consent", "sme", "status", "sources", "recipients", "history", "expires")
+        for c in consents:
+            table.add_row(
+                c.consent_id,
+                c.sme_id,
+                c.status,
+                ",".join(c.sources),
+                ",".join(c.recipients),
+                f"{c.history_months} months",
+                c.expires_at.date().isoformat(),
+            )
+    console.print(table)
+    return 0
+
+
+def cmd_consent_revoke(args: argparse.Namespace) -> int:
+    from warehouse import consent
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        revoked = consent.revoke(
+            session, args.consent_id, at=dt.datetime.now(dt.UTC), actor=args.actor, reason=args.reason
+        )
+        console.print(
+            f"consent {revoked.consent_id} of {revoked.sme_id}: {revoked.status} at {revoked.revoked_at}"
+        )
+    return 0
+
+
+# --- lender -----------------------------------------------------------------------------------------
+
+
+def cmd_lender_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse.db import session_scope
+    from warehouse.models import Lender
+
+    with session_scope() as session:
+        table = Table("lender", "name")
+        for lender in session.scalars(select(Lender).order_by(Lender.lender_id)):
+            table.add_row(lender.lender_id, lender.name)
+    console.print(table)
+    return 0
+
+
+def cmd_lender_pull(args: argparse.Namespace) -> int:
+    from warehouse.feed import pull
+
+    from warehouse.db import session_scope
+    from warehouse.storage import Store
+
+    with session_scope() as session:
+        result = pull(session, Store.from_settings(), lender_id=args.lender, out_dir=Path(args.out))
+    _print_json(result)
+    return 0
+
+
+def cmd_lender_status(args: argparse.Namespace) -> int:
+    from warehouse.feed import lender_status
+
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        _print_json(lender_status(session, args.lender))
+    return 0
+
+
+def cmd_lender_subscribe(args: argparse.Namespace) -> int:
+    from warehouse.feed import subscribe
+
+    from warehouse.db import session_scope
+
+    filters: dict[str, list[str]] = {}
+    for name in ("grades", "industries", "regions"):
+        value = getattr(args, name)
+        if value:
+            filters[name] = [v.strip() for v in value.split(",") if v.strip()]
+    with session_scope() as session:
+        subscription = subscribe(session, args.lender, name=args.name, filters=filters)
+        console.print(
+            f"subscription {subscription.name} of {subscription.lender_id}: filters {subscription.filters}"
+        )
+    return 0
+
+
+# --- schema -----------------------------------------------------------------------------------------
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from warehouse.canonical import describe_markdown
+    from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
+
+    if args.which == "canonical":
+        print(describe_markdown())
+    else:
+        print(f"Dossier schema version {SCHEMA_VERSION}\n\n| column | type | description |\n|---|---|---|")
+        for c in ALL_COLUMNS:
+            print(f"| `{c.name}` | {c.type}{', nullable' if c.nullable else ''} | {c.description} |")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dossier",
+        description="Consent-driven credit dossiers for off-platform SMEs: pull, validate, evaluate, publish.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        group: Any, name: str, func: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        return sub
+
+    def as_of_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: today, UTC)")
+
+    db = commands.add_parser("db", help="warehouse schema migrations").add_subparsers(
+        dest="db_command", required=True
+    )
+    add(db, "upgrade", cmd_db_upgrade, "Create or migrate the warehouse schema to the latest revision.")
+    add(db, "current", cmd_db_current, "Show the warehouse's schema revision (exit 1 if behind).")
+
+    sandbox = commands.add_parser("sandbox", help="the bundled provider sandbox").add_subparsers(
+        dest="sandbox_command", required=True
+    )
+    serve = add(
+        sandbox, "serve", cmd_sandbox_serve, "Serve the sandbox provider APIs over HTTP until interrupted."
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
+    serve.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+    serve.add_argument(
+        "--fault-rate", type=float, help="share of 429/5xx responses (default DOSSIER_SANDBOX_FAULT_RATE)"
+    )
+    seed = add(
+        sandbox,
+        "seed",
+        cmd_sandbox_seed,
+        "Register the sandbox SMEs, lenders, subscriptions, connections and consents in the warehouse.",
+    )
+    seed.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+
+    run = add(
+        commands,
+        "run",
+        cmd_run,
+        "Run the DAGs in this process for one as-of date (starts the sandbox if DOSSIER_SANDBOX_URL is empty).",
+    )
+    as_of_option(run)
+    run.add_argument("--dag", choices=["all", "ingest", "publish"], default="all", help="which DAG(s) to run")
+
+    demo = add(
+        commands,
+        "demo",
+        cmd_demo,
+        "Set up everything on the embedded defaults, run the pipeline, pull as lenders, print a summary.",
+    )
+    demo.add_argument("--smes", type=int, default=300, help="SMEs in the sandbox universe (default 300)")
+    as_of_option(demo)
+
+    status = add(
+        commands, "status", cmd_status, "Summarise one as-of date: pulled, validated, quarantined, published."
+    )
+    as_of_option(status)
+
+    quarantine = add(
+        commands, "quarantine", cmd_quarantine, "List quarantined SMEs with source, record, field, reason."
+    )
+    as_of_option(quarantine)
+    quarantine.add_argument("--sme", help="only this SME")
+    quarantine.add_argument("--all", action="store_true", help="include entries resolved by a later run")
+
+    consent = commands.add_parser("consent", help="inspect and withdraw consents").add_subparsers(
+        dest="consent_command", required=True
+    )
+    consent_list = add(
+        consent, "list", cmd_consent_list, "List consents with their sources, recipients and status."
+    )
+    consent_list.add_argument("--sme", help="only this SME")
+    revoke = add(
+        consent, "revoke", cmd_consent_revoke, "Withdraw a consent now (the ledger keeps the history)."
+    )
+    revoke.add_argument("consent_id", help="the consent to withdraw")
+    revoke.add_argument("--reason", default="", help="why, recorded in the ledger")
+    revoke.add_argument("--actor", default="operator", help="who withdrew it (default operator)")
+
+    lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
+        dest="lender_command", required=True
+    )
+    add(lender, "list", cmd_lender_list, "List lenders.")
+    pull = add(
+        lender,
+        "pull",
+        cmd_lender_pull,
+        "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
+    )
+    pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
+    pull.add_argument("--out", required=True, help="folder to write the Parquet file(s) into")
+    lender_status = add(
+        lender, "status", cmd_lender_status, "Show a lender's cursor, deliveries and entitlements."
+    )
+    lender_status.add_argument("--lender", required=True, help="lender id")
+    subscribe = add(
+        lender, "subscribe", cmd_lender_subscribe, "Create or update a lender's subscription filters."
+    )
+    subscribe.add_argument("--lender", required=True, help="lender id")
+    subscribe.add_argument("--name", default="default", help="subscription name (default: default)")
+    subscribe.add_argument("--grades", help="comma-separated grades, e.g. A,B,C (default: all)")
+    subscribe.add_argument("--industries", help="comma-separated industries (default: all)")
+    subscribe.add_argument("--regions", help="comma-separated regions (default: all)")
+
+    schema = add(
+        commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
+    )
+    schema.add_argument("which", choices=["canonical", "dossier"], help="which schema")
+
+    airflow = add(
+        commands,
+        "airflow",
+        cmd_airflow,
+        "Run an airflow command with this project's DAGs and embedded settings (default: standalone).",
+    )
+    airflow.add_argument(
+        "airflow_args", nargs=argparse.REMAINDER, help="arguments for airflow (default: standalone)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else getattr(logging, get_settings().log_level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

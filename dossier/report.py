@@ -1,0 +1,216 @@
+"""What happened on an as-of date, read back from the warehouse and the store (``dossier status``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from dossier.pipeline import SCORES_STEP, as_of_instant
+from warehouse import consent
+from warehouse.canonical import SOURCES
+from warehouse.db import session_scope
+from warehouse.models import Consent, DossierVersion, IngestionRun, Lender, Publish, QuarantineEntry, Sme
+from warehouse.storage import Store
+
+SHOWN_COLUMNS = ["sme_id", "industry", "grade", "pd_12m", "credit_limit", "indicative_rate", "reason_codes"]
+
+
+def quarantine_entries(
+    as_of: dt.date, *, sme_id: str | None = None, include_resolved: bool = False
+) -> list[dict]:
+    """Quarantine entries of ``as_of`` (open ones unless ``include_resolved``), oldest first."""
+    with session_scope() as session:
+        query = (
+            select(QuarantineEntry)
+            .where(QuarantineEntry.as_of_date == as_of)
+            .order_by(QuarantineEntry.sme_id, QuarantineEntry.id)
+        )
+        if sme_id:
+            query = query.where(QuarantineEntry.sme_id == sme_id)
+        if not include_resolved:
+            query = query.where(QuarantineEntry.resolved_at.is_(None))
+        return [
+            {
+                c: getattr(entry, c)
+                for c in (
+                    "sme_id",
+                    "stage",
+                    "source",
+                    "table_name",
+                    "record",
+                    "field",
+                    "reason",
+                    "raw_sha256",
+                    "resolved_at",
+                )
+            }
+            for entry in session.scalars(query)
+        ]
+
+
+def reason_label(entry: dict) -> str:
+    """A reason without its record-specific values, so that like reasons group together."""
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"|\b\d[\d.,:\-T]*\b", "…", entry["reason"])
+    place = ".".join(p for p in (entry["table_name"] or entry["source"], entry["field"]) if p)
+    return f"{entry['stage']} · {place}: {reason[:90]}"
+
+
+def pipeline_report(as_of: dt.date) -> dict[str, Any]:
+    """Counts and samples describing the run of ``as_of``."""
+    store = Store.from_settings()
+    at = as_of_instant(as_of)
+    with session_scope() as session:
+        smes = session.scalars(select(Sme.sme_id)).all()
+        coverage = consent.source_coverage(session, at)
+        statuses = Counter(session.scalars(select(Consent.status)).all())
+        runs = session.execute(
+            select(IngestionRun.sme_id, IngestionRun.source, IngestionRun.status).where(
+                IngestionRun.as_of_date == as_of
+            )
+        ).all()
+        published = session.execute(
+            select(DossierVersion.sme_id, DossierVersion.grade).where(DossierVersion.as_of_date == as_of)
+        ).all()
+        publish_row = session.scalars(select(Publish).where(Publish.as_of_date == as_of)).first()
+        manifest = publish_row.manifest_path if publish_row else None
+        lenders = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).all()
+    entries = quarantine_entries(as_of)
+
+    pulled = {sme for sme, _source, status in runs if status == "succeeded"}
+    per_source = {s: Counter(status for _sme, source, status in runs if source == s) for s in SOURCES}
+    quarantined = {e["sme_id"] for e in entries}
+    labels_by_sme: dict[str, set[str]] = {}
+    for entry in entries:
+        labels_by_sme.setdefault(entry["sme_id"], set()).add(reason_label(entry))
+    reasons = Counter(label for labels in labels_by_sme.values() for label in labels)
+    evaluated: set[str] = set()
+    for path in store.list(store.layout.staging_dir(SCORES_STEP, as_of.isoformat()), suffix=".parquet"):
+        evaluated.update(store.read_table(path, columns=["sme_id"]).column("sme_id").to_pylist())
+    published_ids = {sme for sme, _grade in published}
+    rows = pd.DataFrame()
+    partition = store.layout.dossier_partition(1, as_of.isoformat())
+    try:
+        from warehouse.dossier_store import read_published
+
+        frame = read_published(store, as_of=as_of)
+        rows = frame[[c for c in SHOWN_COLUMNS if c in frame.columns]].sort_values("sme_id").head(5)
+        partition = (
+            store.layout.dossier_partition(int(frame["schema_version"].iloc[0]), as_of.isoformat())
+            if len(frame)
+            else partition
+        )
+    except FileNotFoundError:
+        pass
+    return {
+        "as_of": as_of.isoformat(),
+        "smes_registered": len(smes),
+        "smes_with_active_consent": len(coverage),
+        "smes_without_active_consent": len(smes) - len(coverage),
+        "consents_by_status": dict(statuses),
+        "smes_pulled": len(pulled),
+        "pulls_by_source": {s: dict(c) for s, c in per_source.items()},
+        "smes_quarantined": len(quarantined),
+        "top_quarantine_reasons": reasons.most_common(6),
+        "smes_evaluated": len(evaluated),
+        "smes_published": len(published_ids),
+        "withheld_no_consent": len(smes) - len(coverage) + len(evaluated - published_ids),
+        "withheld_no_lender_consent_after_evaluation": len(evaluated - published_ids),
+        "grades": dict(sorted(Counter(grade for _sme, grade in published).items())),
+        "dossier_partition": partition,
+        "manifest": manifest,
+        "lenders": list(lenders),
+        "sample_rows": rows,
+    }
+
+
+def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
+    """Pull as every lender into ``out_dir/<lender>/``; returns each pull's summary."""
+    from warehouse.feed import pull
+
+    store = Store.from_settings()
+    results = []
+    with session_scope() as session:
+        lenders = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).all()
+    for lender_id in lenders:
+        with session_scope() as session:
+            results.append(
+                {
+                    "lender": lender_id,
+                    **pull(session, store, lender_id=lender_id, out_dir=out_dir / lender_id),
+                }
+            )
+    return results
+
+
+def render_report(
+    report: dict[str, Any], console: Console, pulls: list[dict[str, Any]] | None = None
+) -> None:
+    """Print the report as readable tables."""
+    console.rule(f"[bold]As of {report['as_of']}")
+    funnel = Table("step", "SMEs", title="What happened to each SME", title_justify="left")
+    funnel.add_row("registered", str(report["smes_registered"]))
+    funnel.add_row("with an active consent", str(report["smes_with_active_consent"]))
+    funnel.add_row("pulled (at least one source)", str(report["smes_pulled"]))
+    funnel.add_row("quarantined (ingest or validation)", str(report["smes_quarantined"]))
+    funnel.add_row("evaluated", str(report["smes_evaluated"]))
+    funnel.add_row("published", str(report["smes_published"]))
+    funnel.add_row("withheld for lack of consent", str(report["withheld_no_consent"]))
+    console.print(funnel)
+
+    sources = Table("source", "outcomes", title="Pulls by source", title_justify="left")
+    for source, outcomes in report["pulls_by_source"].items():
+        sources.add_row(source, ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())) or "none")
+    console.print(sources)
+
+    if report["top_quarantine_reasons"]:
+        reasons = Table(
+            "SMEs",
+            "reason",
+            title="Top quarantine reasons (dossier quarantine lists all)",
+            title_justify="left",
+        )
+        for label, count in report["top_quarantine_reasons"]:
+            reasons.add_row(str(count), label)
+        console.print(reasons)
+
+    grades = Table(
+        *report["grades"].keys(), title="Grade distribution of published dossiers", title_justify="left"
+    )
+    grades.add_row(*(str(v) for v in report["grades"].values()))
+    console.print(grades)
+    console.print(f"Dossier Parquet: {report['dossier_partition']}\nManifest: {report['manifest']}")
+
+    if pulls:
+        table = Table(
+            "lender", "new dossiers", "withdrawals", "file", title="What lenders pulled", title_justify="left"
+        )
+        for p in pulls:
+            table.add_row(
+                p["lender"], str(p.get("rows", 0)), str(p.get("withdrawals", 0)), str(p.get("path") or "-")
+            )
+        console.print(table)
+
+    sample: pd.DataFrame = report["sample_rows"]
+    if len(sample):
+        rows = Table(*sample.columns, title="A few dossier rows", title_justify="left")
+        for record in sample.itertuples(index=False):
+            rows.add_row(*(_fmt(v) for v in record))
+        console.print(rows)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1 else f"{value:,.0f}"
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
