@@ -11,14 +11,13 @@ import contextlib
 import datetime as dt
 import io
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dossier.settings import Settings, apply_airflow_environment, get_settings
+from dossier.settings import Settings, apply_airflow_environment, child_process_environment, get_settings
 
 DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 INGEST_DAG = "sme_ingest"
@@ -80,7 +79,7 @@ def standalone(extra_args: list[str] | None = None) -> int:
     """``airflow standalone`` (scheduler, API server with UI, dag processor) on the embedded settings."""
     settings = get_settings()
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings.airflow_environment()}
+    env = child_process_environment(settings)
     env["AIRFLOW__API__PORT"] = env.get("AIRFLOW__API__PORT", "8080")
     print(f"Airflow home: {settings.airflow_home}")
     print(

@@ -244,3 +244,8 @@ def apply_airflow_environment(settings: Settings | None = None) -> dict[str, str
             continue
         os.environ[key] = value
     return wiring
+
+
+def child_process_environment(settings: Settings | None = None) -> dict[str, str]:
+    """This process's environment plus the Airflow wiring, for launching Airflow as a child process."""
+    return {**os.environ, **(settings or get_settings()).airflow_environment()}

@@ -1,0 +1,266 @@
+"""Core pipeline benchmark: validate, evaluate and publish from landed canonical data.
+
+For each size the benchmark prepares a home folder (canonical tables written straight from the
+sandbox universe, SMEs and consents registered in a SQLite warehouse), then measures in separate
+processes, so that each peak resident set size is its own:
+
+* ``core``: the pipeline's own steps (``dossier.pipeline.validate`` and ``evaluate`` for every shard,
+  then ``publish``), exactly what the Airflow tasks run;
+* ``floor``: the I/O floor - reading the same canonical files and writing the same dossier rows with
+  pyarrow alone.
+
+Results (SMEs per second, seconds, peak memory, core/floor ratio) are written to
+``bench/results/core_pipeline.json``. Run: ``python -m bench`` or ``python -m bench.core_pipeline --sizes 10000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AS_OF = dt.date(2026, 11, 1)
+
+
+def _settings(home: Path, shard_count: int) -> Any:
+    from dossier.settings import for_home
+
+    return for_home(home, shard_count=shard_count, sandbox_fault_rate=0.0)
+
+
+def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
+    """Land canonical tables for ``size`` SMEs and register them with consents (not timed)."""
+    import pyarrow as pa
+    from connectors.sandbox.seed import seed_warehouse
+    from connectors.sandbox.universe import Universe
+
+    from dossier.settings import override
+    from warehouse.canonical import TABLES
+    from warehouse.db import get_engine, session_scope
+    from warehouse.migrate import upgrade
+    from warehouse.shards import shard_column
+    from warehouse.storage import Store
+
+    marker = home / "prepared.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    home.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with override(_settings(home, shard_count)):
+        upgrade(get_engine())
+        universe = Universe(20261125, size, AS_OF)
+        with session_scope() as session:
+            seed_warehouse(session, universe, now=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC))
+        store = Store.from_settings()
+        rows: dict[str, int] = {}
+        chunk = 5000
+        profiles = universe.profiles()
+        frames: dict[str, list] = {name: [] for name in TABLES}
+        for start in range(0, size, chunk):
+            truth = universe.truth(profiles["sme_id"].iloc[start : start + chunk])
+            for name, frame in truth.items():
+                frames[name].append(frame)
+        for name, parts in frames.items():
+            import pandas as pd
+
+            frame = pd.concat(parts, ignore_index=True)
+            rows[name] = len(frame)
+            frame["raw_sha256"] = frame["raw_sha256"].replace("", "0" * 64)
+            shards = shard_column(frame["sme_id"], shard_count)
+            for shard in range(shard_count):
+                part = frame[shards == shard]
+                store.write_table(
+                    store.layout.canonical(name, AS_OF.isoformat(), shard), TABLES[name].to_arrow(part)
+                )
+            del frame, parts
+        frames.clear()
+        del pa
+    info = {
+        "size": size,
+        "shard_count": shard_count,
+        "rows": rows,
+        "prepare_seconds": time.perf_counter() - started,
+    }
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def run_core(home: Path, shard_count: int) -> dict[str, Any]:
+    """The pipeline's own validate + evaluate (every shard) and publish, timed in this process."""
+    from dossier import pipeline
+    from dossier.settings import override
+
+    with override(_settings(home, shard_count)):
+        timings: dict[str, float] = {"validate": 0.0, "evaluate": 0.0}
+        started = time.perf_counter()
+        for shard in range(shard_count):
+            t = time.perf_counter()
+            pipeline.validate(shard, AS_OF)
+            timings["validate"] += time.perf_counter() - t
+            t = time.perf_counter()
+            pipeline.evaluate(shard, AS_OF)
+            timings["evaluate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        summary = pipeline.publish(AS_OF)
+        timings["publish"] = time.perf_counter() - t
+        total = time.perf_counter() - started
+    return {"seconds": total, "steps": timings, "published": summary.get("rows_published"), **_peak()}
+
+
+def run_floor(home: Path, shard_count: int) -> dict[str, Any]:
+    """Read the same canonical files and write the same dossier rows with pyarrow alone."""
+    import pyarrow.parquet as pq
+
+    from dossier.settings import override
+    from warehouse.canonical import TABLES
+    from warehouse.storage import Store
+
+    with override(_settings(home, shard_count)):
+        store = Store.from_settings()
+        published = [p for p in Path(store.layout.dossier_partition(1, AS_OF.isoformat())).glob("*.parquet")]
+        dossiers = [pq.read_table(p) for p in published]
+        out = home / "floor"
+        out.mkdir(exist_ok=True)
+        started = time.perf_counter()
+        rows = 0
+        for shard in range(shard_count):
+            for name in TABLES:
+                rows += pq.read_table(store.layout.canonical(name, AS_OF.isoformat(), shard)).num_rows
+        for index, table in enumerate(dossiers):
+            pq.write_table(table, out / f"part-{index:04d}.parquet")
+        total = time.perf_counter() - started
+    return {
+        "seconds": total,
+        "canonical_rows_read": rows,
+        "dossier_rows_written": sum(t.num_rows for t in dossiers),
+        **_peak(),
+    }
+
+
+def _peak() -> dict[str, float]:
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_subprocess(step: str, home: Path, shard_count: int) -> dict[str, Any]:
+    output = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.core_pipeline",
+            "--step",
+            step,
+            "--home",
+            str(home),
+            "--shards",
+            str(shard_count),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def benchmark(sizes: list[int], work: Path, shard_count: int) -> dict[str, Any]:
+    results = []
+    for size in sizes:
+        home = work / f"smes-{size}"
+        print(f"[bench] preparing {size:,} SMEs in {home} ...", flush=True)
+        prepared = _in_subprocess_prepare(home, size, shard_count)
+        print(f"[bench] core pipeline on {size:,} SMEs ...", flush=True)
+        core = _in_subprocess("core", home, shard_count)
+        print(f"[bench] pyarrow I/O floor on {size:,} SMEs ...", flush=True)
+        floor = _in_subprocess("floor", home, shard_count)
+        result = {
+            "smes": size,
+            "shards": shard_count,
+            "canonical_rows": prepared["rows"],
+            "core_seconds": round(core["seconds"], 3),
+            "core_steps_seconds": {k: round(v, 3) for k, v in core["steps"].items()},
+            "core_smes_per_second": round(size / core["seconds"], 1),
+            "core_peak_rss_mib": round(core["peak_rss_mib"], 1),
+            "dossiers_published": core["published"],
+            "floor_seconds": round(floor["seconds"], 3),
+            "floor_peak_rss_mib": round(floor["peak_rss_mib"], 1),
+            "core_over_floor": round(core["seconds"] / floor["seconds"], 2),
+            "targets": {"core_over_floor_at_most": 3.0, "peak_rss_mib_below_at_100k": 2048},
+        }
+        print(json.dumps(result, indent=2), flush=True)
+        results.append(result)
+    return {
+        "benchmark": "core_pipeline",
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
+        "note": "validate + evaluate + publish from landed canonical data vs pyarrow-only read+write of the same data; "
+        "ratios are measured in one run on a shared machine.",
+        "results": results,
+    }
+
+
+def _in_subprocess_prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
+    output = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.core_pipeline",
+            "--step",
+            "prepare",
+            "--home",
+            str(home),
+            "--shards",
+            str(shard_count),
+            "--size",
+            str(size),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated SME counts")
+    parser.add_argument("--shards", type=int, default=8, help="shards (mapped tasks) per step")
+    parser.add_argument("--work", default="var/bench", help="scratch folder (prepared data is reused)")
+    parser.add_argument("--step", choices=["prepare", "core", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.step:
+        home = Path(args.home)
+        step = {
+            "prepare": lambda: prepare(home, args.size, args.shards),
+            "core": lambda: run_core(home, args.shards),
+            "floor": lambda: run_floor(home, args.shards),
+        }[args.step]
+        print(json.dumps(step(), default=str))
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    report = benchmark(sizes, Path(args.work).absolute(), args.shards)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    target = RESULTS / "core_pipeline.json"
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"[bench] results written to {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
