@@ -1,0 +1,87 @@
+"""Evaluation: canonical tables in, the dossier's feature and score columns out (pure functions).
+
+:func:`evaluate` is the one entry point the pipeline calls; :mod:`evaluation.features` computes the
+features and :mod:`evaluation.scoring` turns them into a PD, score, grade, reasons, limit and rate.
+Any object with a ``version`` and ``predict(features) -> Prediction`` can replace the first model.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pandas as pd
+
+from evaluation.features import compute_features
+from evaluation.scoring import (
+    REASON_TEXTS,
+    SCORECARD,
+    Prediction,
+    ScoringModel,
+    credit_limit,
+    grade,
+    indicative_rate,
+    reason_codes,
+    score_points,
+)
+from warehouse.dossier_schema import FEATURE_COLUMNS, SCORE_COLUMNS
+
+MODEL_VERSION = SCORECARD.version
+"""Version of the default model, written to every dossier it scores."""
+
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "sme_id",
+    "sources_used",
+    *(c.name for c in FEATURE_COLUMNS),
+    *(c.name for c in SCORE_COLUMNS),
+    "model_version",
+)
+"""Columns of :func:`evaluate`'s result, in order."""
+
+
+def _checked(prediction: Prediction, features: pd.DataFrame, version: str) -> pd.Series:
+    """The prediction's PD, after checking it covers every SME with a probability."""
+    pd_12m = prediction.pd_12m
+    if not pd_12m.index.equals(features.index) or not prediction.contributions.index.equals(features.index):
+        raise ValueError(f"model {version}: prediction is not indexed like the features")
+    values = pd_12m.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~((values >= 0) & (values <= 1))
+    if bad.any():
+        raise ValueError(
+            f"model {version}: pd_12m missing or outside [0, 1] for {list(features['sme_id'][bad][:5])}"
+        )
+    return pd_12m
+
+
+def evaluate(
+    tables: dict[str, pd.DataFrame],
+    smes: pd.DataFrame,
+    *,
+    as_of: datetime.date,
+    model: ScoringModel | None = None,
+) -> pd.DataFrame:
+    """Features, scores and model version for every SME in ``smes`` (one row each, same order).
+
+    ``tables`` maps canonical table names to frames; ``smes`` has ``sme_id`` and ``history_months``.
+    ``model`` defaults to the documented scorecard. The result's columns are :data:`OUTPUT_COLUMNS`,
+    with dtypes that cast to the dossier schema.
+    """
+    model = SCORECARD if model is None else model
+    features = compute_features(tables, smes, as_of=as_of)
+    prediction = model.predict(features)
+    pd_12m = _checked(prediction, features, model.version)
+    reasons = reason_codes(prediction.contributions, top=4, texts=REASON_TEXTS)
+    result = features.assign(
+        pd_12m=pd_12m.astype(np.float64),
+        score=score_points(pd_12m),
+        grade=grade(pd_12m),
+        reason_codes=reasons["reason_codes"],
+        reason_texts=reasons["reason_texts"],
+        credit_limit=credit_limit(features, pd_12m),
+        indicative_rate=indicative_rate(pd_12m),
+        model_version=pd.array([model.version] * len(features), dtype="str"),
+    )
+    return result[list(OUTPUT_COLUMNS)]
+
+
+__all__ = ["MODEL_VERSION", "OUTPUT_COLUMNS", "Prediction", "ScoringModel", "compute_features", "evaluate"]

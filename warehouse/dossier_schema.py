@@ -43,7 +43,12 @@ FEATURE_COLUMNS: tuple[Column, ...] = (
         pa.int32(),
         "Months of bookkeeping data available (up to the consent's history window).",
     ),
-    Column("currency", pa.string(), "ISO 4217 code of every amount in the dossier."),
+    Column(
+        "currency",
+        pa.string(),
+        "ISO 4217 code of every amount in the dossier (that of the latest month of books; empty without books).",
+        True,
+    ),
     Column("revenue_12m", pa.float64(), "Revenue over the last 12 months of books.", True),
     Column(
         "revenue_growth_yoy",
