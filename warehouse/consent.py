@@ -188,16 +188,22 @@ def require_source(session: Session, sme_id: str, source: str, at: dt.datetime |
     return max(windows)
 
 
+def _active_terms(session: Session, at: dt.datetime) -> list[Any]:
+    """(sme_id, sources, recipients, history_months) of every consent active at ``at``, columns only."""
+    rows = session.execute(
+        select(Consent.sme_id, Consent.sources, Consent.recipients, Consent.history_months).where(
+            Consent.status == "active", Consent.granted_at <= at, Consent.expires_at > at
+        )
+    )
+    return list(rows)
+
+
 def source_coverage(session: Session, at: dt.datetime | None = None) -> dict[str, dict[str, int]]:
     """For every SME with an active consent: source -> widest history window, in one query."""
-    at = at or utcnow()
     coverage: dict[str, dict[str, int]] = defaultdict(dict)
-    for consent in session.scalars(select(Consent).where(Consent.status == "active")):
-        if not is_active(consent, at):
-            continue
-        for source in consent.sources:
-            previous = coverage[consent.sme_id].get(source, 0)
-            coverage[consent.sme_id][source] = max(previous, consent.history_months)
+    for sme_id, sources, _recipients, history_months in _active_terms(session, at or utcnow()):
+        for source in sources:
+            coverage[sme_id][source] = max(coverage[sme_id].get(source, 0), history_months)
     return dict(coverage)
 
 
@@ -217,11 +223,9 @@ def entitlement_map(
     session: Session, at: dt.datetime | None = None
 ) -> dict[str, list[tuple[frozenset[str], frozenset[str]]]]:
     """Every SME's active (sources, recipients) pairs, for checking many dossiers in one query."""
-    at = at or utcnow()
     grants: dict[str, list[tuple[frozenset[str], frozenset[str]]]] = defaultdict(list)
-    for consent in session.scalars(select(Consent).where(Consent.status == "active")):
-        if is_active(consent, at):
-            grants[consent.sme_id].append((frozenset(consent.sources), frozenset(consent.recipients)))
+    for sme_id, sources, recipients, _history in _active_terms(session, at or utcnow()):
+        grants[sme_id].append((frozenset(sources), frozenset(recipients)))
     return dict(grants)
 
 

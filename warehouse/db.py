@@ -82,15 +82,13 @@ def upsert(
         raise ValueError(f"upsert supports SQLite and PostgreSQL, not {dialect}")
     columns = list(rows[0])
     update_columns = [c for c in (update if update is not None else columns) if c not in key]
-    batch = 500
-    for start in range(0, len(rows), batch):
-        statement = insert_factory(table).values(list(rows[start : start + batch]))
-        if update_columns:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={c: statement.excluded[c] for c in update_columns},
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(key))
-        session.execute(statement)
+    statement = insert_factory(table)
+    if update_columns:
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={c: statement.excluded[c] for c in update_columns},
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(key))
+    session.execute(statement, list(rows))
     return len(rows)

@@ -34,7 +34,7 @@ IDENTITY_COLUMNS: tuple[Column, ...] = (
     Column("schema_version", pa.int32(), "Version of this dossier schema."),
     Column("model_version", pa.string(), "Version of the scoring model that produced the score columns."),
     Column("sources_used", pa.list_(pa.string()), "Source kinds whose data went into this dossier."),
-    Column("published_at", pa.timestamp("s", tz="UTC"), "When this dossier version was published."),
+    Column("published_at", pa.timestamp("ms", tz="UTC"), "When this dossier version was published."),
 )
 
 FEATURE_COLUMNS: tuple[Column, ...] = (

@@ -288,3 +288,23 @@ class Delivery(Base):
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
     pull_id: Mapped[str] = mapped_column(String(64))
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Withdrawal(Base):
+    """A tombstone: a dossier delivered to a lender whose consent has since ended, reported once.
+
+    ``delivery_pull_id`` names the delivery being withdrawn, so a dossier delivered again later
+    (consent granted anew, content changed) is withdrawn again if its consent ends once more.
+    """
+
+    __tablename__ = "withdrawals"
+    __table_args__ = (UniqueConstraint("lender_id", "dossier_version_id", "delivery_pull_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
+    delivery_pull_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    withdrawn_at: Mapped[dt.datetime]
+    pull_id: Mapped[str] = mapped_column(String(64))
+    reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -105,3 +105,12 @@ def test_upsert_many_rows_in_batches(warehouse_engine: Engine) -> None:
     with session_scope(warehouse_engine) as session:
         assert session.scalar(select(Sme.founded_year).where(Sme.sme_id == "SME-01233")) == 2013
         assert len(session.scalars(select(Sme.sme_id)).all()) == 1234
+
+
+def test_migrations_match_the_models(warehouse_engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with warehouse_engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

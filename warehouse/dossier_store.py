@@ -1,0 +1,608 @@
+"""Publishing the credit dossier: Parquet parts, the manifest last, then the catalog.
+
+A publish turns the scored frames of one as-of date (one frame per shard, from evaluation) into the
+dataset lenders read::
+
+    dossiers/schema=<v>/as_of=<date>/part-<NNNN>.parquet   one part per scored frame
+    manifests/dossiers/schema=<v>/as_of=<date>.json        written last: files, rows, sha256
+
+The dataset folder holds nothing but Parquet, so pandas, polars, DuckDB and Spark read it as is
+(``schema`` and ``as_of`` become hive partition columns). A careful reader trusts a partition only
+when its manifest exists and lists exactly the partition's files with their sha256
+(:func:`read_published`): a publish that dies half way is never seen, because it removes the old
+manifest first and writes the new one last.
+
+Only SMEs whose dossier some lender may receive now (an active consent naming a lender and covering
+every source the dossier used; :mod:`warehouse.consent` decides) are published; the others are
+withheld and counted. Each published row gets a catalog row (:class:`~warehouse.models.DossierVersion`)
+holding the sha256 of its content: a re-publish with the same content keeps its ``feed_seq`` and
+``published_at`` (lenders do not receive it again), changed content takes the next ``feed_seq``.
+Re-running a publish rewrites byte-identical files and leaves the catalog as it was.
+
+>>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1)).tolist()
+['SME-000042:2026-11-01:v1']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import posixpath
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from warehouse.canonical import SOURCES
+from warehouse.consent import entitlement_map, is_entitled
+from warehouse.dossier_schema import (
+    ALL_COLUMNS,
+    DOSSIER_SCHEMA,
+    FEATURE_COLUMNS,
+    SCHEMA_VERSION,
+    SCORE_COLUMNS,
+    build_schema,
+)
+from warehouse.models import DossierVersion, Publish, Sme, utcnow
+from warehouse.storage import Store, sha256_hex
+
+log = logging.getLogger(__name__)
+
+SCORED_COLUMNS: tuple[str, ...] = (
+    "sme_id",
+    "sources_used",
+    *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS),
+)
+"""What evaluation hands over per SME; everything else in a dossier row is added here."""
+
+CONTENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in ALL_COLUMNS if c.name != "published_at")
+"""The columns whose values make a dossier's content (its hash ignores when it was published)."""
+
+UNPUBLISHED = ""
+"""``file_path`` of a catalog row whose dossier a later publish of its date no longer contains."""
+
+SME_IDENTITY = {"name": "sme_name", "industry": "industry", "region": "region", "size_band": "size_band"}
+WITHHELD_EXAMPLES = 20
+LOOKUP_CHUNK = 1000
+"""Ids per ``IN (...)`` lookup: far below SQLite's and PostgreSQL's bound-parameter limits."""
+
+Grants = dict[str, list[tuple[frozenset[str], frozenset[str]]]]
+"""Every SME's active (sources, recipients) pairs, as :func:`warehouse.consent.entitlement_map` returns."""
+
+
+class DossierStoreError(RuntimeError):
+    """A partition whose manifest lists its files but whose bytes do not match the manifest."""
+
+
+# --- small pure helpers ---------------------------------------------------------------------------
+
+
+def utc_seconds(instant: dt.datetime) -> dt.datetime:
+    """``instant`` in UTC, to the second (dossier timestamps are second-precision)."""
+    if instant.tzinfo is None:
+        raise ValueError(f"naive datetime {instant!r}: publishing needs a UTC instant")
+    return instant.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def dossier_ids(sme_ids: pd.Series, as_of: dt.date, schema_version: int = SCHEMA_VERSION) -> pd.Series:
+    """``<sme_id>:<as_of>:v<schema_version>`` for each SME: the stable id of its dossier."""
+    return sme_ids + f":{as_of.isoformat()}:v{schema_version}"
+
+
+def store_relative(store: Store, path: str) -> str:
+    """``path`` relative to the store root: what manifests and the catalog record."""
+    return posixpath.relpath(path, store.root)
+
+
+def store_absolute(store: Store, relative: str) -> str:
+    return posixpath.join(store.root, relative)
+
+
+def _netstrings(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Each value as ``<length>:<text>`` (null as ``-``): self-delimiting, so joins stay unambiguous."""
+    text = pc.cast(values, pa.string())
+    framed = pc.binary_join_element_wise(pc.cast(pc.utf8_length(text), pa.string()), text, ":")
+    return pc.fill_null(framed, "-")
+
+
+def _list_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Each list as the concatenated netstrings of its elements (null lists stay null)."""
+    chunks = []
+    for chunk in column.chunks:
+        lengths = pc.fill_null(pc.list_value_length(chunk), 0)
+        offsets = pa.concat_arrays([pa.array([0], pa.int32()), pc.cumulative_sum(lengths).cast(pa.int32())])
+        elements = _netstrings(pc.list_flatten(chunk))
+        relisted = pa.ListArray.from_arrays(offsets, elements, mask=chunk.is_null())
+        chunks.append(pc.binary_join(relisted, ""))
+    return pa.chunked_array(chunks, pa.string())
+
+
+def content_sha256(table: pa.Table) -> list[str]:
+    """sha256 of each dossier row's content (every column but ``published_at``), in row order.
+
+    Values are rendered by Arrow (floats in their shortest round-trip form) and framed as
+    netstrings, so two rows hash alike only when every content value is equal.
+    """
+    parts = []
+    for name in CONTENT_COLUMNS:
+        column = table.column(name)
+        parts.append(_netstrings(_list_text(column) if pa.types.is_list(column.type) else column))
+    if table.num_rows == 0:
+        return []
+    rows = pc.binary_join_element_wise(*parts, "")
+    return [hashlib.sha256(text.encode()).hexdigest() for text in rows.to_pylist()]
+
+
+def _has_entitled_lender(
+    grants: list[tuple[frozenset[str], frozenset[str]]], sources_used: list[str]
+) -> bool:
+    """Whether any lender named by the SME's active grants may receive a dossier built from these sources."""
+    named = set().union(*(recipients for _sources, recipients in grants))
+    return any(is_entitled(grants, lender, sources_used) for lender in named)
+
+
+def entitled_now(frame: pd.DataFrame, grants: Grants) -> pd.Series:
+    """Per row of ``frame`` (sme_id, sources_used): may at least one lender receive it under ``grants``?"""
+    return pd.Series(
+        [
+            _has_entitled_lender(grants.get(sme_id, []), used)
+            for sme_id, used in zip(frame["sme_id"], frame["sources_used"], strict=True)
+        ],
+        index=frame.index,
+        dtype=bool,
+    )
+
+
+# --- checking and completing the scored frames ----------------------------------------------------
+
+
+def _examples(values: Iterable[str], limit: int = 5) -> str:
+    values = sorted(set(values))
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(values[:limit]) + more
+
+
+def check_scored(frame: pd.DataFrame, part: int) -> pd.DataFrame:
+    """The columns of :data:`SCORED_COLUMNS` of one scored frame, sorted by SME, sources as sorted lists.
+
+    Raises ``ValueError`` naming the frame (part number), the SMEs and the field when a column is
+    missing, an SME appears twice, a required value is null or ``sources_used`` is empty or names an
+    unknown source.
+    """
+    where = f"scored frame {part} (part-{part:04d})"
+    if frame.empty:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in SCORED_COLUMNS})
+    missing = [name for name in SCORED_COLUMNS if name not in frame.columns]
+    if missing:
+        raise ValueError(f"{where}: missing columns {missing}")
+    checked = frame.loc[:, list(SCORED_COLUMNS)].sort_values("sme_id", kind="stable").reset_index(drop=True)
+    duplicated = checked["sme_id"][checked["sme_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"{where}: SMEs appear more than once: {_examples(duplicated)}")
+    required = [
+        "sme_id",
+        "sources_used",
+        *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS if not c.nullable),
+    ]
+    for name in required:
+        nulls = checked[name].isna()
+        if nulls.any():
+            raise ValueError(f"{where}: field {name} is null for SMEs {_examples(checked['sme_id'][nulls])}")
+    checked["sources_used"] = checked["sources_used"].map(lambda used: sorted(set(used)))
+    empty = checked["sources_used"].map(len) == 0
+    if empty.any():
+        raise ValueError(
+            f"{where}: field sources_used is empty for SMEs {_examples(checked['sme_id'][empty])}"
+        )
+    exploded = checked[["sme_id", "sources_used"]].explode("sources_used")
+    unknown = exploded[~exploded["sources_used"].isin(SOURCES)]
+    if not unknown.empty:
+        raise ValueError(
+            f"{where}: field sources_used names unknown sources {_examples(unknown['sources_used'].astype(str))} "
+            f"for SMEs {_examples(unknown['sme_id'])}; known: {list(SOURCES)}"
+        )
+    return checked
+
+
+def sme_identity(session: Session, sme_ids: Iterable[str]) -> pd.DataFrame:
+    """Name, industry, region, size band and founding year of ``sme_ids`` from the ``smes`` table."""
+    ids = list(sme_ids)
+    columns = [Sme.sme_id, Sme.name, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year]
+    rows = []
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[start : start + LOOKUP_CHUNK]
+        rows.extend(session.execute(select(*columns).where(Sme.sme_id.in_(chunk))).all())
+    identity = pd.DataFrame(rows, columns=[c.key for c in columns])
+    identity["founded_year"] = identity["founded_year"].astype("Int32")
+    return identity.rename(columns=SME_IDENTITY)
+
+
+def with_identity(
+    scored: pd.DataFrame, identity: pd.DataFrame, *, as_of: dt.date, model_version: str, part: int
+) -> pd.DataFrame:
+    """``scored`` with the identity and provenance columns (all but ``published_at``) added."""
+    dossiers = scored.merge(identity, on="sme_id", how="left", validate="one_to_one", indicator=True)
+    unknown = dossiers["sme_id"][dossiers["_merge"] == "left_only"]
+    if not unknown.empty:
+        raise ValueError(
+            f"scored frame {part} (part-{part:04d}): SMEs not in the smes table: {_examples(unknown)}"
+        )
+    dossiers = dossiers.drop(columns="_merge")
+    dossiers["dossier_id"] = dossier_ids(dossiers["sme_id"], as_of)
+    dossiers["as_of_date"] = as_of
+    dossiers["schema_version"] = SCHEMA_VERSION
+    dossiers["model_version"] = model_version
+    return dossiers
+
+
+def to_content_table(dossiers: pd.DataFrame, schema: pa.Schema, part: int) -> pa.Table:
+    """The dossier rows as Arrow, typed by ``schema``, without ``published_at``."""
+    content_schema = pa.schema([schema.field(name) for name in CONTENT_COLUMNS])
+    try:
+        return pa.Table.from_pandas(
+            dossiers[list(CONTENT_COLUMNS)], schema=content_schema, preserve_index=False
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as error:
+        raise ValueError(f"scored frame {part} (part-{part:04d}): {error}") from error
+
+
+# --- the catalog ----------------------------------------------------------------------------------
+
+
+def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
+    """Existing catalog rows of ``wanted_ids``: id, content hash, feed_seq, published_at, file_path."""
+    ids = list(wanted_ids)
+    columns = [
+        DossierVersion.dossier_id,
+        DossierVersion.id,
+        DossierVersion.content_sha256,
+        DossierVersion.feed_seq,
+        DossierVersion.published_at,
+        DossierVersion.file_path,
+    ]
+    rows = []
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[start : start + LOOKUP_CHUNK]
+        rows.extend(session.execute(select(*columns).where(DossierVersion.dossier_id.in_(chunk))).all())
+    return pd.DataFrame(rows, columns=[c.key for c in columns])
+
+
+def stamp_versions(
+    dossiers: pd.DataFrame, existing: pd.DataFrame, *, next_seq: int, published_at: dt.datetime
+) -> pd.DataFrame:
+    """Decide each row's ``feed_seq`` and ``published_at`` against the catalog rows ``existing``.
+
+    A row whose content (``content_sha256``) equals its published catalog row keeps that row's
+    ``feed_seq`` and ``published_at``; a new or changed row, or one that a publish had withdrawn
+    from its partition, takes the next sequence number (in row order) and ``published_at``.
+    Adds ``feed_seq``, ``published_at``, ``is_new_version`` and the catalog's ``catalog_id`` and
+    ``catalog_file_path`` (missing for dossiers not in the catalog yet).
+    """
+    merged = dossiers.merge(
+        existing.rename(
+            columns={
+                "id": "catalog_id",
+                "content_sha256": "catalog_sha256",
+                "feed_seq": "catalog_feed_seq",
+                "published_at": "catalog_published_at",
+                "file_path": "catalog_file_path",
+            }
+        ),
+        on="dossier_id",
+        how="left",
+        validate="one_to_one",
+    )
+    unchanged = (merged["catalog_sha256"] == merged["content_sha256"]) & (
+        merged["catalog_file_path"].fillna(UNPUBLISHED) != UNPUBLISHED
+    )
+    fresh = ~unchanged
+    new_seq = pd.Series(range(next_seq, next_seq + int(fresh.sum())), index=merged.index[fresh])
+    catalog_published_at = pd.to_datetime(merged["catalog_published_at"], utc=True)
+    stamps = pd.DataFrame(
+        {
+            "is_new_version": fresh,
+            "feed_seq": merged["catalog_feed_seq"].where(unchanged, new_seq).astype("int64"),
+            "published_at": catalog_published_at.where(unchanged, pd.Timestamp(published_at)).dt.floor("s"),
+            "catalog_id": merged["catalog_id"].astype("Int64"),
+            "catalog_file_path": merged["catalog_file_path"],
+        }
+    )
+    return dossiers.assign(**stamps.set_axis(dossiers.index))
+
+
+CATALOG_COLUMNS = (
+    "dossier_id",
+    "sme_id",
+    "as_of_date",
+    "schema_version",
+    "model_version",
+    "sources_used",
+    "content_sha256",
+    "grade",
+    "pd_12m",
+    "feed_seq",
+    "published_at",
+)
+
+
+def _catalog_records(
+    stamped: pd.DataFrame, *, publish_id: int, file_path: str, with_id: bool = False
+) -> list[dict[str, Any]]:
+    records = stamped[list(CATALOG_COLUMNS)].to_dict("records")
+    published_at = stamped["published_at"].dt.to_pydatetime()
+    ids = stamped["catalog_id"].tolist()
+    for record, instant, catalog_id in zip(records, published_at, ids, strict=True):
+        record["published_at"] = instant
+        record["publish_id"] = publish_id
+        record["file_path"] = file_path
+        if with_id:
+            record["id"] = int(catalog_id)
+    return records
+
+
+def write_catalog(session: Session, stamped: pd.DataFrame, *, publish_id: int, file_path: str) -> None:
+    """Insert the catalog rows of new dossiers and update those whose version or file changed.
+
+    Rows already in the catalog with the same version in the same file are left untouched, so a
+    re-run of a publish writes nothing here.
+    """
+    is_new = stamped["catalog_id"].isna()
+    outdated = ~is_new & (stamped["is_new_version"] | (stamped["catalog_file_path"] != file_path))
+    inserts = _catalog_records(stamped[is_new], publish_id=publish_id, file_path=file_path)
+    updates = _catalog_records(stamped[outdated], publish_id=publish_id, file_path=file_path, with_id=True)
+    if inserts:
+        session.execute(insert(DossierVersion), inserts)
+    if updates:
+        session.execute(update(DossierVersion), updates)
+
+
+def _unpublish_missing(session: Session, as_of: dt.date, published_ids: set[str]) -> int:
+    """Mark catalog rows of ``as_of`` that this publish no longer contains; returns how many."""
+    current = session.scalars(
+        select(DossierVersion.dossier_id).where(
+            DossierVersion.as_of_date == as_of,
+            DossierVersion.schema_version == SCHEMA_VERSION,
+            DossierVersion.file_path != UNPUBLISHED,
+        )
+    ).all()
+    missing = sorted(set(current) - published_ids)
+    for start in range(0, len(missing), LOOKUP_CHUNK):
+        session.execute(
+            update(DossierVersion)
+            .where(DossierVersion.dossier_id.in_(missing[start : start + LOOKUP_CHUNK]))
+            .values(file_path=UNPUBLISHED)
+        )
+    return len(missing)
+
+
+def _publish_row(session: Session, as_of: dt.date, model_version: str, manifest: str) -> Publish:
+    row = session.scalars(
+        select(Publish).where(Publish.as_of_date == as_of, Publish.schema_version == SCHEMA_VERSION)
+    ).first()
+    if row is None:
+        row = Publish(as_of_date=as_of, schema_version=SCHEMA_VERSION, files=0, rows=0)
+        session.add(row)
+    row.model_version = model_version
+    row.manifest_path = manifest
+    session.flush()
+    return row
+
+
+# --- manifests and readers ------------------------------------------------------------------------
+
+
+def read_manifest(store: Store, as_of: dt.date | str) -> dict[str, Any] | None:
+    """The manifest of ``as_of``'s partition, or None when there is none (not published, or publishing)."""
+    path = store.layout.manifest(SCHEMA_VERSION, str(as_of))
+    return store.read_json(path) if store.exists(path) else None
+
+
+def _same_files(manifest: dict[str, Any], files: list[dict[str, Any]], model_version: str) -> bool:
+    return manifest["files"] == files and manifest["model_version"] == model_version
+
+
+def published_dates(store: Store) -> list[str]:
+    """As-of dates that have a partition folder in the current schema version (complete or not)."""
+    schema_dir = posixpath.dirname(store.layout.dossier_partition(SCHEMA_VERSION, "any"))  # holds as_of=*
+    names = (posixpath.basename(p) for p in store.list(schema_dir))
+    return sorted(name.removeprefix("as_of=") for name in names if name.startswith("as_of="))
+
+
+def read_partition(store: Store, as_of: dt.date | str) -> pa.Table | None:
+    """One as-of partition, or None when no manifest lists exactly its files (absent or half published).
+
+    Raises :class:`DossierStoreError` when a listed file's bytes differ from the manifest's sha256.
+    """
+    as_of = str(as_of)
+    manifest = read_manifest(store, as_of)
+    partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of)
+    present = {store_relative(store, p) for p in store.list(partition, suffix=".parquet")}
+    if manifest is None:
+        if present:
+            log.info("dossier partition %s has no manifest (publish incomplete): skipped", partition)
+        return None
+    listed = {entry["path"] for entry in manifest["files"]}
+    if listed != present:
+        log.info("dossier partition %s does not match its manifest: skipped", partition)
+        return None
+    tables = []
+    for entry in manifest["files"]:
+        data = store.read_bytes(store_absolute(store, entry["path"]))
+        if sha256_hex(data) != entry["sha256"]:
+            raise DossierStoreError(
+                f"{entry['path']}: sha256 {sha256_hex(data)} differs from its manifest's {entry['sha256']}"
+            )
+        tables.append(pq.read_table(io.BytesIO(data)))
+    return pa.concat_tables(tables) if tables else DOSSIER_SCHEMA.empty_table()
+
+
+def read_published(store: Store, as_of: dt.date | str | None = None) -> pd.DataFrame:
+    """Published dossiers of ``as_of`` (default: every date), reading only manifest-complete partitions.
+
+    Every file's sha256 is checked against the manifest; partitions without a manifest, or whose
+    folder holds other files than the manifest lists, are skipped. Returns the dossier columns.
+    """
+    dates = [str(as_of)] if as_of is not None else published_dates(store)
+    tables = [table for table in (read_partition(store, d) for d in dates) if table is not None]
+    if not tables:
+        return DOSSIER_SCHEMA.empty_table().to_pandas()
+    schema = DOSSIER_SCHEMA.remove_metadata()
+    return pa.concat_tables([t.cast(schema) for t in tables]).to_pandas()
+
+
+# --- publishing -----------------------------------------------------------------------------------
+
+
+def prepare_dossiers(
+    session: Session,
+    frame: pd.DataFrame,
+    part: int,
+    *,
+    as_of: dt.date,
+    model_version: str,
+    grants: Grants,
+    seen_smes: set[str],
+) -> tuple[pd.DataFrame, list[str]]:
+    """One scored frame checked and completed with identity, split into publishable rows and withheld SMEs.
+
+    ``seen_smes`` collects the SMEs of earlier frames: an SME in two frames is an error.
+    """
+    checked = check_scored(frame, part)
+    repeated = seen_smes.intersection(checked["sme_id"])
+    if repeated:
+        raise ValueError(
+            f"scored frame {part} (part-{part:04d}): SMEs already in an earlier frame: {_examples(repeated)}"
+        )
+    seen_smes.update(checked["sme_id"])
+    identity = sme_identity(session, checked["sme_id"])
+    dossiers = with_identity(checked, identity, as_of=as_of, model_version=model_version, part=part)
+    entitled = entitled_now(dossiers, grants)
+    return dossiers[entitled].reset_index(drop=True), dossiers["sme_id"][~entitled].tolist()
+
+
+def part_table(content: pa.Table, published_at: pd.Series, schema: pa.Schema) -> pa.Table:
+    """A part file's table: the content columns plus each row's ``published_at``, exactly ``schema``."""
+    stamped = content.append_column(
+        schema.field("published_at"), pa.array(published_at, schema.field("published_at").type)
+    )
+    return pa.Table.from_arrays(stamped.select(schema.names).columns, schema=schema)
+
+
+def _delete_stale_parts(store: Store, partition: str, written: set[str]) -> list[str]:
+    stale = [p for p in store.list(partition, suffix=".parquet") if p not in written]
+    for path in stale:
+        store.delete(path)
+    return stale
+
+
+def publish(
+    session: Session,
+    store: Store,
+    *,
+    as_of: dt.date,
+    scored: Iterable[pd.DataFrame],
+    model_version: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Publish ``as_of``'s dossiers: one part per scored frame, the manifest last, then the catalog.
+
+    ``scored`` yields one frame per shard (see :data:`SCORED_COLUMNS`) and is consumed one frame at a
+    time. SMEs no lender may receive at ``now`` are withheld. The catalog changes are made in
+    ``session`` (the caller commits). Returns a JSON-serialisable summary.
+    """
+    published_at = utc_seconds(now or utcnow())
+    as_of_text = as_of.isoformat()
+    schema = build_schema(model_version)
+    partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of_text)
+    manifest_path = store.layout.manifest(SCHEMA_VERSION, as_of_text)
+
+    previous_manifest = read_manifest(store, as_of)
+    store.delete(manifest_path)
+    publish_row = _publish_row(session, as_of, model_version, store_relative(store, manifest_path))
+    grants = entitlement_map(session, at=published_at)
+    next_seq = (session.scalar(select(func.max(DossierVersion.feed_seq))) or 0) + 1
+
+    files: list[dict[str, Any]] = []
+    written: set[str] = set()
+    published_ids: set[str] = set()
+    seen_smes: set[str] = set()
+    withheld: list[str] = []
+    grades: Counter[str] = Counter()
+    new_versions = 0
+    for part, frame in enumerate(scored):
+        dossiers, held_back = prepare_dossiers(
+            session, frame, part, as_of=as_of, model_version=model_version, grants=grants, seen_smes=seen_smes
+        )
+        withheld.extend(held_back)
+        content = to_content_table(dossiers, schema, part)
+        stamped = stamp_versions(
+            dossiers.assign(content_sha256=content_sha256(content)),
+            catalog_rows(session, dossiers["dossier_id"]),
+            next_seq=next_seq,
+            published_at=published_at,
+        )
+        path = store.layout.dossier_part(SCHEMA_VERSION, as_of_text, part)
+        sha256 = store.write_table(path, part_table(content, stamped["published_at"], schema))
+        relative = store_relative(store, path)
+        write_catalog(session, stamped, publish_id=publish_row.id, file_path=relative)
+
+        files.append({"path": relative, "rows": len(stamped), "sha256": sha256})
+        written.add(path)
+        published_ids.update(stamped["dossier_id"])
+        grades.update(stamped["grade"])
+        next_seq += int(stamped["is_new_version"].sum())
+        new_versions += int(stamped["is_new_version"].sum())
+
+    stale = _delete_stale_parts(store, partition, written)
+    if previous_manifest is not None and _same_files(previous_manifest, files, model_version):
+        published_at = dt.datetime.fromisoformat(previous_manifest["published_at"])
+    rows = sum(entry["rows"] for entry in files)
+    store.write_json(
+        manifest_path,
+        {
+            "dataset": "dossiers",
+            "schema_version": SCHEMA_VERSION,
+            "model_version": model_version,
+            "as_of": as_of_text,
+            "published_at": published_at.isoformat(),
+            "rows": rows,
+            "files": files,
+        },
+    )
+
+    unpublished = _unpublish_missing(session, as_of, published_ids)
+    publish_row.files = len(files)
+    publish_row.rows = rows
+    publish_row.published_at = published_at
+    session.flush()
+    log.info(
+        "published %d dossiers for %s in %d files (%d new or changed, %d withheld, %d stale parts removed)",
+        rows,
+        as_of_text,
+        len(files),
+        new_versions,
+        len(withheld),
+        len(stale),
+    )
+    return {
+        "as_of": as_of_text,
+        "schema_version": SCHEMA_VERSION,
+        "model_version": model_version,
+        "published_at": published_at.isoformat(),
+        "rows": rows,
+        "new_or_changed": new_versions,
+        "unchanged": rows - new_versions,
+        "unpublished": unpublished,
+        "withheld_no_consent": {"count": len(withheld), "examples": sorted(withheld)[:WITHHELD_EXAMPLES]},
+        "files": [entry["path"] for entry in files],
+        "manifest": store_relative(store, manifest_path),
+        "grades": dict(sorted(grades.items())),
+    }
