@@ -39,6 +39,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from warehouse.db import get_engine
     from warehouse.migrate import current_revision, upgrade
 
+    get_settings().home.mkdir(parents=True, exist_ok=True)
     engine = get_engine()
     upgrade(engine)
     console.print(
@@ -85,6 +86,7 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
 
+    get_settings().home.mkdir(parents=True, exist_ok=True)
     upgrade(get_engine())
     universe = _universe(args.smes)
     with session_scope() as session:

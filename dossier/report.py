@@ -77,7 +77,9 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
             )
         ).all()
         published = session.execute(
-            select(DossierVersion.sme_id, DossierVersion.grade).where(DossierVersion.as_of_date == as_of)
+            select(DossierVersion.sme_id, DossierVersion.grade).where(
+                DossierVersion.as_of_date == as_of, DossierVersion.file_path != ""
+            )
         ).all()
         publish_row = session.scalars(select(Publish).where(Publish.as_of_date == as_of)).first()
         manifest = publish_row.manifest_path if publish_row else None
@@ -132,13 +134,16 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
 
 
 def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
-    """Pull as every lender into ``out_dir/<lender>/``; returns each pull's summary."""
+    """Pull as every lender with an active subscription into ``out_dir/<lender>/``; returns each pull's summary."""
     from warehouse.feed import pull
+    from warehouse.models import Subscription
 
     store = Store.from_settings()
     results = []
     with session_scope() as session:
-        lenders = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).all()
+        lenders = session.scalars(
+            select(Subscription.lender_id).where(Subscription.active).distinct().order_by(Subscription.lender_id)
+        ).all()
     for lender_id in lenders:
         with session_scope() as session:
             results.append(

@@ -83,6 +83,16 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "8",
         "SMEs are split into this many shards; each is one mapped Airflow task per step.",
     ),
+    EnvVar(
+        "DOSSIER_OAUTH_CLIENT_ID",
+        "sme-dossier",
+        "OAuth2 client id this application is registered under at the providers (default: the sandbox's).",
+    ),
+    EnvVar(
+        "DOSSIER_OAUTH_CLIENT_SECRET",
+        "sme-dossier-sandbox-secret",
+        "OAuth2 client secret matching DOSSIER_OAUTH_CLIENT_ID.",
+    ),
     EnvVar("DOSSIER_HTTP_TIMEOUT", "10", "Seconds before a provider request times out (connect and read)."),
     EnvVar(
         "DOSSIER_HTTP_RETRIES",
@@ -113,6 +123,8 @@ class Settings:
     sandbox_seed: int = 20261125
     sandbox_fault_rate: float = 0.02
     shard_count: int = 8
+    oauth_client_id: str = "sme-dossier"
+    oauth_client_secret: str = "sme-dossier-sandbox-secret"
     http_timeout: float = 10.0
     http_retries: int = 5
     history_months: int = 36
@@ -141,6 +153,8 @@ class Settings:
             sandbox_seed=int(get("DOSSIER_SANDBOX_SEED")),
             sandbox_fault_rate=float(get("DOSSIER_SANDBOX_FAULT_RATE")),
             shard_count=int(get("DOSSIER_SHARD_COUNT")),
+            oauth_client_id=get("DOSSIER_OAUTH_CLIENT_ID"),
+            oauth_client_secret=get("DOSSIER_OAUTH_CLIENT_SECRET"),
             http_timeout=float(get("DOSSIER_HTTP_TIMEOUT")),
             http_retries=int(get("DOSSIER_HTTP_RETRIES")),
             history_months=int(get("DOSSIER_HISTORY_MONTHS")),
@@ -192,6 +206,8 @@ class Settings:
             "DOSSIER_SANDBOX_SMES": str(self.sandbox_smes),
             "DOSSIER_SANDBOX_SEED": str(self.sandbox_seed),
             "DOSSIER_SANDBOX_FAULT_RATE": str(self.sandbox_fault_rate),
+            "DOSSIER_OAUTH_CLIENT_ID": self.oauth_client_id,
+            "DOSSIER_OAUTH_CLIENT_SECRET": self.oauth_client_secret,
         }
         if self.sandbox_url:
             env["DOSSIER_SANDBOX_URL"] = self.sandbox_url
