@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
+import functools
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -35,10 +36,19 @@ def prepare(settings: Settings | None = None) -> None:
         upgradedb()
 
 
+@functools.cache
+def _log_sink(log_file: Path | None) -> Any:
+    """One sink per file for the life of the process: Airflow's handlers keep the stream they saw."""
+    if log_file is None:
+        return open(os.devnull, "w")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return open(log_file, "a", buffering=1)
+
+
 @contextlib.contextmanager
 def quiet_airflow(log_file: Path | None = None) -> Iterator[None]:
     """Send Airflow's console chatter to ``log_file`` (or nowhere) while the block runs."""
-    sink: Any = open(log_file, "a") if log_file else io.StringIO()  # noqa: SIM115
+    sink = _log_sink(log_file)
     root = logging.getLogger()
     saved_level = root.level
     root.setLevel(logging.WARNING)
@@ -47,7 +57,7 @@ def quiet_airflow(log_file: Path | None = None) -> Iterator[None]:
             yield
     finally:
         root.setLevel(saved_level)
-        sink.close()
+        sink.flush()
 
 
 def load_dags() -> dict[str, Any]:

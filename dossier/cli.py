@@ -20,6 +20,8 @@ from rich.table import Table
 from dossier.settings import get_settings
 
 console = Console()
+if not console.is_terminal:
+    console = Console(width=140)
 
 
 def _as_of(value: str | None) -> dt.date:
@@ -82,7 +84,6 @@ def cmd_sandbox_serve(args: argparse.Namespace) -> int:
 
 def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     from connectors.sandbox.seed import seed_warehouse
-
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
 
@@ -207,9 +208,8 @@ def cmd_lender_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lender_pull(args: argparse.Namespace) -> int:
-    from warehouse.feed import pull
-
     from warehouse.db import session_scope
+    from warehouse.feed import pull
     from warehouse.storage import Store
 
     with session_scope() as session:
@@ -219,9 +219,8 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_lender_status(args: argparse.Namespace) -> int:
-    from warehouse.feed import lender_status
-
     from warehouse.db import session_scope
+    from warehouse.feed import lender_status
 
     with session_scope() as session:
         _print_json(lender_status(session, args.lender))
@@ -229,9 +228,8 @@ def cmd_lender_status(args: argparse.Namespace) -> int:
 
 
 def cmd_lender_subscribe(args: argparse.Namespace) -> int:
-    from warehouse.feed import subscribe
-
     from warehouse.db import session_scope
+    from warehouse.feed import subscribe
 
     filters: dict[str, list[str]] = {}
     for name in ("grades", "industries", "regions"):

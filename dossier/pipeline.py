@@ -52,6 +52,11 @@ def as_of_instant(as_of: dt.date) -> dt.datetime:
     return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
 
 
+def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
+    """Arrow table of ``frame`` typed by its values alone (pandas' dtype notes do not survive list columns)."""
+    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+
+
 def plan_shards() -> list[int]:
     """Shard numbers to map over (``DOSSIER_SHARD_COUNT``)."""
     return list(range(get_settings().shard_count))
@@ -101,10 +106,7 @@ def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
     validation = validate_shard(tables, as_of=as_of, shard=shard)
     status = validation.sme_status
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
-    store.write_table(
-        path,
-        pa.Table.from_pandas(status[["sme_id", "passed", "reasons"]], preserve_index=False),
-    )
+    store.write_table(path, _without_pandas_metadata(status[["sme_id", "passed", "reasons"]]))
     with session_scope() as session:
         record_validation(session, validation)
     failed = int((~status["passed"]).sum()) if len(status) else 0
@@ -158,7 +160,7 @@ def evaluate(shard: int, as_of: dt.date) -> dict[str, Any]:
     tables = read_shard_tables(store, as_of, shard)
     scored = evaluation.evaluate(tables, smes, as_of=as_of)
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
-    store.write_table(path, pa.Table.from_pandas(scored, preserve_index=False))
+    store.write_table(path, _without_pandas_metadata(scored))
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
@@ -176,9 +178,8 @@ def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
 
 def publish(as_of: dt.date) -> dict[str, Any]:
     """Publish the staged dossiers of every shard to lenders' store, manifest last, then the catalog."""
-    from warehouse.dossier_store import publish as publish_dossiers
-
     import evaluation
+    from warehouse.dossier_store import publish as publish_dossiers
 
     store = Store.from_settings()
     with session_scope() as session:

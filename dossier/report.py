@@ -82,11 +82,11 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
             )
         ).all()
         publish_row = session.scalars(select(Publish).where(Publish.as_of_date == as_of)).first()
-        manifest = publish_row.manifest_path if publish_row else None
+        manifest = f"{store.root}/{publish_row.manifest_path}" if publish_row else None
         lenders = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).all()
     entries = quarantine_entries(as_of)
 
-    pulled = {sme for sme, _source, status in runs if status == "succeeded"}
+    pulled = {sme for sme, _source, status in runs if status == "pulled"}
     per_source = {s: Counter(status for _sme, source, status in runs if source == s) for s in SOURCES}
     quarantined = {e["sme_id"] for e in entries}
     labels_by_sme: dict[str, set[str]] = {}
@@ -103,7 +103,13 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         from warehouse.dossier_store import read_published
 
         frame = read_published(store, as_of=as_of)
-        rows = frame[[c for c in SHOWN_COLUMNS if c in frame.columns]].sort_values("sme_id").head(5)
+        rows = frame[SHOWN_COLUMNS].sort_values("sme_id").head(6)
+        rows = rows.assign(
+            pd_12m=(rows["pd_12m"] * 100).map("{:.1f}%".format),
+            credit_limit=rows["credit_limit"].map("{:,.0f}".format),
+            indicative_rate=(rows["indicative_rate"] * 100).map("{:.1f}%".format),
+            reason_codes=rows["reason_codes"].map(lambda codes: ", ".join(list(codes)[:2])),
+        )
         partition = (
             store.layout.dossier_partition(int(frame["schema_version"].iloc[0]), as_of.isoformat())
             if len(frame)
@@ -199,7 +205,7 @@ def render_report(
         )
         for p in pulls:
             table.add_row(
-                p["lender"], str(p.get("rows", 0)), str(p.get("withdrawals", 0)), str(p.get("path") or "-")
+                p["lender"], str(p["delivered"]), str(p["withdrawals"]), str(p["file"] or "-")
             )
         console.print(table)
 

@@ -1,0 +1,1 @@
+"""Accounting: a cloud bookkeeping platform's monthly reports (``connector``) and their parser (``monthly_reports``)."""

@@ -1,0 +1,491 @@
+"""Ingest one source for one shard of SMEs: consent, pull, land, parse, record, write.
+
+:func:`ingest_shard` is what the Airflow ingest task calls, once per (source, shard). For every SME
+of the shard that has a connection to the source it:
+
+1. checks consent **first** (``warehouse.consent``): without an active consent covering the source,
+   no request is made and the run is recorded as ``skipped_no_consent``; otherwise the consent's
+   history window bounds what is asked for;
+2. pulls the source's streams (a small thread pool, one ``requests.Session`` per thread), landing
+   every response body immutably before anything reads it;
+3. parses the landed pages, many SMEs at a time; a bad record quarantines the SME and source (stage
+   ``ingest``, naming record, field and payload) and contributes no rows; a clean re-run resolves
+   those entries;
+4. upserts one ``ingestion_runs`` row per (SME, source, as-of date) with its ``raw_payloads``.
+
+It then writes each of the source's canonical tables for the shard as one Parquet file (replacing
+the previous one; empty tables keep the schema). One SME failing, for whatever reason, never stops
+the others. A re-run of the same shard and date gives the same files and the same rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import requests
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from connectors.core.auth import OAuth2RefreshAuth
+from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
+from connectors.core.errors import ConnectorError
+from connectors.core.http import SYSTEM_CLOCK, Clock, make_session
+from connectors.core.landing import LandedPayload, land_page, record_payloads, run_hash
+from connectors.core.parsing import ParseResult, SmePages, no_rejects
+from connectors.core.streams import RawPage
+from connectors.registry import connector_for, provider_base_url
+from dossier.settings import get_settings
+from warehouse.canonical import TABLES_BY_SOURCE
+from warehouse.consent import source_coverage
+from warehouse.db import session_scope, upsert
+from warehouse.models import IngestionRun, QuarantineEntry, SourceConnection, utcnow
+from warehouse.shards import in_shard
+from warehouse.storage import Store
+
+log = logging.getLogger(__name__)
+
+PULL_THREADS = 4
+"""SMEs pulled at once within a shard (each thread keeps its own HTTP sessions)."""
+PARSE_BATCH = 256
+"""SMEs pulled, then parsed together: bounds the raw pages held in memory and amortises pandas."""
+
+STAGE = "ingest"
+
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+"""Yields a session that commits on clean exit (like :func:`warehouse.db.session_scope`)."""
+
+
+@dataclass
+class Pulled:
+    """One SME's pull: the pages received and landed, or the error that stopped it."""
+
+    connection: Connection
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    pages: list[RawPage] = field(default_factory=list)
+    landed: list[LandedPayload] = field(default_factory=list)
+    error: ConnectorError | None = None
+    rotated_credentials: dict[str, Any] | None = None
+
+
+@dataclass
+class SmeOutcome:
+    """What happened to one SME; becomes its ``ingestion_runs`` row, payload rows and quarantine."""
+
+    connection: Connection
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    error_class: str | None = None
+    error_message: str | None = None
+    landed: list[LandedPayload] = field(default_factory=list)
+    parsed: bool = False
+    records_raw: int = 0
+    records_canonical: int = 0
+    rejects: pd.DataFrame = field(default_factory=no_rejects)
+    rotated_credentials: dict[str, Any] | None = None
+
+
+class HttpSessions:
+    """One pair of ``requests`` sessions per thread (data and token), closed together at the end."""
+
+    def __init__(self, factory: Callable[[bool], requests.Session]) -> None:
+        self.factory = factory
+        self.local = threading.local()
+        self.opened: list[requests.Session] = []
+        self.lock = threading.Lock()
+
+    def pair(self) -> tuple[requests.Session, requests.Session]:
+        if not hasattr(self.local, "pair"):
+            pair = (self.factory(True), self.factory(False))
+            with self.lock:
+                self.opened.extend(pair)
+            self.local.pair = pair
+        return self.local.pair
+
+    def close(self) -> None:
+        for session in self.opened:
+            session.close()
+
+
+def as_of_instant(as_of: dt.date) -> dt.datetime:
+    """The start of the as-of day in UTC: the instant a run checks consents at."""
+    return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
+
+
+def connections_in_shard(session: Session, source: str, shard: int, shard_count: int) -> list[Connection]:
+    """The shard's SMEs that have a connection to ``source``, sorted by SME id."""
+    rows = session.scalars(select(SourceConnection).where(SourceConnection.source == source)).all()
+    by_sme = {row.sme_id: row for row in rows}
+    return [
+        Connection(
+            sme_id=sme_id,
+            source=source,
+            provider=by_sme[sme_id].provider,
+            account_ref=by_sme[sme_id].account_ref,
+            credentials=dict(by_sme[sme_id].credentials or {}),
+        )
+        for sme_id in in_shard(by_sme, shard, shard_count)
+    ]
+
+
+def _rotated(connection: Connection, auth: object) -> dict[str, Any] | None:
+    """New credentials when the provider rotated the refresh token during the pull."""
+    if isinstance(auth, OAuth2RefreshAuth) and auth.rotated:
+        return {**connection.credentials, "refresh_token": auth.refresh_token}
+    return None
+
+
+def pull_one(
+    connector: Connector, connection: Connection, window: PullWindow, http: HttpContext, store: Store
+) -> Pulled:
+    """Pull and land one SME's source; a failure is recorded in the result, never raised."""
+    pulled = Pulled(connection, utcnow(), utcnow())
+    auth = None
+    try:
+        client = connector.client(connection, http)
+        auth = client.auth
+        for page in connector.pull(client, connection, window):
+            pulled.landed.append(land_page(store, connector.source, page, len(pulled.landed)))
+            pulled.pages.append(page)
+    except ConnectorError as error:
+        log.warning("%s", error)
+        pulled.error = error
+    except Exception as error:  # one SME's surprise must not stop the shard; the trace is logged
+        log.error(
+            "%s/%s: unexpected failure\n%s", connection.sme_id, connector.source, traceback.format_exc()
+        )
+        pulled.error = ConnectorError(
+            f"unexpected {type(error).__name__}: {error}", sme_id=connection.sme_id, source=connector.source
+        )
+    pulled.rotated_credentials = _rotated(connection, auth)
+    pulled.finished_at = utcnow()
+    return pulled
+
+
+def parse_pulled(
+    connector: Connector, pulled: Sequence[Pulled]
+) -> tuple[list[SmeOutcome], ParseResult | None]:
+    """Parse the successful pulls of a chunk together and turn every pull into its outcome.
+
+    Should the batch parse itself break (a parser bug met by odd data), each SME is parsed alone
+    so that only the SME that triggers it fails.
+    """
+    fine = [p for p in pulled if p.error is None]
+    results: dict[str, ParseResult | Exception] = {}
+    batch_result: ParseResult | None = None
+    try:
+        batch_result = connector.parse([SmePages(p.connection.sme_id, p.pages) for p in fine])
+        results = dict.fromkeys((p.connection.sme_id for p in fine), batch_result)
+    except Exception:
+        log.error("%s: batch parse failed, parsing SME by SME\n%s", connector.source, traceback.format_exc())
+        for p in fine:
+            try:
+                results[p.connection.sme_id] = connector.parse([SmePages(p.connection.sme_id, p.pages)])
+            except Exception as error:
+                results[p.connection.sme_id] = error
+    outcomes = [_outcome(connector.source, p, results.get(p.connection.sme_id)) for p in pulled]
+    if batch_result is None:
+        parts = [r for r in results.values() if isinstance(r, ParseResult)]
+        batch_result = _merge_results(connector.source, parts) if parts else None
+    return outcomes, batch_result
+
+
+def _merge_results(source: str, parts: Sequence[ParseResult]) -> ParseResult:
+    tables = {name: pd.concat([p.tables[name] for p in parts], ignore_index=True) for name in parts[0].tables}
+    rejects = pd.concat([p.rejects for p in parts], ignore_index=True)
+    raw = {k: v for p in parts for k, v in p.records_raw.items()}
+    dropped = {k: v for p in parts for k, v in p.duplicates_dropped.items()}
+    return ParseResult(source, tables, rejects, raw, dropped)
+
+
+def _outcome(source: str, pulled: Pulled, parsed: ParseResult | Exception | None) -> SmeOutcome:
+    sme_id = pulled.connection.sme_id
+    outcome = SmeOutcome(
+        pulled.connection,
+        "failed",
+        pulled.started_at,
+        pulled.finished_at,
+        landed=pulled.landed,
+        rotated_credentials=pulled.rotated_credentials,
+    )
+    if pulled.error is not None:
+        outcome.error_class, outcome.error_message = pulled.error.kind, str(pulled.error)
+        return outcome
+    if not isinstance(parsed, ParseResult):
+        outcome.error_class = "fatal"
+        outcome.error_message = f"{sme_id}/{source}: parser failed: {type(parsed).__name__}: {parsed}"
+        return outcome
+    outcome.parsed = True
+    outcome.records_raw = parsed.records_raw.get(sme_id, 0)
+    if sme_id in parsed.quarantined:
+        errors = parsed.errors(sme_id)
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        outcome.status = "quarantined"
+        outcome.error_class = errors[0].kind
+        outcome.error_message = f"{errors[0]}{more}"
+        outcome.rejects = parsed.rejects_of(sme_id)
+        log.warning("quarantined: %s%s", errors[0], more)
+        return outcome
+    outcome.status = "pulled"
+    outcome.records_canonical = parsed.records_canonical(sme_id)
+    return outcome
+
+
+def _run_row(outcome: SmeOutcome, source: str, as_of: dt.date) -> dict[str, Any]:
+    return {
+        "sme_id": outcome.connection.sme_id,
+        "source": source,
+        "as_of_date": as_of,
+        "status": outcome.status,
+        "error_class": outcome.error_class,
+        "error_message": outcome.error_message,
+        "records_raw": outcome.records_raw,
+        "records_canonical": outcome.records_canonical,
+        "records_rejected": len(outcome.rejects),
+        "raw_sha256": run_hash([p.sha256 for p in outcome.landed]),
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+    }
+
+
+def _quarantine_rows(outcome: SmeOutcome, source: str, as_of: dt.date) -> list[dict[str, Any]]:
+    tables = ",".join(t.name for t in TABLES_BY_SOURCE[source])
+    rejects = outcome.rejects
+    return [
+        {
+            "sme_id": outcome.connection.sme_id,
+            "as_of_date": as_of,
+            "stage": STAGE,
+            "source": source,
+            "table_name": tables,
+            "record": str(record)[:256],
+            "field": str(field_name)[:128],
+            "reason": str(reason)[:512],
+            "raw_sha256": raw_sha256,
+            "resolved_at": None,
+        }
+        for record, field_name, reason, raw_sha256 in zip(
+            rejects["record"], rejects["field"], rejects["reason"], rejects["raw_sha256"], strict=True
+        )
+    ]
+
+
+IN_LIST_SIZE = 1000
+"""Ids per ``IN (...)`` list: well under SQLite's limit on bound parameters."""
+
+
+def _in_chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    yield from _chunks(values, IN_LIST_SIZE)
+
+
+def record_outcomes(
+    session: Session, source: str, as_of: dt.date, outcomes: Sequence[SmeOutcome], *, resolved_at: dt.datetime
+) -> None:
+    """Upsert runs, their raw payloads, quarantine entries (opened, or resolved at ``resolved_at``)
+    and rotated refresh tokens, in a few batched statements however many SMEs the shard holds."""
+    if not outcomes:
+        return
+    upsert(
+        session,
+        IngestionRun,
+        [_run_row(o, source, as_of) for o in outcomes],
+        key=("sme_id", "source", "as_of_date"),
+    )
+    run_ids: dict[str, int] = {}
+    for chunk in _in_chunks([o.connection.sme_id for o in outcomes]):
+        run_ids.update(
+            session.execute(
+                select(IngestionRun.sme_id, IngestionRun.id).where(
+                    IngestionRun.source == source,
+                    IngestionRun.as_of_date == as_of,
+                    IngestionRun.sme_id.in_(chunk),
+                )
+            ).all()
+        )
+    record_payloads(session, {run_ids[o.connection.sme_id]: o.landed for o in outcomes})
+    _record_quarantine(session, source, as_of, outcomes, resolved_at)
+    rotated = [
+        {"match_sme": o.connection.sme_id, "match_source": source, "new_credentials": o.rotated_credentials}
+        for o in outcomes
+        if o.rotated_credentials is not None
+    ]
+    if rotated:
+        session.connection().execute(
+            update(SourceConnection)
+            .where(
+                SourceConnection.sme_id == bindparam("match_sme"),
+                SourceConnection.source == bindparam("match_source"),
+            )
+            .values(credentials=bindparam("new_credentials")),
+            rotated,
+        )
+
+
+def _record_quarantine(
+    session: Session, source: str, as_of: dt.date, outcomes: Sequence[SmeOutcome], resolved_at: dt.datetime
+) -> None:
+    """Open an entry per reject; resolve earlier entries of SMEs whose payloads now parse cleanly.
+
+    Only runs that got as far as parsing decide: a failed pull says nothing about the data.
+    """
+    parsed = [o.connection.sme_id for o in outcomes if o.parsed]
+    rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
+    still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
+    for chunk in _in_chunks(parsed):
+        open_entries = session.scalars(
+            select(QuarantineEntry).where(
+                QuarantineEntry.stage == STAGE,
+                QuarantineEntry.source == source,
+                QuarantineEntry.as_of_date == as_of,
+                QuarantineEntry.resolved_at.is_(None),
+                QuarantineEntry.sme_id.in_(chunk),
+            )
+        ).all()
+        for entry in open_entries:
+            if (entry.sme_id, entry.record, entry.field, entry.reason) not in still_open:
+                entry.resolved_at = resolved_at
+    session.flush()
+    upsert(
+        session,
+        QuarantineEntry,
+        rows,
+        key=("sme_id", "as_of_date", "stage", "source", "record", "field", "reason"),
+        update=("table_name", "raw_sha256", "resolved_at"),
+    )
+
+
+def write_tables(
+    store: Store, source: str, as_of: dt.date, shard: int, parts: dict[str, list[pd.DataFrame]]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """One Parquet file per canonical table of ``source`` for the shard; (rows, paths) per table."""
+    rows: dict[str, int] = {}
+    paths: dict[str, str] = {}
+    for table in TABLES_BY_SOURCE[source]:
+        frames = [f for f in parts[table.name] if len(f)]
+        frame = pd.concat(frames, ignore_index=True) if frames else table.empty_frame()
+        frame = frame.sort_values([*table.key, "source_record"], kind="stable")
+        path = store.layout.canonical(table.name, as_of.isoformat(), shard)
+        store.write_table(path, table.to_arrow(frame))
+        rows[table.name] = len(frame)
+        paths[table.name] = path
+    return rows, paths
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def ingest_shard(
+    source: str,
+    shard: int,
+    as_of: dt.date,
+    *,
+    session_factory: SessionFactory | None = None,
+    store: Store | None = None,
+    base_url: str | None = None,
+    consent_at: dt.datetime | None = None,
+    clock: Clock | None = None,
+    http_session_factory: Callable[[bool], requests.Session] | None = None,
+    max_workers: int = PULL_THREADS,
+) -> dict[str, Any]:
+    """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
+
+    ``session_factory`` (default :func:`warehouse.db.session_scope`) opens warehouse transactions;
+    ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
+    is the instant consents must be active at (default: the start of the as-of day, UTC, so that
+    every re-run of a day decides alike; a revoked consent is never active, whatever the instant).
+    ``clock`` is what HTTP retries wait on, and ``http_session_factory(retry_reads)`` makes each
+    thread's sessions (default :func:`connectors.core.http.make_session`); tests pass their own to
+    stay fast and to observe every request.
+    """
+    settings = get_settings()
+    connector = connector_for(source)
+    if not 0 <= shard < settings.shard_count:
+        raise ValueError(f"shard {shard} outside 0..{settings.shard_count - 1} (DOSSIER_SHARD_COUNT)")
+    session_factory = session_factory or session_scope
+    store = store or Store.from_settings()
+    base_url = provider_base_url(source, settings) if base_url is None else base_url
+    consent_at = consent_at or as_of_instant(as_of)
+    clock = clock or SYSTEM_CLOCK
+
+    def default_session(retry_reads: bool) -> requests.Session:
+        return make_session(settings.http_retries, clock, retry_reads=retry_reads)
+
+    with session_factory() as session:
+        connections = connections_in_shard(session, source, shard, settings.shard_count)
+        coverage = source_coverage(session, at=consent_at)
+
+    outcomes: list[SmeOutcome] = []
+    planned: list[tuple[Connection, PullWindow]] = []
+    for connection in connections:
+        months = coverage.get(connection.sme_id, {}).get(source)
+        if months is None:
+            checked = utcnow()
+            outcomes.append(SmeOutcome(connection, "skipped_no_consent", checked, checked))
+        else:
+            planned.append((connection, PullWindow.for_history(as_of, months)))
+
+    sessions = HttpSessions(http_session_factory or default_session)
+
+    def run(item: tuple[Connection, PullWindow]) -> Pulled:
+        connection, window = item
+        data_session, token_session = sessions.pair()
+        http = HttpContext(
+            base_url,
+            data_session,
+            token_session,
+            settings.http_timeout,
+            clock,
+            client_id=settings.oauth_client_id,
+            client_secret=settings.oauth_client_secret,
+        )
+        return pull_one(connector, connection, window, http, store)
+
+    table_parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in TABLES_BY_SOURCE[source]}
+    with contextlib.closing(sessions), ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        for chunk in _chunks(planned, PARSE_BATCH):
+            chunk_outcomes, parsed = parse_pulled(connector, list(pool.map(run, chunk)))
+            outcomes.extend(chunk_outcomes)
+            if parsed is not None:
+                _collect_rows(
+                    parsed, table_parts, {o.connection.sme_id for o in chunk_outcomes if o.status == "pulled"}
+                )
+
+    outcomes.sort(key=lambda o: o.connection.sme_id)
+    rows, paths = write_tables(store, source, as_of, shard, table_parts)
+    with session_factory() as session:
+        record_outcomes(session, source, as_of, outcomes, resolved_at=utcnow())
+
+    statuses = [o.status for o in outcomes]
+    summary = {
+        "source": source,
+        "shard": shard,
+        "as_of": as_of.isoformat(),
+        "smes_considered": len(outcomes),
+        "pulled": statuses.count("pulled"),
+        "skipped_no_consent": statuses.count("skipped_no_consent"),
+        "failed": statuses.count("failed"),
+        "quarantined": statuses.count("quarantined"),
+        "rows": rows,
+        "paths": paths,
+    }
+    log.info("ingest %s shard %d as of %s: %s", source, shard, as_of, summary)
+    return summary
+
+
+def _collect_rows(parsed: ParseResult, parts: dict[str, list[pd.DataFrame]], pulled: set[str]) -> None:
+    """Keep the rows of SMEs whose pull ended ``pulled`` (a parse result holds no others)."""
+    for name, frame in parsed.tables.items():
+        parts[name].append(frame[frame["sme_id"].isin(pulled)])

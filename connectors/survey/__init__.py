@@ -1,0 +1,1 @@
+"""Survey: KoboToolbox field-visit submissions (``connector``) and their parser (``kobo``)."""

@@ -1,0 +1,1 @@
+"""Utility: Green Button Connect My Data ESPI feeds (``connector``) and their parser (``espi``)."""

@@ -1,0 +1,475 @@
+"""Parser of Green Button (NAESB ESPI) Atom feeds into ``utility_readings`` and ``utility_bills``.
+
+A feed is a flat list of Atom entries whose ``<content>`` holds one ESPI resource; resources refer
+to each other only through their ``link`` hrefs (``.../UsagePoint/{id}/MeterReading/{id}/
+IntervalBlock/{n}``). The parser reads every page of a feed together - the UsagePoint and
+ReadingType a block depends on may sit on an earlier page - and:
+
+* resolves each ``IntervalBlock`` to its usage point (``ServiceCategory/kind``: 0 electricity,
+  1 gas, 2 water) and, through its ``MeterReading``, to its ``ReadingType`` (``uom``,
+  ``powerOfTenMultiplier``, ``currency``);
+* turns each ``IntervalReading`` into a reading: ``value x 10^powerOfTenMultiplier`` in the
+  canonical unit (Wh become kWh), ``cost`` from 1/100000 of the currency unit;
+* turns each ``UsageSummary`` (or ESPI 1.1's ``ElectricPowerUsageSummary``) that states a bill
+  into a bill: ``billLastPeriod`` for ``billingPeriod``, due on the ``paymentDueDate`` of the
+  billing extension (ESPI itself has no due date) and paid on the date of its (last) payment line
+  (``costAdditionalDetailLastPeriod`` with ``itemKind`` 9). A summary without the billing
+  extension describes consumption only and yields no bill.
+
+Records are located as ``entry[urn:uuid:...]/IntervalReading[i]``. XML is parsed with
+``defusedxml`` (no DTDs, entities or external references).
+
+>>> convert = UNITS[("electricity", 72)]
+>>> convert
+('kWh', 0.001)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+import numpy as np
+import pandas as pd
+from defusedxml import DefusedXmlException
+
+from connectors.core.parsing import (
+    ParseResult,
+    SmePages,
+    build_result,
+    combine_rejects,
+    money,
+    page_reject,
+    rejects_where,
+    single,
+    to_date,
+    to_datetime,
+    to_number,
+)
+from connectors.core.streams import RawPage
+from warehouse.canonical import UTILITY_BILLS, UTILITY_READINGS
+
+log = logging.getLogger(__name__)
+
+SOURCE = "utility"
+ATOM = "{http://www.w3.org/2005/Atom}"
+ESPI = "{http://naesb.org/espi}"
+BILLING = "{urn:sme-dossier:sandbox:billing:1}"
+ESPI_COST_SCALE = 1e-5
+PAYMENT_ITEM_KIND = "9"
+
+SERVICE_KINDS = {"0": "electricity", "1": "gas", "2": "water"}
+"""ESPI ``ServiceKind`` -> canonical commodity."""
+
+UNITS: dict[tuple[str, int], tuple[str, float]] = {
+    ("electricity", 72): ("kWh", 1e-3),  # Wh
+    ("electricity", 31): ("kWh", 1 / 3.6e6),  # J
+    ("gas", 169): ("therm", 1.0),  # therm
+    ("gas", 132): ("therm", 1e-5),  # BTU
+    ("water", 42): ("m3", 1.0),  # m3
+    ("water", 119): ("m3", 0.028316846592),  # ft3
+    ("water", 128): ("m3", 0.003785411784),  # US gallon
+}
+"""(commodity, ESPI ``UnitSymbolKind``) -> (canonical unit, factor from the ESPI unit)."""
+
+CURRENCIES = {
+    "826": "GBP",
+    "840": "USD",
+    "978": "EUR",
+    "124": "CAD",
+    "036": "AUD",
+    "36": "AUD",
+    "554": "NZD",
+    "756": "CHF",
+    "752": "SEK",
+    "578": "NOK",
+    "208": "DKK",
+    "372": "IEP",
+}
+"""ISO 4217 numeric code (as ESPI writes it) -> alphabetic code."""
+
+USAGE_POINT_REF = re.compile(r"/UsagePoint/([^/]+)")
+METER_READING_REF = re.compile(r"/UsagePoint/([^/]+)/MeterReading/([^/]+)")
+READING_TYPE_REF = re.compile(r"/ReadingType/([^/]+)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One Atom entry of one SME's feed: its id, link hrefs and the ESPI resource inside ``<content>``."""
+
+    sme_id: str
+    entry_id: str
+    hrefs: tuple[str, ...]
+    self_href: str
+    related: tuple[str, ...]
+    resource: Element
+    raw_sha256: str
+
+    @property
+    def kind(self) -> str:
+        return self.resource.tag.removeprefix(ESPI)
+
+    @property
+    def record(self) -> str:
+        return f"entry[{self.entry_id}]"
+
+
+def _text(element: Element | None, path: str) -> str | None:
+    if element is None:
+        return None
+    found = element.find(path)
+    return None if found is None or found.text is None else found.text.strip()
+
+
+def feed_entries(sme_id: str, page: RawPage) -> tuple[list[Entry], pd.DataFrame]:
+    """The entries of one feed page, or a reject naming the page when it is not safe, well-formed Atom."""
+    try:
+        root = SafeET.fromstring(page.body, forbid_dtd=True)
+    except DefusedXmlException as error:
+        return [], page_reject(sme_id, page, "", f"unsafe XML refused: {error!r}")
+    except ParseError as error:
+        return [], page_reject(sme_id, page, "", f"not well-formed XML: {error}")
+    if root.tag != f"{ATOM}feed":
+        return [], page_reject(sme_id, page, "", f"not an Atom feed (root element {root.tag})")
+    entries = []
+    for position, entry in enumerate(root.iter(f"{ATOM}entry")):
+        links = entry.findall(f"{ATOM}link")
+        content = entry.find(f"{ATOM}content")
+        resources = list(content) if content is not None else []
+        if not resources:
+            continue
+        entries.append(
+            Entry(
+                sme_id=sme_id,
+                entry_id=_text(entry, f"{ATOM}id") or f"{page.label}#{position}",
+                hrefs=tuple(link.get("href", "") for link in links),
+                self_href=next((link.get("href", "") for link in links if link.get("rel") == "self"), ""),
+                related=tuple(link.get("href", "") for link in links if link.get("rel") == "related"),
+                resource=resources[0],
+                raw_sha256=page.sha256,
+            )
+        )
+    return entries, combine_rejects([])
+
+
+def _usage_point_of(entry: Entry) -> str | None:
+    for href in (entry.self_href, *entry.hrefs):
+        match = USAGE_POINT_REF.search(href)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _meter_reading_of(entry: Entry) -> str | None:
+    """``<usage point>/<meter reading>`` named by the entry's links, e.g. ``1/01``."""
+    for href in (entry.self_href, *entry.hrefs):
+        match = METER_READING_REF.search(href)
+        if match:
+            return f"{match.group(1)}/{match.group(2)}"
+    return None
+
+
+def _reading_type_ref(href: str) -> str | None:
+    match = READING_TYPE_REF.search(href.rstrip("/"))
+    return match.group(1) if match else None
+
+
+@dataclass
+class Feed:
+    """The entries of many SMEs' feeds (all pages), sorted by resource kind."""
+
+    usage_points: list[Entry]
+    meter_readings: list[Entry]
+    reading_types: list[Entry]
+    interval_blocks: list[Entry]
+    summaries: list[Entry]
+    records: dict[str, int]
+
+
+def read_feed(batch: Sequence[SmePages]) -> tuple[Feed, pd.DataFrame]:
+    """Every entry of every page, by kind (page-level rejects for pages that do not parse).
+
+    An entry id seen twice within one SME's feed (a page served twice) counts once.
+    """
+    feed = Feed([], [], [], [], [], {})
+    rejects = []
+    by_kind = {
+        "UsagePoint": feed.usage_points,
+        "MeterReading": feed.meter_readings,
+        "ReadingType": feed.reading_types,
+        "IntervalBlock": feed.interval_blocks,
+        "UsageSummary": feed.summaries,
+        "ElectricPowerUsageSummary": feed.summaries,
+    }
+    for item in batch:
+        seen: set[str] = set()
+        records = 0
+        for page in item.pages:
+            entries, page_rejects = feed_entries(item.sme_id, page)
+            rejects.append(page_rejects)
+            for entry in entries:
+                if entry.entry_id in seen or entry.kind not in by_kind:
+                    continue
+                seen.add(entry.entry_id)
+                by_kind[entry.kind].append(entry)
+                if entry.kind == "IntervalBlock":
+                    records += len(entry.resource.findall(f"{ESPI}IntervalReading"))
+                elif entry.kind.endswith("UsageSummary"):
+                    records += 1
+        feed.records[item.sme_id] = records
+    return feed, combine_rejects(rejects)
+
+
+def meters_frame(feed: Feed) -> pd.DataFrame:
+    """One row per (SME, meter reading): usage point, commodity and the reading type's unit and currency."""
+    points = pd.DataFrame(
+        {
+            "sme_id": [e.sme_id for e in feed.usage_points],
+            "usage_point_id": [_usage_point_of(e) for e in feed.usage_points],
+            "service_kind": [
+                _text(e.resource, f"{ESPI}ServiceCategory/{ESPI}kind") for e in feed.usage_points
+            ],
+        },
+        dtype="object",
+    )
+    types = pd.DataFrame(
+        {
+            "sme_id": [e.sme_id for e in feed.reading_types],
+            "reading_type": [_reading_type_ref(e.self_href) for e in feed.reading_types],
+            "uom": [_text(e.resource, f"{ESPI}uom") for e in feed.reading_types],
+            "power_of_ten": [_text(e.resource, f"{ESPI}powerOfTenMultiplier") for e in feed.reading_types],
+            "currency_code": [_text(e.resource, f"{ESPI}currency") for e in feed.reading_types],
+        },
+        dtype="object",
+    )
+    readings = pd.DataFrame(
+        {
+            "sme_id": [e.sme_id for e in feed.meter_readings],
+            "meter_key": [_meter_reading_of(e) for e in feed.meter_readings],
+            "reading_type": [
+                next((ref for ref in map(_reading_type_ref, e.related) if ref), None)
+                for e in feed.meter_readings
+            ],
+        },
+        dtype="object",
+    )
+    only_type = types.groupby("sme_id")["reading_type"].agg(
+        lambda refs: refs.iloc[0] if len(refs) == 1 else None
+    )
+    readings["reading_type"] = readings["reading_type"].fillna(readings["sme_id"].map(only_type))
+    readings["usage_point_id"] = readings["meter_key"].str.split("/").str[0]
+    return readings.merge(points, on=["sme_id", "usage_point_id"], how="left").merge(
+        types, on=["sme_id", "reading_type"], how="left"
+    )
+
+
+def readings_frame(feed: Feed) -> pd.DataFrame:
+    """Every IntervalReading as text columns, located by entry and position, with its meter key."""
+    columns: dict[str, list[object]] = {
+        "sme_id": [],
+        "source_record": [],
+        "raw_sha256": [],
+        "meter_key": [],
+        "start": [],
+        "duration": [],
+        "value": [],
+        "cost": [],
+    }
+    for block in feed.interval_blocks:
+        key = _meter_reading_of(block)
+        for position, reading in enumerate(block.resource.iter(f"{ESPI}IntervalReading")):
+            columns["sme_id"].append(block.sme_id)
+            columns["source_record"].append(f"{block.record}/IntervalReading[{position}]")
+            columns["raw_sha256"].append(block.raw_sha256)
+            columns["meter_key"].append(key)
+            columns["start"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}start"))
+            columns["duration"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}duration"))
+            columns["value"].append(_text(reading, f"{ESPI}value"))
+            columns["cost"].append(_text(reading, f"{ESPI}cost"))
+    return pd.DataFrame(columns, dtype="object")
+
+
+def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
+    """Readings whose meter cannot be resolved to a supported commodity, unit and currency."""
+    commodity = readings["service_kind"].map(SERVICE_KINDS)
+    uom = pd.to_numeric(readings["uom"], errors="coerce")
+    known_unit = pd.Series(
+        [(c, u) in UNITS for c, u in zip(commodity, uom, strict=True)], index=readings.index, dtype=bool
+    )
+    return combine_rejects(
+        [
+            rejects_where(readings, readings["reading_type"].isna(), "MeterReading", "no ReadingType linked"),
+            rejects_where(readings, readings["service_kind"].isna(), "UsagePoint", "no UsagePoint linked"),
+            rejects_where(
+                readings,
+                readings["service_kind"].notna() & commodity.isna(),
+                "UsagePoint/ServiceCategory/kind",
+                "unsupported service kind: " + readings["service_kind"].astype("str"),
+            ),
+            rejects_where(
+                readings,
+                commodity.notna() & readings["reading_type"].notna() & ~known_unit,
+                "ReadingType/uom",
+                "unsupported unit " + readings["uom"].astype("str") + " for " + commodity.astype("str"),
+            ),
+            rejects_where(
+                readings,
+                readings["reading_type"].notna() & readings["currency_code"].map(CURRENCIES).isna(),
+                "ReadingType/currency",
+                "unknown ISO 4217 code: " + readings["currency_code"].astype("str"),
+            ),
+        ]
+    )
+
+
+def readings_to_canonical(feed: Feed, meters: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``utility_readings`` columns and rejects."""
+    raw = readings_frame(feed)
+    only_meter = meters.groupby("sme_id")["meter_key"].agg(
+        lambda keys: keys.iloc[0] if len(keys) == 1 else None
+    )
+    raw["meter_key"] = raw["meter_key"].fillna(raw["sme_id"].map(only_meter))
+    readings = raw.merge(meters, on=["sme_id", "meter_key"], how="left")
+    start, start_rejects = to_datetime(readings, "start", "timePeriod/start", unit="s")
+    seconds, seconds_rejects = to_number(readings, "duration", "timePeriod/duration")
+    value, value_rejects = to_number(readings, "value", "value")
+    cost, cost_rejects = to_number(readings, "cost", "cost", required=False)
+    commodity = readings["service_kind"].map(SERVICE_KINDS)
+    uom = pd.to_numeric(readings["uom"], errors="coerce")
+    unit_and_factor = [UNITS.get((c, u), (None, np.nan)) for c, u in zip(commodity, uom, strict=True)]
+    factor = pd.Series([f for _, f in unit_and_factor], index=readings.index, dtype="float64")
+    power = pd.to_numeric(readings["power_of_ten"], errors="coerce").fillna(0)
+    frame = pd.DataFrame(
+        {
+            "sme_id": readings["sme_id"],
+            "usage_point_id": readings["usage_point_id"],
+            "commodity": commodity,
+            "interval_start": start,
+            "interval_seconds": seconds,
+            "consumption": (value * np.power(10.0, power) * factor).round(6),
+            "unit": pd.Series([u for u, _ in unit_and_factor], index=readings.index, dtype="object"),
+            "cost": money(cost * ESPI_COST_SCALE),
+            "currency": readings["currency_code"].map(CURRENCIES),
+            "source_record": readings["source_record"],
+            "raw_sha256": readings["raw_sha256"],
+        }
+    )
+    rejects = [_meter_rejects(readings), start_rejects, seconds_rejects, value_rejects, cost_rejects]
+    return frame, combine_rejects(rejects)
+
+
+SUMMARY_COLUMNS = [
+    "sme_id",
+    "source_record",
+    "raw_sha256",
+    "usage_point_id",
+    "start",
+    "duration",
+    "bill_last_period",
+    "currency_code",
+    "has_billing_extension",
+    "due",
+    "paid",
+]
+
+
+def summaries_frame(feed: Feed) -> pd.DataFrame:
+    """Every usage summary as text columns: billing period, amount, currency, due and payment dates."""
+    rows = []
+    for summary in feed.summaries:
+        resource = summary.resource
+        payment_dates = [
+            _text(line, f"{ESPI}dateTime")
+            for line in resource.findall(f"{ESPI}costAdditionalDetailLastPeriod")
+            if _text(line, f"{ESPI}itemKind") == PAYMENT_ITEM_KIND
+        ]
+        billing = resource.find(f"{ESPI}extension/{BILLING}billing")
+        rows.append(
+            (
+                summary.sme_id,
+                summary.record,
+                summary.raw_sha256,
+                _usage_point_of(summary),
+                _text(resource, f"{ESPI}billingPeriod/{ESPI}start"),
+                _text(resource, f"{ESPI}billingPeriod/{ESPI}duration"),
+                _text(resource, f"{ESPI}billLastPeriod"),
+                _text(resource, f"{ESPI}currency"),
+                billing is not None,
+                _text(billing, f"{BILLING}paymentDueDate"),
+                payment_dates[-1] if payment_dates else None,
+            )
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS, dtype="object")
+
+
+def bills_to_canonical(feed: Feed) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``utility_bills`` columns (summaries that state a bill) and rejects."""
+    summaries = summaries_frame(feed)
+    is_bill = summaries["has_billing_extension"].astype(bool)
+    for sme_id, count in summaries.loc[~is_bill, "sme_id"].value_counts().items():
+        log.info(
+            "%s/%s: %d usage summaries carry no billing extension (no due date): consumption only, no bill",
+            sme_id,
+            SOURCE,
+            count,
+        )
+    bills = summaries[is_bill].reset_index(drop=True)
+    start, start_rejects = to_datetime(bills, "start", "billingPeriod/start", unit="s")
+    seconds, seconds_rejects = to_number(bills, "duration", "billingPeriod/duration")
+    amount, amount_rejects = to_number(bills, "bill_last_period", "billLastPeriod")
+    due, due_rejects = to_date(bills, "due", "extension/billing/paymentDueDate", fmt="%Y-%m-%d")
+    paid, paid_rejects = to_date(
+        bills, "paid", "costAdditionalDetailLastPeriod/dateTime", unit="s", required=False
+    )
+    currency = bills["currency_code"].map(CURRENCIES)
+    frame = pd.DataFrame(
+        {
+            "sme_id": bills["sme_id"],
+            "usage_point_id": bills["usage_point_id"],
+            "period_start": start,
+            "period_seconds": seconds,
+            "amount_due": money(amount * ESPI_COST_SCALE),
+            "currency": currency,
+            "due_date": due,
+            "paid_date": paid,
+            "source_record": bills["source_record"],
+            "raw_sha256": bills["raw_sha256"],
+        }
+    )
+    rejects = [
+        rejects_where(bills, bills["usage_point_id"].isna(), "link[rel=self]", "names no UsagePoint"),
+        rejects_where(
+            bills,
+            currency.isna(),
+            "currency",
+            "unknown ISO 4217 code: " + bills["currency_code"].astype("str"),
+        ),
+        start_rejects,
+        seconds_rejects,
+        amount_rejects,
+        due_rejects,
+        paid_rejects,
+    ]
+    return frame, combine_rejects(rejects)
+
+
+def parse_batch(batch: Sequence[SmePages]) -> ParseResult:
+    """The feed pages of many SMEs -> ``utility_readings`` and ``utility_bills`` (or rejects)."""
+    feed, page_rejects = read_feed(batch)
+    readings, reading_rejects = readings_to_canonical(feed, meters_frame(feed))
+    bills, bill_rejects = bills_to_canonical(feed)
+    return build_result(
+        SOURCE,
+        {UTILITY_READINGS.name: readings, UTILITY_BILLS.name: bills},
+        combine_rejects([page_rejects, reading_rejects, bill_rejects]),
+        feed.records,
+    )
+
+
+def parse_bytes(body: bytes, *, sme_id: str, label: str = "") -> ParseResult:
+    """One Green Button file (a whole feed) of one SME -> ``utility_readings`` and ``utility_bills``."""
+    return parse_batch(single(sme_id, body, source=SOURCE, label=label, media_type="application/atom+xml"))

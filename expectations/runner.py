@@ -1,0 +1,556 @@
+"""Validate a shard's canonical tables in batches and attribute every failing row to its SME.
+
+One GX validation runs per canonical table per shard (never per SME): the table's frame, prepared
+by :func:`expectations.prepare.prepare`, is one batch validated against the table's suite. GX
+reports each failing row by its position (``unexpected_index_column_names`` on the prepared
+frame's ``row`` index), for column, column-pair, multi-column and compound-uniqueness expectations
+alike; the runner maps those rows back to the SME, the record (key values and ``source_record``)
+and the field, and writes one readable reason per failing record. An SME with any failing record
+fails; the others pass.
+
+The steps, as the pipeline calls them for one shard and then once per as-of date::
+
+    validation = validate_shard(tables, as_of=as_of, shard=shard)   # pure: frames in, outcome out
+    record_validation(session, validation)    # validation_results, quarantine, GX result JSON
+    build_data_docs(as_of)                    # after every shard: the Data Docs site (HTML)
+
+Shards run in parallel processes, so nothing here writes to a shared GX project while validating:
+each process keeps one in-memory GX context, and :func:`record_validation` stores the shard's GX
+validation results as JSON in the store (``staging/gx_validation/as_of=<date>/shard=<NNNN>.json``).
+:func:`build_data_docs` reads those files into the file-backed GX project under
+``get_settings().data_docs_dir`` and renders the site in one step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dossier.settings import get_settings
+from expectations.prepare import ROW_INDEX, column_types, derived_inputs, prepare
+from expectations.suites import (
+    LoadedSuite,
+    expectation_columns,
+    expectation_id,
+    load_suite,
+    loaded_suites,
+    suite_parameters,
+)
+from warehouse.canonical import TABLES
+from warehouse.db import upsert
+from warehouse.models import QuarantineEntry, ValidationResult, utcnow
+from warehouse.storage import Store
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
+    from great_expectations.core.batch_definition import BatchDefinition
+
+log = logging.getLogger(__name__)
+
+STAGE = "validate"
+"""Quarantine stage of the entries this module writes."""
+
+GX_RESULTS_STEP = "gx_validation"
+"""Staging step under which each shard's GX validation results are kept as JSON."""
+
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": [ROW_INDEX],
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 20,
+}
+"""Every failing row's position and nothing more: no lists of values, no query strings."""
+
+DOCS_SAMPLE_ROWS = 20
+"""Failing records kept per expectation in the GX result JSON (the warehouse keeps all of them)."""
+
+FAILURE_COLUMNS = (
+    "sme_id",
+    "table_name",
+    "source",
+    "record",
+    "field",
+    "expectation",
+    "observed",
+    "reason",
+    "raw_sha256",
+)
+"""Columns of :attr:`ShardValidation.failures`: one row per failing record per expectation."""
+
+_LIMITS = {"record": 256, "field": 128, "reason": 512}
+"""Lengths of the quarantine columns these texts are stored in."""
+
+
+@dataclass
+class ShardValidation:
+    """The outcome of validating one shard for one as-of date.
+
+    * ``sme_status``: one row per SME present in any table: ``sme_id``, ``passed`` (bool) and
+      ``reasons`` (list of readable strings, empty when passed), sorted by ``sme_id``.
+    * ``expectation_results``: one dict per expectation per table, with the fields of
+      :class:`warehouse.models.ValidationResult` (``failing_smes`` sorted).
+    * ``failures``: one row per failing record per expectation (:data:`FAILURE_COLUMNS`): the SME,
+      table, source kind, record locator, field, expectation id, observed value and reason.
+    * ``gx_results``: per table, GX's suite validation result as JSON (failing rows sampled).
+    """
+
+    as_of: datetime.date
+    shard: int
+    sme_status: pd.DataFrame
+    expectation_results: list[dict[str, Any]]
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILURE_COLUMNS)))
+    gx_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failing_smes(self) -> list[str]:
+        return sorted(self.sme_status.loc[~self.sme_status["passed"], "sme_id"])
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """One in-memory GX context per process, with one whole-frame batch definition per table."""
+
+    batch_definitions: dict[str, BatchDefinition]
+
+
+@functools.cache
+def _runtime() -> _Runtime:
+    """Build the process's GX context once: in memory, progress bars off, one asset per table."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        analytics_enabled=False,
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    source = context.data_sources.add_pandas("canonical")
+    definitions = {
+        name: source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("shard")
+        for name in TABLES
+    }
+    return _Runtime(definitions)
+
+
+def _raise_if_not_evaluated(table_name: str, identifier: str, result: ExpectationValidationResult) -> None:
+    """An expectation GX could not evaluate validated nothing: stop rather than pass its rows."""
+    info = result.exception_info or {}
+    infos = [info] if "raised_exception" in info else list(info.values())
+    for entry in infos:
+        if isinstance(entry, dict) and entry.get("raised_exception"):
+            raise RuntimeError(
+                f"{table_name}: {identifier} could not be evaluated: {entry.get('exception_message')}"
+            )
+
+
+def _failing_rows(table_name: str, identifier: str, result: ExpectationValidationResult) -> np.ndarray:
+    """Positions of the rows GX found failing, checked against GX's own count."""
+    outcome = result.result or {}
+    unexpected = int(outcome.get("unexpected_count") or 0)
+    listed = outcome.get("unexpected_index_list") or []
+    rows = np.asarray(listed[0][ROW_INDEX] if listed else [], dtype=np.int64)
+    if len(rows) != unexpected or (unexpected == 0 and not result.success):
+        raise RuntimeError(
+            f"{table_name}: {identifier} reported {unexpected} failing rows but listed {len(rows)}; "
+            "its rows cannot be attributed to SMEs"
+        )
+    return rows
+
+
+def _text(values: pd.Series, original: pd.Series, arrow_type: pa.DataType) -> pd.Series:
+    """Values as display text: ISO dates and UTC instants, ``null`` when missing, the given text when unreadable."""
+    if pa.types.is_date(arrow_type):
+        text = values.dt.strftime("%Y-%m-%d")
+    elif pa.types.is_timestamp(arrow_type):
+        text = values.dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        text = values.astype("str")
+    missing = values.isna()
+    unreadable = missing & original.notna()
+    text = text.where(~missing, "null")
+    return text.where(~unreadable, original.astype("str"))
+
+
+def _display_frame(
+    table_name: str, frame: pd.DataFrame, rows: np.ndarray, columns: list[str]
+) -> pd.DataFrame:
+    """Text of ``columns`` (canonical or derived) for the failing ``rows``, indexed by row."""
+    subset = frame.iloc[rows]
+    typed = prepare(table_name, subset, columns)
+    typed.index = pd.Index(rows, name=ROW_INDEX)
+    original = subset.set_axis(pd.Index(rows, name=ROW_INDEX))
+    types = column_types(table_name)
+    return pd.DataFrame(
+        {c: _text(typed[c], original[c] if c in original else typed[c], types[c]) for c in columns},
+        index=typed.index,
+    )
+
+
+def _pairs(display: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """``a=1, b=2`` for each row of ``display``."""
+    text = display[columns[0]].radd(f"{columns[0]}=")
+    for column in columns[1:]:
+        text = text + f", {column}=" + display[column]
+    return text
+
+
+def _shorten(text: pd.Series, limit: int) -> pd.Series:
+    return text.where(text.str.len() <= limit, text.str.slice(0, limit - 1) + "…")
+
+
+def _attribute(
+    table_name: str, frame: pd.DataFrame, failing: list[tuple[str, str, list[str], np.ndarray]]
+) -> pd.DataFrame:
+    """One row per failing record per expectation, with its SME, record, field, observed value and reason.
+
+    ``failing`` holds (expectation id, note, columns read, failing row positions) per failing
+    expectation. A derived column is reported through the canonical columns it is computed from.
+    """
+    table = TABLES[table_name]
+    derived = derived_inputs(table_name)
+    locator = [c for c in table.key if c != "sme_id"] + ["source_record"]
+    parts: list[pd.DataFrame] = []
+    for identifier, note, columns, rows in failing:
+        fields = [c for column in columns for c in derived.get(column, (column,))]
+        fields = list(dict.fromkeys(fields))
+        shown = list(dict.fromkeys([*fields, *columns]))
+        display = _display_frame(table_name, frame, rows, list(dict.fromkeys([*locator, *shown])))
+        record = _pairs(display, locator)
+        observed = _pairs(display, shown)
+        field_text = ", ".join(fields)
+        reason = (
+            f"{table_name} record "
+            + record
+            + f" field {field_text}: {note} [{identifier}] observed "
+            + observed
+        )
+        parts.append(
+            pd.DataFrame(
+                {
+                    "row": rows,
+                    "sme_id": frame["sme_id"].iloc[rows].to_numpy(),
+                    "table_name": table_name,
+                    "source": table.source,
+                    "record": _shorten(record, _LIMITS["record"]).to_numpy(),
+                    "field": field_text[: _LIMITS["field"]],
+                    "expectation": identifier,
+                    "observed": observed.to_numpy(),
+                    "reason": _shorten(reason, _LIMITS["reason"]).to_numpy(),
+                    "raw_sha256": frame["raw_sha256"].iloc[rows].to_numpy(),
+                }
+            )
+        )
+    failures = pd.concat(parts, ignore_index=True)
+    unattributable = failures["sme_id"].isna()
+    if unattributable.any():
+        records = failures.loc[unattributable, "record"].head(5).tolist()
+        raise ValueError(
+            f"{table_name}: {int(unattributable.sum())} failing rows have no sme_id and cannot be "
+            f"attributed to an SME (records {records})"
+        )
+    return failures
+
+
+def _docs_sample(
+    table_name: str, frame: pd.DataFrame, result: ExpectationValidationResult, rows: np.ndarray
+) -> None:
+    """Replace GX's bare list of failing positions by a few readable records for the Data Docs.
+
+    Each record holds the expectation's columns (the values Data Docs tabulates) and the SME, key
+    and source record that locate it; the full list of failing records lives in the warehouse.
+    """
+    table = TABLES[table_name]
+    columns = expectation_columns(result.expectation_config.kwargs)
+    locator = [c for c in dict.fromkeys([*table.key, "source_record"]) if c not in columns]
+    outcome = result.result
+    outcome.pop("partial_unexpected_index_list", None)
+    outcome["unexpected_index_column_names"] = locator
+    outcome["unexpected_index_list"] = []
+    sample = rows[:DOCS_SAMPLE_ROWS]
+    if not len(sample):
+        return
+    display = _display_frame(table_name, frame, sample, [*columns, *locator])
+    values = display[columns[0]] if len(columns) == 1 else display[columns].agg(tuple, axis=1).map(str)
+    counts = values.value_counts(sort=True)
+    outcome["unexpected_index_list"] = display.to_dict("records")
+    outcome["partial_unexpected_list"] = values.tolist()
+    outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
+
+
+def _validate_table(
+    table_name: str,
+    frame: pd.DataFrame,
+    loaded: LoadedSuite,
+    parameters: dict[str, pd.Timestamp],
+    shard: int,
+) -> tuple[list[dict[str, Any]], pd.DataFrame | None, ExpectationSuiteValidationResult]:
+    """Validate one table's frame as one batch; return per-expectation results and failing records."""
+    prepared = prepare(table_name, frame, loaded.columns)
+    batch = _runtime().batch_definitions[table_name].get_batch(batch_parameters={"dataframe": prepared})
+    suite_result = batch.validate(
+        loaded.suite, result_format=RESULT_FORMAT, expectation_parameters=parameters
+    )
+    sme_ids = frame["sme_id"]
+    summaries: list[dict[str, Any]] = []
+    failing: list[tuple[str, str, list[str], np.ndarray]] = []
+    for result in suite_result.results:
+        configuration = result.expectation_config
+        identifier = expectation_id(configuration)
+        _raise_if_not_evaluated(table_name, identifier, result)
+        rows = _failing_rows(table_name, identifier, result)
+        if len(rows):
+            notes = configuration.notes
+            note = notes if isinstance(notes, str) else " ".join(notes or [])
+            failing.append((identifier, note, expectation_columns(configuration.kwargs), rows))
+        summaries.append(
+            {
+                "table_name": table_name,
+                "shard": shard,
+                "suite": loaded.suite.name,
+                "expectation": identifier,
+                "success": bool(result.success),
+                "element_count": int((result.result or {}).get("element_count") or 0),
+                "unexpected_count": len(rows),
+                "failing_smes": sorted(sme_ids.iloc[rows].dropna().unique().tolist()),
+            }
+        )
+        _docs_sample(table_name, frame, result, rows)
+    position = {identifier: i for i, identifier in enumerate(loaded.ids)}
+    summaries.sort(key=lambda summary: position[summary["expectation"]])
+    failing.sort(key=lambda entry: position[entry[0]])
+    failures = _attribute(table_name, frame, failing) if failing else None
+    return summaries, failures, suite_result
+
+
+def _no_failures() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in ("row", *FAILURE_COLUMNS)})
+
+
+def _sme_status(sme_ids: pd.Index, failures: pd.DataFrame) -> pd.DataFrame:
+    """One row per SME: passed when it has no failing record, else its reasons in a stable order."""
+    reasons = failures.groupby("sme_id", sort=False)["reason"].agg(list)
+    status = pd.DataFrame({"sme_id": sme_ids.sort_values()})
+    status["reasons"] = status["sme_id"].map(reasons)
+    status["passed"] = status["reasons"].isna()
+    status["reasons"] = [r if isinstance(r, list) else [] for r in status["reasons"]]
+    return status[["sme_id", "passed", "reasons"]].reset_index(drop=True)
+
+
+def validate_shard(tables: dict[str, pd.DataFrame], *, as_of: datetime.date, shard: int) -> ShardValidation:
+    """Validate each canonical table of one shard once and attribute failing rows to their SMEs.
+
+    ``tables`` maps canonical table names to frames holding all SMEs of the shard (a source an SME
+    did not connect simply has no rows; a table may be missing altogether). Raises ``ValueError``
+    for an unknown table, a frame without a canonical column, or a failing row without ``sme_id``.
+    """
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise ValueError(f"not canonical tables: {unknown}")
+    suites = loaded_suites()
+    parameters = suite_parameters(as_of)
+    results: list[dict[str, Any]] = []
+    failure_parts: list[pd.DataFrame] = []
+    gx_results: dict[str, dict[str, Any]] = {}
+    present: list[np.ndarray] = []
+    for name in (n for n in TABLES if n in tables):
+        frame = tables[name].reset_index(drop=True)
+        summaries, failures, suite_result = _validate_table(name, frame, suites[name], parameters, shard)
+        results += summaries
+        if failures is not None:
+            failure_parts.append(failures)
+        suite_result.meta["as_of"] = as_of.isoformat()
+        suite_result.meta["shard"] = shard
+        gx_results[name] = suite_result.to_json_dict()
+        present.append(frame["sme_id"].dropna().unique())
+    failures = pd.concat(failure_parts, ignore_index=True) if failure_parts else _no_failures()
+    table_order = failures["table_name"].map({name: i for i, name in enumerate(TABLES)})
+    failures = failures.assign(table_order=table_order).sort_values(
+        ["sme_id", "table_order", "row"], kind="stable"
+    )
+    sme_ids = pd.Index(np.unique(np.concatenate(present)) if present else [], dtype="str")
+    return ShardValidation(
+        as_of=as_of,
+        shard=shard,
+        sme_status=_sme_status(sme_ids, failures),
+        expectation_results=results,
+        failures=failures[list(FAILURE_COLUMNS)].reset_index(drop=True),
+        gx_results=gx_results,
+    )
+
+
+def gx_results_path(store: Store, as_of: datetime.date, shard: int) -> str:
+    """Where one shard's GX validation results are kept: ``staging/gx_validation/as_of=<d>/shard=<NNNN>.json``."""
+    return posixpath.join(
+        store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat()), f"shard={shard:04d}.json"
+    )
+
+
+def _quarantine_rows(validation: ShardValidation) -> list[dict[str, Any]]:
+    """Quarantine entries for the failing records, one per natural key (duplicates collapse)."""
+    entries = validation.failures.drop_duplicates(["sme_id", "source", "record", "field", "reason"])
+    digest = entries["raw_sha256"].astype(object)
+    entries = entries.assign(
+        as_of_date=validation.as_of,
+        stage=STAGE,
+        raw_sha256=digest.where(digest.notna() & digest.ne(""), None),
+        resolved_at=None,
+    )
+    columns = ["sme_id", "as_of_date", "stage", "source", "table_name", "record", "field", "reason"]
+    return entries[[*columns, "raw_sha256", "resolved_at"]].to_dict("records")
+
+
+def _resolve_fixed(session: Session, validation: ShardValidation, now: datetime.datetime) -> int:
+    """Resolve open validate-stage entries of the shard's SMEs that this validation no longer reports."""
+    key = ["sme_id", "source", "record", "field", "reason"]
+    sme_ids = validation.sme_status["sme_id"].tolist()
+    open_parts: list[pd.DataFrame] = []
+    for start in range(0, len(sme_ids), 1000):
+        rows = session.execute(
+            select(QuarantineEntry.id, *(getattr(QuarantineEntry, c) for c in key)).where(
+                QuarantineEntry.as_of_date == validation.as_of,
+                QuarantineEntry.stage == STAGE,
+                QuarantineEntry.resolved_at.is_(None),
+                QuarantineEntry.sme_id.in_(sme_ids[start : start + 1000]),
+            )
+        ).all()
+        open_parts.append(pd.DataFrame(rows, columns=["id", *key]))
+    open_entries = (
+        pd.concat(open_parts, ignore_index=True) if open_parts else pd.DataFrame(columns=["id", *key])
+    )
+    current = validation.failures[key].drop_duplicates()
+    still_failing = open_entries.merge(current, on=key, how="left", indicator=True)
+    fixed = still_failing.loc[still_failing["_merge"] == "left_only", "id"].astype(int).tolist()
+    for start in range(0, len(fixed), 1000):
+        session.execute(
+            update(QuarantineEntry)
+            .where(QuarantineEntry.id.in_(fixed[start : start + 1000]))
+            .values(resolved_at=now)
+        )
+    return len(fixed)
+
+
+def record_validation(
+    session: Session,
+    validation: ShardValidation,
+    *,
+    store: Store | None = None,
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """Persist one shard's validation; idempotent, so a re-run changes nothing.
+
+    Shards hold disjoint SMEs and write disjoint rows, so shards may record concurrently.
+
+    * upserts one ``validation_results`` row per expectation per table;
+    * upserts one open ``quarantine`` entry (stage ``validate``) per failing record, re-opening an
+      entry that fails again;
+    * resolves the open validate-stage entries of this as-of date for the shard's SMEs that the
+      validation no longer reports (the SME passes now, or that record was fixed);
+    * writes the shard's GX validation results JSON to the store for :func:`build_data_docs`.
+
+    Returns counts: ``validation_results``, ``quarantined`` (entries), ``failing_smes``,
+    ``resolved`` (entries) and the ``gx_results`` path.
+    """
+    now = now or utcnow()
+    store = store or Store.from_settings()
+    result_rows = [
+        {**r, "as_of_date": validation.as_of, "run_at": now} for r in validation.expectation_results
+    ]
+    upsert(session, ValidationResult, result_rows, key=["as_of_date", "table_name", "shard", "expectation"])
+    entries = _quarantine_rows(validation)
+    upsert(
+        session,
+        QuarantineEntry,
+        entries,
+        key=["sme_id", "as_of_date", "stage", "source", "record", "field", "reason"],
+        update=["table_name", "raw_sha256", "resolved_at"],
+    )
+    resolved = _resolve_fixed(session, validation, now)
+    path = gx_results_path(store, validation.as_of, validation.shard)
+    store.write_json(
+        path,
+        {"as_of": validation.as_of.isoformat(), "shard": validation.shard, "results": validation.gx_results},
+    )
+    return {
+        "validation_results": len(result_rows),
+        "quarantined": len(entries),
+        "failing_smes": len(validation.failing_smes),
+        "resolved": resolved,
+        "gx_results": path,
+    }
+
+
+def _docs_context(directory: Path) -> Any:
+    """The file-backed GX project that holds the Data Docs site (created on first use)."""
+    import great_expectations as gx
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return gx.get_context(mode="file", context_root_dir=directory)
+
+
+def build_data_docs(as_of: datetime.date, *, store: Store | None = None) -> Path:
+    """Render the Data Docs of ``as_of``'s shard validations; returns the site's ``index.html``.
+
+    Reads every shard's GX validation results JSON from the store, adds the suites and those
+    results to the GX project under ``get_settings().data_docs_dir`` (a re-run of a shard replaces
+    its earlier results of the same date) and builds the local site once.
+    """
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    store = store or Store.from_settings()
+    context = _docs_context(get_settings().data_docs_dir)
+    for name in TABLES:
+        context.suites.add_or_update(load_suite(name).suite)
+    run_time = datetime.datetime.combine(as_of, datetime.time(), tzinfo=datetime.UTC)
+    run_id = RunIdentifier(run_name=f"as_of={as_of.isoformat()}", run_time=run_time)
+    schema = ExpectationSuiteValidationResultSchema()
+    directory = store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat())
+    for path in store.list(directory, suffix=".json"):
+        document = store.read_json(path)
+        for document_result in document["results"].values():
+            result = schema.load(document_result)
+            result.meta["run_id"] = run_id
+            identifier = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+                run_id=run_id,
+                batch_identifier=f"shard={int(document['shard']):04d}",
+            )
+            context.validation_results_store.set(identifier, result)
+    urls = context.build_data_docs()
+    index = Path(unquote(urlparse(urls["local_site"]).path))
+    log.info("Data Docs of %s built at %s", as_of, index)
+    return index
+
+
+__all__ = [
+    "FAILURE_COLUMNS",
+    "ShardValidation",
+    "build_data_docs",
+    "gx_results_path",
+    "record_validation",
+    "validate_shard",
+]

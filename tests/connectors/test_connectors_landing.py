@@ -1,0 +1,77 @@
+"""Raw landing: content-addressed, immutable, recorded per run; idempotent on both warehouses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from connectors.core.landing import extension_for, land_page, record_payloads, run_hash
+from connectors.core.streams import RawPage
+from warehouse.db import session_scope
+from warehouse.models import IngestionRun, RawPayload, Sme
+from warehouse.storage import Store
+
+
+def page(body: bytes, label: str = "page=1") -> RawPage:
+    return RawPage("reports", label, f"GET /v1/x?{label}", body, "application/json")
+
+
+def test_a_body_lands_once_under_its_hash_and_is_never_rewritten(tmp_path: Path) -> None:
+    store = Store(str(tmp_path))
+    body = b'{"reports": []}'
+    digest = hashlib.sha256(body).hexdigest()
+
+    first = land_page(store, "accounting", page(body), 0)
+    second = land_page(store, "accounting", page(body, "page=2"), 1)
+
+    assert first.path == second.path == str(tmp_path / "raw" / "accounting" / digest[:2] / f"{digest}.json")
+    assert (first.sha256, first.size_bytes, first.request) == (digest, len(body), "GET /v1/x?page=1")
+    assert store.read_bytes(first.path) == body
+    assert sorted(p.name for p in (tmp_path / "raw" / "accounting" / digest[:2]).iterdir()) == [
+        f"{digest}.json"
+    ]
+
+
+def test_extensions_follow_the_media_type() -> None:
+    assert [
+        extension_for(m) for m in ("application/vnd.hmrc.1.0+json", "application/atom+xml", "image/png")
+    ] == [
+        "json",
+        "xml",
+        "bin",
+    ]
+
+
+def test_the_run_hash_covers_the_ordered_payload_hashes() -> None:
+    assert run_hash(["a", "b"]) == hashlib.sha256(b"a\nb").hexdigest()
+    assert run_hash(["b", "a"]) != run_hash(["a", "b"])
+    assert run_hash([]) is None
+
+
+def test_payload_rows_follow_the_latest_run_without_duplicates(
+    warehouse_engine: Engine, tmp_path: Path
+) -> None:
+    store = Store(str(tmp_path))
+    landed = [land_page(store, "tax", page(f'{{"n": {i}}}'.encode(), f"p{i}"), i) for i in range(3)]
+    with session_scope(warehouse_engine) as session:
+        session.add(Sme(sme_id="SME-000001", name="A", industry="retail", region="Wales", size_band="micro"))
+        session.flush()
+        run = IngestionRun(
+            sme_id="SME-000001", source="tax", as_of_date=dt.date(2026, 11, 25), status="pulled"
+        )
+        session.add(run)
+        session.flush()
+        record_payloads(session, {run.id: landed})
+        ids = session.scalars(select(RawPayload.id).order_by(RawPayload.sequence)).all()
+        record_payloads(session, {run.id: landed})
+        record_payloads(session, {run.id: landed[:2]})
+    with session_scope(warehouse_engine) as session:
+        rows = session.execute(
+            select(RawPayload.id, RawPayload.sequence, RawPayload.sha256, RawPayload.request).order_by(
+                RawPayload.sequence
+            )
+        ).all()
+    assert rows == [(ids[i], i, landed[i].sha256, f"GET /v1/x?p{i}") for i in range(2)]
