@@ -39,9 +39,9 @@ def _settings(home: Path, shard_count: int) -> Any:
 def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
     """Land canonical tables for ``size`` SMEs and register them with consents (not timed)."""
     import pyarrow as pa
+
     from connectors.sandbox.seed import seed_warehouse
     from connectors.sandbox.universe import Universe
-
     from dossier.settings import override
     from warehouse.canonical import TABLES
     from warehouse.db import get_engine, session_scope
@@ -112,7 +112,7 @@ def run_core(home: Path, shard_count: int) -> dict[str, Any]:
         summary = pipeline.publish(AS_OF)
         timings["publish"] = time.perf_counter() - t
         total = time.perf_counter() - started
-    return {"seconds": total, "steps": timings, "published": summary.get("rows_published"), **_peak()}
+    return {"seconds": total, "steps": timings, "published": summary.get("rows"), **_peak()}
 
 
 def run_floor(home: Path, shard_count: int) -> dict[str, Any]:

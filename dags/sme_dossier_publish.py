@@ -84,7 +84,7 @@ def sme_dossier_publish() -> None:
         from dossier.pipeline import publish as run_publish
 
         summary = run_publish(parse_as_of(as_of))
-        outlet_events[DOSSIERS].extra = {"as_of": as_of, "rows": summary.get("rows_published", 0)}
+        outlet_events[DOSSIERS].extra = {"as_of": as_of, "rows": summary.get("rows", 0)}
         return summary
 
     @task

@@ -9,6 +9,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -248,15 +249,10 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from warehouse.canonical import describe_markdown
-    from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
+    from warehouse import canonical, dossier_schema
 
-    if args.which == "canonical":
-        print(describe_markdown())
-    else:
-        print(f"Dossier schema version {SCHEMA_VERSION}\n\n| column | type | description |\n|---|---|---|")
-        for c in ALL_COLUMNS:
-            print(f"| `{c.name}` | {c.type}{', nullable' if c.nullable else ''} | {c.description} |")
+    module = canonical if args.which == "canonical" else dossier_schema
+    print(module.describe_markdown(), end="")
     return 0
 
 
@@ -401,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
 
 
 if __name__ == "__main__":

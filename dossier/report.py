@@ -148,7 +148,10 @@ def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
     results = []
     with session_scope() as session:
         lenders = session.scalars(
-            select(Subscription.lender_id).where(Subscription.active).distinct().order_by(Subscription.lender_id)
+            select(Subscription.lender_id)
+            .where(Subscription.active)
+            .distinct()
+            .order_by(Subscription.lender_id)
         ).all()
     for lender_id in lenders:
         with session_scope() as session:
@@ -204,9 +207,7 @@ def render_report(
             "lender", "new dossiers", "withdrawals", "file", title="What lenders pulled", title_justify="left"
         )
         for p in pulls:
-            table.add_row(
-                p["lender"], str(p["delivered"]), str(p["withdrawals"]), str(p["file"] or "-")
-            )
+            table.add_row(p["lender"], str(p["delivered"]), str(p["withdrawals"]), str(p["file"] or "-"))
         console.print(table)
 
     sample: pd.DataFrame = report["sample_rows"]

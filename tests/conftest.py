@@ -23,11 +23,12 @@ from warehouse.db import make_engine
 from warehouse.migrate import upgrade
 
 
-
 def pytest_configure(config: pytest.Config) -> None:
     """Point Airflow (configured at import) and the default settings at a private folder per test process."""
     scratch = Path(tempfile.mkdtemp(prefix="sme-dossier-tests-"))
-    apply_airflow_environment(for_home(scratch / "var"))
+    settings = for_home(scratch / "var")
+    settings.airflow_home.mkdir(parents=True)
+    apply_airflow_environment(settings)
     os.environ["DOSSIER_HOME"] = str(scratch / "var")
 
 

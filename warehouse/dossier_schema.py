@@ -178,3 +178,16 @@ def build_schema(model_version: str) -> pa.Schema:
 
 
 DOSSIER_SCHEMA = build_schema("unset")
+
+
+def describe_markdown() -> str:
+    """The dossier schema as Markdown (the README embeds this; a test keeps them in step)."""
+    lines = [
+        f"Schema version {SCHEMA_VERSION}. One row per SME per as-of date.",
+        "",
+        "| column | type | description |",
+        "|---|---|---|",
+    ]
+    for c in ALL_COLUMNS:
+        lines.append(f"| `{c.name}` | {c.type}{', nullable' if c.nullable else ''} | {c.description} |")
+    return "\n".join(lines) + "\n"

@@ -52,7 +52,8 @@ def test_dag_follows_the_house_rules(dagbag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert dag.catchup is False
     assert dag.start_date.tzinfo is not None
-    assert dag.doc_md and dag.doc_md.strip().startswith("###")
+    assert dag.doc_md
+    assert dag.doc_md.strip().startswith("###")
     assert "sme-dossier" in dag.tags
     assert dag.max_active_runs == 1
     for task in dag.tasks:
