@@ -31,6 +31,8 @@ lint: $(STAMP)
 	@$(BIN)/ruff format --check .
 
 airflow: $(STAMP)
+	@$(BIN)/dossier db upgrade
+	@$(BIN)/dossier sandbox seed > /dev/null
 	@$(BIN)/dossier airflow standalone
 
 clean:

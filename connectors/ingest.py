@@ -425,7 +425,7 @@ def ingest_shard(
 
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
-        coverage = source_coverage(session, at=consent_at)
+        coverage = source_coverage(session, at=consent_at, sme_ids=[c.sme_id for c in connections])
 
     outcomes: list[SmeOutcome] = []
     planned: list[tuple[Connection, PullWindow]] = []

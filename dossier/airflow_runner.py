@@ -86,15 +86,28 @@ def run_dag(dag_id: str, *, as_of: dt.date, log_file: Path | None = None) -> dic
 
 
 def standalone(extra_args: list[str] | None = None) -> int:
-    """``airflow standalone`` (scheduler, API server with UI, dag processor) on the embedded settings."""
+    """Run an ``airflow`` command (default ``standalone``) with this project's DAGs and settings.
+
+    When no provider URL is configured (``DOSSIER_SANDBOX_URL`` empty), the bundled sandbox is served
+    from this process for as long as Airflow runs, so the DAGs have providers to pull from.
+    """
+    import dataclasses
+
+    from dossier.demo import sandbox_running
+
     settings = get_settings()
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    env = child_process_environment(settings)
-    env["AIRFLOW__API__PORT"] = env.get("AIRFLOW__API__PORT", "8080")
-    print(f"Airflow home: {settings.airflow_home}")
-    print(
-        f"Starting Airflow; its UI will be at http://localhost:{env['AIRFLOW__API__PORT']} "
-        f"(the admin password is printed below and kept in {settings.airflow_home}/simple_auth_manager_passwords.json.generated)"
-    )
-    command = [str(Path(sys.executable).with_name("airflow")), *(extra_args or ["standalone"])]
-    return subprocess.call(command, env=env)
+    args = extra_args or ["standalone"]
+    with sandbox_running(settings, dt.datetime.now(dt.UTC).date()) as wired:
+        env = child_process_environment(dataclasses.replace(settings, sandbox_url=wired.sandbox_url))
+        if args[0] == "standalone":
+            port = env.setdefault("AIRFLOW__API__PORT", "8080")
+            print(f"Airflow home: {settings.airflow_home}")
+            print(f"Providers (sandbox): {wired.sandbox_url}")
+            print(
+                f"Starting Airflow; its UI will be at http://localhost:{port} (user admin; the password is "
+                f"printed below and kept in {settings.airflow_home}/simple_auth_manager_passwords.json.generated). "
+                "The DAGs start paused: unpause sme_ingest and sme_dossier_publish in the UI."
+            )
+        command = [str(Path(sys.executable).with_name("airflow")), *args]
+        return subprocess.call(command, env=env)

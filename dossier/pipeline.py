@@ -27,7 +27,6 @@ from warehouse import consent
 from warehouse.canonical import SOURCES, TABLES
 from warehouse.db import session_scope
 from warehouse.models import IngestionRun, QuarantineEntry, Sme
-from warehouse.shards import in_shard
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -134,7 +133,7 @@ def smes_to_evaluate(session: Any, store: Store, as_of: dt.date, shard: int) -> 
     passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
     held = ingest_quarantined(session, as_of, sorted(passed))
     candidates = sorted(passed - set(held))
-    coverage = consent.source_coverage(session, as_of_instant(as_of))
+    coverage = consent.source_coverage(session, as_of_instant(as_of), sme_ids=candidates)
     profiles = pd.DataFrame(
         session.execute(
             select(Sme.sme_id, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year).where(
@@ -212,7 +211,3 @@ def ingestion_summary(as_of: dt.date) -> dict[str, dict[str, int]]:
             counts.setdefault(source, {})
             counts[source][status] = counts[source].get(status, 0) + 1
     return counts
-
-
-def shard_members(sme_ids: list[str], shard: int) -> list[str]:
-    return in_shard(sme_ids, shard, get_settings().shard_count)

@@ -58,7 +58,9 @@ def quarantine_entries(
 
 def reason_label(entry: dict) -> str:
     """A reason without its record-specific values, so that like reasons group together."""
-    reason = re.sub(r"'[^']*'|\"[^\"]*\"|\b\d[\d.,:\-T]*\b", "…", entry["reason"])
+    sentence = re.search(r"field [^:]+: (.*?) \[", entry["reason"])
+    reason = sentence.group(1) if sentence else entry["reason"]
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"|\b\d[\d.,:\-T]*\b", "…", reason)
     place = ".".join(p for p in (entry["table_name"] or entry["source"], entry["field"]) if p)
     return f"{entry['stage']} · {place}: {reason[:90]}"
 

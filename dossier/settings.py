@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,5 +264,11 @@ def apply_airflow_environment(settings: Settings | None = None) -> dict[str, str
 
 
 def child_process_environment(settings: Settings | None = None) -> dict[str, str]:
-    """This process's environment plus the Airflow wiring, for launching Airflow as a child process."""
-    return {**os.environ, **(settings or get_settings()).airflow_environment()}
+    """This process's environment plus the Airflow wiring, for launching Airflow as a child process.
+
+    The interpreter's own ``bin`` folder leads ``PATH``, so the ``airflow`` processes that Airflow
+    itself spawns come from the same virtual environment.
+    """
+    env = {**os.environ, **(settings or get_settings()).airflow_environment()}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env

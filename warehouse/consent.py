@@ -188,20 +188,33 @@ def require_source(session: Session, sme_id: str, source: str, at: dt.datetime |
     return max(windows)
 
 
-def _active_terms(session: Session, at: dt.datetime) -> list[Any]:
-    """(sme_id, sources, recipients, history_months) of every consent active at ``at``, columns only."""
-    rows = session.execute(
-        select(Consent.sme_id, Consent.sources, Consent.recipients, Consent.history_months).where(
-            Consent.status == "active", Consent.granted_at <= at, Consent.expires_at > at
-        )
+LOOKUP_CHUNK = 5000
+"""SME ids per ``IN (...)`` list, well under every backend's bound-parameter limit."""
+
+
+def _active_terms(session: Session, at: dt.datetime, sme_ids: Iterable[str] | None = None) -> list[Any]:
+    """(sme_id, sources, recipients, history_months) of every consent active at ``at``, columns only.
+
+    ``sme_ids`` restricts the lookup to those SMEs (a shard), in chunks.
+    """
+    query = select(Consent.sme_id, Consent.sources, Consent.recipients, Consent.history_months).where(
+        Consent.status == "active", Consent.granted_at <= at, Consent.expires_at > at
     )
-    return list(rows)
+    if sme_ids is None:
+        return list(session.execute(query))
+    wanted = sorted(set(sme_ids))
+    rows: list[Any] = []
+    for start in range(0, len(wanted), LOOKUP_CHUNK):
+        rows += session.execute(query.where(Consent.sme_id.in_(wanted[start : start + LOOKUP_CHUNK])))
+    return rows
 
 
-def source_coverage(session: Session, at: dt.datetime | None = None) -> dict[str, dict[str, int]]:
-    """For every SME with an active consent: source -> widest history window, in one query."""
+def source_coverage(
+    session: Session, at: dt.datetime | None = None, sme_ids: Iterable[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """For every SME (of ``sme_ids``, default all) with an active consent: source -> widest history window."""
     coverage: dict[str, dict[str, int]] = defaultdict(dict)
-    for sme_id, sources, _recipients, history_months in _active_terms(session, at or utcnow()):
+    for sme_id, sources, _recipients, history_months in _active_terms(session, at or utcnow(), sme_ids):
         for source in sources:
             coverage[sme_id][source] = max(coverage[sme_id].get(source, 0), history_months)
     return dict(coverage)
@@ -220,11 +233,11 @@ def entitled_lenders(
 
 
 def entitlement_map(
-    session: Session, at: dt.datetime | None = None
+    session: Session, at: dt.datetime | None = None, sme_ids: Iterable[str] | None = None
 ) -> dict[str, list[tuple[frozenset[str], frozenset[str]]]]:
-    """Every SME's active (sources, recipients) pairs, for checking many dossiers in one query."""
+    """Every SME's (of ``sme_ids``, default all) active (sources, recipients) pairs, in one pass."""
     grants: dict[str, list[tuple[frozenset[str], frozenset[str]]]] = defaultdict(list)
-    for sme_id, sources, recipients, _history in _active_terms(session, at or utcnow()):
+    for sme_id, sources, recipients, _history in _active_terms(session, at or utcnow(), sme_ids):
         grants[sme_id].append((frozenset(sources), frozenset(recipients)))
     return dict(grants)
 

@@ -82,6 +82,10 @@ def test_source_check_and_history_window(warehouse_engine: Engine) -> None:
         with pytest.raises(consent.ConsentError):
             consent.require_source(session, "SME-1", "tax", T0 + dt.timedelta(days=366))
         assert consent.source_coverage(session, at) == {"SME-1": {"accounting": 24, "tax": 36}}
+        assert consent.source_coverage(session, at, sme_ids=["SME-1"]) == {
+            "SME-1": {"accounting": 24, "tax": 36}
+        }
+        assert consent.source_coverage(session, at, sme_ids=["SME-2"]) == {}
 
 
 def test_entitlement_needs_recipient_and_every_source(warehouse_engine: Engine) -> None:

@@ -1,6 +1,6 @@
 """Measure :func:`evaluation.evaluate` on a large synthetic universe (time and peak memory).
 
-``python -m evaluation.benchmark --smes 100000`` builds canonical tables for that many SMEs (36
+``python -m bench.evaluation_scale --smes 100000`` builds canonical tables for that many SMEs (36
 months of books, quarterly VAT returns, one or two monthly meters with bills, three visits each;
 for 100,000 SMEs: 3.6M monthly rows, 1.2M VAT returns, about 5M readings and bills, 300k visits),
 then times feature computation and scoring and prints one JSON line. The numbers are a measurement,

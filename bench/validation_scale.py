@@ -1,6 +1,6 @@
 """Time ``validate_shard`` on a large shard of the sandbox universe (a measurement, not a test).
 
-    .venv/bin/python tests/expectations/measure_validate.py --smes 12500 --smes 100000
+    .venv/bin/python -m bench.validation_scale --smes 12500 --smes 100000
 
 For each size it builds the universe's canonical tables in memory, warms GX up on a small slice
 (import, context, suites), then times one ``validate_shard`` over all of it and prints seconds,
