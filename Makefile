@@ -1,5 +1,5 @@
 # Every target creates .venv and installs the pinned dependencies into it when missing.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
