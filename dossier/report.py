@@ -143,7 +143,7 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
 
 def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
     """Pull as every lender with an active subscription into ``out_dir/<lender>/``; returns each pull's summary."""
-    from warehouse.feed import pull
+    from warehouse.feed import lender_status, pull
     from warehouse.models import Subscription
 
     store = Store.from_settings()
@@ -157,12 +157,9 @@ def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
         ).all()
     for lender_id in lenders:
         with session_scope() as session:
-            results.append(
-                {
-                    "lender": lender_id,
-                    **pull(session, store, lender_id=lender_id, out_dir=out_dir / lender_id),
-                }
-            )
+            pulled = pull(session, store, lender_id=lender_id, out_dir=out_dir / lender_id)
+            total = lender_status(session, lender_id)["deliveries"]
+        results.append({"lender": lender_id, "delivered_in_total": total, **pulled})
     return results
 
 
@@ -206,10 +203,22 @@ def render_report(
 
     if pulls:
         table = Table(
-            "lender", "new dossiers", "withdrawals", "file", title="What lenders pulled", title_justify="left"
+            "lender",
+            "new dossiers",
+            "delivered in total",
+            "withdrawals",
+            "file",
+            title="What lenders pulled",
+            title_justify="left",
         )
         for p in pulls:
-            table.add_row(p["lender"], str(p["delivered"]), str(p["withdrawals"]), str(p["file"] or "-"))
+            table.add_row(
+                p["lender"],
+                str(p["delivered"]),
+                str(p["delivered_in_total"]),
+                str(p["withdrawals"]),
+                str(p["file"] or "-"),
+            )
         console.print(table)
 
     sample: pd.DataFrame = report["sample_rows"]
