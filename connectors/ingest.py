@@ -387,6 +387,16 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _covered_then_and_now(
+    then: dict[str, dict[str, int]], now: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Sources covered both at the as-of instant and at pull time, with the as-of history window."""
+    return {
+        sme_id: {source: months for source, months in sources.items() if source in now.get(sme_id, {})}
+        for sme_id, sources in then.items()
+    }
+
+
 def ingest_shard(
     source: str,
     shard: int,
@@ -396,6 +406,7 @@ def ingest_shard(
     store: Store | None = None,
     base_url: str | None = None,
     consent_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
     clock: Clock | None = None,
     http_session_factory: Callable[[bool], requests.Session] | None = None,
     max_workers: int = PULL_THREADS,
@@ -406,6 +417,8 @@ def ingest_shard(
     ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
     is the instant consents must be active at (default: the start of the as-of day, UTC, so that
     every re-run of a day decides alike; a revoked consent is never active, whatever the instant).
+    The pull happens ``now`` (default: the current instant), so the consent must be active then too:
+    a backfill of an earlier date never pulls under a consent that has since expired.
     ``clock`` is what HTTP retries wait on, and ``http_session_factory(retry_reads)`` makes each
     thread's sessions (default :func:`connectors.core.http.make_session`); tests pass their own to
     stay fast and to observe every request.
@@ -425,7 +438,11 @@ def ingest_shard(
 
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
-        coverage = source_coverage(session, at=consent_at, sme_ids=[c.sme_id for c in connections])
+        shard_smes = [c.sme_id for c in connections]
+        coverage = _covered_then_and_now(
+            source_coverage(session, at=consent_at, sme_ids=shard_smes),
+            source_coverage(session, at=now or utcnow(), sme_ids=shard_smes),
+        )
 
     outcomes: list[SmeOutcome] = []
     planned: list[tuple[Connection, PullWindow]] = []

@@ -95,7 +95,12 @@ def warehouse(warehouse_url: str, tmp_path: Path) -> Any:
     engine.dispose()
 
 
-def ingest(engine: Engine, server: ScriptedServer, tmp_path: Path, clock: FakeClock) -> dict[str, Any]:
+PULLED_AT = dt.datetime.combine(AS_OF, dt.time(12), tzinfo=dt.UTC)
+
+
+def ingest(
+    engine: Engine, server: ScriptedServer, tmp_path: Path, clock: FakeClock, now: dt.datetime = PULLED_AT
+) -> dict[str, Any]:
     return ingest_shard(
         "accounting",
         0,
@@ -103,6 +108,7 @@ def ingest(engine: Engine, server: ScriptedServer, tmp_path: Path, clock: FakeCl
         session_factory=functools.partial(session_scope, engine),
         store=Store(str(tmp_path / "store")),
         base_url=server.url,
+        now=now,
         clock=clock,
         http_session_factory=ObservedSessions(clock, attempts=3),
     )
@@ -181,6 +187,20 @@ def test_the_consents_history_window_is_all_that_is_asked_for(
 
     asked = {(s.query["from"][0], s.query["to"][0]) for s in scripted.seen if s.method == "GET"}
     assert asked == {("2025-11", "2026-10")}
+
+
+def test_a_backfill_never_pulls_under_a_consent_that_has_since_expired(
+    warehouse: Engine, scripted: ScriptedServer, tmp_path: Path, clock: FakeClock
+) -> None:
+    after_expiry = dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
+
+    summary = ingest(warehouse, scripted, tmp_path, clock, now=after_expiry)
+
+    with session_scope(warehouse) as session:
+        statuses = {r.sme_id: r.status for r in session.scalars(select(IngestionRun))}
+    assert statuses == dict.fromkeys(TENANTS, "skipped_no_consent")
+    assert (summary["pulled"], summary["skipped_no_consent"]) == (0, 4)
+    assert scripted.seen == []
 
 
 def one_sme(universe: Universe, source: str) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import requests
-from connector_fixtures import AS_OF, FIXED_MIX, SEED, SIZE, FakeClock, ObservedSessions, Seeded
+from connector_fixtures import AS_OF, FIXED_MIX, NOW, SEED, SIZE, FakeClock, ObservedSessions, Seeded
 from sqlalchemy import select
 
 from connectors.core.connector import Connection, HttpContext, PullWindow
@@ -67,6 +67,7 @@ def ingest(
         session_factory=seeded.sessions,
         store=seeded.store,
         base_url=f"{server.url}/{source}",
+        now=NOW + dt.timedelta(hours=12),
         clock=clock,
         http_session_factory=sessions or ObservedSessions(clock),
     )
