@@ -208,6 +208,17 @@ TABLES_BY_SOURCE: dict[str, tuple[CanonicalTable, ...]] = {
 }
 
 
+def money_columns(table: CanonicalTable) -> tuple[str, ...]:
+    """The amount columns of ``table``, in schema order.
+
+    >>> money_columns(VAT_RETURNS)[:2]
+    ('vat_due_sales', 'vat_due_acquisitions')
+    """
+    return tuple(
+        c.name for c in table.columns if c.type == pa.float64() and c.description.endswith("major unit.")
+    )
+
+
 def describe_markdown() -> str:
     """The canonical schema as Markdown (the README embeds this; a test keeps them in step)."""
     lines: list[str] = []

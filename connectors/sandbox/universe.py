@@ -49,43 +49,17 @@ from connectors.sandbox.population import (
     TRAJECTORIES,
     PopulationMix,
 )
-from warehouse.canonical import TABLES
+from warehouse.canonical import MONTHLY_FINANCIALS, TABLES, VAT_RETURNS, money_columns
 
 CURRENCY = "GBP"
 SOURCES_REFS = {"accounting": "tenant_id", "tax": "vrn", "utility": "subscription_id", "survey": "sme_code"}
 """Which profile column names each source's account at its provider."""
 
-BOOK_FIELDS = (
-    "revenue",
-    "cost_of_sales",
-    "operating_expenses",
-    "depreciation",
-    "interest_expense",
-    "tax_expense",
-    "net_profit",
-    "cash",
-    "receivables",
-    "inventory",
-    "current_assets",
-    "total_assets",
-    "current_liabilities",
-    "total_liabilities",
-    "equity",
-)
+BOOK_FIELDS = money_columns(MONTHLY_FINANCIALS)
 PNL_FIELDS = BOOK_FIELDS[:7]
 BALANCE_FIELDS = BOOK_FIELDS[7:]
 
-VAT_BOXES = (
-    "vat_due_sales",
-    "vat_due_acquisitions",
-    "total_vat_due",
-    "vat_reclaimed",
-    "net_vat_due",
-    "total_sales_ex_vat",
-    "total_purchases_ex_vat",
-    "total_goods_supplied_ex_vat",
-    "total_acquisitions_ex_vat",
-)
+VAT_BOXES = money_columns(VAT_RETURNS)
 
 MALFORMED_AMOUNTS = ("n/a", "#REF!", "12O4.50", "1.234,56", "--")
 """Non-numeric amount strings a bookkeeping export really produces (a letter O, a locale comma...)."""
