@@ -92,7 +92,6 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
     """The end-to-end demo; returns the process exit code."""
     from connectors.sandbox.seed import seed_warehouse
     from connectors.sandbox.universe import Universe
-
     from dossier.report import pipeline_report, pull_all_lenders, render_report
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
