@@ -27,12 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
+from warehouse.errors import DossierError
 from warehouse.models import Consent, ConsentEvent, utcnow
 
 GENESIS_HASH = "0" * 64
 
 
-class ConsentError(PermissionError):
+class ConsentError(DossierError, PermissionError):
     """Raised when an action needs a consent that is not active."""
 
 

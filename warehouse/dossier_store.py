@@ -51,6 +51,7 @@ from warehouse.dossier_schema import (
     SCORE_COLUMNS,
     build_schema,
 )
+from warehouse.errors import DossierError
 from warehouse.models import DossierVersion, Publish, Sme, utcnow
 from warehouse.storage import Store, sha256_hex
 
@@ -78,7 +79,7 @@ Grants = dict[str, list[tuple[frozenset[str], frozenset[str]]]]
 """Every SME's active (sources, recipients) pairs, as :func:`warehouse.consent.entitlement_map` returns."""
 
 
-class DossierStoreError(RuntimeError):
+class DossierStoreError(DossierError, RuntimeError):
     """A partition whose manifest lists its files but whose bytes do not match the manifest."""
 
 

@@ -49,6 +49,7 @@ from warehouse.dossier_store import (
     store_absolute,
     utc_seconds,
 )
+from warehouse.errors import DossierError
 from warehouse.models import Consent, Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
 from warehouse.storage import Store
 
@@ -93,7 +94,7 @@ WITHDRAWAL_SCHEMA = pa.schema(
 )
 
 
-class FeedError(LookupError):
+class FeedError(DossierError, LookupError):
     """The lender or its subscription does not exist (or is ambiguous)."""
 
 
