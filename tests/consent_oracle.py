@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy import text
 
 SOURCE_KINDS = ("accounting", "tax", "utility", "survey")
 
@@ -159,6 +161,57 @@ class Ledger:
             for e in self.of_sme(sme_id)
             if e.active_at(t) and e.allows(lender, purpose, sources, history_months)
         ]
+
+
+def utc_instant(value: Any) -> dt.datetime | None:
+    """A timestamp read by raw SQL (a string on SQLite, a datetime on PostgreSQL), as an aware UTC instant."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _names(value: Any) -> frozenset[str]:
+    return frozenset(json.loads(value) if isinstance(value, str) else value)
+
+
+def ledger_from_sql(connection: Any) -> Ledger:
+    """The consents as the ``consents`` table holds them now, read by plain SQL (one term set each)."""
+    ledger = Ledger()
+    rows = connection.execute(
+        text(
+            "SELECT consent_id, sme_id, sources, recipients, purpose, history_months, granted_at, "
+            "expires_at, status, revoked_at FROM consents ORDER BY consent_id"
+        )
+    )
+    for row in rows:
+        terms = Terms(
+            row.consent_id,
+            row.sme_id,
+            _names(row.sources),
+            _names(row.recipients),
+            row.purpose,
+            int(row.history_months),
+            utc_instant(row.granted_at),
+            utc_instant(row.expires_at),
+        )
+        ended = None
+        if row.status != "active":
+            ended = utc_instant(row.revoked_at) or terms.granted_at
+        ledger.episodes[row.consent_id] = [Episode(terms, ended)]
+    return ledger
+
+
+def subscription_purposes(connection: Any) -> dict[str, str]:
+    """Each lender's active subscription purpose, read by plain SQL."""
+    rows = connection.execute(text("SELECT lender_id, purpose FROM subscriptions WHERE active"))
+    return {row.lender_id: row.purpose for row in rows}
+
+
+def pull_instant(pull_id: str) -> dt.datetime:
+    """The instant a pull id names (``20261102T093000000000Z``)."""
+    return dt.datetime.strptime(pull_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
 
 
 # --- what lenders received ------------------------------------------------------------------------
