@@ -35,7 +35,9 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("sources_used", sa.JSON(), nullable=False, server_default="[]"))
         batch_op.add_column(sa.Column("history_months", sa.Integer(), nullable=False, server_default="0"))
-        batch_op.add_column(sa.Column("content_sha256", sa.String(length=64), nullable=False, server_default=""))
+        batch_op.add_column(
+            sa.Column("content_sha256", sa.String(length=64), nullable=False, server_default="")
+        )
     with op.batch_alter_table("consents", schema=None) as batch_op:
         batch_op.create_index("ix_consents_sme_status", ["sme_id", "status"], unique=False)
     # Purposes were free text before the vocabulary: each becomes a credit decision.
