@@ -99,6 +99,11 @@ class Episode:
     terms: Terms
     ended_at: dt.datetime | None = None
     """When a revocation, a re-grant or an erasure ended these terms (None: they still hold)."""
+    recorded_at: dt.datetime | None = None
+    """When the grant was made (its ``granted_at`` may lie before): the warehouse knows it from then."""
+
+    def known_at(self, t: dt.datetime) -> bool:
+        return self.recorded_at is None or self.recorded_at <= t
 
     def active_at(self, t: dt.datetime) -> bool:
         terms = self.terms
@@ -127,7 +132,7 @@ class Ledger:
         history = self.episodes.setdefault(terms.consent_id, [])
         if history and history[-1].ended_at is None:
             history[-1].ended_at = at
-        history.append(Episode(terms))
+        history.append(Episode(terms, recorded_at=at))
 
     def revoke(self, consent_id: str, *, at: dt.datetime) -> None:
         current = self.episodes[consent_id][-1]
@@ -371,8 +376,8 @@ class Oracle:
 
         For every SME whose data the test published for date d while the same terms, naming the
         lender with its purpose and covering a source the SME had data in, were active both at the
-        as-of instant and at the publish, and still are at the pull: the lender holds a dossier of
-        that SME with as_of_date >= d.
+        as-of instant and at the publish (and already granted by then), and still are at the pull:
+        the lender holds a dossier of that SME with as_of_date >= d.
         """
         book = self.books[lender]
         holds: dict[str, dt.date] = {}
@@ -391,6 +396,7 @@ class Oracle:
                     if lender in e.terms.recipients
                     and e.terms.purpose == book.purpose
                     and e.terms.sources & data
+                    and e.known_at(publish.at)
                     and e.active_at(start)
                     and e.active_at(publish.at)
                     and e.active_at(at)

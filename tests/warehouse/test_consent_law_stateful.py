@@ -140,6 +140,10 @@ class ConsentLaw(RuleBasedStateMachine):
         self.world.subscribe(lender, self.lenders[lender])
         self.subscribed.add(lender)
 
+    def tick(self) -> None:
+        """Each action happens at its own instant, after everything before it."""
+        self.now += dt.timedelta(seconds=1)
+
     def live_smes(self) -> list[str]:
         return [s for s in self.smes if s not in self.world.ledger.erased]
 
@@ -175,6 +179,7 @@ class ConsentLaw(RuleBasedStateMachine):
         again: bool,
     ) -> None:
         """A new consent, or new terms for one of the SME's consents (which replaces them)."""
+        self.tick()
         sme_id = data.draw(st.sampled_from(self.live_smes()), label="sme")
         own = sorted(c for c, s in self.consents.items() if s == sme_id)
         if again and own:
@@ -199,6 +204,7 @@ class ConsentLaw(RuleBasedStateMachine):
     @rule(data=st.data())
     def revoke(self, data: st.DataObject) -> None:
         consent_id = data.draw(st.sampled_from(self.live_consents()), label="consent")
+        self.tick()
         self.world.revoke(consent_id, at=self.now)
 
     @rule(step=advances)
@@ -210,6 +216,7 @@ class ConsentLaw(RuleBasedStateMachine):
     @rule(data=st.data())
     def erase(self, data: st.DataObject) -> None:
         sme_id = data.draw(st.sampled_from(self.live_smes()), label="sme")
+        self.tick()
         self.world.erase(sme_id, at=self.now)
 
     # --- data and publishing ------------------------------------------------------------------
