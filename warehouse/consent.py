@@ -415,14 +415,14 @@ def check_terms(
     if purpose not in PURPOSES:
         raise ConsentError(f"unknown purpose {purpose!r}; known: {_listed(PURPOSES)}")
     if isinstance(history_months, bool) or not isinstance(history_months, int):
-        raise ConsentError(f"history months must be a whole number, not {history_months!r}")
+        raise ConsentError(f"history_months must be a whole number of months, not {history_months!r}")
     if not 1 <= history_months <= MAX_HISTORY_MONTHS:
-        raise ConsentError(f"history months must be between 1 and {MAX_HISTORY_MONTHS}, not {history_months}")
+        raise ConsentError(f"history_months must be between 1 and {MAX_HISTORY_MONTHS}, not {history_months}")
     if granted_at.tzinfo is None or expires_at.tzinfo is None:
         raise ConsentError("consent instants must be UTC (timezone-aware)")
     if expires_at <= granted_at:
         raise ConsentError(
-            f"expiry {expires_at:%Y-%m-%d %H:%M} is not after the grant {granted_at:%Y-%m-%d %H:%M}"
+            f"expires_at {expires_at:%Y-%m-%d %H:%M} is not after granted_at {granted_at:%Y-%m-%d %H:%M}"
         )
     return sources, recipients
 
