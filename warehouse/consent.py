@@ -465,18 +465,17 @@ def grant(
         granted_at=granted_at,
         expires_at=expires_at,
     )
-    terms = {
-        "sources": sources,
-        "recipients": recipients,
-        "purpose": purpose,
-        "history_months": history_months,
-        "expires_at": expires_at.astimezone(dt.UTC).isoformat(),
-    }
     consent = session.get(Consent, consent_id)
     if consent is not None:
         if consent.sme_id != sme_id:
             raise ConsentError(f"consent {consent_id} belongs to {consent.sme_id}, not {sme_id}")
-        if _terms_record(consent) == terms and consent.status == "active":
+        unchanged = (consent.sources, consent.recipients, consent.purpose, consent.history_months) == (
+            sources,
+            recipients,
+            purpose,
+            history_months,
+        )
+        if unchanged and consent.expires_at == expires_at and consent.status == "active":
             return consent
     else:
         consent = Consent(consent_id=consent_id, sme_id=sme_id)
@@ -490,7 +489,7 @@ def grant(
     consent.status = "active"
     consent.revoked_at = None
     session.flush()
-    _append_event(session, consent_id, "granted", granted_at, actor, terms)
+    _append_event(session, consent_id, "granted", granted_at, actor, _terms_record(consent))
     return consent
 
 
