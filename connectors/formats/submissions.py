@@ -9,8 +9,8 @@ depends on the form.
 A *mapping* (``connectors/formats/mappings/<name>.json``, documented in ``MAPPINGS.md``) says
 which field path holds each canonical ``survey_visits`` value; the keys are those of
 :class:`connectors.survey.kobo.SurveyForm`. A mapping applies to a submission whose form id it
-lists, or - for platforms that name a form by an opaque asset uid - whose answers contain every
-question path it maps. A submission no mapping fits is kept in the submissions table only: an
+lists, or - for platforms that name a form by an opaque asset uid - whose answers contain the
+paths it maps the required visit questions (``premises_found``, ``business_operating``) to. A submission no mapping fits is kept in the submissions table only: an
 unmapped survey, not a reject.
 
 >>> flatten_answers({"g/q": "1", "g/rep": [{"g/rep/a": "x"}, {"g/rep/a": "y"}], "_id": 5})
@@ -107,10 +107,14 @@ def mappings() -> dict[str, dict[str, Any]]:
     return loaded
 
 
+REQUIRED_QUESTIONS = ("premises_found", "business_operating")
+"""Visit fields every submission of a mapped form answers (their canonical columns are required)."""
+
+
 def mapping_for(form_id: str | None, keys: set[str]) -> tuple[str, SurveyForm] | None:
-    """The mapping that fits a submission (by form id, else by its question paths), or None."""
+    """The mapping that fits a submission (by form id, else by its required question paths), or None."""
     for name, document in mappings().items():
-        questions = {document["fields"][k] for k in QUESTION_KEYS if k in document["fields"]}
+        questions = {document["fields"][k] for k in REQUIRED_QUESTIONS if k in document["fields"]}
         if (form_id and form_id in document.get("form_ids", [])) or (questions and questions <= keys):
             return name, SurveyForm(**document["fields"])
     return None
