@@ -396,6 +396,11 @@ def readings_frame(feed: Feed) -> pd.DataFrame:
     return pd.DataFrame(columns, dtype="object")
 
 
+def _shown(values: pd.Series) -> pd.Series:
+    """Values as reject reasons quote them; an absent one reads ``(none)``."""
+    return values.astype("object").where(values.notna(), "(none)").astype("str")
+
+
 def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
     """Readings whose meter cannot be resolved to a supported commodity, unit and currency."""
     commodity = readings["service_kind"].map(SERVICE_KINDS)
@@ -417,13 +422,13 @@ def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
                 readings,
                 commodity.notna() & readings["reading_type"].notna() & ~known_unit,
                 "ReadingType/uom",
-                "unsupported unit " + readings["uom"].astype("str") + " for " + commodity.astype("str"),
+                "unsupported unit " + _shown(readings["uom"]) + " for " + commodity.astype("str"),
             ),
             rejects_where(
                 readings,
                 readings["reading_type"].notna() & readings["currency_code"].map(CURRENCIES).isna(),
                 "ReadingType/currency",
-                "unknown ISO 4217 code: " + readings["currency_code"].astype("str"),
+                "unknown ISO 4217 code: " + _shown(readings["currency_code"]),
             ),
         ]
     )
@@ -549,7 +554,7 @@ def bills_to_canonical(feed: Feed) -> tuple[pd.DataFrame, pd.DataFrame]:
             bills,
             currency.isna(),
             "currency",
-            "unknown ISO 4217 code: " + bills["currency_code"].astype("str"),
+            "unknown ISO 4217 code: " + _shown(bills["currency_code"]),
         ),
         start_rejects,
         seconds_rejects,
