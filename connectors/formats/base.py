@@ -237,7 +237,7 @@ def xml_stream(source: Source, limits: Limits) -> IO[bytes]:
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError:
-                data = data.decode("cp1252").encode("utf-8")
+                data = _decoded(data, "cp1252").encode("utf-8")
         return io.BytesIO(data)
     return _Bounded(source, limits.max_bytes)
 
@@ -272,6 +272,7 @@ def iter_xml(
     """
     stream = xml_stream(source, limits)
     wanted = set(events)
+    etree.clear_error_log()  # the (per-thread) log then holds this parse's errors only
     context = etree.iterparse(
         stream,
         events=("start", "end"),
@@ -305,7 +306,10 @@ def iter_xml(
                     yield event, element, depth
                 depth -= 1
     except etree.XMLSyntaxError as error:
-        message = str(error.msg or error).splitlines()[0]
+        logged = [entry.message for entry in error.error_log]
+        message = (logged[0] if logged else str(error.msg or error) or "syntax error").splitlines()[0]
+        if error.lineno:
+            message += f" (line {error.lineno})"
         if "Entity" in message or "DOCTYPE" in message or "entity" in message:
             raise FormatError(f"unsafe or undefined XML entity refused: {message}") from None
         raise FormatError(f"not well-formed XML (truncated or damaged?): {message}") from None
