@@ -18,6 +18,8 @@ legitimate SAF-T, ESPI, OFX 2 or VAT file never needs one, and refusing it close
 from __future__ import annotations
 
 import codecs
+import datetime as dt
+import functools
 import hashlib
 import io
 import re
@@ -203,16 +205,21 @@ def local(tag: object) -> str:
     """``{namespace}Name`` -> ``Name`` (comments and processing instructions give '')."""
     if not isinstance(tag, str):
         return ""
+    return _local(tag)
+
+
+@functools.cache
+def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
 def text_of(element: etree._Element | None, *path: str) -> str | None:
-    """Trimmed text of the descendant reached by local names ``path`` (any namespace), or None."""
-    node = element
-    for name in path:
-        if node is None:
-            return None
-        node = next((child for child in node if local(child.tag) == name), None)
+    """Trimmed text of the descendant reached by local names ``path`` (in the element's namespace), or None."""
+    if element is None:
+        return None
+    tag = element.tag
+    namespace = tag[: tag.index("}") + 1] if isinstance(tag, str) and tag.startswith("{") else ""
+    node = element.find("/".join(namespace + name for name in path))
     if node is None or node.text is None:
         return None
     value = node.text.strip()
@@ -267,7 +274,8 @@ def iter_xml(
     """``(event, element, depth)`` of a safe, streaming parse; the root is at depth 1.
 
     Refuses a document type declaration, nesting deeper than ``limits.max_depth``, a file over
-    ``limits.max_bytes`` and malformed or truncated XML, each as a :class:`FormatError`. Callers
+    ``limits.max_bytes`` and malformed or truncated XML, each as a :class:`FormatError`. The root's
+    start is always yielded (so a caller can check it), other starts only when asked for. Callers
     clear elements they have read (``element.clear()``) to keep memory flat.
     """
     stream = xml_stream(source, limits)
@@ -299,7 +307,7 @@ def iter_xml(
                     raise FormatError(
                         f"XML nested deeper than {limits.max_depth} levels (limit)", field=local(element.tag)
                     )
-                if "start" in wanted:
+                if "start" in wanted or depth == 1:
                     yield event, element, depth
             else:
                 if "end" in wanted:
@@ -352,14 +360,13 @@ def number(text: str | None, *, record: str, field: str, required: bool = True) 
     return value
 
 
-def iso_date(text: str | None, *, record: str, field: str, required: bool = True) -> pd.Timestamp | None:
+def iso_date(text: str | None, *, record: str, field: str, required: bool = True) -> dt.date | None:
     """A calendar date ``YYYY-MM-DD`` (an impossible date such as 2017-02-30 is an error)."""
     if text is None or not text.strip():
         if required:
             raise FormatError("missing", record=record, field=field)
         return None
     try:
-        value = pd.Timestamp(pd.to_datetime(text.strip()[:10], format="%Y-%m-%d"))
-    except (ValueError, OverflowError):
+        return dt.date.fromisoformat(text.strip()[:10])
+    except ValueError:
         raise FormatError(f"not a date YYYY-MM-DD: {text[:40]!r}", record=record, field=field) from None
-    return value

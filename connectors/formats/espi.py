@@ -10,6 +10,8 @@ module adds what a file read on its own needs:
   billing period, ``billLastPeriod``, ``billToDate``, ``costAdditionalLastPeriod`` (currency units)
   and ``overallConsumptionLastPeriod`` (scaled by the reading type's power of ten). Real files carry
   no payment dates, so a summary is a bill only where the billing extension gives its due date;
+* a check of the nesting depth against ``limits.max_depth`` is libxml2's own (256) here, as the
+  tree is built once for the link resolution; DTDs are refused before anything is read;
 * warnings on odd but readable data: reading types without a unit, interval readings starting
   before 1990 or after 2100, zero or negative durations, readings whose length differs from the
   reading type's ``intervalLength``, the same interval twice, and local time parameters that are
@@ -19,11 +21,12 @@ module adds what a file read on its own needs:
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pandas as pd
 
-from connectors.core.parsing import single
+from connectors.core.parsing import build_result, combine_rejects, single
 from connectors.formats._connector_results import raise_first_reject
 from connectors.formats.base import (
     DEFAULT_LIMITS,
@@ -31,7 +34,6 @@ from connectors.formats.base import (
     Limits,
     Parsed,
     Source,
-    iter_xml,
     read_all,
 )
 from connectors.utility import espi
@@ -141,13 +143,16 @@ def odd_data(feed: espi.Feed, raw: pd.DataFrame) -> list[str]:
     return warnings
 
 
-def _local_time_warnings(data: bytes, limits: Limits) -> list[str]:
+TZ_OFFSET = re.compile(rb"<(?:[\w.-]+:)?tzOffset>\s*(-?\d+)\s*<")
+
+
+def _local_time_warnings(data: bytes) -> list[str]:
+    """``LocalTimeParameters/tzOffset`` values that are no real zone offset (whole quarter hours, |x| <= 14 h)."""
     warnings = []
-    for event, element, _ in iter_xml(data, limits, events=("end",)):
-        if event == "end" and element.tag == f"{{{ESPI_NS}}}LocalTimeParameters":
-            offset = _number(espi._text(element, f"{espi.ESPI}tzOffset"))
-            if offset is not None and (offset % 900 or abs(offset) > 14 * 3600):
-                warnings.append(f"LocalTimeParameters: tzOffset {offset:g} s is not a real time zone offset")
+    for match in TZ_OFFSET.finditer(data):
+        offset = int(match.group(1))
+        if offset % 900 or abs(offset) > 14 * 3600:
+            warnings.append(f"LocalTimeParameters: tzOffset {offset} s is not a real time zone offset")
     return warnings
 
 
@@ -158,9 +163,9 @@ def parse(
     data = read_all(source, limits)
     if not data.strip():
         raise FormatError("empty file")
-    warnings = _local_time_warnings(data, limits)  # also the DTD, depth and size checks, streaming
+    warnings = _local_time_warnings(data)
     batch = single(sme_id, data, source=espi.SOURCE, label="", media_type="application/atom+xml")
-    feed, page_rejects = espi.read_feed(batch)
+    feed, page_rejects = espi.read_feed(batch)  # safe lxml: DTDs refused, libxml2's depth limit
     if len(page_rejects):
         first = page_rejects.iloc[0]
         raise FormatError(str(first["reason"]), field=str(first["field"]))
@@ -170,7 +175,14 @@ def parse(
     if raw.empty and not feed.summaries:
         raise FormatError("no IntervalBlock readings and no usage summary in the file", field="IntervalBlock")
     warnings += odd_data(feed, raw)
-    result = espi.parse_batch(batch)
+    readings, reading_rejects = espi.readings_to_canonical(feed, espi.meters_frame(feed), raw)
+    bills, bill_rejects = espi.bills_to_canonical(feed)
+    result = build_result(
+        espi.SOURCE,
+        {UTILITY_READINGS.name: readings, UTILITY_BILLS.name: bills},
+        combine_rejects([reading_rejects, bill_rejects]),
+        feed.records,
+    )
     raise_first_reject(result)
     readings = result.tables[UTILITY_READINGS.name]
     bills = result.tables[UTILITY_BILLS.name]

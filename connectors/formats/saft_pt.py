@@ -72,7 +72,7 @@ def _document(element: Any, record: str) -> dict[str, Any]:
         "line_credit": line_credit,
         "document_type": kind,
         "status": status,
-        "document_date": iso_date(text_of(element, "InvoiceDate"), record=record, field="InvoiceDate").date(),
+        "document_date": iso_date(text_of(element, "InvoiceDate"), record=record, field="InvoiceDate"),
         "customer_id": text_of(element, "CustomerID"),
         "net_total": number(text_of(totals, "NetTotal"), record=record, field="DocumentTotals/NetTotal"),
         "tax_payable": number(

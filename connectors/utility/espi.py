@@ -382,17 +382,28 @@ def readings_frame(feed: Feed) -> pd.DataFrame:
         "value": [],
         "cost": [],
     }
+    wanted = {f"{ESPI}value": "value", f"{ESPI}cost": "cost"}
+    period = {f"{ESPI}start": "start", f"{ESPI}duration": "duration"}
+    time_period = f"{ESPI}timePeriod"
     for block in feed.interval_blocks:
         key = _meter_reading_of(block)
         for position, reading in enumerate(block.resource.iter(f"{ESPI}IntervalReading")):
+            # One pass over the reading's children (a reading is small; find() per field is slower).
+            found: dict[str, str | None] = {}
+            for child in reading:
+                if child.tag == time_period:
+                    for part in child:
+                        if part.tag in period:
+                            found[period[part.tag]] = part.text
+                elif child.tag in wanted:
+                    found[wanted[child.tag]] = child.text
             columns["sme_id"].append(block.sme_id)
             columns["source_record"].append(f"{block.record}/IntervalReading[{position}]")
             columns["raw_sha256"].append(block.raw_sha256)
             columns["meter_key"].append(key)
-            columns["start"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}start"))
-            columns["duration"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}duration"))
-            columns["value"].append(_text(reading, f"{ESPI}value"))
-            columns["cost"].append(_text(reading, f"{ESPI}cost"))
+            for name in ("start", "duration", "value", "cost"):
+                text = found.get(name)
+                columns[name].append(None if text is None else (text.strip() or None))
     return pd.DataFrame(columns, dtype="object")
 
 
@@ -434,9 +445,11 @@ def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def readings_to_canonical(feed: Feed, meters: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``utility_readings`` columns and rejects."""
-    raw = readings_frame(feed)
+def readings_to_canonical(
+    feed: Feed, meters: pd.DataFrame, raw: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``utility_readings`` columns and rejects (``raw``: :func:`readings_frame`, if already read)."""
+    raw = readings_frame(feed) if raw is None else raw.copy()
     only_meter = meters.groupby("sme_id")["meter_key"].agg(
         lambda keys: keys.iloc[0] if len(keys) == 1 else None
     )

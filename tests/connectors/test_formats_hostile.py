@@ -1,6 +1,7 @@
 """Hostile and broken input: every parser refuses it in one line or warns, never raises anything else.
 
-The fuzz tests run a bounded number of examples in CI (hypothesis profile ``ci``, the default);
+The fuzz tests run a bounded number of examples in CI (hypothesis profile ``ci``, the default,
+registered in ``tests/connectors/conftest.py``);
 ``pytest --hypothesis-profile=fuzz tests/connectors/test_formats_hostile.py`` runs many more.
 """
 
@@ -13,18 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.formats import FORMATS, FORMATS_BY_NAME, detect, parse
 from connectors.formats.base import FormatError, Limits, Parsed
 
 FIXTURES = Path(__file__).parent / "fixtures"
-settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile(
-    "fuzz", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.load_profile("ci")
 
 FIXTURE_FORMATS = {
     "saft_no_v130.xml": "saft-no",
