@@ -46,9 +46,10 @@ class FormatError(DossierError):
     """
 
     def __init__(self, reason: str, *, record: str = "file", field: str = "") -> None:
-        self.reason = reason
-        self.record = record
-        self.field = field
+        # One line, whatever a library put in its message.
+        self.reason = " ".join(str(reason).split())
+        self.record = " ".join(str(record).split()) or "file"
+        self.field = " ".join(str(field).split())
         super().__init__(self.where(""))
 
     def where(self, file: str) -> str:
