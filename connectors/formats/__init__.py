@@ -17,6 +17,7 @@ an unknown one is refused with the formats it could have been.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from connectors.formats.base import (
     read_all,
     root_of,
     sha256_of,
+    undeclared_legacy,
 )
 
 HEAD_BYTES = 65536
@@ -147,14 +149,41 @@ def parse(
     return chosen.parse(data, **options)
 
 
+STREAMED = frozenset({"saft-no", "saft-pt", "mva-melding"})
+"""Formats whose parser streams: ``parse_path`` hands them the open file, never the whole bytes."""
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def parse_path(
     path: Path, *, format_name: str | None = None, sme_id: str = "", limits: Limits = DEFAULT_LIMITS
 ) -> Parsed:
-    """Parse the file at ``path``; an ODK Central main table picks up its ``<stem>-*.csv`` repeats."""
+    """Parse the file at ``path``; an ODK Central main table picks up its ``<stem>-*.csv`` repeats.
+
+    A streamed format (:data:`STREAMED`) is read from the open file, so memory stays flat however
+    large the file; the others are read whole (they are small by nature, or need the whole tree).
+    """
     if not path.is_file():
         raise FormatError("no such file")
     if path.stat().st_size > limits.max_bytes:
         raise FormatError(f"file larger than {limits.max_bytes} bytes (limit)")
+    with path.open("rb") as stream:
+        head = stream.read(HEAD_BYTES)
+    if not head.strip():
+        raise FormatError("empty file")
+    if format_name is None and not head.startswith(b"PK\x03\x04"):
+        format_name = detect(head).name
+    if format_name in STREAMED and not undeclared_legacy(head):
+        with path.open("rb") as stream:
+            return FORMATS_BY_NAME[format_name].parse(
+                stream, sme_id=sme_id, raw_sha256=_file_sha256(path), limits=limits
+            )
     data = path.read_bytes()
     companions = None
     if path.suffix.lower() == ".csv":

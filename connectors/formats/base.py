@@ -230,6 +230,21 @@ def text_of(element: etree._Element | None, *path: str) -> str | None:
 DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
+def undeclared_legacy(head: bytes) -> bool:
+    """The first bytes of an XML file have no BOM, declare no encoding, and are not UTF-8.
+
+    >>> undeclared_legacy("<a>Ærlig</a>".encode("cp1252")), undeclared_legacy("<a>Ærlig</a>".encode())
+    (True, False)
+    """
+    if any(head.startswith(bom) for bom, _ in BOMS) or DECLARATION.match(head[:200]):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start < len(head) - 4  # not just a character cut by the end of the head
+    return False
+
+
 def xml_stream(source: Source, limits: Limits) -> IO[bytes]:
     """A stream of the XML bytes, with a UTF-8 fallback for undeclared legacy (Windows-1252) text.
 

@@ -270,3 +270,17 @@ def test_fuzz_ofx_structure_net_amount(rows: list[tuple[Decimal, str]]) -> None:
 
 def test_every_registered_format_is_fuzzed() -> None:
     assert set(FIXTURE_FORMATS.values()) == set(FORMATS_BY_NAME)
+
+
+def test_command_line_path_streams_and_still_sniffs_legacy_text(tmp_path: Path) -> None:
+    from connectors.formats import parse_path
+
+    xml = (FIXTURES / "saft_no_v130.xml").read_text(encoding="utf-8")
+    legacy = tmp_path / "legacy.xml"
+    legacy.write_bytes(xml.replace('<?xml version="1.0" encoding="UTF-8"?>', "").encode("cp1252"))
+    declared = tmp_path / "declared.xml"
+    declared.write_bytes(xml.encode("utf-8"))
+    for path in (legacy, declared):
+        parsed = parse_path(path)
+        assert parsed.totals["lines"] == 10
+        assert parsed.tables["trial_balance"]["description"].str.contains("Bakeri|Leverandørgjeld").any()
