@@ -3,8 +3,9 @@
 ``ofxtools`` reads the header and the markup of both generations and types every value. Each
 statement (``STMTRS`` for bank accounts, ``CCSTMTRS`` for credit cards; a file may hold several)
 gives one row per ``STMTTRN`` (entry id ``FITID``, signed ``TRNAMT``) and one row per balance it
-reports (``LEDGERBAL``, ``AVAILBAL``; entry id = the as-of date). Dates are the bank's calendar
-dates as written (``20090401122017.000[-5:EST]`` is 2009-04-01), not shifted to UTC. Payee and
+reports (``LEDGERBAL``, ``AVAILBAL``; entry id = the as-of date). Dates (``DTPOSTED``,
+``DTASOF``) are the bank's calendar dates as written (``20090401122017.000[-5:EST]`` is
+2009-04-01), not shifted to UTC. Payee and
 memo are trimmed (CDATA often carries trailing blanks).
 
 Warnings: a transaction id seen twice in one account (the repeat is dropped when equal, an error
@@ -71,12 +72,16 @@ def _ofx_tree(data: bytes) -> Any:
     return tree, converted
 
 
-def _raw_dates(tree: Any) -> dict[int, list[str]]:
-    """DTPOSTED as written, per statement position, in transaction order."""
-    out: dict[int, list[str]] = {}
+def _raw_dates(tree: Any) -> dict[int, dict[str, Any]]:
+    """Dates as written, per statement position: DTPOSTED in transaction order, each balance's DTASOF."""
+    out: dict[int, dict[str, Any]] = {}
     statements = [e for e in tree.getroot().iter() if e.tag in ("STMTRS", "CCSTMTRS")]
     for position, statement in enumerate(statements):
-        out[position] = [(t.findtext("DTPOSTED") or "") for t in statement.iter("STMTTRN")]
+        out[position] = {
+            "posted": [(t.findtext("DTPOSTED") or "") for t in statement.iter("STMTTRN")],
+            "ledgerbal": statement.findtext("LEDGERBAL/DTASOF"),
+            "availbal": statement.findtext("AVAILBAL/DTASOF"),
+        }
     return out
 
 
@@ -149,7 +154,7 @@ def parse(
             amount = float(transaction.trnamt)
             if abs(amount) > 1e12:
                 raise FormatError(f"absurd amount: {amount}", record=record, field="TRNAMT")
-            written = raw_dates.get(position, [])
+            written = raw_dates.get(position, {}).get("posted", [])
             row = {
                 **common,
                 "entry_type": "transaction",
@@ -189,11 +194,10 @@ def parse(
                     warnings.append(f"account {account_id}: the statement states no ledger balance")
                 continue
             record = f"{where}/{field.upper()}"
-            as_of = balance.dtasof
-            if as_of is None:
-                raise FormatError("missing", record=record, field="DTASOF")
+            booked = _date(
+                raw_dates.get(position, {}).get(field), balance.dtasof, record=record, field="DTASOF"
+            )
             amount = round(float(balance.balamt), 2)
-            booked = as_of.date()
             rows.append(
                 {
                     **common,

@@ -284,3 +284,21 @@ def test_command_line_path_streams_and_still_sniffs_legacy_text(tmp_path: Path) 
         parsed = parse_path(path)
         assert parsed.totals["lines"] == 10
         assert parsed.tables["trial_balance"]["description"].str.contains("Bakeri|Leverandørgjeld").any()
+
+
+def test_time_budget_is_a_limit() -> None:
+    lines = "".join(
+        f"<Transaction><TransactionID>{i}</TransactionID><TransactionDate>2024-01-02</TransactionDate>"
+        f"<Line><AccountID>1920</AccountID><DebitAmount><Amount>1</Amount></DebitAmount></Line>"
+        f"<Line><AccountID>3000</AccountID><CreditAmount><Amount>1</Amount></CreditAmount></Line></Transaction>"
+        for i in range(1100)
+    )
+    body = (
+        '<AuditFile xmlns="urn:StandardAuditFile-Taxation-Financial:NO"><Header><DefaultCurrencyCode>NOK'
+        f"</DefaultCurrencyCode></Header><GeneralLedgerEntries><Journal><JournalID>J</JournalID>{lines}"
+        "</Journal></GeneralLedgerEntries></AuditFile>"
+    ).encode()
+    assert parse(body).totals["lines"] == 2200
+    result = outcome(body, "saft-no", Limits(max_seconds=0.0))
+    assert isinstance(result, FormatError)
+    assert "longer than 0 s (limit)" in str(result)
