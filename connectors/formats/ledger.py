@@ -158,25 +158,28 @@ def _read_xlsx(data: bytes, limits: Limits) -> pd.DataFrame:
 
     from openpyxl import load_workbook
 
+    rows = []
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             expanded = sum(info.file_size for info in archive.infolist())
         if expanded > limits.max_bytes:
             raise FormatError(f"workbook expands beyond {limits.max_bytes} bytes (limit)")
+        # openpyxl reads the workbook's XML through defusedxml (DTDs and entities refused).
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        sheet = workbook.worksheets[0]
+        for index, row in enumerate(sheet.iter_rows(values_only=True)):  # read-only sheets parse lazily
+            if index > limits.max_records:
+                raise FormatError(
+                    f"more than {limits.max_records} records (limit)", record=f"row {index + 1}"
+                )
+            rows.append(
+                ["" if v is None else (v.isoformat()[:10] if hasattr(v, "isoformat") else v) for v in row]
+            )
+        workbook.close()
     except FormatError:
         raise
     except Exception as error:  # openpyxl signals a broken workbook with many exception types
         raise FormatError(f"not a readable XLSX workbook ({type(error).__name__})") from None
-    sheet = workbook.worksheets[0]
-    rows = []
-    for index, row in enumerate(sheet.iter_rows(values_only=True)):
-        if index > limits.max_records:
-            raise FormatError(f"more than {limits.max_records} records (limit)", record=f"row {index + 1}")
-        rows.append(
-            ["" if v is None else (v.isoformat()[:10] if hasattr(v, "isoformat") else v) for v in row]
-        )
-    workbook.close()
     return _frame(rows)
 
 

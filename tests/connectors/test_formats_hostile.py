@@ -302,3 +302,49 @@ def test_time_budget_is_a_limit() -> None:
     result = outcome(body, "saft-no", Limits(max_seconds=0.0))
     assert isinstance(result, FormatError)
     assert "longer than 0 s (limit)" in str(result)
+
+
+def test_xlsx_with_entities_inside_is_refused() -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.append(["Account", "Balance"])
+    workbook.active.append(["1920", 10])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    poisoned = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as source, zipfile.ZipFile(poisoned, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                body = body.replace(
+                    b"<worksheet",
+                    b'<!DOCTYPE worksheet [<!ENTITY x SYSTEM "file:///etc/passwd">]><worksheet',
+                    1,
+                ).replace(b">1920<", b">&x;<")
+            target.writestr(info, body)
+    result = outcome(poisoned.getvalue(), "ledger")
+    assert isinstance(result, FormatError)
+    assert "not a readable XLSX workbook" in str(result)
+
+
+def _workbook_bytes() -> bytes:
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    for row in (
+        ["Account", "Name", "Date", "Amount", "Currency"],
+        ["1920", "Bank", "2024-03-01", 120.5, "GBP"],
+    ):
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+WORKBOOK = _workbook_bytes()
+
+
+@given(edits=mutation)
+def test_fuzz_xlsx_ledger(edits: list[tuple[int, str, bytes]]) -> None:
+    outcome(mutate(WORKBOOK, edits), "ledger")
