@@ -22,6 +22,7 @@ import datetime as dt
 import functools
 import hashlib
 import io
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -197,6 +198,36 @@ def _decoded(data: bytes, encoding: str) -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as error:
         raise FormatError(f"not valid {encoding} text at byte {error.start}") from None
+
+
+# --- JSON --------------------------------------------------------------------------------------------
+
+
+def _depth(value: Any, limit: int) -> None:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise FormatError(f"JSON nested deeper than {limit} levels (limit)")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+
+
+def load_json(data: bytes, limits: Limits) -> Any:
+    """Decoded JSON (BOM and legacy encodings handled), nesting bounded by ``limits.max_depth``."""
+    text = decode_text(data)
+    if not text.strip():
+        raise FormatError("empty file")
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise FormatError(f"JSON nested deeper than {limits.max_depth} levels (limit)") from None
+    except ValueError as error:
+        raise FormatError(f"not JSON: {error}") from None
+    _depth(document, limits.max_depth)
+    return document
 
 
 # --- streaming XML ------------------------------------------------------------------------------------

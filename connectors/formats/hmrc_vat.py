@@ -21,39 +21,12 @@ import pandas as pd
 from connectors.core.parsing import SmePages
 from connectors.core.streams import RawPage
 from connectors.formats._connector_results import raise_first_reject
-from connectors.formats.base import DEFAULT_LIMITS, FormatError, Limits, Parsed, Source, decode_text, read_all
+from connectors.formats.base import DEFAULT_LIMITS, FormatError, Limits, Parsed, Source, load_json, read_all
 from connectors.tax import hmrc_vat
 from warehouse.canonical import VAT_RETURNS
 
 NAME = "hmrc-vat"
 KINDS = ("obligations", "periodKey", "liabilities", "payments")
-
-
-def _depth(value: Any, limit: int) -> None:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            raise FormatError(f"JSON nested deeper than {limit} levels (limit)")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-
-
-def load_json(data: bytes, limits: Limits) -> Any:
-    """Decoded JSON (BOM and legacy encodings handled), nesting bounded by ``limits.max_depth``."""
-    text = decode_text(data)
-    if not text.strip():
-        raise FormatError("empty file")
-    try:
-        document = json.loads(text)
-    except RecursionError:
-        raise FormatError(f"JSON nested deeper than {limits.max_depth} levels (limit)") from None
-    except ValueError as error:
-        raise FormatError(f"not JSON: {error}") from None
-    _depth(document, limits.max_depth)
-    return document
 
 
 def documents(document: Any) -> list[tuple[str, dict[str, Any]]]:

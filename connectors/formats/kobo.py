@@ -28,9 +28,9 @@ from connectors.formats.base import (
     Parsed,
     Source,
     canonical_frame,
+    load_json,
     read_all,
 )
-from connectors.formats.hmrc_vat import load_json
 from connectors.formats.submissions import SUBMISSIONS, flatten_answers, mapping_for
 from connectors.survey import kobo as kobo_connector
 from warehouse.canonical import SURVEY_VISITS
