@@ -534,8 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--purpose", default="credit_decision", help="credit_decision (default) or facility_monitoring"
     )
 
-    from connectors.formats import FORMATS
-
     parse = add(
         commands,
         "parse",
@@ -545,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("file", help="the file to parse")
     parse.add_argument(
         "--format",
-        choices=[f.name for f in FORMATS],
-        help="the file's format (default: detected from its content)",
+        help="the file's format: saft-no, saft-pt, ledger, ofx, hmrc-vat, mva-melding, espi, kobo, odk-csv, odk-xml"
+        " (default: detected from its content)",
     )
     parse.add_argument("--out", help="folder to write each table the file yields as <table>.parquet")
 

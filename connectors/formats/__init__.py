@@ -96,6 +96,18 @@ FORMATS: tuple[Format, ...] = (
 FORMATS_BY_NAME = {f.name: f for f in FORMATS}
 
 
+def format_named(name: str) -> Format:
+    """The format called ``name``; a :class:`FormatError` naming the argument when there is none."""
+    try:
+        return FORMATS_BY_NAME[name]
+    except KeyError:
+        raise FormatError(
+            f"unknown format {name!r}; known formats: {', '.join(FORMATS_BY_NAME)}",
+            record="argument",
+            field="--format",
+        ) from None
+
+
 def detect(data: bytes) -> Format:
     """The format of a file, from its first bytes; :class:`FormatError` when none matches."""
     head = data[:HEAD_BYTES]
@@ -139,7 +151,7 @@ def parse(
     ``name`` the file's name (an ODK Central export is named after its form).
     """
     data = read_all(source, limits)
-    chosen = FORMATS_BY_NAME[format_name] if format_name else detect(data)
+    chosen = format_named(format_name) if format_name else detect(data)
     if not data.strip():
         raise FormatError("empty file")
     options = {"sme_id": sme_id, "raw_sha256": sha256_of(data), "limits": limits}
@@ -179,6 +191,8 @@ def parse_path(
         raise FormatError("empty file")
     if format_name is None and not head.startswith(b"PK\x03\x04"):
         format_name = detect(head).name
+    if format_name is not None:
+        format_named(format_name)
     if format_name in STREAMED and not undeclared_legacy(head):
         with path.open("rb") as stream:
             return FORMATS_BY_NAME[format_name].parse(

@@ -405,3 +405,16 @@ def test_limits_are_parameters() -> None:
         parse(fixture("saft_no_v130.xml"), limits=Limits(max_bytes=100))
     with pytest.raises(FormatError, match="nested deeper than 3 levels"):
         parse(fixture("saft_no_v130.xml"), limits=Limits(max_depth=3))
+
+
+def test_cli_help_names_every_format_and_an_unknown_one_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from dossier.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    help_text = next(a for a in commands.choices["parse"]._actions if a.dest == "format").help
+    assert {name for name in FORMATS_BY_NAME if name in help_text} == set(FORMATS_BY_NAME)
+    assert main(["parse", str(FIXTURES / "ledger_tb.csv"), "--format", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"dossier parse: {FIXTURES / 'ledger_tb.csv'}: record argument, field --format: unknown format"
+    )
