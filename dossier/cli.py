@@ -361,6 +361,31 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- parse ------------------------------------------------------------------------------------------
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """Parse one source file; print its summary as JSON; exit 2 with one line on stderr if refused."""
+    from connectors.formats import parse_path
+    from connectors.formats.base import FormatError
+
+    try:
+        parsed = parse_path(Path(args.file), format_name=args.format)
+    except FormatError as error:
+        print(f"dossier parse: {error.where(args.file)}", file=sys.stderr)
+        return 2
+    if args.out:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in parsed.tables.items():
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"{name}.parquet")
+    print(json.dumps(parsed.summary(), default=str, ensure_ascii=False))
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -508,6 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument(
         "--purpose", default="credit_decision", help="credit_decision (default) or facility_monitoring"
     )
+
+    parse = add(
+        commands,
+        "parse",
+        cmd_parse,
+        "Parse one source file (SAF-T, OFX, ledger CSV/XLSX, VAT, Green Button, Kobo, ODK) and print its totals as JSON.",
+    )
+    parse.add_argument("file", help="the file to parse")
+    parse.add_argument(
+        "--format",
+        help="the file's format: saft-no, saft-pt, ledger, ofx, hmrc-vat, mva-melding, espi, kobo, odk-csv, odk-xml"
+        " (default: detected from its content)",
+    )
+    parse.add_argument("--out", help="folder to write each table the file yields as <table>.parquet")
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
