@@ -57,7 +57,15 @@ MIN_BOOKED_MONTHS = 6
 YEARS = 3
 """Years of flows read: the last 12 months and the two years before (for ``attr21`` and ``attr24``)."""
 
-FLOWS = ("revenue", "cost_of_sales", "operating_expenses", "depreciation", "interest_expense", "tax_expense", "net_profit")
+FLOWS = (
+    "revenue",
+    "cost_of_sales",
+    "operating_expenses",
+    "depreciation",
+    "interest_expense",
+    "tax_expense",
+    "net_profit",
+)
 BALANCES = (
     "cash",
     "receivables",
@@ -114,7 +122,12 @@ def _latest_balances(
 def ratios_from_items(year: dict[str, np.ndarray], b: dict[str, np.ndarray], **history: np.ndarray) -> dict:
     """The model's ratios from one year of flows, the balances and (``sales_prev``, ``gross_profit_3y``)
     the years before; every formula is the training data's definition in our items."""
-    sales, cogs, dep, interest = year["revenue"], year["cost_of_sales"], year["depreciation"], year["interest_expense"]
+    sales, cogs, dep, interest = (
+        year["revenue"],
+        year["cost_of_sales"],
+        year["depreciation"],
+        year["interest_expense"],
+    )
     net = year["net_profit"]
     gross = net + year["tax_expense"]
     operating_costs = cogs + year["operating_expenses"] + dep

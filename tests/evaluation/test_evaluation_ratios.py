@@ -43,7 +43,9 @@ def _books(months: list[str], flows: dict[str, float], sme_id: str = "SME-1") ->
     rows = []
     for month in months:
         balances = LATEST if month == max(months) else OLDER
-        rows.append({"sme_id": sme_id, "period_month": dt.date.fromisoformat(month + "-01"), **flows, **balances})
+        rows.append(
+            {"sme_id": sme_id, "period_month": dt.date.fromisoformat(month + "-01"), **flows, **balances}
+        )
     return pd.DataFrame(rows).assign(currency="GBP")
 
 
@@ -113,7 +115,10 @@ def test_ratios_of_a_full_year_match_the_statement_worked_by_hand() -> None:
     assert list(ratios.columns) == ["sme_id", *(r.attr for r in RATIOS)]
     assert set(expected) == {r.attr for r in RATIOS}
     pd.testing.assert_frame_equal(
-        ratios, pd.DataFrame({"sme_id": pd.array(["SME-1"], dtype="str"), **{k: [expected[k]] for k in ratios.columns[1:]}})
+        ratios,
+        pd.DataFrame(
+            {"sme_id": pd.array(["SME-1"], dtype="str"), **{k: [expected[k]] for k in ratios.columns[1:]}}
+        ),
     )
 
 
@@ -179,5 +184,5 @@ def test_bad_books_raise_naming_the_table() -> None:
     books = _books(LAST_YEAR, MONTH)
     with pytest.raises(ValueError, match=r"monthly_financials: missing columns \['receivables'\]"):
         statement_ratios(books.drop(columns=["receivables"]), SMES, as_of=AS_OF)
-    with pytest.raises(ValueError, match="monthly_financials.*appear more than once"):
+    with pytest.raises(ValueError, match=r"monthly_financials.*appear more than once"):
         statement_ratios(pd.concat([books, books.tail(1)]), SMES, as_of=AS_OF)
