@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from dossier.pipeline import SCORES_STEP, as_of_instant
+from dossier.pipeline import HOLD_STAGE, SCORES_STEP, as_of_instant
 from warehouse import consent
 from warehouse.canonical import SOURCES
 from warehouse.db import session_scope
+from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.models import Consent, DossierVersion, IngestionRun, Lender, Publish, QuarantineEntry, Sme
 from warehouse.storage import Store
 
@@ -71,7 +72,14 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
     at = as_of_instant(as_of)
     with session_scope() as session:
         smes = session.scalars(select(Sme.sme_id)).all()
-        coverage = consent.source_coverage(session, at)
+        coverage = {s for s, terms in consent.terms_of(session, smes, active_at=(at,)).items() if terms}
+        held = session.execute(
+            select(QuarantineEntry.sme_id, QuarantineEntry.record).where(
+                QuarantineEntry.as_of_date == as_of,
+                QuarantineEntry.stage == HOLD_STAGE,
+                QuarantineEntry.resolved_at.is_(None),
+            )
+        ).all()
         statuses = Counter(session.scalars(select(Consent.status)).all())
         runs = session.execute(
             select(IngestionRun.sme_id, IngestionRun.source, IngestionRun.status).where(
@@ -100,7 +108,7 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         evaluated.update(store.read_table(path, columns=["sme_id"]).column("sme_id").to_pylist())
     published_ids = {sme for sme, _grade in published}
     rows = pd.DataFrame()
-    partition = store.layout.dossier_partition(1, as_of.isoformat())
+    partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())
     try:
         from warehouse.dossier_store import read_published
 
@@ -131,6 +139,9 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         "top_quarantine_reasons": reasons.most_common(6),
         "smes_evaluated": len(evaluated),
         "smes_published": len(published_ids),
+        "dossiers_published": len(published),
+        "dossiers_held": len(set(held)),
+        "smes_held": len({sme for sme, _scope in held}),
         "withheld_no_consent": len(smes) - len(coverage) + len(evaluated - published_ids),
         "withheld_no_lender_consent_after_evaluation": len(evaluated - published_ids),
         "grades": dict(sorted(Counter(grade for _sme, grade in published).items())),
@@ -158,8 +169,15 @@ def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
     for lender_id in lenders:
         with session_scope() as session:
             pulled = pull(session, store, lender_id=lender_id, out_dir=out_dir / lender_id)
-            total = lender_status(session, lender_id)["deliveries"]
-        results.append({"lender": lender_id, "delivered_in_total": total, **pulled})
+            status = lender_status(session, lender_id)
+        results.append(
+            {
+                "lender": lender_id,
+                "delivered_in_total": status["deliveries"],
+                "holding": status["holding"],
+                **pulled,
+            }
+        )
     return results
 
 
@@ -174,7 +192,9 @@ def render_report(
     funnel.add_row("pulled (at least one source)", str(report["smes_pulled"]))
     funnel.add_row("quarantined (ingest or validation)", str(report["smes_quarantined"]))
     funnel.add_row("evaluated", str(report["smes_evaluated"]))
+    funnel.add_row("held (a consented source failed to pull)", str(report["smes_held"]))
     funnel.add_row("published", str(report["smes_published"]))
+    funnel.add_row("dossier versions published (one per consent scope)", str(report["dossiers_published"]))
     funnel.add_row("withheld for lack of consent", str(report["withheld_no_consent"]))
     console.print(funnel)
 
@@ -204,18 +224,22 @@ def render_report(
     if pulls:
         table = Table(
             "lender",
-            "new dossiers",
-            "delivered in total",
+            "purpose",
+            "received now",
+            "holding",
+            "withheld by scope (SMEs)",
             "withdrawals",
             "file",
-            title="What lenders pulled",
+            title="What lenders pulled (a lender receives only what its consents' scope allows)",
             title_justify="left",
         )
         for p in pulls:
             table.add_row(
                 p["lender"],
+                p["purpose"],
                 str(p["delivered"]),
-                str(p["delivered_in_total"]),
+                str(p["holding"]),
+                str(p["not_entitled_smes"]),
                 str(p["withdrawals"]),
                 str(p["file"] or "-"),
             )
