@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.features import compute_features
+from evaluation.ratios import statement_ratios
 from evaluation.scoring import (
     REASON_TEXTS,
     SCORECARD,
@@ -65,14 +66,17 @@ def evaluate(
     """Features, scores and model version for every SME in ``smes`` (one row each, same order).
 
     ``tables`` maps canonical table names to frames; ``smes`` has ``sme_id`` and ``history_months``.
-    ``model`` defaults to the documented scorecard. The result's columns are :data:`OUTPUT_COLUMNS`,
-    with dtypes that cast to the dossier schema.
+    ``model`` defaults to the documented scorecard. The model sees the features joined with the
+    statement ratios (:func:`evaluation.ratios.statement_ratios`, ``attr1``..``attr64``); its reason
+    texts come from its ``texts`` mapping when it has one. The result's columns are
+    :data:`OUTPUT_COLUMNS`, with dtypes that cast to the dossier schema.
     """
     model = SCORECARD if model is None else model
     features = compute_features(tables, smes, as_of=as_of)
-    prediction = model.predict(features)
+    ratios = statement_ratios(tables.get("monthly_financials"), smes, as_of=as_of)
+    prediction = model.predict(features.join(ratios.drop(columns=["sme_id"])))
     pd_12m = _checked(prediction, features, model.version)
-    reasons = reason_codes(prediction.contributions, top=4, texts=REASON_TEXTS)
+    reasons = reason_codes(prediction.contributions, top=4, texts=getattr(model, "texts", REASON_TEXTS))
     result = features.assign(
         pd_12m=pd_12m.astype(np.float64),
         score=score_points(pd_12m),

@@ -13,16 +13,19 @@ year's flows are unknown and every ratio that needs them is missing. The year be
 
 Balances are those of the latest booked month among months 1-12.
 
-Our items for theirs. ``sales`` = revenue; ``cost of products sold`` = cost_of_sales; ``operating
-expenses`` (their total operating costs) = cost_of_sales + operating_expenses + depreciation;
-``financial expenses`` = ``interest`` = interest_expense; ``gross profit`` (profit before tax) =
-net_profit + tax_expense; ``profit on operating activities`` = ``profit on sales`` = revenue -
-cost_of_sales - operating_expenses - depreciation (our books have no other operating items);
-``EBIT`` = gross profit + interest; ``total costs`` = cost_of_sales + operating_expenses +
-depreciation + interest_expense; ``fixed assets`` = total_assets - current_assets; ``long-term
-liabilities`` = total_liabilities - current_liabilities; ``short-term liabilities`` =
-current_liabilities; ``working capital`` = current_assets - current_liabilities; ``constant
-capital`` = equity + long-term liabilities.
+Our items for theirs, read off the training file itself where it departs from the written
+definitions (``evaluation/RATIOS.md`` shows the checks): ``sales`` = revenue; ``cost of products
+sold`` = ``operating expenses`` (their total operating costs; the file's gross margin has a median
+of 5%, so their cost of products sold is nearly all costs) = cost_of_sales + operating_expenses +
+depreciation; ``financial expenses`` = ``interest`` = interest_expense; ``gross profit`` =
+``EBIT`` = net_profit + tax_expense + interest_expense (in the file ``attr7`` = ``attr14`` =
+``attr18`` in every row); ``profit on operating activities`` = ``profit on sales`` = revenue -
+operating costs (our books have no other operating items); ``total costs`` = operating costs +
+interest_expense; ``fixed assets`` = total_assets - current_assets; ``long-term liabilities`` =
+total_liabilities - current_liabilities; ``short-term liabilities`` = current_liabilities;
+``working capital`` = current_assets - current_liabilities; ``constant capital`` = equity +
+long-term liabilities. ``attr52`` is short-term liabilities / cost of products sold, without the
+``* 365`` its definition shows: in the file it is ``attr32 / 365`` in 95% of the rows.
 
 Division. ``x / y`` is missing when ``y`` is 0 or either side is unknown: a missing ratio is left
 missing for the model, which handles it as it learned to in training, never replaced by a constant.
@@ -122,17 +125,12 @@ def _latest_balances(
 def ratios_from_items(year: dict[str, np.ndarray], b: dict[str, np.ndarray], **history: np.ndarray) -> dict:
     """The model's ratios from one year of flows, the balances and (``sales_prev``, ``gross_profit_3y``)
     the years before; every formula is the training data's definition in our items."""
-    sales, cogs, dep, interest = (
-        year["revenue"],
-        year["cost_of_sales"],
-        year["depreciation"],
-        year["interest_expense"],
-    )
+    sales, dep, interest = year["revenue"], year["depreciation"], year["interest_expense"]
     net = year["net_profit"]
-    gross = net + year["tax_expense"]
-    operating_costs = cogs + year["operating_expenses"] + dep
+    operating_costs = year["cost_of_sales"] + year["operating_expenses"] + dep
+    cogs = operating_costs
     operating_profit = sales - operating_costs
-    ebit = gross + interest
+    gross = ebit = net + year["tax_expense"] + interest
     total_costs = operating_costs + interest
     ta, tl, ca, stl = b["total_assets"], b["total_liabilities"], b["current_assets"], b["current_liabilities"]
     inventory, receivables, cash, equity = b["inventory"], b["receivables"], b["cash"], b["equity"]
@@ -150,7 +148,7 @@ def ratios_from_items(year: dict[str, np.ndarray], b: dict[str, np.ndarray], **h
         "attr10": _div(equity, ta),
         "attr12": _div(gross, stl),
         "attr13": _div(gross + dep, sales),
-        "attr14": _div(gross + interest, ta),
+        "attr14": _div(ebit, ta),
         "attr16": _div(gross + dep, tl),
         "attr17": _div(ta, tl),
         "attr18": _div(gross, ta),
@@ -178,7 +176,7 @@ def ratios_from_items(year: dict[str, np.ndarray], b: dict[str, np.ndarray], **h
         "attr49": _div(operating_profit - dep, sales),
         "attr50": _div(ca, tl),
         "attr51": _div(stl, ta),
-        "attr52": _div(stl * 365, cogs),
+        "attr52": _div(stl, cogs),
         "attr53": _div(equity, fixed),
         "attr54": _div(constant, fixed),
         "attr56": _div(sales - cogs, sales),
@@ -218,7 +216,7 @@ def statement_ratios(
         raise _duplicates_error(ctx, "monthly_financials", cells)
     years = _annual_flows(sme, ago, frame, rows, n)
     balances = _latest_balances(sme, ago, frame, rows, n)
-    gross = [y["net_profit"] + y["tax_expense"] for y in years]
+    gross = [y["net_profit"] + y["tax_expense"] + y["interest_expense"] for y in years]
     values = ratios_from_items(
         years[0], balances, sales_prev=years[1]["revenue"], gross_profit_3y=gross[0] + gross[1] + gross[2]
     )

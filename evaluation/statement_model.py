@@ -170,13 +170,18 @@ class StatementOutput:
 
 @dataclass(frozen=True)
 class StatementModel:
-    """A trained statement model: the LightGBM booster and its Platt calibration."""
+    """A trained statement model: the LightGBM booster and its Platt calibration.
+
+    ``base_rate`` is the training data's bankruptcy rate (the PD of a firm whose statements are
+    unknown) and ``reference_logit`` the median calibrated logit of the training firms (a typical
+    firm's)."""
 
     version: str
     booster: object
     platt_a: float
     platt_b: float
     base_rate: float
+    reference_logit: float
     meta: dict
 
     def raw(self, ratios: pd.DataFrame) -> np.ndarray:
@@ -224,6 +229,7 @@ def load_statement_model(
         platt_a=float(meta["calibration"]["platt_a"]),
         platt_b=float(meta["calibration"]["platt_b"]),
         base_rate=float(meta["data"]["bankrupt_rate"]),
+        reference_logit=float(meta["calibration"]["reference_logit"]),
         meta=meta,
     )
 

@@ -243,6 +243,7 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
     oof_isotonic = isotonic.predict(oof)
 
     final = _lightgbm(True, seed).fit(x_train.to_numpy(), y_train)
+    reference_logit = float(np.median(platt_a + platt_b * _raw(final, x_train)))
     raw_test = _raw(final, x_test)
     pd_test = _sigmoid(platt_a + platt_b * raw_test)
     unconstrained = _lightgbm(False, seed).fit(x_train.to_numpy(), y_train)
@@ -271,6 +272,7 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
     return {
         "booster": final.booster_,
         "platt": (platt_a, platt_b),
+        "reference_logit": reference_logit,
         "y_test": y_test,
         "pd_test": pd_test,
         "report": {
@@ -317,7 +319,12 @@ def train(data: Path, artifacts: Path = ARTIFACTS, card: Path = MODEL_CARD) -> d
         "library": f"lightgbm {_lightgbm_version()}",
         "params": {k: v for k, v in LIGHTGBM_PARAMS.items() if k not in ("n_jobs", "verbose")},
         "ratios": [{"attr": r.attr, "direction": r.direction, "code": r.code} for r in RATIOS],
-        "calibration": {"method": "platt", "platt_a": round(platt_a, 6), "platt_b": round(platt_b, 6)},
+        "calibration": {
+            "method": "platt",
+            "platt_a": round(platt_a, 6),
+            "platt_b": round(platt_b, 6),
+            "reference_logit": round(result["reference_logit"], 6),
+        },
         **report,
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -475,8 +482,9 @@ population's bankruptcy rate as its statement part (reason `NO_BOOKS`). These ar
 
 * Trained on Polish manufacturers' annual statements (2000-2013); our SMEs are other industries and
   countries, reported monthly. Ratios are computed from the last 12 months of books
-  (`evaluation/RATIOS.md`) and some items are approximated (financial expenses = interest; gross
-  profit = profit before tax).
+  (`evaluation/RATIOS.md`); financial expenses are read as interest, and where the training file
+  departs from its written definitions (gross profit is EBIT, cost of products sold is nearly all
+  costs, `attr52` has no × 365) the file is followed, since its values are what the model learned.
 * Missing ratios follow the branch the trees learned for missing values; in the training file a
   missing ratio is rare (except `attr37`, `attr27`, `attr21`) and often meant an unusual statement
   (missing prior-year sales: 94% bankrupt), so a missing ratio in our books may weigh more than its

@@ -61,9 +61,9 @@ def test_ratios_of_a_full_year_match_the_statement_worked_by_hand() -> None:
 
     ratios = statement_ratios(books, SMES, as_of=AS_OF)
 
-    # Year: sales 120,000; cost of products sold 72,000; operating costs (with depreciation) 102,000;
-    # depreciation 6,000; interest 3,000; gross profit (before tax) 15,000; net profit 12,000;
-    # operating profit 18,000; EBIT 18,000; total costs 105,000. Balances: fixed assets 30,000,
+    # Year: sales 120,000; operating costs = cost of products sold 72,000 + 24,000 + 6,000 = 102,000;
+    # depreciation 6,000; interest 3,000; net profit 12,000; gross profit = EBIT = 12,000 + 3,000 tax
+    # + 3,000 interest = 18,000; operating profit 18,000; total costs 105,000. Balances: fixed assets 30,000,
     # long-term liabilities 20,000, working capital 10,000, constant capital 40,000.
     expected = {
         "attr1": 12_000 / 50_000,
@@ -73,13 +73,13 @@ def test_ratios_of_a_full_year_match_the_statement_worked_by_hand() -> None:
         "attr7": 18_000 / 50_000,
         "attr8": 20_000 / 30_000,
         "attr10": 20_000 / 50_000,
-        "attr12": 15_000 / 10_000,
-        "attr13": 21_000 / 120_000,
+        "attr12": 18_000 / 10_000,
+        "attr13": 24_000 / 120_000,
         "attr14": 18_000 / 50_000,
-        "attr16": 21_000 / 30_000,
+        "attr16": 24_000 / 30_000,
         "attr17": 50_000 / 30_000,
-        "attr18": 15_000 / 50_000,
-        "attr19": 15_000 / 120_000,
+        "attr18": 18_000 / 50_000,
+        "attr19": 18_000 / 120_000,
         "attr21": 120_000 / 96_000,
         "attr22": 18_000 / 50_000,
         "attr23": 12_000 / 120_000,
@@ -88,8 +88,8 @@ def test_ratios_of_a_full_year_match_the_statement_worked_by_hand() -> None:
         "attr27": 18_000 / 3_000,
         "attr28": 10_000 / 30_000,
         "attr30": 25_000 / 120_000,
-        "attr31": 18_000 / 120_000,
-        "attr32": 10_000 * 365 / 72_000,
+        "attr31": 21_000 / 120_000,
+        "attr32": 10_000 * 365 / 102_000,
         "attr33": 102_000 / 10_000,
         "attr35": 18_000 / 50_000,
         "attr37": 13_000 / 20_000,
@@ -103,11 +103,11 @@ def test_ratios_of_a_full_year_match_the_statement_worked_by_hand() -> None:
         "attr49": 12_000 / 120_000,
         "attr50": 20_000 / 30_000,
         "attr51": 10_000 / 50_000,
-        "attr52": 10_000 * 365 / 72_000,
+        "attr52": 10_000 / 102_000,
         "attr53": 20_000 / 30_000,
         "attr54": 40_000 / 30_000,
-        "attr56": 48_000 / 120_000,
-        "attr57": 3_000 / 99_000,
+        "attr56": 18_000 / 120_000,
+        "attr57": 3_000 / 96_000,
         "attr58": 105_000 / 120_000,
         "attr62": 10_000 * 365 / 120_000,
         "attr63": 120_000 / 10_000,
@@ -128,7 +128,7 @@ def test_three_years_of_books_give_the_three_year_gross_profit() -> None:
 
     ratios = statement_ratios(books, SMES, as_of=AS_OF)
 
-    assert ratios.loc[0, "attr24"] == pytest.approx(3 * 15_000 / 50_000)
+    assert ratios.loc[0, "attr24"] == pytest.approx(3 * 18_000 / 50_000)
     assert ratios.loc[0, "attr21"] == pytest.approx(1.0)
 
 
