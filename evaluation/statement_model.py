@@ -11,8 +11,8 @@ risk), and calibrated with Platt scaling on out-of-fold predictions:
 
 Because Platt scaling is linear in the raw score, the TreeSHAP contribution of each ratio
 (LightGBM's ``pred_contrib``) times ``platt_b`` is its exact share of the logit. Contributions are
-summed per reason code (several ratios say the same thing in plain language), and the codes that
-raised the logit most are the reasons.
+summed per reason code (several ratios say the same thing in plain language), those of missing
+ratios under :data:`MISSING_CODE`, and the codes that raised the logit most are the reasons.
 
 The trained artifact is a LightGBM text model plus a JSON file with the version, the ratios, the
 calibration and the held-out metrics, both committed under ``evaluation/artifacts/``; nothing here
@@ -135,11 +135,20 @@ STATEMENT_TEXTS: dict[str, str] = {
     "REVENUE_DECLINING": "Revenue is lower than in the same months a year earlier.",
     "SHORT_TERM_DEBT_HEAVY": "Debt due within a year is large relative to sales and costs.",
     "WEAK_LONG_TERM_FUNDING": "Equity and long-term funding cover the fixed assets poorly.",
+    "STATEMENT_DATA_MISSING": (
+        "Some statement ratios could not be computed (for example, no sales for the year before); "
+        "in the training data missing figures went with higher risk."
+    ),
 }
 """Plain-language text of each reason code of the statement model."""
 
-STATEMENT_CODES: tuple[str, ...] = tuple(dict.fromkeys(r.code for r in RATIOS))
-"""The statement model's reason codes, in the order of their first ratio."""
+MISSING_CODE = "STATEMENT_DATA_MISSING"
+"""Reason code that collects the contributions of the ratios that are missing for a firm: the trees
+learned what a missing value meant in the training file, which is not what the ratio's own text
+says, so a missing ratio never speaks under its ratio's code."""
+
+STATEMENT_CODES: tuple[str, ...] = (*dict.fromkeys(r.code for r in RATIOS), MISSING_CODE)
+"""The statement model's reason codes, in the order of their first ratio, then the missing-data code."""
 
 
 def prepared(ratios: pd.DataFrame) -> pd.DataFrame:
@@ -199,8 +208,11 @@ class StatementModel:
         shap = np.asarray(self.booster.predict(values, pred_contrib=True))
         raw = shap.sum(axis=1)
         logit = self.platt_a + self.platt_b * raw
-        per_ratio = pd.DataFrame(self.platt_b * shap[:, :-1], columns=[r.attr for r in RATIOS])
-        by_code = per_ratio.T.groupby([r.code for r in RATIOS], sort=False).sum().T
+        per_ratio = self.platt_b * shap[:, :-1]
+        missing = np.isnan(values)
+        present = pd.DataFrame(np.where(missing, 0.0, per_ratio), columns=[r.attr for r in RATIOS])
+        by_code = present.T.groupby([r.code for r in RATIOS], sort=False).sum().T
+        by_code[MISSING_CODE] = np.where(missing, per_ratio, 0.0).sum(axis=1)
         contributions = by_code.clip(lower=0.0)[list(STATEMENT_CODES)]
         contributions.index = ratios.index
         return StatementOutput(pd.Series(logit, index=ratios.index, name="logit"), contributions)
@@ -241,6 +253,7 @@ def default_statement_model() -> StatementModel:
 
 
 __all__ = [
+    "MISSING_CODE",
     "RATIOS",
     "RATIO_BY_ATTR",
     "STATEMENT_CODES",
