@@ -18,7 +18,7 @@ Everything else calls this module:
   both at the as-of instant and now allows; ``None`` means no request at all. Ingest re-reads it
   for every SME just before that SME's requests, so a revocation stops the next request;
 * **evaluation** - :func:`evaluation_scopes`: the distinct scopes an SME's dossiers are computed
-  under, one per lender and purpose (the widest single consent that names them);
+  under, one per distinct consent scope (lenders with the same scope share a version);
 * **publish and delivery** - :class:`Entitlement` (:meth:`Entitlement.allows`), built with
   :func:`entitlement` for the instant of a publish or a pull; and :func:`why_not` explains a
   withdrawal.
@@ -95,10 +95,6 @@ class Scope:
         """The scope a :attr:`key` names."""
         sources, _, months = key.rpartition("@")
         return cls(frozenset(sources.split("+")) if sources else frozenset(), int(months.removesuffix("m")))
-
-    def rank(self) -> tuple[int, int, str]:
-        """Wider first: more sources, then a longer window (then the key, so choices are stable)."""
-        return (len(self.sources), self.months, self.key)
 
 
 @dataclass(frozen=True)
@@ -222,40 +218,23 @@ def require_source(session: Session, sme_id: str, source: str, *, then: dt.datet
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def lender_scopes(terms: Iterable[Terms]) -> dict[tuple[str, str], Scope]:
-    """Per (lender, purpose) named by ``terms``: the scope of the widest single consent naming both.
-
-    A dossier is computed under one consent's scope, so every value it holds is covered by that one
-    consent (sources and months); scopes of different consents are never merged.
-
-    >>> t = dict(sme_id="S", purpose="credit_decision", granted_at=None, expires_at=None, status="active")
-    >>> narrow = Terms("c1", sources=frozenset({"accounting"}), recipients=frozenset({"L"}), history_months=36, **t)
-    >>> wide = Terms("c2", sources=frozenset({"accounting", "tax"}), recipients=frozenset({"L"}), history_months=12, **t)
-    >>> lender_scopes([narrow, wide])[("L", "credit_decision")].key
-    'accounting+tax@12m'
-    """
-    chosen: dict[tuple[str, str], Scope] = {}
-    for term in terms:
-        for lender in term.recipients:
-            key = (lender, term.purpose)
-            if key not in chosen or term.scope.rank() > chosen[key].rank():
-                chosen[key] = term.scope
-    return chosen
-
-
 def evaluation_scopes(
     session: Session, sme_ids: Iterable[str], *, then: dt.datetime, now: dt.datetime
 ) -> dict[str, dict[Scope, set[tuple[str, str]]]]:
     """Per SME: each distinct scope its dossiers are to be computed under, and the (lender, purpose)
-    pairs that have it, from the consents active both at ``then`` (the as-of instant) and ``now``.
+    pairs whose consents have it, from the consents active both at ``then`` (the as-of instant)
+    and ``now``. SMEs without such a consent are absent (no dossier).
 
-    SMEs without such a consent are absent (no dossier). Lenders with the same scope share one.
+    Every consent's own scope gives a version (lenders with the same scope share it): a dossier is
+    computed under one consent's scope, so every value it holds is covered by that one consent
+    (sources and months together); scopes of different consents are never merged, and a lender
+    named by several consents still holds a covered version when one of them ends.
     """
     scopes: dict[str, dict[Scope, set[tuple[str, str]]]] = {}
     for sme_id, terms in terms_of(session, sme_ids, active_at=(then, now)).items():
         by_scope: dict[Scope, set[tuple[str, str]]] = defaultdict(set)
-        for pair, scope in lender_scopes(terms).items():
-            by_scope[scope].add(pair)
+        for term in terms:
+            by_scope[term.scope].update((lender, term.purpose) for lender in term.recipients)
         if by_scope:
             scopes[sme_id] = dict(by_scope)
     return scopes

@@ -115,7 +115,7 @@ def test_pull_window_needs_one_consent_active_at_the_as_of_instant_and_now(wareh
             consent.require_source(session, "SME-1", "utility", then=as_of, now=now)
 
 
-def test_scopes_come_from_one_consent_per_lender_and_purpose(warehouse_engine: Engine) -> None:
+def test_each_consent_scope_gives_one_version_shared_by_its_lenders(warehouse_engine: Engine) -> None:
     _seed(warehouse_engine)
     with session_scope(warehouse_engine) as session:
         _grant(session, consent_id="C-1", sources=["accounting"], history_months=36)
@@ -129,6 +129,7 @@ def test_scopes_come_from_one_consent_per_lender_and_purpose(warehouse_engine: E
         scopes = consent.evaluation_scopes(session, ["SME-1", "SME-2"], then=at, now=at)
     assert scopes == {
         "SME-1": {
+            Scope(frozenset({"accounting"}), 36): {("northwind", "credit_decision")},
             Scope(frozenset({"accounting", "tax"}), 12): {("northwind", "credit_decision")},
             Scope(frozenset({"accounting", "tax"}), 24): {("harbor", "credit_decision")},
             Scope(frozenset({"accounting", "tax"}), 6): {("harbor", "facility_monitoring")},
