@@ -16,6 +16,13 @@ the statement ratios (``attrN`` columns, from :func:`evaluation.ratios.statement
   exist for VAT, utility or field-survey data yet, so these are judgement, not fitted, and the
   model card says so. Each is >= 0 and rises as its signal worsens, so the PD stays monotone.
 
+* Books the tax authority contradicts are not credited: the statement model's credit, how far its
+  logit lies below the no-books logit, is withdrawn in proportion to the ``VAT_BOOKS_MISMATCH``
+  badness (0 when VAT-declared sales match the books within 8%, all of it from a 25% gap), and the
+  withdrawn amount is added to that reason's contribution. Inflated revenue makes every statement
+  ratio look better; only the VAT return, which follows real turnover, says otherwise. For a fixed
+  VAT badness the PD still rises with worse statements, and a worse mismatch never lowers it.
+
 Contributions: the statement model's per-reason-code TreeSHAP shares (in logit units, >= 0), the
 ``NO_BOOKS`` term and each expert adjustment; the reason codes rank them.
 """
@@ -51,6 +58,9 @@ EXPERT_CODES: tuple[str, ...] = (
     "NO_SURVEY",
 )
 """Scorecard terms kept as expert adjustments to the statement model's log-odds."""
+
+UNTRUSTED_BOOKS_CODE = "VAT_BOOKS_MISMATCH"
+"""The expert factor whose badness also withdraws the credit the books earn (see the module doc)."""
 
 EXPERT_VERSION = "expert-1"
 """Version of the expert adjustments (bumped whenever an anchor or weight changes)."""
@@ -105,7 +115,9 @@ class StatementScoring:
             logit[books] = scored.logit.to_numpy()
             statement.loc[books] = scored.contributions.to_numpy()
         no_books = np.where(books, 0.0, max(base - self.statement.reference_logit, 0.0))
-        expert = self.expert.predict(features).contributions
+        expert = self.expert.predict(features).contributions.copy()
+        untrusted = self._vat_distrust(expert) * np.maximum(base - logit, 0.0)
+        expert[UNTRUSTED_BOOKS_CODE] = expert[UNTRUSTED_BOOKS_CODE] + untrusted
         contributions = pd.concat(
             [statement, pd.DataFrame({"NO_BOOKS": no_books}, index=features.index), expert], axis=1
         )
@@ -114,6 +126,11 @@ class StatementScoring:
             pd_12m=pd.Series(1.0 / (1.0 + np.exp(-total)), index=features.index, name="pd_12m"),
             contributions=contributions[self.codes],
         )
+
+    def _vat_distrust(self, expert: pd.DataFrame) -> np.ndarray:
+        """How far the VAT returns contradict the books: the VAT_BOOKS_MISMATCH badness, 0 to 1."""
+        factor = next(f for f in self.expert.factors if f.code == UNTRUSTED_BOOKS_CODE)
+        return expert[UNTRUSTED_BOOKS_CODE].to_numpy() / factor.weight
 
 
 def default_statement_scoring() -> StatementScoring:
@@ -124,6 +141,7 @@ def default_statement_scoring() -> StatementScoring:
 __all__ = [
     "EXPERT_CODES",
     "EXPERT_VERSION",
+    "UNTRUSTED_BOOKS_CODE",
     "StatementScoring",
     "default_statement_scoring",
     "expert_adjustments",

@@ -479,8 +479,20 @@ documented expert adjustments added to the statement model's log-odds: the score
 `UTILITY_USAGE_FALLING`, `USAGE_BELOW_BOOKS_GROWTH`, `SURVEY_NOT_VERIFIED`,
 `SURVEY_REVENUE_MISMATCH` and the absence penalties `NO_TAX_DATA`, `NO_UTILITY_DATA`, `NO_SURVEY`,
 with the anchors and weights of `evaluation/SCORING.md` §3. An SME without books gets the training
-population's bankruptcy rate as its statement part (reason `NO_BOOKS`). These are expert rules;
-`make train` will refit them once lender outcomes exist.
+population's bankruptcy rate as its statement part (reason `NO_BOOKS`). Books that the VAT returns
+contradict earn no credit: the statement model's credit (how far its logit lies below the no-books
+logit) is withdrawn in proportion to the `VAT_BOOKS_MISMATCH` badness (none within 8% of the
+books, all of it from a 25% gap), because inflated revenue improves every ratio and only the VAT
+return, which follows real turnover, says otherwise. These are expert rules
+(`evaluation/statement_scoring.py`, version `expert-1`); `make train` will refit them once lender
+outcomes exist. The dossier's model version is `<statement model>+<expert version>`.
+
+On the sandbox (`make bench`, `bench/results/statement_model.json`) the dossier's model ranks the
+sandbox's own default labels about as well as the first scorecard (ROC AUC about 0.82 against 0.81
+at the reference seed), but its mean PD is about twice the sandbox's default rate: the sandbox's
+statements are more extreme than real ones (a tenth of its firms lose more than their total assets
+in a year) and short histories leave `attr21` missing; bringing the sandbox's ranges in line is
+separate work.
 
 ## Known limits
 

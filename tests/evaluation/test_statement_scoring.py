@@ -60,8 +60,12 @@ def test_the_pd_is_the_statement_logit_plus_the_expert_adjustments(hand_built) -
 
     result = evaluate(tables, smes, as_of=AS_OF, model=StatementScoring(statement))
 
+    # SME-A's VAT sales are 90% of its books: that badness withdraws the same share of the credit
+    # its books earn below the no-books logit.
+    distrust = SME_A_EXPERT["VAT_BOOKS_MISMATCH"] / 2.5
+    withdrawn = distrust * max(base - statement_logit[0], 0.0)
     expected = [
-        _sigmoid(statement_logit[0] + sum(SME_A_EXPERT.values())),
+        _sigmoid(statement_logit[0] + sum(SME_A_EXPERT.values()) + withdrawn),
         _sigmoid(base + sum(SME_B_EXPERT.values())),  # no books: the training population's rate
         _sigmoid(statement_logit[2] + sum(SME_C_EXPERT.values())),
     ]
@@ -82,10 +86,13 @@ def test_contributions_hold_the_statement_reasons_the_no_books_term_and_each_adj
     frame = prediction.contributions
     assert list(frame.columns) == model.codes
     assert (frame.to_numpy() >= 0).all()
-    for row, expert in enumerate([SME_A_EXPERT, SME_B_EXPERT, SME_C_EXPERT]):
+    base = math.log(model.statement.base_rate / (1 - model.statement.base_rate))
+    statement_logit = model.statement.score(ratios.iloc[[0]]).logit.iloc[0]
+    withdrawn = SME_A_EXPERT["VAT_BOOKS_MISMATCH"] / 2.5 * max(base - statement_logit, 0.0)
+    sme_a = SME_A_EXPERT | {"VAT_BOOKS_MISMATCH": SME_A_EXPERT["VAT_BOOKS_MISMATCH"] + withdrawn}
+    for row, expert in enumerate([sme_a, SME_B_EXPERT, SME_C_EXPERT]):
         got = frame.iloc[row][list(EXPERT_CODES)]
         assert got[got > 0].to_dict() == pytest.approx(expert)
-    base = math.log(model.statement.base_rate / (1 - model.statement.base_rate))
     assert frame["NO_BOOKS"].tolist() == pytest.approx([0.0, base - model.statement.reference_logit, 0.0])
     assert (frame.iloc[1][list(STATEMENT_CODES)] == 0).all()
 
@@ -96,6 +103,25 @@ def test_features_without_the_statement_ratios_are_refused(hand_built) -> None:
 
     with pytest.raises(ValueError, match=r"features lack the statement ratios \['attr1'"):
         default_statement_scoring().predict(features)
+
+
+def test_books_the_vat_returns_contradict_earn_no_credit(hand_built) -> None:
+    tables, smes = hand_built
+    model = default_statement_scoring()
+    features = evaluate(tables, smes, as_of=AS_OF)
+    ratios = statement_ratios(tables["monthly_financials"], smes, as_of=AS_OF).drop(columns=["sme_id"])
+    frame = features.join(ratios).iloc[[0, 0, 0]].reset_index(drop=True)
+    frame["vat_books_revenue_ratio"] = [1.0, 0.85, 0.6]  # matching, half-way, beyond the 0.75 anchor
+    base = math.log(model.statement.base_rate / (1 - model.statement.base_rate))
+    statement_logit = model.statement.score(ratios.iloc[[0]]).logit.iloc[0]
+    others = sum(v for k, v in SME_A_EXPERT.items() if k != "VAT_BOOKS_MISMATCH")
+
+    pd_12m = model.predict(frame).pd_12m
+
+    assert statement_logit < base, "SME-A's books are better than no books"
+    assert pd_12m[0] == pytest.approx(_sigmoid(statement_logit + others))
+    assert pd_12m[0] < pd_12m[1] < pd_12m[2]
+    assert pd_12m[2] == pytest.approx(_sigmoid(base + 2.5 + others))  # the books count for nothing
 
 
 def test_worse_books_never_lower_the_pd(hand_built) -> None:
