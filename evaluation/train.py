@@ -161,6 +161,19 @@ def _metrics(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
     }
 
 
+def _bootstrap_auc(y: np.ndarray, pd_: np.ndarray, seed: int, rounds: int = 1000) -> list[float]:
+    """2.5th and 97.5th percentiles of the ROC AUC over bootstrap resamples of the rows."""
+    from sklearn.metrics import roc_auc_score
+
+    generator = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(rounds):
+        rows = generator.integers(0, len(y), len(y))
+        if 0 < y[rows].sum() < len(rows):
+            aucs.append(roc_auc_score(y[rows], pd_[rows]))
+    return [round(float(q), 4) for q in np.percentile(aucs, [2.5, 97.5])]
+
+
 def _bands(y: np.ndarray, pd_: np.ndarray) -> list[dict[str, Any]]:
     """Held-out rows per grade: how many, their mean PD and the share that went bankrupt."""
     grades = grade(pd.Series(pd_)).to_numpy()
@@ -267,7 +280,7 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
         "isotonic_brier": round(float(brier_score_loss(y_train, oof_isotonic)), 4),
     }
     held_out = {
-        "statement_model": _metrics(y_test, pd_test),
+        "statement_model": _metrics(y_test, pd_test) | {"roc_auc_95": _bootstrap_auc(y_test, pd_test, seed)},
         "unconstrained_lightgbm": _metrics(y_test, _sigmoid(_raw(unconstrained, x_test))),
         "logistic_regression": _metrics(y_test, logistic.predict(x_test)),
         "altman_z2": _metrics(y_test, z2_test),
@@ -411,8 +424,12 @@ Cross-validation on the training part (out-of-fold ROC AUC): monotone LightGBM {
 unconstrained LightGBM {cv["unconstrained_lightgbm_roc_auc"]:.4f}, logistic regression
 {cv["logistic_regression_roc_auc"]:.4f}. The boosted model ranks better than the logistic regression
 in cross-validation and on the held-out part, so it is the one used. A binned weight-of-evidence
-scorecard (`optbinning`) was not measured in this version: it would add a constraint-solver
-dependency for a model family that on this data usually lands near the logistic regression.
+scorecard (`optbinning`, which brings the OR-Tools solver) was not measured in this version; that
+comparison is still open.
+
+Honesty about the held-out part: the hyper-parameters were chosen on cross-validation of the
+training part only, but while the set of ratios and the constraint method were being settled the
+held-out numbers of earlier candidates were looked at, so they are not perfectly untouched.
 
 In the training file an exact 0 in `attr22`/`attr42` (profit on operating activities) marks 398
 statements that did not report that line (none bankrupt). Reading those zeros as missing gains
@@ -442,11 +459,13 @@ How each ratio is computed from our monthly statements: `evaluation/RATIOS.md`.
 |---|---|---|---|
 {metrics}
 
+95% bootstrap interval of the statement model's held-out ROC AUC (1,000 resamples of the held-out
+rows): {held["statement_model"]["roc_auc_95"][0]:.3f} – {held["statement_model"]["roc_auc_95"][1]:.3f}.
+
 Target: held-out ROC AUC ≥ 0.96 for the monotone calibrated model: {target}. The unconstrained model
 on the same ratios shows what the monotone constraints cost: part of its edge comes from patterns no
 credit officer could defend (a PD that falls again at the worst profitability, or rises with the
-best). The held-out part has only {data["held_out_bankrupt"]} bankruptcies, so an AUC differs by about ±0.02
-between splits.
+best). The held-out part has only {data["held_out_bankrupt"]} bankruptcies, hence the width of the interval.
 
 ## Calibration
 
