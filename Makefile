@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMES ?= 300
 
-.PHONY: demo test test-sqlite test-postgres bench lint airflow clean install
+.PHONY: demo test test-sqlite test-postgres bench lint airflow clean install train
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+TRAIN_DATA ?= ../shared/data/credit/polish_bankruptcy_1y_train.csv
+
+train: $(STAMP)
+	@$(BIN)/python -m evaluation.train --data $(TRAIN_DATA)
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench

@@ -386,6 +386,22 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- score-ratios -----------------------------------------------------------------------------------
+
+
+def cmd_score_ratios(args: argparse.Namespace) -> int:
+    from evaluation.score_ratios import score_ratios_file
+    from warehouse.errors import DossierError
+
+    try:
+        rows, unscored = score_ratios_file(Path(args.source), Path(args.target))
+    except DossierError as error:
+        print(f"dossier score-ratios: {error}", file=sys.stderr)
+        return 2
+    print(f"scored {rows - unscored} of {rows} rows into {args.target} ({unscored} with a score_error)")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -552,6 +568,16 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
     )
     schema.add_argument("which", choices=["canonical", "dossier"], help="which schema")
+
+    score_ratios = add(
+        commands,
+        "score-ratios",
+        cmd_score_ratios,
+        "Score a CSV of financial ratios laid out like the public training file (attr1..attr64) with the "
+        "statement model; writes it back with pd_12m, grade, reason_codes and score_error.",
+    )
+    score_ratios.add_argument("source", metavar="IN.csv", help="CSV with a header and attr1..attr64 columns")
+    score_ratios.add_argument("target", metavar="OUT.csv", help="where to write the scored rows")
 
     airflow = add(
         commands,
