@@ -1,6 +1,19 @@
 """The ``dossier`` command: operate the warehouse, the sandbox, the pipeline and the lender feed.
 
 Every subcommand has ``--help``; the README lists them all (a test keeps the two in step).
+
+Every expected failure takes one path (:func:`main`): a bad argument, a bad setting, one of the
+project's errors (:class:`~warehouse.errors.DossierError`), a database or provider that cannot be
+reached, or a path that cannot be used prints one line on stderr saying what was wrong and how to
+fix it, and exits with :data:`EXIT_ERROR`; ``-v`` adds the traceback. The exit statuses:
+
+* ``0`` (:data:`EXIT_OK`): done;
+* ``1`` (:data:`EXIT_FAILED`): the command ran but its outcome is a failure (a DAG run failed,
+  the warehouse schema is behind, ``dossier verify`` found damage);
+* ``2`` (:data:`EXIT_ERROR`): nothing was done, because of the input, the settings or the
+  environment (the line says which);
+* ``3`` (:data:`EXIT_BUG`): an unexpected error (a defect: run again with ``-v`` and report the traceback);
+* ``130``: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -11,18 +24,44 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
 from dossier.settings import get_settings
+from warehouse.errors import DossierError
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 console = Console()
 if not console.is_terminal:
     console = Console(width=140)
+
+
+class CommandLineError(DossierError):
+    """The command line itself is wrong: an unknown command, a missing or malformed argument."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes go through :func:`main`'s one error path."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{self.prog}: {message} (see: {self.prog} --help)")
+
+
+def out_folder(value: str) -> Path:
+    """``--out``: a folder that exists and is writable, or can be created (not a file)."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is a file, not a folder; name a folder to write into")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r} (permission denied)")
+    return path
 
 
 def _as_of(value: str | None) -> dt.date:
@@ -214,7 +253,7 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
     from warehouse.storage import Store
 
     with session_scope() as session:
-        result = pull(session, Store.from_settings(), lender_id=args.lender, out_dir=Path(args.out))
+        result = pull(session, Store.from_settings(), lender_id=args.lender, out_dir=args.out)
     _print_json(result)
     return 0
 
@@ -260,11 +299,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dossier",
         description="Consent-driven credit dossiers for off-platform SMEs: pull, validate, evaluate, publish.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug detail and show the traceback of an error"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -278,13 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: today, UTC)")
 
     db = commands.add_parser("db", help="warehouse schema migrations").add_subparsers(
-        dest="db_command", required=True
+        dest="db_command", required=True, metavar="COMMAND"
     )
     add(db, "upgrade", cmd_db_upgrade, "Create or migrate the warehouse schema to the latest revision.")
     add(db, "current", cmd_db_current, "Show the warehouse's schema revision (exit 1 if behind).")
 
     sandbox = commands.add_parser("sandbox", help="the bundled provider sandbox").add_subparsers(
-        dest="sandbox_command", required=True
+        dest="sandbox_command", required=True, metavar="COMMAND"
     )
     serve = add(
         sandbox, "serve", cmd_sandbox_serve, "Serve the sandbox provider APIs over HTTP until interrupted."
@@ -334,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     quarantine.add_argument("--all", action="store_true", help="include entries resolved by a later run")
 
     consent = commands.add_parser("consent", help="inspect and withdraw consents").add_subparsers(
-        dest="consent_command", required=True
+        dest="consent_command", required=True, metavar="COMMAND"
     )
     consent_list = add(
         consent, "list", cmd_consent_list, "List consents with their sources, recipients and status."
@@ -348,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--actor", default="operator", help="who withdrew it (default operator)")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
-        dest="lender_command", required=True
+        dest="lender_command", required=True, metavar="COMMAND"
     )
     add(lender, "list", cmd_lender_list, "List lenders.")
     pull = add(
@@ -358,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
     )
     pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
-    pull.add_argument("--out", required=True, help="folder to write the Parquet file(s) into")
+    pull.add_argument(
+        "--out", required=True, type=out_folder, help="folder to write the Parquet file(s) into"
+    )
     lender_status = add(
         lender, "status", cmd_lender_status, "Show a lender's cursor, deliveries and entitlements."
     )
@@ -389,19 +432,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(error: BaseException) -> str | None:
+    """The one line that tells a person what went wrong and how to fix it; None for a defect."""
+    import requests
+    from sqlalchemy import exc as sql
+
+    if isinstance(error, DossierError):
+        return str(error)
+    if isinstance(error, sql.DBAPIError):
+        url = get_settings().warehouse_url
+        detail = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+        if any(s in detail for s in ("no such table", "does not exist", "no such column", "unable to open")):
+            return f"the warehouse at {url} has no schema or an older one ({detail}); run: dossier db upgrade"
+        return f"cannot use the warehouse at {url}: {detail}; check DOSSIER_WAREHOUSE_URL and that the database is up"
+    if isinstance(error, sql.ArgumentError | sql.NoSuchModuleError):
+        return f"DOSSIER_WAREHOUSE_URL is not usable: {error}"
+    if isinstance(error, requests.ConnectionError):
+        url = error.request.url if error.request is not None else get_settings().sandbox_url
+        return f"cannot reach the provider at {url}; check DOSSIER_SANDBOX_URL and that the service is up"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else getattr(logging, get_settings().log_level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Run one ``dossier`` command; returns its exit status (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
     try:
+        args = build_parser().parse_args(argv)
+        settings = get_settings()
+        level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level, logging.INFO)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not args.verbose:
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         return args.func(args)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 0
+        return EXIT_OK
+    except Exception as error:
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        message = explain(error)
+        if message is None:
+            print(
+                f"dossier: unexpected error: {type(error).__name__}: {_one_line(str(error))} "
+                "(a defect; run again with -v and report the traceback)",
+                file=sys.stderr,
+            )
+            return EXIT_BUG
+        print(f"dossier: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -64,8 +64,9 @@ def test_subscribe_sets_filters_and_pull_refuses_unknown_lenders(
     assert "'grades': ['A', 'B']" in out
     code, out = run(capsys, "lender", "status", "--lender", "harbor-credit")
     assert json.loads(out)["subscriptions"][0]["filters"] == {"grades": ["A", "B"]}
-    with pytest.raises(Exception, match="no-such-lender"):
-        main(["lender", "pull", "--lender", "no-such-lender", "--out", str(tmp_path)])
+    capsys.readouterr()
+    assert main(["lender", "pull", "--lender", "no-such-lender", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "dossier: error: unknown lender 'no-such-lender'\n"
 
 
 def test_schema_prints_both_schemas(capsys) -> None:
