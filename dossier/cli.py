@@ -267,20 +267,62 @@ def cmd_lender_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lender_subscribe(args: argparse.Namespace) -> int:
-    from warehouse.db import session_scope
-    from warehouse.feed import subscribe
+SUBSCRIBE_OPTIONS = {
+    "grades": "--grades",
+    "industries": "--industries",
+    "regions": "--regions",
+    "size_bands": "--size-bands",
+}
 
-    filters: dict[str, list[str]] = {}
-    for name in ("grades", "industries", "regions"):
-        value = getattr(args, name)
-        if value:
-            filters[name] = [v.strip() for v in value.split(",") if v.strip()]
+
+def _describe_filters(filters: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{key} {', '.join(filters[key]) if filters.get(key) else 'all'}" for key in SUBSCRIBE_OPTIONS
+    )
+
+
+def cmd_lender_subscribe(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse.db import session_scope
+    from warehouse.feed import check_filters, subscribe
+    from warehouse.models import Subscription
+
+    given: dict[str, list[str]] = {}
+    for key in SUBSCRIBE_OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            given[key] = [v.strip() for v in value.split(",") if v.strip()]
     with session_scope() as session:
-        subscription = subscribe(session, args.lender, name=args.name, filters=filters)
-        console.print(
-            f"subscription {subscription.name} of {subscription.lender_id}: filters {subscription.filters}"
-        )
+        given = check_filters(session, given)
+        existing = session.scalars(
+            select(Subscription).where(Subscription.lender_id == args.lender, Subscription.name == args.name)
+        ).first()
+        before = dict(existing.filters or {}) if existing is not None else {}
+        if args.mode == "add":
+            after = {**before, **{k: sorted({*before.get(k, []), *v}) for k, v in given.items()}}
+        elif args.mode == "replace" or not before:
+            after = given
+        elif given != before:
+            raise CommandLineError(
+                f"subscription {args.name!r} of {args.lender!r} already has filters ({_describe_filters(before)}); "
+                "pass --add to add these values to them or --replace to replace them all"
+            )
+        else:
+            after = given
+        subscription = subscribe(session, args.lender, name=args.name, filters=after)
+        after = dict(subscription.filters or {})
+        if existing is None:
+            change = f"created with {_describe_filters(after)}"
+        elif after == before:
+            change = f"unchanged ({_describe_filters(after)})"
+        else:
+            change = "; ".join(
+                f"{key} {', '.join(before.get(key, [])) or 'all'} -> {', '.join(after.get(key, [])) or 'all'}"
+                for key in SUBSCRIBE_OPTIONS
+                if before.get(key) != after.get(key)
+            )
+        console.print(f"subscription {subscription.name} of {subscription.lender_id}: {change}")
     return 0
 
 
@@ -407,13 +449,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lender_status.add_argument("--lender", required=True, help="lender id")
     subscribe = add(
-        lender, "subscribe", cmd_lender_subscribe, "Create or update a lender's subscription filters."
+        lender,
+        "subscribe",
+        cmd_lender_subscribe,
+        "Create a lender's subscription, or change its filters with --add or --replace; says what changed.",
     )
     subscribe.add_argument("--lender", required=True, help="lender id")
     subscribe.add_argument("--name", default="default", help="subscription name (default: default)")
-    subscribe.add_argument("--grades", help="comma-separated grades, e.g. A,B,C (default: all)")
-    subscribe.add_argument("--industries", help="comma-separated industries (default: all)")
-    subscribe.add_argument("--regions", help="comma-separated regions (default: all)")
+    subscribe.add_argument("--grades", help="comma-separated grades A-E, e.g. A,B,C (default: all)")
+    subscribe.add_argument(
+        "--industries", help="comma-separated industries of registered SMEs (default: all)"
+    )
+    subscribe.add_argument("--regions", help="comma-separated regions of registered SMEs (default: all)")
+    subscribe.add_argument(
+        "--size-bands", help="comma-separated size bands: micro, small, medium (default: all)"
+    )
+    mode = subscribe.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--add",
+        dest="mode",
+        action="store_const",
+        const="add",
+        help="add the values given to the subscription's current filters",
+    )
+    mode.add_argument(
+        "--replace",
+        dest="mode",
+        action="store_const",
+        const="replace",
+        help="replace all current filters by those given (a filter not given lets everything through)",
+    )
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
