@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = [
+    "dossier.pipeline",
+    "dossier.report",
     "dossier.settings",
     "warehouse.canonical",
     "warehouse.db",
