@@ -19,6 +19,7 @@ fix it, and exits with :data:`EXIT_ERROR`; ``-v`` adds the traceback. The exit s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -30,9 +31,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from dossier.settings import get_settings
+from dossier.settings import get_settings, record_sandbox
 from warehouse.errors import DossierError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -62,6 +63,31 @@ def out_folder(value: str) -> Path:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r} (permission denied)")
     return path
+
+
+def positive(value: str) -> int:
+    """A whole number of at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
+
+
+def port_number(value: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)
+
+
+def share(value: str) -> float:
+    """A share between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a share between 0 and 1")
+    return number
 
 
 def _as_of(value: str | None) -> dt.date:
@@ -127,11 +153,13 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
 
-    get_settings().home.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(get_engine())
     universe = _universe(args.smes)
     with session_scope() as session:
         counts = seed_warehouse(session, universe, now=dt.datetime.now(dt.UTC))
+    record_sandbox(dataclasses.replace(settings, sandbox_smes=universe.size, sandbox_seed=universe.seed))
     _print_json(counts)
     return 0
 
@@ -150,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dossier.demo import demo
 
-    return demo(smes=args.smes, as_of=_as_of(args.as_of), console=console)
+    return demo(smes=args.smes or get_settings().sandbox_smes, as_of=_as_of(args.as_of), console=console)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -164,7 +192,15 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     from dossier.report import quarantine_entries
 
     rows = quarantine_entries(_as_of(args.as_of), sme_id=args.sme, include_resolved=args.all)
-    table = Table("sme", "stage", "source", "table", "record", "field", "reason", "resolved")
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    table = Table(
+        *(
+            Column(name, overflow="fold")
+            for name in ("sme", "stage", "source", "table", "record", "field", "reason", "resolved")
+        )
+    )
     for row in rows:
         table.add_row(
             row["sme_id"],
@@ -373,10 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
         sandbox, "serve", cmd_sandbox_serve, "Serve the sandbox provider APIs over HTTP until interrupted."
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
-    serve.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port to bind (default 8765)")
     serve.add_argument(
-        "--fault-rate", type=float, help="share of 429/5xx responses (default DOSSIER_SANDBOX_FAULT_RATE)"
+        "--smes",
+        type=positive,
+        help="universe size (default: DOSSIER_SANDBOX_SMES, else the size last seeded)",
+    )
+    serve.add_argument(
+        "--fault-rate", type=share, help="share of 429/5xx responses (default DOSSIER_SANDBOX_FAULT_RATE)"
     )
     seed = add(
         sandbox,
@@ -384,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_sandbox_seed,
         "Register the sandbox SMEs, lenders, subscriptions, connections and consents in the warehouse.",
     )
-    seed.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+    seed.add_argument(
+        "--smes",
+        type=positive,
+        help="universe size (default: DOSSIER_SANDBOX_SMES, else the size last seeded); recorded in the home "
+        "so that later commands serve the same universe",
+    )
 
     run = add(
         commands,
@@ -401,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_demo,
         "Set up everything on the embedded defaults, run the pipeline, pull as lenders, print a summary.",
     )
-    demo.add_argument("--smes", type=int, default=300, help="SMEs in the sandbox universe (default 300)")
+    demo.add_argument(
+        "--smes",
+        type=positive,
+        help="SMEs in the sandbox universe (default: DOSSIER_SANDBOX_SMES, else the size last seeded)",
+    )
     as_of_option(demo)
 
     status = add(
@@ -415,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     as_of_option(quarantine)
     quarantine.add_argument("--sme", help="only this SME")
     quarantine.add_argument("--all", action="store_true", help="include entries resolved by a later run")
+    quarantine.add_argument(
+        "--json", action="store_true", help="print the entries as a JSON array (every field, in full)"
+    )
 
     consent = commands.add_parser("consent", help="inspect and withdraw consents").add_subparsers(
         dest="consent_command", required=True, metavar="COMMAND"

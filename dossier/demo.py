@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from dossier.settings import Settings, get_settings, override
+from dossier.settings import Settings, get_settings, override, record_sandbox
 
 
 @contextlib.contextmanager
@@ -109,6 +109,7 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
                 seeded = seed_warehouse(
                     session, universe, now=dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
                 )
+        record_sandbox(settings)
         console.print(f"[green]✓[/] seeded {smes} SMEs: {_inline(seeded)}")
 
         expected = _expected_pulls()
