@@ -362,6 +362,32 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- verify -----------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.storage import Store
+    from warehouse.verify import verify_store
+
+    with session_scope() as session:
+        result = verify_store(Store.from_settings(), session)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return EXIT_OK if result.ok else EXIT_FAILED
+    checked = (
+        f"{result.raw_files} raw payloads ({result.raw_rows} recorded by ingestion runs), "
+        f"{result.dossier_files} dossier files in {result.manifests} manifests"
+    )
+    if result.ok:
+        console.print(f"verified {checked}: every file matches its address or manifest")
+        return EXIT_OK
+    for problem in result.problems:
+        print(f"{problem.kind}: {problem.path}: {problem.detail}")
+    console.print(f"{len(result.problems)} problems in {checked}; re-run the dates concerned to repair them")
+    return EXIT_FAILED
+
+
 # --- schema -----------------------------------------------------------------------------------------
 
 
@@ -531,6 +557,15 @@ def build_parser() -> argparse.ArgumentParser:
         const="replace",
         help="replace all current filters by those given (a filter not given lets everything through)",
     )
+
+    verify = add(
+        commands,
+        "verify",
+        cmd_verify,
+        "Re-hash raw payloads and published dossier files against their addresses and manifests "
+        "(exit 1 when anything is wrong).",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
