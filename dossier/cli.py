@@ -96,6 +96,18 @@ def _as_of(value: str | None) -> dt.date:
     return parse_as_of(value)
 
 
+def _known_sme(sme_id: str) -> None:
+    """Refuse an SME id the warehouse does not know (rather than answer with an empty list)."""
+    from warehouse.db import session_scope
+    from warehouse.models import Sme
+
+    with session_scope() as session:
+        if session.get(Sme, sme_id) is None:
+            raise CommandLineError(
+                f"unknown SME {sme_id!r}; SME ids look like SME-000042 (see: dossier status)"
+            )
+
+
 def _print_json(payload: Any) -> None:
     console.print_json(json.dumps(payload, default=str))
 
@@ -191,7 +203,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from dossier.report import quarantine_entries
 
-    rows = quarantine_entries(_as_of(args.as_of), sme_id=args.sme, include_resolved=args.all)
+    as_of = _as_of(args.as_of)
+    if args.sme:
+        _known_sme(args.sme)
+    rows = quarantine_entries(as_of, sme_id=args.sme, include_resolved=args.all)
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0

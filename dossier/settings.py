@@ -284,6 +284,8 @@ class Settings:
         """
         parsed, env = _parse(environ)
         home = str(Path(parsed.home).expanduser().absolute())
+        if Path(home).exists() and not Path(home).is_dir():
+            raise SettingsError(f"DOSSIER_HOME={home!r} is a file; name a folder (it is created if missing)")
         recorded = recorded_sandbox(Path(home))
         given = parsed.model_fields_set
         return cls(
@@ -347,7 +349,15 @@ class Settings:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            # Task logs keep their INFO lines (each step's counts); the servers' routine chatter does not.
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS": (
+                "airflow.serialization=WARNING airflow.models.dag=WARNING airflow.dag_processing=WARNING "
+                "airflow.jobs=WARNING uvicorn=WARNING sqlalchemy=WARNING"
+            ),
+            # SQLite takes one writer at a time: a few task processes, not LocalExecutor's default 32.
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
             "DOSSIER_HOME": str(self.home),
             "DOSSIER_WAREHOUSE_URL": self.warehouse_url,
             "DOSSIER_STORE_URL": self.store_url,

@@ -11,6 +11,7 @@ MODULES = [
     "dossier.pipeline",
     "dossier.report",
     "dossier.settings",
+    "dossier.tasks",
     "warehouse.canonical",
     "warehouse.db",
     "warehouse.dossier_schema",
