@@ -304,8 +304,20 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
     from warehouse.storage import Store
 
     with session_scope() as session:
-        result = pull(session, Store.from_settings(), lender_id=args.lender, out_dir=args.out)
+        result = pull(
+            session,
+            Store.from_settings(),
+            lender_id=args.lender,
+            out_dir=args.out,
+            subscription=args.subscription,
+        )
     _print_json(result)
+    if result.get("file") is None and not result.get("withdrawals"):
+        print(
+            f"dossier: nothing new for {args.lender} since its previous pull (each dossier is delivered once); "
+            "the next publish brings new ones (see: dossier lender status)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -534,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
     )
     pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
+    pull.add_argument(
+        "--subscription", help="which of the lender's subscriptions to pull (default: its only one)"
+    )
     pull.add_argument(
         "--out", required=True, type=out_folder, help="folder to write the Parquet file(s) into"
     )
