@@ -3,9 +3,10 @@
 :func:`ingest_shard` is what the Airflow ingest task calls, once per (source, shard). For every SME
 of the shard that has a connection to the source it:
 
-1. checks consent **first** (``warehouse.consent``): without an active consent covering the source,
-   no request is made and the run is recorded as ``skipped_no_consent``; otherwise the consent's
-   history window bounds what is asked for;
+1. checks consent **first** (:func:`warehouse.consent.pull_window`), again for every SME just
+   before its requests: without one consent covering the source that is active both at the as-of
+   instant and now, no request is made and the run is recorded as ``skipped_no_consent``;
+   otherwise that consent's history window bounds what is asked for (the longest such window);
 2. pulls the source's streams (a small thread pool, one ``requests.Session`` per thread), landing
    every response body immutably before anything reads it;
 3. parses the landed pages, many SMEs at a time; a bad record quarantines the SME and source (stage
@@ -46,8 +47,8 @@ from connectors.core.streams import RawPage
 from connectors.registry import connector_for, provider_base_url
 from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
-from warehouse.consent import source_coverage
-from warehouse.db import session_scope, upsert
+from warehouse.consent import as_of_instant, pull_window, pull_windows
+from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.models import IngestionRun, QuarantineEntry, SourceConnection, utcnow
 from warehouse.shards import in_shard
 from warehouse.storage import Store
@@ -76,6 +77,8 @@ class Pulled:
     landed: list[LandedPayload] = field(default_factory=list)
     error: ConnectorError | None = None
     rotated_credentials: dict[str, Any] | None = None
+    no_consent: bool = False
+    """Consent was re-read just before the first request and no longer allows the pull."""
 
 
 @dataclass
@@ -118,14 +121,11 @@ class HttpSessions:
             session.close()
 
 
-def as_of_instant(as_of: dt.date) -> dt.datetime:
-    """The start of the as-of day in UTC: the instant a run checks consents at."""
-    return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-
-
 def connections_in_shard(session: Session, source: str, shard: int, shard_count: int) -> list[Connection]:
     """The shard's SMEs that have a connection to ``source``, sorted by SME id."""
-    rows = session.scalars(select(SourceConnection).where(SourceConnection.source == source)).all()
+    rows = session.execute(
+        select(SourceConnection).where(SourceConnection.source == source).execution_options(yield_per=5000)
+    ).scalars()
     by_sme = {row.sme_id: row for row in rows}
     return [
         Connection(
@@ -181,7 +181,7 @@ def parse_pulled(
     Should the batch parse itself break (a parser bug met by odd data), each SME is parsed alone
     so that only the SME that triggers it fails.
     """
-    fine = [p for p in pulled if p.error is None]
+    fine = [p for p in pulled if p.error is None and not p.no_consent]
     results: dict[str, ParseResult | Exception] = {}
     batch_result: ParseResult | None = None
     try:
@@ -219,6 +219,9 @@ def _outcome(source: str, pulled: Pulled, parsed: ParseResult | Exception | None
         landed=pulled.landed,
         rotated_credentials=pulled.rotated_credentials,
     )
+    if pulled.no_consent:
+        outcome.status = "skipped_no_consent"
+        return outcome
     if pulled.error is not None:
         outcome.error_class, outcome.error_message = pulled.error.kind, str(pulled.error)
         return outcome
@@ -281,14 +284,6 @@ def _quarantine_rows(outcome: SmeOutcome, source: str, as_of: dt.date) -> list[d
     ]
 
 
-IN_LIST_SIZE = 1000
-"""Ids per ``IN (...)`` list: well under SQLite's limit on bound parameters."""
-
-
-def _in_chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    yield from _chunks(values, IN_LIST_SIZE)
-
-
 def record_outcomes(
     session: Session, source: str, as_of: dt.date, outcomes: Sequence[SmeOutcome], *, resolved_at: dt.datetime
 ) -> None:
@@ -303,7 +298,7 @@ def record_outcomes(
         key=("sme_id", "source", "as_of_date"),
     )
     run_ids: dict[str, int] = {}
-    for chunk in _in_chunks([o.connection.sme_id for o in outcomes]):
+    for chunk in in_chunks([o.connection.sme_id for o in outcomes]):
         run_ids.update(
             session.execute(
                 select(IngestionRun.sme_id, IngestionRun.id).where(
@@ -342,7 +337,7 @@ def _record_quarantine(
     parsed = [o.connection.sme_id for o in outcomes if o.parsed]
     rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
     still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
-    for chunk in _in_chunks(parsed):
+    for chunk in in_chunks(parsed):
         open_entries = session.scalars(
             select(QuarantineEntry).where(
                 QuarantineEntry.stage == STAGE,
@@ -387,16 +382,6 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _covered_then_and_now(
-    then: dict[str, dict[str, int]], now: dict[str, dict[str, int]]
-) -> dict[str, dict[str, int]]:
-    """Sources covered both at the as-of instant and at pull time, with the as-of history window."""
-    return {
-        sme_id: {source: months for source, months in sources.items() if source in now.get(sme_id, {})}
-        for sme_id, sources in then.items()
-    }
-
-
 def ingest_shard(
     source: str,
     shard: int,
@@ -417,8 +402,9 @@ def ingest_shard(
     ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
     is the instant consents must be active at (default: the start of the as-of day, UTC, so that
     every re-run of a day decides alike; a revoked consent is never active, whatever the instant).
-    The pull happens ``now`` (default: the current instant), so the consent must be active then too:
-    a backfill of an earlier date never pulls under a consent that has since expired.
+    The pull happens ``now`` (default: the current instant, read again before each SME), and the
+    same consent must be active then too: a backfill of an earlier date never pulls under a consent
+    that has since expired, nor with the window of one consent and the currency of another.
     ``clock`` is what HTTP retries wait on, and ``http_session_factory(retry_reads)`` makes each
     thread's sessions (default :func:`connectors.core.http.make_session`); tests pass their own to
     stay fast and to observe every request.
@@ -438,26 +424,33 @@ def ingest_shard(
 
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
-        shard_smes = [c.sme_id for c in connections]
-        coverage = _covered_then_and_now(
-            source_coverage(session, at=consent_at, sme_ids=shard_smes),
-            source_coverage(session, at=now or utcnow(), sme_ids=shard_smes),
+        windows = pull_windows(
+            session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
 
     outcomes: list[SmeOutcome] = []
-    planned: list[tuple[Connection, PullWindow]] = []
+    planned: list[Connection] = []
     for connection in connections:
-        months = coverage.get(connection.sme_id, {}).get(source)
-        if months is None:
+        if connection.sme_id not in windows:
             checked = utcnow()
             outcomes.append(SmeOutcome(connection, "skipped_no_consent", checked, checked))
         else:
-            planned.append((connection, PullWindow.for_history(as_of, months)))
+            planned.append(connection)
 
     sessions = HttpSessions(http_session_factory or default_session)
 
-    def run(item: tuple[Connection, PullWindow]) -> Pulled:
-        connection, window = item
+    def run(connection: Connection) -> Pulled:
+        # Consent is read again just before this SME's first request: a revocation since the
+        # shard started stops it here, and a narrowed window is honoured.
+        with session_factory() as session:
+            months = pull_window(session, connection.sme_id, source, then=consent_at, now=now or utcnow())
+        if months is None:
+            checked = utcnow()
+            log.info(
+                "%s/%s: consent withdrawn since the shard started; not pulled", connection.sme_id, source
+            )
+            return Pulled(connection, checked, checked, no_consent=True)
+        window = PullWindow.for_history(as_of, months)
         data_session, token_session = sessions.pair()
         http = HttpContext(
             base_url,

@@ -241,29 +241,100 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 # --- consent ----------------------------------------------------------------------------------------
 
 
+def _iso_date(value: str, argument: str) -> dt.date:
+    """A whole ISO date (YYYY-MM-DD) given as ``argument``; a one-line error otherwise."""
+    from warehouse.consent import ConsentError
+
+    try:
+        if len(value) != 10:
+            raise ValueError
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ConsentError(f"{argument} {value!r} is not a date YYYY-MM-DD") from None
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
 def cmd_consent_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from warehouse.consent import Terms, status_at
     from warehouse.db import session_scope
     from warehouse.models import Consent
 
+    now = dt.datetime.now(dt.UTC)
     with session_scope() as session:
         query = select(Consent).order_by(Consent.sme_id, Consent.consent_id)
         if args.sme:
             query = query.where(Consent.sme_id == args.sme)
-        consents = session.scalars(query).all()
-        table = Table("consent", "sme", "status", "sources", "recipients", "history", "expires")
-        for c in consents:
-            table.add_row(
-                c.consent_id,
-                c.sme_id,
-                c.status,
-                ",".join(c.sources),
-                ",".join(c.recipients),
-                f"{c.history_months} months",
-                c.expires_at.date().isoformat(),
-            )
+        consents = [Terms.of(c) for c in session.scalars(query)]
+    if args.json:
+        _print_json(
+            [
+                {
+                    "consent_id": c.consent_id,
+                    "sme_id": c.sme_id,
+                    "status": status_at(c, now),
+                    "scope": c.scope.key,
+                    "sources": sorted(c.sources),
+                    "recipients": sorted(c.recipients),
+                    "purpose": c.purpose,
+                    "history_months": c.history_months,
+                    "granted_at": c.granted_at.isoformat(),
+                    "expires_at": c.expires_at.isoformat(),
+                    "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+                }
+                for c in consents
+            ]
+        )
+        return 0
+    table = Table("consent", "sme", "status", "sources", "recipients", "purpose", "history", "expires")
+    for c in consents:
+        table.add_row(
+            c.consent_id,
+            c.sme_id,
+            status_at(c, now),
+            ",".join(sorted(c.sources)),
+            ",".join(sorted(c.recipients)),
+            c.purpose,
+            f"{c.history_months} months",
+            c.expires_at.date().isoformat(),
+        )
     console.print(table)
+    return 0
+
+
+def cmd_consent_grant(args: argparse.Namespace) -> int:
+    import uuid
+
+    from warehouse import consent
+    from warehouse.db import session_scope
+
+    now = dt.datetime.now(dt.UTC)
+    expires = dt.datetime.combine(_iso_date(args.expires, "--expires"), dt.time(), tzinfo=dt.UTC)
+    if expires <= now:
+        raise consent.ConsentError(f"--expires {args.expires} is not in the future")
+    consent_id = args.consent or f"C-{args.sme}-{uuid.uuid4().hex[:8]}"
+    with session_scope() as session:
+        granted = consent.grant(
+            session,
+            consent_id=consent_id,
+            sme_id=args.sme,
+            sources=_csv(args.sources),
+            recipients=_csv(args.lenders),
+            purpose=args.purpose,
+            history_months=args.months,
+            granted_at=now,
+            expires_at=expires,
+            actor=args.actor,
+        )
+        console.print(
+            f"consent {granted.consent_id} of {granted.sme_id} granted: {','.join(granted.sources)} "
+            f"to {','.join(granted.recipients)} for {granted.purpose}, {granted.history_months} months "
+            f"of history, until {granted.expires_at:%Y-%m-%d}"
+        )
     return 0
 
 
@@ -271,13 +342,45 @@ def cmd_consent_revoke(args: argparse.Namespace) -> int:
     from warehouse import consent
     from warehouse.db import session_scope
 
+    consent_id = args.consent or args.consent_id
+    now = dt.datetime.now(dt.UTC)
+    if bool(consent_id) == bool(args.sme):
+        raise consent.ConsentError(
+            "name either a consent (--consent ID) or an SME (--sme ID, with --lender or --source)"
+        )
+    if consent_id and (args.lender or args.source):
+        raise consent.ConsentError("--lender and --source go with --sme, not with a consent id")
     with session_scope() as session:
-        revoked = consent.revoke(
-            session, args.consent_id, at=dt.datetime.now(dt.UTC), actor=args.actor, reason=args.reason
+        if consent_id:
+            changed = [consent.revoke(session, consent_id, at=now, actor=args.actor, reason=args.reason)]
+        else:
+            changed = consent.withdraw(
+                session,
+                sme_id=args.sme,
+                at=now,
+                lender=args.lender,
+                source=args.source,
+                actor=args.actor,
+                reason=args.reason,
+            )
+        if not changed:
+            console.print(f"nothing to withdraw: no active consent of {args.sme} matches")
+        for c in changed:
+            terms = f"{','.join(c.sources)} to {','.join(c.recipients)}"
+            console.print(f"consent {c.consent_id} of {c.sme_id}: {c.status} ({terms})")
+    return 0
+
+
+def cmd_consent_erase(args: argparse.Namespace) -> int:
+    from warehouse import consent
+    from warehouse.db import session_scope
+    from warehouse.storage import Store
+
+    with session_scope() as session:
+        result = consent.erase(
+            session, Store.from_settings(), args.sme, at=dt.datetime.now(dt.UTC), actor=args.actor
         )
-        console.print(
-            f"consent {revoked.consent_id} of {revoked.sme_id}: {revoked.status} at {revoked.revoked_at}"
-        )
+    _print_json(result)
     return 0
 
 
@@ -347,6 +450,7 @@ def _describe_filters(filters: dict[str, list[str]]) -> str:
 def cmd_lender_subscribe(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from warehouse.consent import DEFAULT_PURPOSE
     from warehouse.db import session_scope
     from warehouse.feed import check_filters, subscribe
     from warehouse.models import Subscription
@@ -362,6 +466,7 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
             select(Subscription).where(Subscription.lender_id == args.lender, Subscription.name == args.name)
         ).first()
         before = dict(existing.filters or {}) if existing is not None else {}
+        purpose_before = existing.purpose if existing is not None else None
         if args.mode == "add":
             after = {**before, **{k: sorted({*before.get(k, []), *v}) for k, v in given.items()}}
         elif args.mode == "replace" or not before:
@@ -373,18 +478,25 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
             )
         else:
             after = given
-        subscription = subscribe(session, args.lender, name=args.name, filters=after)
+        purpose = args.purpose or purpose_before or DEFAULT_PURPOSE
+        subscription = subscribe(session, args.lender, name=args.name, filters=after, purpose=purpose)
         after = dict(subscription.filters or {})
         if existing is None:
-            change = f"created with {_describe_filters(after)}"
-        elif after == before:
-            change = f"unchanged ({_describe_filters(after)})"
+            change = f"created with purpose {subscription.purpose}; {_describe_filters(after)}"
+        elif after == before and subscription.purpose == purpose_before:
+            change = f"unchanged (purpose {subscription.purpose}; {_describe_filters(after)})"
         else:
-            change = "; ".join(
+            changes = (
+                [f"purpose {purpose_before} -> {subscription.purpose}"]
+                if subscription.purpose != purpose_before
+                else []
+            )
+            changes += [
                 f"{key} {', '.join(before.get(key, [])) or 'all'} -> {', '.join(after.get(key, [])) or 'all'}"
                 for key in SUBSCRIBE_OPTIONS
                 if before.get(key) != after.get(key)
-            )
+            ]
+            change = "; ".join(changes)
         console.print(f"subscription {subscription.name} of {subscription.lender_id}: {change}")
     return 0
 
@@ -521,19 +633,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the entries as a JSON array (every field, in full)"
     )
 
-    consent = commands.add_parser("consent", help="inspect and withdraw consents").add_subparsers(
+    consent = commands.add_parser("consent", help="grant, inspect, withdraw and erase").add_subparsers(
         dest="consent_command", required=True, metavar="COMMAND"
     )
     consent_list = add(
-        consent, "list", cmd_consent_list, "List consents with their sources, recipients and status."
+        consent, "list", cmd_consent_list, "List consents with their scope, purpose and status now."
     )
     consent_list.add_argument("--sme", help="only this SME")
-    revoke = add(
-        consent, "revoke", cmd_consent_revoke, "Withdraw a consent now (the ledger keeps the history)."
+    consent_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    grant = add(consent, "grant", cmd_consent_grant, "Record an SME's consent (appended to the ledger).")
+    grant.add_argument("--sme", required=True, help="the SME granting, e.g. SME-000042")
+    grant.add_argument(
+        "--sources", required=True, help="comma-separated sources: accounting,tax,utility,survey"
     )
-    revoke.add_argument("consent_id", help="the consent to withdraw")
+    grant.add_argument(
+        "--lenders", required=True, help="comma-separated lender ids that may receive the dossier"
+    )
+    grant.add_argument("--purpose", required=True, help="credit_decision or facility_monitoring")
+    grant.add_argument("--months", required=True, type=int, help="months of history allowed (1-120)")
+    grant.add_argument("--expires", required=True, help="expiry date YYYY-MM-DD (in the future)")
+    grant.add_argument("--consent", help="consent id (default: a new one)")
+    grant.add_argument("--actor", default="operator", help="who recorded it (default operator)")
+    revoke = add(
+        consent,
+        "revoke",
+        cmd_consent_revoke,
+        "Withdraw a consent, or stop an SME's consents naming a lender or covering a source, now.",
+    )
+    revoke.add_argument("consent_id", nargs="?", help="the consent to withdraw (same as --consent)")
+    revoke.add_argument("--consent", help="the consent to withdraw")
+    revoke.add_argument("--sme", help="the SME whose consents to narrow or revoke")
+    revoke.add_argument("--lender", help="with --sme: stop naming this lender")
+    revoke.add_argument("--source", help="with --sme: stop covering this source")
     revoke.add_argument("--reason", default="", help="why, recorded in the ledger")
     revoke.add_argument("--actor", default="operator", help="who withdrew it (default operator)")
+    erase = add(
+        consent,
+        "erase",
+        cmd_consent_erase,
+        "Revoke every consent of an SME and remove its data; lenders that received it get withdrawals.",
+    )
+    erase.add_argument("--sme", required=True, help="the SME to erase")
+    erase.add_argument("--actor", default="operator", help="who asked (default operator)")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
         dest="lender_command", required=True, metavar="COMMAND"
@@ -571,6 +712,10 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--regions", help="comma-separated regions of registered SMEs (default: all)")
     subscribe.add_argument(
         "--size-bands", help="comma-separated size bands: micro, small, medium (default: all)"
+    )
+    subscribe.add_argument(
+        "--purpose",
+        help="credit_decision or facility_monitoring (default: the subscription's current one, else credit_decision)",
     )
     mode = subscribe.add_mutually_exclusive_group()
     mode.add_argument(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -25,8 +25,10 @@ from sqlalchemy import select
 from dossier.settings import get_settings
 from warehouse import consent
 from warehouse.canonical import SOURCES, TABLES
-from warehouse.db import session_scope
+from warehouse.consent import as_of_instant
+from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.models import IngestionRun, QuarantineEntry, Sme
+from warehouse.shards import in_shard
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,6 @@ def parse_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
         ) from None
 
 
-def as_of_instant(as_of: dt.date) -> dt.datetime:
-    """Consent is evaluated at the start of the as-of day (UTC), so re-runs of a day agree."""
-    return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-
-
 def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
     """Arrow table of ``frame`` typed by its values alone (pandas' dtype notes do not survive list columns)."""
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
@@ -102,22 +99,6 @@ def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.
     return tables
 
 
-def ingest_quarantined(session: Any, as_of: dt.date, sme_ids: list[str]) -> dict[str, list[str]]:
-    """Open ingest-stage quarantine reasons of the given SMEs for ``as_of``."""
-    reasons: dict[str, list[str]] = {}
-    rows = session.execute(
-        select(QuarantineEntry.sme_id, QuarantineEntry.source, QuarantineEntry.reason).where(
-            QuarantineEntry.as_of_date == as_of,
-            QuarantineEntry.stage == "ingest",
-            QuarantineEntry.resolved_at.is_(None),
-            QuarantineEntry.sme_id.in_(sme_ids),
-        )
-    )
-    for sme_id, source, reason in rows:
-        reasons.setdefault(sme_id, []).append(f"{source}: {reason}")
-    return reasons
-
-
 def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
     """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome."""
     from expectations.runner import record_validation, validate_shard
@@ -141,11 +122,32 @@ def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
     }
 
 
-def smes_to_evaluate(session: Any, store: Store, as_of: dt.date, shard: int) -> pd.DataFrame:
-    """SMEs of the shard that were pulled, passed validation and have no open ingest quarantine.
+HOLD_STAGE = "evaluate"
+"""Quarantine stage of a dossier held because a source its scope covers could not be pulled."""
 
-    Columns: sme_id, history_months (widest consented window), plus the SME's profile.
-    """
+FAILED_PULLS = ("failed", "quarantined")
+
+
+def failed_pulls(session: Any, as_of: dt.date, sme_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Per SME: source -> why its pull for ``as_of`` failed (a provider error or a bad payload)."""
+    failures: dict[str, dict[str, str]] = {}
+    for chunk in in_chunks(sme_ids):
+        rows = session.execute(
+            select(
+                IngestionRun.sme_id, IngestionRun.source, IngestionRun.status, IngestionRun.error_message
+            ).where(
+                IngestionRun.as_of_date == as_of,
+                IngestionRun.status.in_(FAILED_PULLS),
+                IngestionRun.sme_id.in_(chunk),
+            )
+        )
+        for sme_id, source, status, message in rows:
+            failures.setdefault(sme_id, {})[source] = f"{status}: {message or 'no message'}"
+    return failures
+
+
+def shard_smes(session: Any, store: Store, as_of: dt.date, shard: int) -> tuple[set[str], set[str]]:
+    """(SMEs of the shard that passed validation, every SME of the shard with a pull on ``as_of``)."""
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
     status = (
         store.read_table(path).to_pandas()
@@ -153,39 +155,129 @@ def smes_to_evaluate(session: Any, store: Store, as_of: dt.date, shard: int) -> 
         else pd.DataFrame(columns=["sme_id", "passed"])
     )
     passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
-    held = ingest_quarantined(session, as_of, sorted(passed))
-    candidates = sorted(passed - set(held))
-    coverage = consent.source_coverage(session, as_of_instant(as_of), sme_ids=candidates)
-    profiles = pd.DataFrame(
-        session.execute(
-            select(Sme.sme_id, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year).where(
-                Sme.sme_id.in_(candidates)
-            )
-        ).all(),
-        columns=["sme_id", "industry", "region", "size_band", "founded_year"],
+    pulled = set(
+        session.scalars(select(IngestionRun.sme_id).where(IngestionRun.as_of_date == as_of).distinct())
     )
-    profiles["history_months"] = [
-        max(coverage.get(sme_id, {}).values(), default=get_settings().history_months)
-        for sme_id in profiles["sme_id"]
-    ]
-    return profiles.sort_values("sme_id", ignore_index=True)
+    shard_count = get_settings().shard_count
+    in_this_shard = set(in_shard(pulled, shard, shard_count)) | set(status["sme_id"])
+    return passed, in_this_shard
 
 
-def evaluate(shard: int, as_of: dt.date) -> dict[str, Any]:
-    """Score the shard's validated SMEs and stage their features and scores."""
+def smes_to_evaluate(
+    session: Any, store: Store, as_of: dt.date, shard: int, *, now: dt.datetime
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The (SME, consent scope) pairs of the shard to evaluate, and the dossiers held back.
+
+    A pair is evaluated when the SME passed validation and its consents (one active both at the
+    as-of instant and ``now``) give that scope to some lender (:func:`warehouse.consent.evaluation_scopes`).
+    It is **held** instead when a source of the scope could not be pulled that day (a failed or
+    quarantined pull): failure is not absence, so no dossier is made that would read the source as
+    missing, and the SME's previous dossier stays current.
+
+    Returns the frame (sme_id, scope, history_months, sources, industry, region, size_band,
+    founded_year) and the holds (sme_id, scope, source, reason).
+    """
+    passed, in_this_shard = shard_smes(session, store, as_of, shard)
+    scopes = consent.evaluation_scopes(session, sorted(in_this_shard), then=as_of_instant(as_of), now=now)
+    failures = failed_pulls(session, as_of, sorted(scopes))
+    rows: list[dict[str, Any]] = []
+    holds: list[dict[str, Any]] = []
+    for sme_id in sorted(scopes):
+        for scope in sorted(scopes[sme_id], key=lambda s: s.key):
+            failed = {src: why for src, why in failures.get(sme_id, {}).items() if src in scope.sources}
+            if failed:
+                for source, why in sorted(failed.items()):
+                    holds.append({"sme_id": sme_id, "scope": scope.key, "source": source, "reason": why})
+            elif sme_id in passed:
+                rows.append(
+                    {
+                        "sme_id": sme_id,
+                        "scope": scope.key,
+                        "history_months": scope.months,
+                        "sources": tuple(sorted(scope.sources)),
+                    }
+                )
+    frame = pd.DataFrame(rows, columns=["sme_id", "scope", "history_months", "sources"])
+    profiles = []
+    for chunk in in_chunks(frame["sme_id"]):
+        profiles += session.execute(
+            select(Sme.sme_id, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year).where(
+                Sme.sme_id.in_(chunk)
+            )
+        ).all()
+    profile = pd.DataFrame(profiles, columns=["sme_id", "industry", "region", "size_band", "founded_year"])
+    frame = frame.merge(profile, on="sme_id", how="left")
+    return frame.sort_values(["sme_id", "scope"], ignore_index=True), holds
+
+
+def record_holds(
+    session: Any, as_of: dt.date, sme_ids: Iterable[str], holds: list[dict[str, Any]], *, at: dt.datetime
+) -> None:
+    """Open a quarantine entry per held dossier; resolve the shard's earlier holds that no longer apply."""
+    still = {(h["sme_id"], h["scope"], h["source"]) for h in holds}
+    for chunk in in_chunks(sme_ids):
+        for entry in session.scalars(
+            select(QuarantineEntry).where(
+                QuarantineEntry.as_of_date == as_of,
+                QuarantineEntry.stage == HOLD_STAGE,
+                QuarantineEntry.resolved_at.is_(None),
+                QuarantineEntry.sme_id.in_(chunk),
+            )
+        ):
+            if (entry.sme_id, entry.record, entry.source) not in still:
+                entry.resolved_at = at
+    session.flush()
+    upsert(
+        session,
+        QuarantineEntry,
+        [
+            {
+                "sme_id": h["sme_id"],
+                "as_of_date": as_of,
+                "stage": HOLD_STAGE,
+                "source": h["source"],
+                "table_name": "",
+                "record": h["scope"],
+                "field": "",
+                "reason": f"dossier held: the {h['source']} pull failed ({h['reason']})"[:512],
+                "raw_sha256": None,
+                "resolved_at": None,
+            }
+            for h in holds
+        ],
+        key=("sme_id", "as_of_date", "stage", "source", "record", "field", "reason"),
+        update=("resolved_at",),
+    )
+
+
+def evaluate(shard: int, as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Score the shard's validated SMEs once per consent scope and stage their rows.
+
+    ``now`` (default: the current instant) is when consents are read, together with the as-of
+    instant. Dossiers held for a failed pull are recorded in the quarantine (stage ``evaluate``).
+    """
     import evaluation
 
     store = Store.from_settings()
+    at = now or dt.datetime.now(dt.UTC)
     with session_scope() as session:
-        smes = smes_to_evaluate(session, store, as_of, shard)
+        smes, holds = smes_to_evaluate(session, store, as_of, shard, now=at)
+        _passed, in_this_shard = shard_smes(session, store, as_of, shard)
+        record_holds(session, as_of, sorted(in_this_shard), holds, at=at)
     tables = read_shard_tables(store, as_of, shard)
-    scored = evaluation.evaluate(tables, smes, as_of=as_of)
+    scored = evaluation.evaluate_scopes(tables, smes, as_of=as_of)
+    no_data = scored["sources_used"].map(len) == 0
+    scored = scored[~no_data].reset_index(drop=True)
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
     store.write_table(path, _without_pandas_metadata(scored))
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
         "evaluated": len(scored),
+        "smes": int(scored["sme_id"].nunique()),
+        "scopes": int(scored["scope"].nunique()),
+        "held": len({(h["sme_id"], h["scope"]) for h in holds}),
+        "no_data_in_scope": int(no_data.sum()),
         "model_version": evaluation.MODEL_VERSION,
         "path": path,
     }
@@ -197,7 +289,7 @@ def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
         yield store.read_table(path).to_pandas()
 
 
-def publish(as_of: dt.date) -> dict[str, Any]:
+def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Publish the staged dossiers of every shard to lenders' store, manifest last, then the catalog."""
     import evaluation
     from warehouse.dossier_store import publish as publish_dossiers
@@ -210,7 +302,7 @@ def publish(as_of: dt.date) -> dict[str, Any]:
             as_of=as_of,
             scored=staged_scores(store, as_of),
             model_version=evaluation.MODEL_VERSION,
-            now=dt.datetime.now(dt.UTC),
+            now=now or dt.datetime.now(dt.UTC),
         )
     return summary
 

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from dossier.pipeline import SCORES_STEP, as_of_instant
+from dossier.pipeline import HOLD_STAGE, SCORES_STEP, as_of_instant
 from warehouse import consent
 from warehouse.canonical import SOURCES
 from warehouse.db import session_scope
+from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.models import Consent, DossierVersion, IngestionRun, Lender, Publish, QuarantineEntry, Sme
 from warehouse.storage import Store
 
@@ -68,6 +69,7 @@ def reason_label(entry: dict) -> str:
 OUTCOMES: dict[str, str] = {
     "published": "published",
     "evaluated_not_published": "evaluated, not published (no lender consent covers it)",
+    "held": "held: a consented source failed to pull",
     "quarantined": "quarantined (ingest or validation), not evaluated",
     "pulled_not_evaluated": "pulled, not evaluated (the publish DAG has not run)",
     "pull_failed": "pulls failed, none succeeded (see ingestion_runs)",
@@ -82,6 +84,7 @@ def sme_outcomes(
     registered: set[str],
     consenting: set[str],
     runs: list[Any],
+    held: set[str],
     quarantined: set[str],
     evaluated: set[str],
     published: set[str],
@@ -91,13 +94,14 @@ def sme_outcomes(
     ``runs`` are ``(sme_id, source, status)`` rows of ``ingestion_runs``. An SME some of whose
     pulls failed but one of which succeeded counts as pulled; one whose every pull failed counts
     under ``pull_failed``; one whose pulls were all skipped for want of consent (``skipped_no_consent``)
-    under ``no_active_consent``.
+    under ``no_active_consent``; one with a dossier held back because a consented source failed
+    (``held``) under ``held``.
 
     >>> sme_outcomes(registered={"a", "b", "c", "d"}, consenting={"a", "b", "c"},
     ...              runs=[("a", "tax", "pulled"), ("b", "tax", "failed"), ("c", "tax", "skipped_no_consent")],
-    ...              quarantined=set(),
+    ...              held=set(), quarantined=set(),
     ...              evaluated={"a"}, published={"a"})
-    {'published': 1, 'evaluated_not_published': 0, 'quarantined': 0, 'pulled_not_evaluated': 0, 'pull_failed': 1, 'no_active_consent': 2, 'not_pulled': 0}
+    {'published': 1, 'evaluated_not_published': 0, 'held': 0, 'quarantined': 0, 'pulled_not_evaluated': 0, 'pull_failed': 1, 'no_active_consent': 2, 'not_pulled': 0}
     """
     statuses: dict[str, set[str]] = {}
     for sme, _source, status in runs:
@@ -109,6 +113,8 @@ def sme_outcomes(
             counts["published"] += 1
         elif sme in evaluated:
             counts["evaluated_not_published"] += 1
+        elif sme in held:
+            counts["held"] += 1
         elif sme in quarantined or "quarantined" in seen:
             counts["quarantined"] += 1
         elif "pulled" in seen:
@@ -128,7 +134,14 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
     at = as_of_instant(as_of)
     with session_scope() as session:
         smes = session.scalars(select(Sme.sme_id)).all()
-        coverage = consent.source_coverage(session, at)
+        coverage = {s for s, terms in consent.terms_of(session, smes, active_at=(at,)).items() if terms}
+        held = session.execute(
+            select(QuarantineEntry.sme_id, QuarantineEntry.record).where(
+                QuarantineEntry.as_of_date == as_of,
+                QuarantineEntry.stage == HOLD_STAGE,
+                QuarantineEntry.resolved_at.is_(None),
+            )
+        ).all()
         statuses = Counter(session.scalars(select(Consent.status)).all())
         runs = session.execute(
             select(IngestionRun.sme_id, IngestionRun.source, IngestionRun.status).where(
@@ -160,12 +173,13 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         registered=set(smes),
         consenting=set(coverage),
         runs=runs,
+        held={sme for sme, _scope in held},
         quarantined=quarantined,
         evaluated=evaluated,
         published=published_ids,
     )
     rows = pd.DataFrame()
-    partition = store.layout.dossier_partition(1, as_of.isoformat())
+    partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())
     try:
         from warehouse.dossier_store import read_published
 
@@ -198,6 +212,9 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         "top_quarantine_reasons": reasons.most_common(6),
         "smes_evaluated": len(evaluated),
         "smes_published": len(published_ids),
+        "dossiers_published": len(published),
+        "dossiers_held": len(set(held)),
+        "smes_held": len({sme for sme, _scope in held}),
         "withheld_no_consent": len(smes) - len(coverage) + len(evaluated - published_ids),
         "withheld_no_lender_consent_after_evaluation": len(evaluated - published_ids),
         "grades": dict(sorted(Counter(grade for _sme, grade in published).items())),
@@ -225,8 +242,15 @@ def pull_all_lenders(out_dir: Path) -> list[dict[str, Any]]:
     for lender_id in lenders:
         with session_scope() as session:
             pulled = pull(session, store, lender_id=lender_id, out_dir=out_dir / lender_id)
-            total = lender_status(session, lender_id)["deliveries"]
-        results.append({"lender": lender_id, "delivered_in_total": total, **pulled})
+            status = lender_status(session, lender_id)
+        results.append(
+            {
+                "lender": lender_id,
+                "delivered_in_total": status["deliveries"],
+                "holding": status["holding"],
+                **pulled,
+            }
+        )
     return results
 
 
@@ -248,6 +272,9 @@ def render_report(
         funnel.add_row(label, str(report["outcomes"][key]))
     funnel.add_section()
     funnel.add_row("registered", str(report["smes_registered"]))
+    funnel.add_section()
+    funnel.add_row("dossier versions published (one per consent scope)", str(report["dossiers_published"]))
+    funnel.add_row("dossier versions held (a consented source failed to pull)", str(report["dossiers_held"]))
     console.print(funnel)
 
     sources = Table("source", "outcomes", title="Pulls by source", title_justify="left")
@@ -276,18 +303,22 @@ def render_report(
     if pulls:
         table = Table(
             "lender",
-            "new dossiers",
-            "delivered in total",
+            "purpose",
+            "received now",
+            "holding",
+            "withheld by scope (SMEs)",
             "withdrawals",
             "file",
-            title="What lenders pulled",
+            title="What lenders pulled (a lender receives only what its consents' scope allows)",
             title_justify="left",
         )
         for p in pulls:
             table.add_row(
                 p["lender"],
+                p["purpose"],
                 str(p["delivered"]),
-                str(p["delivered_in_total"]),
+                str(p["holding"]),
+                str(p["not_entitled_smes"]),
                 str(p["withdrawals"]),
                 str(p["file"] or "-"),
             )

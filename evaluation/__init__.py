@@ -8,6 +8,7 @@ Any object with a ``version`` and ``predict(features) -> Prediction`` can replac
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from evaluation.scoring import (
     reason_codes,
     score_points,
 )
+from warehouse.canonical import TABLES
 from warehouse.dossier_schema import FEATURE_COLUMNS, SCORE_COLUMNS
 
 MODEL_VERSION = SCORECARD.version
@@ -84,4 +86,59 @@ def evaluate(
     return result[list(OUTPUT_COLUMNS)]
 
 
-__all__ = ["MODEL_VERSION", "OUTPUT_COLUMNS", "Prediction", "ScoringModel", "compute_features", "evaluate"]
+SCOPED_COLUMNS: tuple[str, ...] = ("sme_id", "scope", "history_months", *OUTPUT_COLUMNS[1:])
+"""Columns of :func:`evaluate_scopes`' result, in order."""
+
+
+def tables_for_sources(tables: dict[str, pd.DataFrame], sources: Iterable[str]) -> dict[str, pd.DataFrame]:
+    """Only the canonical tables of ``sources``: what a dossier under that consent scope may read."""
+    allowed = set(sources)
+    return {name: frame for name, frame in tables.items() if TABLES[name].source in allowed}
+
+
+def evaluate_scopes(
+    tables: dict[str, pd.DataFrame],
+    smes: pd.DataFrame,
+    *,
+    as_of: datetime.date,
+    model: ScoringModel | None = None,
+) -> pd.DataFrame:
+    """One dossier row per (SME, consent scope): :func:`evaluate` run once per distinct scope.
+
+    ``smes`` has ``sme_id``, ``scope`` (a key such as ``accounting+tax@36m``, see
+    :class:`warehouse.consent.Scope`), ``history_months`` and ``sources`` (the scope's source
+    kinds). Each scope sees only the tables of its sources and the months of its window, so every
+    value in its rows comes from inside that scope. Columns: :data:`SCOPED_COLUMNS`.
+    """
+    frames = []
+    for scope, group in smes.groupby("scope", sort=True):
+        sources = group["sources"].iloc[0]
+        scored = evaluate(
+            tables_for_sources(tables, sources), group.reset_index(drop=True), as_of=as_of, model=model
+        )
+        outside = scored["sources_used"].map(
+            lambda used, allowed=frozenset(sources): not set(used) <= allowed
+        )
+        if outside.any():
+            raise ValueError(
+                f"scope {scope}: sources_used outside the scope for {list(scored['sme_id'][outside][:5])}"
+            )
+        frames.append(scored.assign(scope=str(scope), history_months=group["history_months"].to_numpy()))
+    if not frames:
+        empty = evaluate({}, pd.DataFrame({"sme_id": [], "history_months": []}), as_of=as_of, model=model)
+        return empty.assign(scope=pd.Series(dtype="str"), history_months=pd.Series(dtype="int64"))[
+            list(SCOPED_COLUMNS)
+        ]
+    return pd.concat(frames, ignore_index=True)[list(SCOPED_COLUMNS)]
+
+
+__all__ = [
+    "MODEL_VERSION",
+    "OUTPUT_COLUMNS",
+    "SCOPED_COLUMNS",
+    "Prediction",
+    "ScoringModel",
+    "compute_features",
+    "evaluate",
+    "evaluate_scopes",
+]

@@ -15,7 +15,9 @@ is at most ``history_months`` months before ``as_of_month``. Anything older, or 
 is ignored as if it were not there.
 
 Missing data. A source without a single row in the window leaves its features null (never an
-error) and is absent from ``sources_used``; a ratio whose denominator is zero is null, or a
+error) and is absent from ``sources_used``; every feature declares the sources it derives from
+(``warehouse.dossier_schema``), and one whose sources are not all in ``sources_used`` is emptied
+before it leaves (the consent rule on values); a ratio whose denominator is zero is null, or a
 documented cap where the numerator's sign makes the answer clear (see ``CAPS``).
 
 Shape. Everything is computed on dense per-SME arrays: row -> SME position by a hash lookup, sums
@@ -40,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from warehouse.canonical import SOURCES
-from warehouse.dossier_schema import FEATURE_COLUMNS
+from warehouse.dossier_schema import FEATURE_COLUMNS, blank_outside_sources
 
 BOOK_MONTHS = 24
 """Months of books held in the dense block: the last 12 and the 12 before them (year on year)."""
@@ -391,6 +393,8 @@ def _vat_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -> d
         & ~np.isnan(sales)
     )
     rows = np.flatnonzero(filed)
+    # A return counted below is tax data this dossier uses, even one filed before it fell due.
+    present |= np.bincount(sme[rows], minlength=n) > 0
     booked_so_far = np.concatenate([np.zeros((n, 1), dtype=np.int64), books.booked.cumsum(axis=1)], axis=1)
     revenue_so_far = np.concatenate([np.zeros((n, 1)), books.revenue.cumsum(axis=1)], axis=1)
     who, first, last = sme[rows], end_ago[rows], start_ago[rows]
@@ -559,7 +563,7 @@ def compute_features(
     result["sources_used"] = _list_column(used, SOURCES)
     for column in FEATURE_COLUMNS:
         result[column.name] = _typed(values[column.name], column.type, column.nullable)
-    return result
+    return blank_outside_sources(result)
 
 
 def _typed(

@@ -102,7 +102,27 @@ def test_malformed_and_impossible_dates_are_refused(
             ["lender", "subscribe", "--lender", "harbor-credit", "--add", "--replace"],
             "argument --replace: not allowed with argument --add",
         ),
-        (["consent", "revoke", "NOPE"], "consent NOPE does not exist"),
+        (["consent", "revoke", "NOPE"], "consent 'NOPE' does not exist"),
+        (["consent", "erase", "--sme", "NOPE"], "NOPE"),
+        (
+            [
+                "consent",
+                "grant",
+                "--sme",
+                "SME-000001",
+                "--sources",
+                "tax",
+                "--lenders",
+                "harbor-credit",
+                "--purpose",
+                "credit_decision",
+                "--months",
+                "12",
+                "--expires",
+                "2026-13-01",
+            ],
+            "2026-13-01",
+        ),
         (["quarantine", "--sme", "NOPE"], "unknown SME 'NOPE'"),
         (["sandbox", "seed", "--smes", "0"], "argument --smes: '0' is not a whole number of at least 1"),
         (["sandbox", "serve", "--port", "http"], "argument --port: 'http' is not a port number (0-65535)"),
@@ -188,7 +208,8 @@ def test_subscribe_needs_add_or_replace_to_change_existing_filters(capsys, seede
         == "subscription default of kestrel-finance: grades A, B -> A, B, C\n"
     )
     assert subscribe("--grades", "C", "--add") == (
-        "subscription default of kestrel-finance: unchanged (grades A, B, C; industries all; regions all; "
+        "subscription default of kestrel-finance: unchanged (purpose credit_decision; grades A, B, C; "
+        "industries all; regions all; "
         "size_bands all)\n"
     )
     assert subscribe("--size-bands", "micro", "--replace") == (

@@ -61,7 +61,8 @@ def test_status_of_a_date_that_never_ran_says_so(capsys, seeded: Settings) -> No
 def test_failed_pulls_have_their_own_row_and_the_summary_adds_up(capsys, seeded: Settings) -> None:
     at = dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC)
     with session_scope() as session:
-        coverage = consent.source_coverage(session, at)
+        smes = [f"SME-{n:06d}" for n in range(1, 9)]
+        coverage = {s for s, terms in consent.terms_of(session, smes, active_at=(at,)).items() if terms}
     add_runs(
         {
             "SME-000001": dict.fromkeys(SOURCES, "pulled"),
@@ -80,6 +81,7 @@ def test_failed_pulls_have_their_own_row_and_the_summary_adds_up(capsys, seeded:
     assert report["outcomes"] == {
         "published": 0,
         "evaluated_not_published": 0,
+        "held": 0,
         "quarantined": 1,
         "pulled_not_evaluated": 2,
         "pull_failed": 1,
@@ -96,6 +98,8 @@ def test_failed_pulls_have_their_own_row_and_the_summary_adds_up(capsys, seeded:
     assert rows == {
         **{label: str(report["outcomes"][key]) for key, label in OUTCOMES.items()},
         "registered": "8",
+        "dossier versions published (one per consent scope)": "0",
+        "dossier versions held (a consented source failed to pull)": "0",
     }
 
 

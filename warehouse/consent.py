@@ -1,17 +1,36 @@
-"""Consent: what an SME allows, and the only two checks the rest of the code relies on.
+"""Consent is law: the one module that decides what may be pulled and what a lender may receive.
 
-A consent names the sources that may be pulled, the recipients (lenders) that may receive the
-dossier, a purpose, a history window in months and an expiry. It is *active* at an instant when its
-status is ``active``, it was granted at or before that instant and expires after it.
+A consent's **scope** is: SME, sources, recipients (lenders), purpose (:data:`PURPOSES`), history
+window in months, and the interval ``[granted_at, expires_at)``; it is *active* at an instant inside
+that interval while its status is ``active`` (a revoked consent is never active again).
 
-The two checks:
+The rule, stated once and enforced here:
 
-* before a pull, :func:`require_source` (connectors) - some active consent covers the source;
-* at entitlement, :func:`entitled_lenders` (publish and lender feed) - an active consent names the
-  lender and covers every source the dossier used.
+    A lender L may hold a dossier version D at instant t only if some consent C of D's SME is
+    active at t, names L, states the purpose L receives it for, covers every source in D's
+    ``sources_used``, and allows at least D's history window; D was computed only from those
+    sources and months (evaluation runs per :class:`Scope`, and every column whose sources are
+    not all in ``sources_used`` is empty: :func:`warehouse.dossier_schema.blank_outside_sources`).
+
+Everything else calls this module:
+
+* **pulls** - :func:`pull_window`: per SME and source, the longest window that one consent active
+  both at the as-of instant and now allows; ``None`` means no request at all. Ingest re-reads it
+  for every SME just before that SME's requests, so a revocation stops the next request;
+* **evaluation** - :func:`evaluation_scopes`: the distinct scopes an SME's dossiers are computed
+  under, one per distinct consent scope (lenders with the same scope share a version);
+* **publish and delivery** - :class:`Entitlement` (:meth:`Entitlement.allows`), built with
+  :func:`entitlement` for the instant of a publish or a pull; and :func:`why_not` explains a
+  withdrawal.
 
 Every change appends a :class:`~warehouse.models.ConsentEvent` whose hash covers the previous one,
-so the history cannot be rewritten unnoticed (:func:`verify_chain`).
+so the history cannot be rewritten unnoticed (:func:`verify_chain`); the ledger keeps the facts of
+an erasure, not the data.
+
+>>> Scope(frozenset({"tax", "accounting"}), 36).key
+'accounting+tax@36m'
+>>> Scope.parse("accounting+tax@36m") == Scope(frozenset({"accounting", "tax"}), 36)
+True
 """
 
 from __future__ import annotations
@@ -21,20 +40,263 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
+from warehouse.db import in_chunks
 from warehouse.errors import DossierError
-from warehouse.models import Consent, ConsentEvent, utcnow
+from warehouse.models import Consent, ConsentEvent, Lender, Sme, utcnow
+
+if TYPE_CHECKING:
+    from warehouse.storage import Store
 
 GENESIS_HASH = "0" * 64
 
+PURPOSES: dict[str, str] = {
+    "credit_decision": "deciding on a credit application: whether to lend, how much and at what price",
+    "facility_monitoring": "monitoring a credit facility the SME already has with the lender",
+}
+"""The purposes a consent may state, with the plain words an SME is shown for each.
+
+A lender's subscription declares one; a dossier reaches the lender only under a consent that
+states the same purpose.
+"""
+
+DEFAULT_PURPOSE = "credit_decision"
+MAX_HISTORY_MONTHS = 120
+"""Longest history window a consent may allow (ten years of books)."""
+
 
 class ConsentError(DossierError, PermissionError):
-    """Raised when an action needs a consent that is not active."""
+    """An action the consents do not allow, or a consent request that is not valid (one line)."""
+
+
+# --- scopes and terms -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class Scope:
+    """What one dossier version is computed from: a set of sources and a history window in months."""
+
+    sources: frozenset[str]
+    months: int
+
+    @property
+    def key(self) -> str:
+        """``<source>+<source>@<months>m``, sources sorted: the scope's part of a ``dossier_id``."""
+        return f"{'+'.join(sorted(self.sources))}@{self.months}m"
+
+    @classmethod
+    def parse(cls, key: str) -> Scope:
+        """The scope a :attr:`key` names."""
+        sources, _, months = key.rpartition("@")
+        return cls(frozenset(sources.split("+")) if sources else frozenset(), int(months.removesuffix("m")))
+
+
+@dataclass(frozen=True)
+class Terms:
+    """One consent as the checks read it (plain values, no ORM state)."""
+
+    consent_id: str
+    sme_id: str
+    sources: frozenset[str]
+    recipients: frozenset[str]
+    purpose: str
+    history_months: int
+    granted_at: dt.datetime
+    expires_at: dt.datetime
+    status: str
+    revoked_at: dt.datetime | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.sources, self.history_months)
+
+    def active_at(self, at: dt.datetime) -> bool:
+        return self.status == "active" and self.granted_at <= at < self.expires_at
+
+    def allows(self, lender_id: str, purpose: str, sources_used: Iterable[str], months: int) -> bool:
+        """Whether these terms let ``lender_id`` hold, for ``purpose``, values from these sources and months."""
+        return (
+            lender_id in self.recipients
+            and purpose == self.purpose
+            and set(sources_used) <= self.sources
+            and months <= self.history_months
+        )
+
+    @classmethod
+    def of(cls, consent: Consent) -> Terms:
+        return cls(
+            consent.consent_id,
+            consent.sme_id,
+            frozenset(consent.sources),
+            frozenset(consent.recipients),
+            consent.purpose,
+            consent.history_months,
+            consent.granted_at,
+            consent.expires_at,
+            consent.status,
+            consent.revoked_at,
+        )
+
+
+def terms_of(
+    session: Session, sme_ids: Iterable[str], *, active_at: Iterable[dt.datetime] = ()
+) -> dict[str, list[Terms]]:
+    """The consents of ``sme_ids`` (every SME listed gets a list), optionally only those active at
+    **every** instant of ``active_at`` - the same consent at each moment, never one per moment.
+
+    One indexed query per chunk of SME ids (:func:`warehouse.db.in_chunks`).
+    """
+    instants = list(active_at)
+    query = select(Consent)
+    if instants:
+        query = query.where(
+            Consent.status == "active",
+            Consent.granted_at <= min(instants),
+            Consent.expires_at > max(instants),
+        )
+    by_sme: dict[str, list[Terms]] = defaultdict(list)
+    wanted = list(sme_ids)
+    for sme_id in wanted:
+        by_sme[sme_id] = []
+    for chunk in in_chunks(wanted):
+        for consent in session.scalars(query.where(Consent.sme_id.in_(chunk)).order_by(Consent.consent_id)):
+            by_sme[consent.sme_id].append(Terms.of(consent))
+    return dict(by_sme)
+
+
+def as_of_instant(as_of: dt.date) -> dt.datetime:
+    """The instant consents are checked at for an as-of date: the start of that day, UTC.
+
+    >>> as_of_instant(dt.date(2026, 11, 1)).isoformat()
+    '2026-11-01T00:00:00+00:00'
+    """
+    return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
+
+
+# --- pulls ----------------------------------------------------------------------------------------
+
+
+def pull_windows(
+    session: Session, source: str, sme_ids: Iterable[str], *, then: dt.datetime, now: dt.datetime
+) -> dict[str, int]:
+    """Per SME of ``sme_ids``: the longest history window, in months, that **one** consent covering
+    ``source`` and active both at ``then`` (the as-of instant) and at ``now`` allows.
+
+    SMEs without such a consent are absent: nothing may be requested for them.
+    """
+    windows: dict[str, int] = {}
+    for sme_id, terms in terms_of(session, sme_ids, active_at=(then, now)).items():
+        months = [t.history_months for t in terms if source in t.sources]
+        if months:
+            windows[sme_id] = max(months)
+    return windows
+
+
+def pull_window(
+    session: Session, sme_id: str, source: str, *, then: dt.datetime, now: dt.datetime
+) -> int | None:
+    """:func:`pull_windows` for one SME: the months that may be pulled now, or None (no request)."""
+    return pull_windows(session, source, [sme_id], then=then, now=now).get(sme_id)
+
+
+def require_source(session: Session, sme_id: str, source: str, *, then: dt.datetime, now: dt.datetime) -> int:
+    """:func:`pull_window`, raising :class:`ConsentError` when nothing may be pulled."""
+    months = pull_window(session, sme_id, source, then=then, now=now)
+    if months is None:
+        raise ConsentError(
+            f"{sme_id}: no consent active at {then:%Y-%m-%d} and now covers the {source} source"
+        )
+    return months
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+def evaluation_scopes(
+    session: Session, sme_ids: Iterable[str], *, then: dt.datetime, now: dt.datetime
+) -> dict[str, dict[Scope, set[tuple[str, str]]]]:
+    """Per SME: each distinct scope its dossiers are to be computed under, and the (lender, purpose)
+    pairs whose consents have it, from the consents active both at ``then`` (the as-of instant)
+    and ``now``. SMEs without such a consent are absent (no dossier).
+
+    Every consent's own scope gives a version (lenders with the same scope share it): a dossier is
+    computed under one consent's scope, so every value it holds is covered by that one consent
+    (sources and months together); scopes of different consents are never merged, and a lender
+    named by several consents still holds a covered version when one of them ends.
+    """
+    scopes: dict[str, dict[Scope, set[tuple[str, str]]]] = {}
+    for sme_id, terms in terms_of(session, sme_ids, active_at=(then, now)).items():
+        by_scope: dict[Scope, set[tuple[str, str]]] = defaultdict(set)
+        for term in terms:
+            by_scope[term.scope].update((lender, term.purpose) for lender in term.recipients)
+        if by_scope:
+            scopes[sme_id] = dict(by_scope)
+    return scopes
+
+
+# --- delivery -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Entitlement:
+    """The consents of some SMEs active at one instant: what may be delivered at that instant."""
+
+    at: dt.datetime
+    terms: dict[str, list[Terms]]
+
+    def allows(
+        self, sme_id: str, lender_id: str, purpose: str, sources_used: Iterable[str], months: int
+    ) -> bool:
+        """The rule: some consent of ``sme_id`` active at :attr:`at` names the lender, states the
+        purpose, covers every source used and allows ``months`` of history."""
+        used = list(sources_used)
+        return any(t.allows(lender_id, purpose, used, months) for t in self.terms.get(sme_id, []))
+
+    def any_recipient(self, sme_id: str, sources_used: Iterable[str], months: int) -> bool:
+        """Whether at least one lender may receive such a dossier (for whatever purpose its consent states)."""
+        used = set(sources_used)
+        return any(used <= t.sources and months <= t.history_months for t in self.terms.get(sme_id, []))
+
+
+def entitlement(session: Session, sme_ids: Iterable[str], *, at: dt.datetime) -> Entitlement:
+    """The :class:`Entitlement` of ``sme_ids`` at ``at`` (consents active at that instant)."""
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: consent is checked at UTC instants")
+    return Entitlement(at, terms_of(session, sme_ids, active_at=(at,)))
+
+
+def why_not(
+    consents: Iterable[Terms],
+    lender_id: str,
+    purpose: str,
+    sources_used: Iterable[str],
+    months: int,
+    at: dt.datetime,
+) -> tuple[str, dt.datetime]:
+    """Explain (not decide) why ``lender_id`` lost a dossier: the reason and when its cover ended.
+
+    Among the SME's consents whose terms would allow the dossier, the one that ended last gives the
+    answer (revoked: its ``revoked_at``; expired: its ``expires_at``). When none would, the consents
+    were narrowed (or never allowed this purpose) and ``at`` stands in.
+    """
+    used = list(sources_used)
+    covering = [t for t in consents if t.allows(lender_id, purpose, used, months)]
+    endings = [("consent_revoked", t.revoked_at) for t in covering if t.status == "revoked" and t.revoked_at]
+    endings += [
+        ("consent_expired", t.expires_at) for t in covering if t.status != "revoked" and t.expires_at <= at
+    ]
+    if not endings:
+        return "consent_no_longer_covers", at
+    return max(endings, key=lambda ending: ending[1])
+
+
+# --- the ledger -----------------------------------------------------------------------------------
 
 
 def _event_hash(
@@ -93,6 +355,88 @@ def _append_event(
     return event
 
 
+def verify_chain(session: Session, consent_id: str) -> bool:
+    """Recompute the event hashes of a consent; False if any event was altered, dropped or reordered."""
+    prev = GENESIS_HASH
+    events = session.scalars(
+        select(ConsentEvent).where(ConsentEvent.consent_id == consent_id).order_by(ConsentEvent.sequence)
+    )
+    for expected_sequence, event in enumerate(events, start=1):
+        recomputed = _event_hash(
+            prev, consent_id, event.sequence, event.event_type, event.occurred_at, event.actor, event.details
+        )
+        if event.sequence != expected_sequence or event.prev_hash != prev or event.hash != recomputed:
+            return False
+        prev = event.hash
+    return True
+
+
+# --- granting, withdrawing, erasing ---------------------------------------------------------------
+
+
+def _listed(values: Iterable[str]) -> str:
+    return ", ".join(sorted(values))
+
+
+def check_terms(
+    session: Session,
+    *,
+    sme_id: str,
+    sources: Iterable[str],
+    recipients: Iterable[str],
+    purpose: str,
+    history_months: int,
+    granted_at: dt.datetime,
+    expires_at: dt.datetime,
+) -> tuple[list[str], list[str]]:
+    """Validate a consent's terms against the vocabularies and the warehouse; sorted (sources, recipients).
+
+    Raises :class:`ConsentError` with one line naming the first bad argument and what is allowed.
+    """
+    sme = session.get(Sme, sme_id)
+    if sme is None:
+        raise ConsentError(f"unknown SME {sme_id!r}")
+    if sme.erased_at is not None:
+        raise ConsentError(f"SME {sme_id} was erased on {sme.erased_at:%Y-%m-%d}; it must register again")
+    sources = sorted(set(sources))
+    if not sources:
+        raise ConsentError(f"a consent needs at least one source; known: {_listed(SOURCES)}")
+    unknown = set(sources) - set(SOURCES)
+    if unknown:
+        raise ConsentError(f"unknown source {_listed(unknown)}; known: {_listed(SOURCES)}")
+    recipients = sorted(set(recipients))
+    if not recipients:
+        raise ConsentError("a consent needs at least one recipient lender")
+    known_lenders = set(session.scalars(select(Lender.lender_id).where(Lender.lender_id.in_(recipients))))
+    if set(recipients) - known_lenders:
+        raise ConsentError(
+            f"unknown lender {_listed(set(recipients) - known_lenders)}; see: dossier lender list"
+        )
+    if purpose not in PURPOSES:
+        raise ConsentError(f"unknown purpose {purpose!r}; known: {_listed(PURPOSES)}")
+    if isinstance(history_months, bool) or not isinstance(history_months, int):
+        raise ConsentError(f"history months must be a whole number, not {history_months!r}")
+    if not 1 <= history_months <= MAX_HISTORY_MONTHS:
+        raise ConsentError(f"history months must be between 1 and {MAX_HISTORY_MONTHS}, not {history_months}")
+    if granted_at.tzinfo is None or expires_at.tzinfo is None:
+        raise ConsentError("consent instants must be UTC (timezone-aware)")
+    if expires_at <= granted_at:
+        raise ConsentError(
+            f"expiry {expires_at:%Y-%m-%d %H:%M} is not after the grant {granted_at:%Y-%m-%d %H:%M}"
+        )
+    return sources, recipients
+
+
+def _terms_record(consent: Consent) -> dict[str, Any]:
+    return {
+        "sources": list(consent.sources),
+        "recipients": list(consent.recipients),
+        "purpose": consent.purpose,
+        "history_months": consent.history_months,
+        "expires_at": consent.expires_at.astimezone(dt.UTC).isoformat(),
+    }
+
+
 def grant(
     session: Session,
     *,
@@ -106,16 +450,21 @@ def grant(
     expires_at: dt.datetime,
     actor: str = "sme",
 ) -> Consent:
-    """Record a grant. Granting the same terms again changes nothing (no new event)."""
-    sources = sorted(set(sources))
-    unknown = set(sources) - set(SOURCES)
-    if unknown:
-        raise ValueError(f"consent {consent_id}: unknown sources {sorted(unknown)}; known: {list(SOURCES)}")
-    if expires_at <= granted_at:
-        raise ValueError(
-            f"consent {consent_id}: expires_at {expires_at} is not after granted_at {granted_at}"
-        )
-    recipients = sorted(set(recipients))
+    """Record a grant (or new terms for ``consent_id``). Granting the same terms again changes nothing.
+
+    Raises :class:`ConsentError` for an unknown SME, lender, source or purpose, a window outside
+    1..:data:`MAX_HISTORY_MONTHS` months, or an expiry not after the grant; nothing is changed then.
+    """
+    sources, recipients = check_terms(
+        session,
+        sme_id=sme_id,
+        sources=sources,
+        recipients=recipients,
+        purpose=purpose,
+        history_months=history_months,
+        granted_at=granted_at,
+        expires_at=expires_at,
+    )
     terms = {
         "sources": sources,
         "recipients": recipients,
@@ -125,17 +474,10 @@ def grant(
     }
     consent = session.get(Consent, consent_id)
     if consent is not None:
-        current = {
-            "sources": consent.sources,
-            "recipients": consent.recipients,
-            "purpose": consent.purpose,
-            "history_months": consent.history_months,
-            "expires_at": consent.expires_at.isoformat(),
-        }
-        if current == terms and consent.status == "active" and consent.sme_id == sme_id:
-            return consent
         if consent.sme_id != sme_id:
-            raise ValueError(f"consent {consent_id} belongs to {consent.sme_id}, not {sme_id}")
+            raise ConsentError(f"consent {consent_id} belongs to {consent.sme_id}, not {sme_id}")
+        if _terms_record(consent) == terms and consent.status == "active":
+            return consent
     else:
         consent = Consent(consent_id=consent_id, sme_id=sme_id)
         session.add(consent)
@@ -158,7 +500,7 @@ def revoke(
     """Withdraw a consent from ``at`` on. Revoking twice changes nothing."""
     consent = session.get(Consent, consent_id)
     if consent is None:
-        raise ConsentError(f"consent {consent_id} does not exist")
+        raise ConsentError(f"consent {consent_id!r} does not exist; see: dossier consent list")
     if consent.status == "revoked":
         return consent
     consent.status = "revoked"
@@ -168,100 +510,89 @@ def revoke(
     return consent
 
 
-def is_active(consent: Consent, at: dt.datetime) -> bool:
-    return consent.status == "active" and consent.granted_at <= at < consent.expires_at
+def withdraw(
+    session: Session,
+    *,
+    sme_id: str,
+    at: dt.datetime,
+    lender: str | None = None,
+    source: str | None = None,
+    actor: str = "sme",
+    reason: str = "",
+) -> list[Consent]:
+    """Stop the SME's active consents from naming ``lender`` and/or covering ``source``.
 
-
-def active_consents(session: Session, sme_id: str, at: dt.datetime | None = None) -> list[Consent]:
-    at = at or utcnow()
-    rows = session.scalars(select(Consent).where(Consent.sme_id == sme_id, Consent.status == "active"))
-    return [c for c in rows if is_active(c, at)]
-
-
-def require_source(session: Session, sme_id: str, source: str, at: dt.datetime | None = None) -> int:
-    """Raise :class:`ConsentError` unless an active consent covers ``source``; return its history window.
-
-    When several consents cover the source the widest history window applies.
+    A consent left with no recipient or no source is revoked; otherwise its terms are narrowed (a
+    ``narrowed`` event records the new terms). With neither ``lender`` nor ``source`` every active
+    consent of the SME is revoked. Returns the consents changed.
     """
-    windows = [c.history_months for c in active_consents(session, sme_id, at) if source in c.sources]
-    if not windows:
-        raise ConsentError(f"{sme_id}: no active consent covers the {source} source")
-    return max(windows)
-
-
-LOOKUP_CHUNK = 5000
-"""SME ids per ``IN (...)`` list, well under every backend's bound-parameter limit."""
-
-
-def _active_terms(session: Session, at: dt.datetime, sme_ids: Iterable[str] | None = None) -> list[Any]:
-    """(sme_id, sources, recipients, history_months) of every consent active at ``at``, columns only.
-
-    ``sme_ids`` restricts the lookup to those SMEs (a shard), in chunks.
-    """
-    query = select(Consent.sme_id, Consent.sources, Consent.recipients, Consent.history_months).where(
-        Consent.status == "active", Consent.granted_at <= at, Consent.expires_at > at
-    )
-    if sme_ids is None:
-        return list(session.execute(query))
-    wanted = sorted(set(sme_ids))
-    rows: list[Any] = []
-    for start in range(0, len(wanted), LOOKUP_CHUNK):
-        rows += session.execute(query.where(Consent.sme_id.in_(wanted[start : start + LOOKUP_CHUNK])))
-    return rows
-
-
-def source_coverage(
-    session: Session, at: dt.datetime | None = None, sme_ids: Iterable[str] | None = None
-) -> dict[str, dict[str, int]]:
-    """For every SME (of ``sme_ids``, default all) with an active consent: source -> widest history window."""
-    coverage: dict[str, dict[str, int]] = defaultdict(dict)
-    for sme_id, sources, _recipients, history_months in _active_terms(session, at or utcnow(), sme_ids):
-        for source in sources:
-            coverage[sme_id][source] = max(coverage[sme_id].get(source, 0), history_months)
-    return dict(coverage)
-
-
-def entitled_lenders(
-    session: Session, sme_id: str, sources_used: Iterable[str], at: dt.datetime | None = None
-) -> set[str]:
-    """Lenders that an active consent lets receive a dossier built from ``sources_used``."""
-    needed = set(sources_used)
-    lenders: set[str] = set()
-    for consent in active_consents(session, sme_id, at):
-        if needed <= set(consent.sources):
-            lenders.update(consent.recipients)
-    return lenders
-
-
-def entitlement_map(
-    session: Session, at: dt.datetime | None = None, sme_ids: Iterable[str] | None = None
-) -> dict[str, list[tuple[frozenset[str], frozenset[str]]]]:
-    """Every SME's (of ``sme_ids``, default all) active (sources, recipients) pairs, in one pass."""
-    grants: dict[str, list[tuple[frozenset[str], frozenset[str]]]] = defaultdict(list)
-    for sme_id, sources, recipients, _history in _active_terms(session, at or utcnow(), sme_ids):
-        grants[sme_id].append((frozenset(sources), frozenset(recipients)))
-    return dict(grants)
-
-
-def is_entitled(
-    grants: list[tuple[frozenset[str], frozenset[str]]], lender_id: str, sources_used: Iterable[str]
-) -> bool:
-    """Whether one of an SME's active grants (from :func:`entitlement_map`) covers lender and sources."""
-    needed = frozenset(sources_used)
-    return any(lender_id in recipients and needed <= sources for sources, recipients in grants)
-
-
-def verify_chain(session: Session, consent_id: str) -> bool:
-    """Recompute the event hashes of a consent; False if any event was altered, dropped or reordered."""
-    prev = GENESIS_HASH
-    events = session.scalars(
-        select(ConsentEvent).where(ConsentEvent.consent_id == consent_id).order_by(ConsentEvent.sequence)
-    )
-    for expected_sequence, event in enumerate(events, start=1):
-        recomputed = _event_hash(
-            prev, consent_id, event.sequence, event.event_type, event.occurred_at, event.actor, event.details
+    if session.get(Sme, sme_id) is None:
+        raise ConsentError(f"unknown SME {sme_id!r}")
+    if lender is not None and source is not None:
+        raise ConsentError("withdraw either a lender or a source, not both at once")
+    if source is not None and source not in SOURCES:
+        raise ConsentError(f"unknown source {source!r}; known: {_listed(SOURCES)}")
+    if lender is not None and session.get(Lender, lender) is None:
+        raise ConsentError(f"unknown lender {lender!r}; see: dossier lender list")
+    changed: list[Consent] = []
+    consents = session.scalars(
+        select(Consent)
+        .where(Consent.sme_id == sme_id, Consent.status == "active")
+        .order_by(Consent.consent_id)
+    ).all()
+    for consent in consents:
+        recipients = [r for r in consent.recipients if r != lender]
+        sources = [s for s in consent.sources if s != source]
+        if recipients == list(consent.recipients) and sources == list(consent.sources) and (lender or source):
+            continue  # this consent neither names the lender nor covers the source
+        if not (lender or source) or not recipients or not sources:
+            changed.append(revoke(session, consent.consent_id, at=at, actor=actor, reason=reason))
+            continue
+        consent.recipients = recipients
+        consent.sources = sources
+        session.flush()
+        _append_event(
+            session, consent.consent_id, "narrowed", at, actor, {**_terms_record(consent), "reason": reason}
         )
-        if event.sequence != expected_sequence or event.prev_hash != prev or event.hash != recomputed:
-            return False
-        prev = event.hash
-    return True
+        changed.append(consent)
+    return changed
+
+
+def erase(
+    session: Session, store: Store, sme_id: str, *, at: dt.datetime, actor: str = "operator"
+) -> dict[str, Any]:
+    """Revoke every consent of ``sme_id``, then remove its data everywhere (:mod:`warehouse.erasure`).
+
+    Every lender that received one of its dossiers gets a withdrawal (reason ``erased``) at its next
+    pull; the ledger records an ``erased`` event on each consent (the fact, not the data).
+    """
+    from warehouse.erasure import erase_sme_data
+
+    sme = session.get(Sme, sme_id)
+    if sme is None:
+        raise ConsentError(f"unknown SME {sme_id!r}")
+    consents = session.scalars(
+        select(Consent).where(Consent.sme_id == sme_id).order_by(Consent.consent_id)
+    ).all()
+    for consent in consents:
+        revoke(session, consent.consent_id, at=at, actor=actor, reason="erasure requested")
+    removed = erase_sme_data(session, store, sme_id, at=at)
+    for consent in consents:
+        _append_event(session, consent.consent_id, "erased", at, actor, {"removed": removed})
+    return {"sme_id": sme_id, "consents_revoked": len(consents), "removed": removed}
+
+
+def status_at(consent: Consent | Terms, at: dt.datetime) -> str:
+    """``active``, ``revoked``, ``expired`` or ``pending`` (granted for later) at ``at``."""
+    if consent.status == "revoked":
+        return "revoked"
+    if consent.expires_at <= at:
+        return "expired"
+    if consent.granted_at > at:
+        return "pending"
+    return "active"
+
+
+def active_consents(session: Session, sme_id: str, at: dt.datetime | None = None) -> list[Terms]:
+    """The SME's consents active at ``at`` (default now)."""
+    return terms_of(session, [sme_id], active_at=(at or utcnow(),))[sme_id]

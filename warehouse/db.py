@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+T = TypeVar("T")
+
+
+IN_LIST_SIZE = 1000
+"""Values per ``IN (...)`` list: far below SQLite's (32,766) and PostgreSQL's (65,535) parameter limits."""
+
+
+def in_chunks(values: Iterable[T], size: int = IN_LIST_SIZE) -> Iterator[list[T]]:
+    """``values`` (deduplicated, sorted) in lists of at most ``size``: one ``IN (...)`` list each.
+
+    Every query whose ``IN`` list grows with the data goes through this, so no query is refused
+    for too many bound parameters however large a shard is.
+
+    >>> [len(chunk) for chunk in in_chunks(range(2500))]
+    [1000, 1000, 500]
+    >>> list(in_chunks(["b", "a", "b"]))
+    [['a', 'b']]
+    """
+    ordered = sorted(set(values))  # type: ignore[type-var]
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
 
 
 def make_engine(url: str) -> Engine:

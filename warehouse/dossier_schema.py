@@ -11,155 +11,286 @@ b'Probability that the SME defau'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pandas as pd
 import pyarrow as pa
 
 from warehouse.canonical import Column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bump on any change a reader would notice (new, renamed, retyped or re-meant column)."""
 
-IDENTITY_COLUMNS: tuple[Column, ...] = (
-    Column(
+ALL_USED = "*"
+"""``derives_from`` of a column computed from every source the dossier used (the score columns)."""
+
+
+@dataclass(frozen=True)
+class DossierColumn(Column):
+    """A dossier column and the sources its value derives from.
+
+    ``derives_from`` names source kinds (``warehouse.canonical.SOURCES``), or is :data:`ALL_USED`
+    for values computed from every source in ``sources_used``; identity and provenance columns
+    derive from none. The consent rule reads this: a column whose sources are not all in a
+    dossier's ``sources_used`` must be empty (:func:`blank_outside_sources`).
+    """
+
+    derives_from: tuple[str, ...] | str = ()
+
+    def sources(self, sources_used: frozenset[str] | set[str]) -> frozenset[str]:
+        """The sources this column's value derives from in a dossier that used ``sources_used``."""
+        if self.derives_from == ALL_USED:
+            return frozenset(sources_used)
+        return frozenset(self.derives_from)
+
+
+def _column(
+    name: str,
+    arrow_type: pa.DataType,
+    description: str,
+    nullable: bool = False,
+    derives_from: tuple[str, ...] | str = (),
+) -> DossierColumn:
+    return DossierColumn(name, arrow_type, description, nullable, derives_from)
+
+
+IDENTITY_COLUMNS: tuple[DossierColumn, ...] = (
+    _column(
         "dossier_id",
         pa.string(),
-        "Stable id of this dossier version: <sme_id>:<as_of_date>:v<schema_version>.",
+        "Stable id of this dossier version: <sme_id>:<as_of_date>:v<schema_version>:<scope>.",
     ),
-    Column("sme_id", pa.string(), "Our identifier of the SME."),
-    Column("sme_name", pa.string(), "Registered name of the SME."),
-    Column("industry", pa.string(), "Industry sector of the SME."),
-    Column("region", pa.string(), "Region where the SME trades."),
-    Column("size_band", pa.string(), "micro, small or medium, by headcount."),
-    Column("founded_year", pa.int32(), "Year the SME started trading.", True),
-    Column("as_of_date", pa.date32(), "Date the dossier describes: data up to the month before this date."),
-    Column("schema_version", pa.int32(), "Version of this dossier schema."),
-    Column("model_version", pa.string(), "Version of the scoring model that produced the score columns."),
-    Column("sources_used", pa.list_(pa.string()), "Source kinds whose data went into this dossier."),
-    Column("published_at", pa.timestamp("ms", tz="UTC"), "When this dossier version was published."),
+    _column("sme_id", pa.string(), "Our identifier of the SME."),
+    _column("sme_name", pa.string(), "Registered name of the SME."),
+    _column("industry", pa.string(), "Industry sector of the SME."),
+    _column("region", pa.string(), "Region where the SME trades."),
+    _column("size_band", pa.string(), "micro, small or medium, by headcount."),
+    _column("founded_year", pa.int32(), "Year the SME started trading.", True),
+    _column("as_of_date", pa.date32(), "Date the dossier describes: data up to the month before this date."),
+    _column("schema_version", pa.int32(), "Version of this dossier schema."),
+    _column("model_version", pa.string(), "Version of the scoring model that produced the score columns."),
+    _column("sources_used", pa.list_(pa.string()), "Source kinds whose data went into this dossier."),
+    _column(
+        "scope",
+        pa.string(),
+        "The consent scope the dossier was computed under: its sources and history window "
+        "(e.g. accounting+tax@36m). Every value comes from those sources and months only.",
+    ),
+    _column(
+        "history_months",
+        pa.int32(),
+        "Months of history before the as-of month that the scope allows; no value uses older data.",
+    ),
+    _column("published_at", pa.timestamp("ms", tz="UTC"), "When this dossier version was published."),
 )
 
-FEATURE_COLUMNS: tuple[Column, ...] = (
-    Column(
+FEATURE_COLUMNS: tuple[DossierColumn, ...] = (
+    _column(
         "months_of_accounts",
         pa.int32(),
         "Months of bookkeeping data available (up to the consent's history window).",
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
         "currency",
         pa.string(),
         "ISO 4217 code of every amount in the dossier (that of the latest month of books; empty without books).",
         True,
+        derives_from=("accounting",),
     ),
-    Column("revenue_12m", pa.float64(), "Revenue over the last 12 months of books.", True),
-    Column(
+    _column(
+        "revenue_12m",
+        pa.float64(),
+        "Revenue over the last 12 months of books.",
+        True,
+        derives_from=("accounting",),
+    ),
+    _column(
         "revenue_growth_yoy",
         pa.float64(),
         "Last 12 months' revenue over the 12 months before, minus 1.",
         True,
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
         "revenue_trend_slope",
         pa.float64(),
         "Least-squares slope of monthly revenue over the last 12 months, as a share of its mean per month.",
         True,
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
         "revenue_volatility",
         pa.float64(),
         "Coefficient of variation of monthly revenue over the last 12 months.",
         True,
+        derives_from=("accounting",),
     ),
-    Column(
-        "gross_margin", pa.float64(), "(revenue - cost of sales) / revenue over the last 12 months.", True
+    _column(
+        "gross_margin",
+        pa.float64(),
+        "(revenue - cost of sales) / revenue over the last 12 months.",
+        True,
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
         "operating_margin",
         pa.float64(),
         "(revenue - cost of sales - operating expenses - depreciation) / revenue, last 12 months.",
         True,
+        derives_from=("accounting",),
     ),
-    Column("net_margin", pa.float64(), "Net profit / revenue over the last 12 months.", True),
-    Column(
-        "current_ratio", pa.float64(), "Current assets / current liabilities at the latest month end.", True
+    _column(
+        "net_margin",
+        pa.float64(),
+        "Net profit / revenue over the last 12 months.",
+        True,
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
+        "current_ratio",
+        pa.float64(),
+        "Current assets / current liabilities at the latest month end.",
+        True,
+        derives_from=("accounting",),
+    ),
+    _column(
         "quick_ratio",
         pa.float64(),
         "(Current assets - inventory) / current liabilities at the latest month end.",
         True,
+        derives_from=("accounting",),
     ),
-    Column(
+    _column(
         "cash_to_monthly_costs",
         pa.float64(),
         "Cash at the latest month end / average monthly cash costs (months of runway).",
         True,
+        derives_from=("accounting",),
     ),
-    Column("debt_to_assets", pa.float64(), "Total liabilities / total assets at the latest month end.", True),
-    Column(
+    _column(
+        "debt_to_assets",
+        pa.float64(),
+        "Total liabilities / total assets at the latest month end.",
+        True,
+        derives_from=("accounting",),
+    ),
+    _column(
         "interest_coverage",
         pa.float64(),
         "Operating profit / interest expense over the last 12 months (capped at 50).",
         True,
+        derives_from=("accounting",),
     ),
-    Column("vat_returns_due", pa.int32(), "VAT returns that fell due in the last 24 months.", True),
-    Column("vat_on_time_rate", pa.float64(), "Share of those returns received by their due date.", True),
-    Column(
+    _column(
+        "vat_returns_due",
+        pa.int32(),
+        "VAT returns that fell due in the last 24 months.",
+        True,
+        derives_from=("tax",),
+    ),
+    _column(
+        "vat_on_time_rate",
+        pa.float64(),
+        "Share of those returns received by their due date.",
+        True,
+        derives_from=("tax",),
+    ),
+    _column(
         "vat_books_revenue_ratio",
         pa.float64(),
         "Sales ex VAT declared to the tax authority / revenue in the books, same periods (1 = consistent).",
         True,
+        derives_from=("tax", "accounting"),
     ),
-    Column("utility_bills_due", pa.int32(), "Utility bills that fell due in the last 12 months.", True),
-    Column("utility_on_time_rate", pa.float64(), "Share of those bills paid by their due date.", True),
-    Column(
+    _column(
+        "utility_bills_due",
+        pa.int32(),
+        "Utility bills that fell due in the last 12 months.",
+        True,
+        derives_from=("utility",),
+    ),
+    _column(
+        "utility_on_time_rate",
+        pa.float64(),
+        "Share of those bills paid by their due date.",
+        True,
+        derives_from=("utility",),
+    ),
+    _column(
         "utility_usage_trend",
         pa.float64(),
         "Last 6 months' metered consumption over the same 6 months a year earlier, minus 1 (activity proxy).",
         True,
+        derives_from=("utility",),
     ),
-    Column(
+    _column(
         "utility_books_revenue_ratio",
         pa.float64(),
         "Consumption growth against revenue growth: (1 + usage trend) / (1 + revenue growth over the same months).",
         True,
+        derives_from=("utility", "accounting"),
     ),
-    Column("survey_visits", pa.int32(), "Field visits on record.", True),
-    Column(
+    _column("survey_visits", pa.int32(), "Field visits on record.", True, derives_from=("survey",)),
+    _column(
         "survey_verified_rate",
         pa.float64(),
         "Share of visits that found the business at its address and trading.",
         True,
+        derives_from=("survey",),
     ),
-    Column(
+    _column(
         "survey_revenue_ratio",
         pa.float64(),
         "Monthly revenue stated to the field agent / average monthly revenue in the books.",
         True,
+        derives_from=("survey", "accounting"),
     ),
 )
 
-SCORE_COLUMNS: tuple[Column, ...] = (
-    Column("pd_12m", pa.float64(), "Probability that the SME defaults within 12 months (0 to 1)."),
-    Column(
-        "score", pa.int32(), "Points on a 300-850 scale: higher is safer (a monotone transform of pd_12m)."
+SCORE_COLUMNS: tuple[DossierColumn, ...] = (
+    _column(
+        "pd_12m",
+        pa.float64(),
+        "Probability that the SME defaults within 12 months (0 to 1).",
+        derives_from=ALL_USED,
     ),
-    Column("grade", pa.string(), "Risk grade A (best) to E (worst), from pd_12m bands."),
-    Column(
+    _column(
+        "score",
+        pa.int32(),
+        "Points on a 300-850 scale: higher is safer (a monotone transform of pd_12m).",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "grade", pa.string(), "Risk grade A (best) to E (worst), from pd_12m bands.", derives_from=ALL_USED
+    ),
+    _column(
         "reason_codes",
         pa.list_(pa.string()),
         "Codes of the factors that raised the PD most, strongest first.",
+        derives_from=ALL_USED,
     ),
-    Column(
-        "reason_texts", pa.list_(pa.string()), "Plain-language explanation of each reason code, same order."
+    _column(
+        "reason_texts",
+        pa.list_(pa.string()),
+        "Plain-language explanation of each reason code, same order.",
+        derives_from=ALL_USED,
     ),
-    Column("credit_limit", pa.float64(), "Recommended maximum short-term credit, in `currency`."),
-    Column(
+    _column(
+        "credit_limit",
+        pa.float64(),
+        "Recommended maximum short-term credit, in `currency`.",
+        derives_from=ALL_USED,
+    ),
+    _column(
         "indicative_rate",
         pa.float64(),
         "Indicative annual interest rate for the recommended limit (0.12 = 12%).",
+        derives_from=ALL_USED,
     ),
 )
 
-ALL_COLUMNS: tuple[Column, ...] = IDENTITY_COLUMNS + FEATURE_COLUMNS + SCORE_COLUMNS
+ALL_COLUMNS: tuple[DossierColumn, ...] = IDENTITY_COLUMNS + FEATURE_COLUMNS + SCORE_COLUMNS
 
 
 def build_schema(model_version: str) -> pa.Schema:
@@ -191,3 +322,29 @@ def describe_markdown() -> str:
     for c in ALL_COLUMNS:
         lines.append(f"| `{c.name}` | {c.type}{', nullable' if c.nullable else ''} | {c.description} |")
     return "\n".join(lines) + "\n"
+
+
+def blank_outside_sources(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (dossier rows) with every column whose sources are not all in ``sources_used`` emptied.
+
+    A nullable column becomes null; a required count (``months_of_accounts``) becomes 0. This is
+    the last guard of the consent rule on values: nothing derived from a source outside a dossier's
+    ``sources_used`` can leave evaluation.
+
+    >>> rows = pd.DataFrame({"sources_used": [["tax"]], "vat_on_time_rate": [1.0], "revenue_12m": [9.0]})
+    >>> blank_outside_sources(rows)[["vat_on_time_rate", "revenue_12m"]].to_dict("records")
+    [{'vat_on_time_rate': 1.0, 'revenue_12m': nan}]
+    """
+    used = frame["sources_used"].map(frozenset)
+    blanked = frame.copy()
+    for column in FEATURE_COLUMNS + SCORE_COLUMNS:
+        if column.derives_from == ALL_USED or column.name not in blanked.columns:
+            continue
+        needed = frozenset(column.derives_from)
+        outside = ~used.map(needed.issubset).to_numpy(dtype=bool)
+        if outside.any():
+            if column.nullable:
+                blanked.loc[outside, column.name] = None
+            else:
+                blanked.loc[outside, column.name] = 0
+    return blanked

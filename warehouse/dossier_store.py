@@ -12,15 +12,18 @@ when its manifest exists and lists exactly the partition's files with their sha2
 (:func:`read_published`): a publish that dies half way is never seen, because it removes the old
 manifest first and writes the new one last.
 
-Only SMEs whose dossier some lender may receive now (an active consent naming a lender and covering
-every source the dossier used; :mod:`warehouse.consent` decides) are published; the others are
-withheld and counted. Each published row gets a catalog row (:class:`~warehouse.models.DossierVersion`)
+Evaluation hands over one row per SME per consent scope (:class:`warehouse.consent.Scope`); each is
+a dossier version of its own, ``<sme_id>:<as_of>:v<schema>:<scope>``. Only versions some lender may
+receive now (:meth:`warehouse.consent.Entitlement.any_recipient`: an active consent covering every
+source the version used and its history window) are published; the others are withheld and counted.
+The published dataset is **internal**: lenders receive only what :mod:`warehouse.feed` delivers to
+them. Each published row gets a catalog row (:class:`~warehouse.models.DossierVersion`)
 holding the sha256 of its content: a re-publish with the same content keeps its ``feed_seq`` and
 ``published_at`` (lenders do not receive it again), changed content takes the next ``feed_seq``.
 Re-running a publish rewrites byte-identical files and leaves the catalog as it was.
 
->>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1)).tolist()
-['SME-000042:2026-11-01:v1']
+>>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
+['SME-000042:2026-11-01:v2:accounting+tax@36m']
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
-from warehouse.consent import entitlement_map, is_entitled
+from warehouse.consent import entitlement
+from warehouse.db import in_chunks
 from warehouse.dossier_schema import (
     ALL_COLUMNS,
     DOSSIER_SCHEMA,
@@ -59,6 +63,8 @@ log = logging.getLogger(__name__)
 
 SCORED_COLUMNS: tuple[str, ...] = (
     "sme_id",
+    "scope",
+    "history_months",
     "sources_used",
     *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS),
 )
@@ -72,11 +78,6 @@ UNPUBLISHED = ""
 
 SME_IDENTITY = {"name": "sme_name", "industry": "industry", "region": "region", "size_band": "size_band"}
 WITHHELD_EXAMPLES = 20
-LOOKUP_CHUNK = 1000
-"""Ids per ``IN (...)`` lookup: far below SQLite's and PostgreSQL's bound-parameter limits."""
-
-Grants = dict[str, list[tuple[frozenset[str], frozenset[str]]]]
-"""Every SME's active (sources, recipients) pairs, as :func:`warehouse.consent.entitlement_map` returns."""
 
 
 class DossierStoreError(DossierError, RuntimeError):
@@ -93,9 +94,11 @@ def utc_seconds(instant: dt.datetime) -> dt.datetime:
     return instant.astimezone(dt.UTC).replace(microsecond=0)
 
 
-def dossier_ids(sme_ids: pd.Series, as_of: dt.date, schema_version: int = SCHEMA_VERSION) -> pd.Series:
-    """``<sme_id>:<as_of>:v<schema_version>`` for each SME: the stable id of its dossier."""
-    return sme_ids + f":{as_of.isoformat()}:v{schema_version}"
+def dossier_ids(
+    sme_ids: pd.Series, as_of: dt.date, scopes: pd.Series, schema_version: int = SCHEMA_VERSION
+) -> pd.Series:
+    """``<sme_id>:<as_of>:v<schema_version>:<scope>`` for each row: the stable id of a dossier version."""
+    return sme_ids + f":{as_of.isoformat()}:v{schema_version}:" + scopes.to_numpy(dtype=object)
 
 
 def store_relative(store: Store, path: str) -> str:
@@ -142,26 +145,6 @@ def content_sha256(table: pa.Table) -> list[str]:
     return [hashlib.sha256(text.encode()).hexdigest() for text in rows.to_pylist()]
 
 
-def _has_entitled_lender(
-    grants: list[tuple[frozenset[str], frozenset[str]]], sources_used: list[str]
-) -> bool:
-    """Whether any lender named by the SME's active grants may receive a dossier built from these sources."""
-    named = set().union(*(recipients for _sources, recipients in grants))
-    return any(is_entitled(grants, lender, sources_used) for lender in named)
-
-
-def entitled_now(frame: pd.DataFrame, grants: Grants) -> pd.Series:
-    """Per row of ``frame`` (sme_id, sources_used): may at least one lender receive it under ``grants``?"""
-    return pd.Series(
-        [
-            _has_entitled_lender(grants.get(sme_id, []), used)
-            for sme_id, used in zip(frame["sme_id"], frame["sources_used"], strict=True)
-        ],
-        index=frame.index,
-        dtype=bool,
-    )
-
-
 # --- checking and completing the scored frames ----------------------------------------------------
 
 
@@ -184,12 +167,15 @@ def check_scored(frame: pd.DataFrame, part: int) -> pd.DataFrame:
     missing = [name for name in SCORED_COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"{where}: missing columns {missing}")
-    checked = frame.loc[:, list(SCORED_COLUMNS)].sort_values("sme_id", kind="stable").reset_index(drop=True)
-    duplicated = checked["sme_id"][checked["sme_id"].duplicated()]
+    checked = frame.loc[:, list(SCORED_COLUMNS)].sort_values(["sme_id", "scope"], kind="stable")
+    checked = checked.reset_index(drop=True)
+    duplicated = checked["sme_id"][checked.duplicated(["sme_id", "scope"])]
     if not duplicated.empty:
-        raise ValueError(f"{where}: SMEs appear more than once: {_examples(duplicated)}")
+        raise ValueError(f"{where}: SMEs appear more than once in one scope: {_examples(duplicated)}")
     required = [
         "sme_id",
+        "scope",
+        "history_months",
         "sources_used",
         *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS if not c.nullable),
     ]
@@ -215,11 +201,9 @@ def check_scored(frame: pd.DataFrame, part: int) -> pd.DataFrame:
 
 def sme_identity(session: Session, sme_ids: Iterable[str]) -> pd.DataFrame:
     """Name, industry, region, size band and founding year of ``sme_ids`` from the ``smes`` table."""
-    ids = list(sme_ids)
     columns = [Sme.sme_id, Sme.name, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year]
     rows = []
-    for start in range(0, len(ids), LOOKUP_CHUNK):
-        chunk = ids[start : start + LOOKUP_CHUNK]
+    for chunk in in_chunks(sme_ids):
         rows.extend(session.execute(select(*columns).where(Sme.sme_id.in_(chunk))).all())
     identity = pd.DataFrame(rows, columns=[c.key for c in columns])
     identity["founded_year"] = identity["founded_year"].astype("Int32")
@@ -230,14 +214,14 @@ def with_identity(
     scored: pd.DataFrame, identity: pd.DataFrame, *, as_of: dt.date, model_version: str, part: int
 ) -> pd.DataFrame:
     """``scored`` with the identity and provenance columns (all but ``published_at``) added."""
-    dossiers = scored.merge(identity, on="sme_id", how="left", validate="one_to_one", indicator=True)
+    dossiers = scored.merge(identity, on="sme_id", how="left", validate="many_to_one", indicator=True)
     unknown = dossiers["sme_id"][dossiers["_merge"] == "left_only"]
     if not unknown.empty:
         raise ValueError(
             f"scored frame {part} (part-{part:04d}): SMEs not in the smes table: {_examples(unknown)}"
         )
     dossiers = dossiers.drop(columns="_merge")
-    dossiers["dossier_id"] = dossier_ids(dossiers["sme_id"], as_of)
+    dossiers["dossier_id"] = dossier_ids(dossiers["sme_id"], as_of, dossiers["scope"])
     dossiers["as_of_date"] = as_of
     dossiers["schema_version"] = SCHEMA_VERSION
     dossiers["model_version"] = model_version
@@ -260,7 +244,6 @@ def to_content_table(dossiers: pd.DataFrame, schema: pa.Schema, part: int) -> pa
 
 def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
     """Existing catalog rows of ``wanted_ids``: id, content hash, feed_seq, published_at, file_path."""
-    ids = list(wanted_ids)
     columns = [
         DossierVersion.dossier_id,
         DossierVersion.id,
@@ -270,8 +253,7 @@ def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
         DossierVersion.file_path,
     ]
     rows = []
-    for start in range(0, len(ids), LOOKUP_CHUNK):
-        chunk = ids[start : start + LOOKUP_CHUNK]
+    for chunk in in_chunks(wanted_ids):
         rows.extend(session.execute(select(*columns).where(DossierVersion.dossier_id.in_(chunk))).all())
     return pd.DataFrame(rows, columns=[c.key for c in columns])
 
@@ -326,6 +308,8 @@ CATALOG_COLUMNS = (
     "schema_version",
     "model_version",
     "sources_used",
+    "scope",
+    "history_months",
     "content_sha256",
     "grade",
     "pd_12m",
@@ -375,11 +359,9 @@ def _unpublish_missing(session: Session, as_of: dt.date, published_ids: set[str]
         )
     ).all()
     missing = sorted(set(current) - published_ids)
-    for start in range(0, len(missing), LOOKUP_CHUNK):
+    for chunk in in_chunks(missing):
         session.execute(
-            update(DossierVersion)
-            .where(DossierVersion.dossier_id.in_(missing[start : start + LOOKUP_CHUNK]))
-            .values(file_path=UNPUBLISHED)
+            update(DossierVersion).where(DossierVersion.dossier_id.in_(chunk)).values(file_path=UNPUBLISHED)
         )
     return len(missing)
 
@@ -469,10 +451,11 @@ def prepare_dossiers(
     *,
     as_of: dt.date,
     model_version: str,
-    grants: Grants,
+    at: dt.datetime,
     seen_smes: set[str],
 ) -> tuple[pd.DataFrame, list[str]]:
-    """One scored frame checked and completed with identity, split into publishable rows and withheld SMEs.
+    """One scored frame checked and completed with identity, split into publishable rows and the
+    dossier ids withheld because no lender may receive them at ``at``.
 
     ``seen_smes`` collects the SMEs of earlier frames: an SME in two frames is an error.
     """
@@ -485,8 +468,18 @@ def prepare_dossiers(
     seen_smes.update(checked["sme_id"])
     identity = sme_identity(session, checked["sme_id"])
     dossiers = with_identity(checked, identity, as_of=as_of, model_version=model_version, part=part)
-    entitled = entitled_now(dossiers, grants)
-    return dossiers[entitled].reset_index(drop=True), dossiers["sme_id"][~entitled].tolist()
+    rule = entitlement(session, dossiers["sme_id"].unique(), at=at)
+    entitled = pd.Series(
+        [
+            rule.any_recipient(sme_id, used, int(months))
+            for sme_id, used, months in zip(
+                dossiers["sme_id"], dossiers["sources_used"], dossiers["history_months"], strict=True
+            )
+        ],
+        index=dossiers.index,
+        dtype=bool,
+    )
+    return dossiers[entitled].reset_index(drop=True), dossiers["dossier_id"][~entitled].tolist()
 
 
 def part_table(content: pa.Table, published_at: pd.Series, schema: pa.Schema) -> pa.Table:
@@ -516,7 +509,7 @@ def publish(
     """Publish ``as_of``'s dossiers: one part per scored frame, the manifest last, then the catalog.
 
     ``scored`` yields one frame per shard (see :data:`SCORED_COLUMNS`) and is consumed one frame at a
-    time. SMEs no lender may receive at ``now`` are withheld. The catalog changes are made in
+    time. Versions no lender may receive at ``now`` are withheld. The catalog changes are made in
     ``session`` (the caller commits). Returns a JSON-serialisable summary.
     """
     published_at = utc_seconds(now or utcnow())
@@ -528,7 +521,6 @@ def publish(
     previous_manifest = read_manifest(store, as_of)
     store.delete(manifest_path)
     publish_row = _publish_row(session, as_of, model_version, store_relative(store, manifest_path))
-    grants = entitlement_map(session, at=published_at)
     next_seq = (session.scalar(select(func.max(DossierVersion.feed_seq))) or 0) + 1
 
     files: list[dict[str, Any]] = []
@@ -540,7 +532,13 @@ def publish(
     new_versions = 0
     for part, frame in enumerate(scored):
         dossiers, held_back = prepare_dossiers(
-            session, frame, part, as_of=as_of, model_version=model_version, grants=grants, seen_smes=seen_smes
+            session,
+            frame,
+            part,
+            as_of=as_of,
+            model_version=model_version,
+            at=published_at,
+            seen_smes=seen_smes,
         )
         withheld.extend(held_back)
         content = to_content_table(dossiers, schema, part)

@@ -1,26 +1,27 @@
-"""The lender feed: which dossiers a lender receives, when, and which it must forget.
+"""The lender feed: which dossier versions a lender receives, when, and which it must forget.
 
-A lender holds subscriptions (:func:`subscribe`), each with optional filters and a cursor over the
-catalog's ``feed_seq``. :func:`pull` writes into one local Parquet file every dossier published
-after the cursor that
+A lender holds subscriptions (:func:`subscribe`), each with optional filters (:data:`FILTERS`) and a
+**purpose** (:data:`warehouse.consent.PURPOSES`). Delivery is decided from state, not from a cursor:
 
-* is still in its partition's current publish, with the content the catalog recorded,
-* passes the subscription's filters (:data:`FILTERS`; a missing or empty filter lets all through),
-* the lender is entitled to **at pull time**: an active consent names the lender and covers every
-  source the dossier used (:mod:`warehouse.consent` decides), so a consent withdrawn between
-  publish and pull stops the dossier here.
+* **what the lender may hold**: a published version of the current schema that the consent rule
+  allows at the instant of the pull (:meth:`warehouse.consent.Entitlement.allows`: an active consent
+  of the SME names the lender, states the subscription's purpose, covers every source the version
+  used and its history window);
+* **the current version** per SME: of the versions it may hold, the one of the latest as-of date
+  (and, within a date, the widest scope). It is delivered once it passes the subscription's
+  filters, unless the lender already holds that exact content. A new subscription therefore starts
+  from the current version per SME, never from history; a consent granted later delivers the
+  current version at the next pull; nothing is skipped by a cursor moving past it;
+* **withdrawals**: every version the lender holds (delivered and not withdrawn since), across all
+  as-of dates, is judged again at every pull, on the sources and window of the content actually
+  delivered; one the rule no longer allows, or whose SME was erased, gets exactly one tombstone.
 
-Each dossier handed over is recorded as a :class:`~warehouse.models.Delivery`; the cursor then
-moves to the last ``feed_seq`` considered, so a second pull finds nothing new. A re-published
-dossier reaches the lender again only when its content changed (publishing gives it a new
-``feed_seq``).
-
-When a dossier already delivered to the lender is no longer entitled (consent revoked, expired or
-narrowed), the pull also writes ``<lender>-<pull>-withdrawals.parquet`` and records a
-:class:`~warehouse.models.Withdrawal`, so each withdrawal is reported exactly once.
-
-Changes are made in the caller's session; the caller commits. Should that commit fail, the next
-pull delivers the same dossiers again (at least once, never to a lender not entitled).
+:func:`pull` writes ``<lender>-<pull_id>.parquet`` (the dossier schema) and, when anything was
+withdrawn, ``<lender>-<pull_id>-withdrawals.parquet``, under temporary names; records deliveries
+and withdrawals and **commits**; only then renames the files. A crash before the commit leaves
+temporary files the next pull removes; a crash after it leaves temporary files the next pull
+finishes renaming, so the lender never holds a file the warehouse does not know about, and the
+warehouse never records a delivery whose file is lost.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import datetime as dt
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,12 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
-from warehouse.consent import entitlement_map, is_entitled
+from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
+from warehouse.db import in_chunks
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
-from warehouse.dossier_store import (
-    LOOKUP_CHUNK,
-    UNPUBLISHED,
-    Grants,
-    content_sha256,
-    store_absolute,
-    utc_seconds,
-)
+from warehouse.dossier_store import UNPUBLISHED, content_sha256, store_absolute, utc_seconds
 from warehouse.errors import DossierError, InputError
-from warehouse.models import Consent, Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
+from warehouse.models import Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -86,8 +82,9 @@ WITHDRAWAL_SCHEMA = pa.schema(
             pa.string(),
             nullable=False,
             metadata={
-                "description": "consent_revoked, consent_expired, or consent_no_longer_covers (the SME's "
-                "consents no longer name this lender together with every source the dossier used)."
+                "description": "consent_revoked, consent_expired, consent_no_longer_covers (no active "
+                "consent names this lender with this purpose, every source the dossier used and its "
+                "history window), or erased (the SME had its data erased)."
             },
         ),
     ],
@@ -118,9 +115,9 @@ def normalize_filters(filters: Mapping[str, Iterable[str]] | None) -> dict[str, 
     normalized: dict[str, list[str]] = {}
     for key, values in (filters or {}).items():
         if key not in FILTERS:
-            raise ValueError(f"unknown subscription filter {key!r}; known: {sorted(FILTERS)}")
+            raise FeedError(f"unknown subscription filter {key!r}; known: {sorted(FILTERS)}")
         if isinstance(values, str) or not all(isinstance(v, str) for v in values):
-            raise ValueError(f"subscription filter {key!r} must be a list of strings, not {values!r}")
+            raise FeedError(f"subscription filter {key!r} must be a list of strings, not {values!r}")
         if values:
             normalized[key] = sorted(set(values))
     return normalized
@@ -132,9 +129,12 @@ def subscribe(
     *,
     name: str = "default",
     filters: Mapping[str, Iterable[str]] | None = None,
+    purpose: str = DEFAULT_PURPOSE,
 ) -> Subscription:
-    """Create or update the lender's subscription ``name`` (active, with ``filters``); keeps its cursor."""
+    """Create or update the lender's subscription ``name`` (active, with ``filters`` and ``purpose``)."""
     _lender(session, lender_id)
+    if purpose not in PURPOSES:
+        raise FeedError(f"unknown purpose {purpose!r}; known: {', '.join(sorted(PURPOSES))}")
     normalized = normalize_filters(filters)
     subscription = session.scalars(
         select(Subscription).where(Subscription.lender_id == lender_id, Subscription.name == name)
@@ -143,6 +143,7 @@ def subscribe(
         subscription = Subscription(lender_id=lender_id, name=name, cursor=0)
         session.add(subscription)
     subscription.filters = normalized
+    subscription.purpose = purpose
     subscription.active = True
     session.flush()
     return subscription
@@ -187,12 +188,12 @@ def check_filters(session: Session, filters: Mapping[str, Iterable[str]]) -> dic
     return normalize_filters(checked)
 
 
-def _subscription(session: Session, lender_id: str, name: str | None) -> Subscription:
+def _subscription(session: Session, lender_id: str, name: str | None, *, lock: bool = True) -> Subscription:
     """The lender's active subscription ``name`` (locked for this pull), or its only one when unnamed."""
     query = select(Subscription).where(Subscription.lender_id == lender_id, Subscription.active.is_(True))
     if name is not None:
         query = query.where(Subscription.name == name)
-    found = session.scalars(query.with_for_update()).all()
+    found = session.scalars(query.with_for_update() if lock else query).all()
     if not found:
         which = f"named {name!r}" if name is not None else "at all"
         raise FeedError(f"lender {lender_id!r} has no active subscription {which}; subscribe it first")
@@ -203,33 +204,41 @@ def _subscription(session: Session, lender_id: str, name: str | None) -> Subscri
     return found[0]
 
 
-# --- what a pull considers ------------------------------------------------------------------------
+# --- what a lender may hold ----------------------------------------------------------------------
+
+CATALOG_COLUMNS = [
+    DossierVersion.id,
+    DossierVersion.dossier_id,
+    DossierVersion.sme_id,
+    DossierVersion.as_of_date,
+    DossierVersion.scope,
+    DossierVersion.history_months,
+    DossierVersion.sources_used,
+    DossierVersion.schema_version,
+    DossierVersion.model_version,
+    DossierVersion.grade,
+    DossierVersion.file_path,
+    DossierVersion.content_sha256,
+    DossierVersion.feed_seq,
+    Sme.industry,
+    Sme.region,
+    Sme.size_band,
+]
 
 
-def feed_since(session: Session, cursor: int) -> pd.DataFrame:
-    """Catalog rows after ``cursor`` in feed order, with the SME attributes filters look at."""
-    columns = [
-        DossierVersion.id,
-        DossierVersion.dossier_id,
-        DossierVersion.sme_id,
-        DossierVersion.sources_used,
-        DossierVersion.schema_version,
-        DossierVersion.model_version,
-        DossierVersion.grade,
-        DossierVersion.file_path,
-        DossierVersion.content_sha256,
-        DossierVersion.feed_seq,
-        Sme.industry,
-        Sme.region,
-        Sme.size_band,
-    ]
+def published_versions(session: Session) -> pd.DataFrame:
+    """Every published catalog row of the current schema, with the SME attributes filters look at."""
     query = (
-        select(*columns)
+        select(*CATALOG_COLUMNS)
         .join(Sme, Sme.sme_id == DossierVersion.sme_id)
-        .where(DossierVersion.feed_seq > cursor)
+        .where(
+            DossierVersion.file_path != UNPUBLISHED,
+            DossierVersion.schema_version == SCHEMA_VERSION,
+            Sme.erased_at.is_(None),
+        )
         .order_by(DossierVersion.feed_seq)
     )
-    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in columns])
+    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in CATALOG_COLUMNS])
 
 
 def matches_filters(feed: pd.DataFrame, filters: Mapping[str, list[str]]) -> pd.Series:
@@ -241,19 +250,142 @@ def matches_filters(feed: pd.DataFrame, filters: Mapping[str, list[str]]) -> pd.
     return keep
 
 
-def entitled(feed: pd.DataFrame, grants: Grants, lender_id: str) -> pd.Series:
-    """Rows of ``feed`` (sme_id, sources_used) that ``lender_id`` may receive under ``grants``."""
+def allowed(rows: pd.DataFrame, rule: Entitlement, lender_id: str, purpose: str) -> pd.Series:
+    """Rows (sme_id, sources_used, history_months) the consent rule lets ``lender_id`` hold for ``purpose``."""
     return pd.Series(
         [
-            is_entitled(grants.get(sme_id, []), lender_id, used)
-            for sme_id, used in zip(feed["sme_id"], feed["sources_used"], strict=True)
+            rule.allows(sme_id, lender_id, purpose, used, int(months))
+            for sme_id, used, months in zip(
+                rows["sme_id"], rows["sources_used"], rows["history_months"], strict=True
+            )
         ],
-        index=feed.index,
+        index=rows.index,
         dtype=bool,
     )
 
 
-# --- writing the pull file ------------------------------------------------------------------------
+def current_versions(versions: pd.DataFrame, may_hold: pd.Series) -> pd.DataFrame:
+    """Per SME, the version of the latest as-of date among those ``may_hold`` (the widest scope first)."""
+    held = versions[may_hold]
+    if held.empty:
+        return held
+    scope_width = held["sources_used"].map(len) * 1000 + held["history_months"]
+    ordered = held.assign(_width=scope_width).sort_values(
+        ["sme_id", "as_of_date", "_width", "scope"], ascending=[True, False, False, False]
+    )
+    return ordered.drop_duplicates("sme_id").drop(columns="_width").sort_values("feed_seq")
+
+
+def held_deliveries(session: Session, lender_id: str) -> pd.DataFrame:
+    """The lender's deliveries not withdrawn since: what it holds now, as delivered."""
+    columns = [
+        Delivery.id.label("delivery_id"),
+        Delivery.dossier_version_id,
+        Delivery.pull_id,
+        Delivery.purpose,
+        Delivery.sources_used,
+        Delivery.history_months,
+        Delivery.content_sha256,
+        DossierVersion.dossier_id,
+        DossierVersion.sme_id,
+        DossierVersion.feed_seq,
+        Sme.erased_at,
+    ]
+    reported = and_(
+        Withdrawal.lender_id == Delivery.lender_id,
+        Withdrawal.dossier_version_id == Delivery.dossier_version_id,
+        Withdrawal.delivery_pull_id == Delivery.pull_id,
+    )
+    query = (
+        select(*columns)
+        .join(DossierVersion, DossierVersion.id == Delivery.dossier_version_id)
+        .join(Sme, Sme.sme_id == DossierVersion.sme_id)
+        .outerjoin(Withdrawal, reported)
+        .where(Delivery.lender_id == lender_id, Withdrawal.id.is_(None))
+        .order_by(DossierVersion.feed_seq)
+    )
+    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in columns])
+
+
+@dataclass
+class PullPlan:
+    """What a pull at one instant hands over and takes back (decided, nothing written yet)."""
+
+    subscription: Subscription
+    versions: pd.DataFrame
+    """Every published version, with the rule's verdict for this lender (``may_hold``)."""
+    current: pd.DataFrame
+    """The current version per SME that the lender may hold."""
+    wanted: pd.DataFrame
+    """Current versions that pass the filters and that the lender does not hold with this content."""
+    withdrawals: pd.DataFrame
+    """Held deliveries the rule no longer allows (see :func:`plan_withdrawals`)."""
+
+
+def plan_withdrawals(
+    session: Session, lender_id: str, held: pd.DataFrame, rule: Entitlement, at: dt.datetime
+) -> pd.DataFrame:
+    """Held deliveries that the rule no longer allows, judged on what was delivered, with the reason.
+
+    Columns: dossier_version_id, delivery_pull_id, sme_id, dossier_id, withdrawn_at, reason.
+    """
+    erased = held["erased_at"].notna()
+    still = pd.Series(
+        [
+            rule.allows(sme_id, lender_id, purpose, used, int(months))
+            for sme_id, purpose, used, months in zip(
+                held["sme_id"], held["purpose"], held["sources_used"], held["history_months"], strict=True
+            )
+        ],
+        index=held.index,
+        dtype=bool,
+    )
+    lost = held[erased | ~still].reset_index(drop=True)
+    every = terms_of(session, sorted(set(lost["sme_id"])))
+    reasons: list[tuple[str, dt.datetime]] = []
+    for row in lost.itertuples(index=False):
+        if pd.notna(row.erased_at):
+            reasons.append(("erased", pd.Timestamp(row.erased_at).to_pydatetime()))
+        else:
+            reasons.append(
+                why_not(
+                    every[row.sme_id], lender_id, row.purpose, row.sources_used, int(row.history_months), at
+                )
+            )
+    return pd.DataFrame(
+        {
+            "dossier_version_id": lost["dossier_version_id"].astype("int64"),
+            "delivery_pull_id": lost["pull_id"].astype(str),
+            "sme_id": lost["sme_id"].astype(str),
+            "dossier_id": lost["dossier_id"].astype(str),
+            "withdrawn_at": [utc_seconds(when) for _reason, when in reasons],
+            "reason": [reason for reason, _when in reasons],
+        }
+    )
+
+
+def plan_pull(
+    session: Session, lender_id: str, *, at: dt.datetime, subscription: str | None = None, lock: bool = True
+) -> PullPlan:
+    """Decide what a pull by ``lender_id`` at ``at`` delivers and withdraws (the rule, applied)."""
+    _lender(session, lender_id)
+    chosen = _subscription(session, lender_id, subscription, lock=lock)
+    versions = published_versions(session)
+    held = held_deliveries(session, lender_id)
+    rule = entitlement(session, sorted(set(versions["sme_id"]) | set(held["sme_id"])), at=at)
+    versions["may_hold"] = allowed(versions, rule, lender_id, chosen.purpose)
+    current = current_versions(versions, versions["may_hold"])
+    holding = dict(zip(held["dossier_version_id"], held["content_sha256"], strict=True))
+    already = pd.Series(
+        [holding.get(int(v)) == sha for v, sha in zip(current["id"], current["content_sha256"], strict=True)],
+        index=current.index,
+        dtype=bool,
+    )
+    wanted = current[matches_filters(current, chosen.filters) & ~already]
+    return PullPlan(chosen, versions, current, wanted, plan_withdrawals(session, lender_id, held, rule, at))
+
+
+# --- writing the pull files -----------------------------------------------------------------------
 
 
 def _published_rows(store: Store, file_path: str, wanted: pd.DataFrame) -> pa.Table:
@@ -282,15 +414,14 @@ def _published_rows(store: Store, file_path: str, wanted: pd.DataFrame) -> pa.Ta
     return table.filter(pa.array(same, pa.bool_()))
 
 
-def write_dossiers(store: Store, wanted: pd.DataFrame, out_path: Path) -> list[str]:
-    """Copy the ``wanted`` catalog rows' dossiers into ``out_path``; returns the dossier ids written.
+def write_dossiers(store: Store, wanted: pd.DataFrame, tmp_path: Path) -> list[str]:
+    """Copy the ``wanted`` catalog rows' dossiers into ``tmp_path``; returns the dossier ids written.
 
-    Files are read one at a time; the output is written under a temporary name and renamed, so
-    ``out_path`` appears complete or not at all (and not at all when nothing is written).
+    Files are read one at a time; nothing is created when nothing is written. The caller renames
+    ``tmp_path`` once the deliveries are committed.
     """
     model_versions = ",".join(sorted(wanted["model_version"].unique()))
     schema = build_schema(model_versions)
-    tmp_path = out_path.with_name(f".{out_path.name}.tmp")
     writer: pq.ParquetWriter | None = None
     written: list[str] = []
     try:
@@ -309,131 +440,55 @@ def write_dossiers(store: Store, wanted: pd.DataFrame, out_path: Path) -> list[s
         raise
     if writer is not None:
         writer.close()
-        os.replace(tmp_path, out_path)
     return written
+
+
+def write_withdrawals(withdrawals: pd.DataFrame, tmp_path: Path) -> None:
+    """The withdrawals as a described Parquet file at ``tmp_path`` (renamed by the caller)."""
+    table = pa.Table.from_pandas(
+        withdrawals[WITHDRAWAL_SCHEMA.names], schema=WITHDRAWAL_SCHEMA, preserve_index=False
+    ).replace_schema_metadata(WITHDRAWAL_SCHEMA.metadata)
+    pq.write_table(table, tmp_path)
 
 
 def record_deliveries(
     session: Session,
     lender_id: str,
-    version_ids: list[int],
+    delivered: pd.DataFrame,
     *,
-    subscription_id: int,
+    subscription: Subscription,
     pull_id: str,
     at: dt.datetime,
 ) -> None:
-    """One :class:`Delivery` per version: new ones inserted, earlier deliveries of it updated to this pull."""
+    """One :class:`Delivery` per version, holding what was handed over (sources, window, content hash);
+    a version delivered before (then withdrawn, or re-published with other content) is updated."""
+    ids = [int(v) for v in delivered["id"]]
     earlier: dict[int, int] = {}
-    for start in range(0, len(version_ids), LOOKUP_CHUNK):
-        chunk = version_ids[start : start + LOOKUP_CHUNK]
+    for chunk in in_chunks(ids):
         query = select(Delivery.dossier_version_id, Delivery.id).where(
             Delivery.lender_id == lender_id, Delivery.dossier_version_id.in_(chunk)
         )
         earlier.update((version_id, delivery_id) for version_id, delivery_id in session.execute(query))
     this_pull = {
         "lender_id": lender_id,
-        "subscription_id": subscription_id,
+        "subscription_id": subscription.id,
+        "purpose": subscription.purpose,
         "pull_id": pull_id,
         "delivered_at": at,
     }
-    inserts = [{**this_pull, "dossier_version_id": int(v)} for v in version_ids if v not in earlier]
-    updates = [{**this_pull, "id": earlier[v]} for v in version_ids if v in earlier]
+    inserts, updates = [], []
+    for version_id, used, months, sha in zip(
+        ids, delivered["sources_used"], delivered["history_months"], delivered["content_sha256"], strict=True
+    ):
+        row = {**this_pull, "sources_used": list(used), "history_months": int(months), "content_sha256": sha}
+        if version_id in earlier:
+            updates.append({**row, "id": earlier[version_id]})
+        else:
+            inserts.append({**row, "dossier_version_id": version_id})
     if inserts:
         session.execute(insert(Delivery), inserts)
     if updates:
         session.execute(update(Delivery), updates)
-
-
-# --- withdrawals ----------------------------------------------------------------------------------
-
-
-def _unreported_deliveries(session: Session, lender_id: str) -> pd.DataFrame:
-    """The lender's deliveries for which no withdrawal has been reported yet."""
-    columns = [
-        Delivery.dossier_version_id,
-        Delivery.pull_id,
-        DossierVersion.dossier_id,
-        DossierVersion.sme_id,
-        DossierVersion.sources_used,
-    ]
-    reported = and_(
-        Withdrawal.lender_id == Delivery.lender_id,
-        Withdrawal.dossier_version_id == Delivery.dossier_version_id,
-        Withdrawal.delivery_pull_id == Delivery.pull_id,
-    )
-    query = (
-        select(*columns)
-        .join(DossierVersion, DossierVersion.id == Delivery.dossier_version_id)
-        .outerjoin(Withdrawal, reported)
-        .where(Delivery.lender_id == lender_id, Withdrawal.id.is_(None))
-        .order_by(DossierVersion.feed_seq)
-    )
-    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in columns])
-
-
-def why_withdrawn(
-    consents: Iterable[Consent], lender_id: str, sources_used: Iterable[str], at: dt.datetime
-) -> tuple[str, dt.datetime]:
-    """Explain (not decide) why ``lender_id`` lost a dossier: the reason and when entitlement ended.
-
-    Among the SME's consents whose terms name the lender and cover the sources, the one that ended
-    last gives the answer (revoked: its ``revoked_at``; expired: its ``expires_at``). When none does,
-    the SME's consents were narrowed and the pull time ``at`` stands in.
-    """
-    used = list(sources_used)
-    covering = [
-        c for c in consents if is_entitled([(frozenset(c.sources), frozenset(c.recipients))], lender_id, used)
-    ]
-    endings = [("consent_revoked", c.revoked_at) for c in covering if c.status == "revoked" and c.revoked_at]
-    endings += [
-        ("consent_expired", c.expires_at) for c in covering if c.status != "revoked" and c.expires_at <= at
-    ]
-    if not endings:
-        return "consent_no_longer_covers", at
-    return max(endings, key=lambda ending: ending[1])
-
-
-def _consents_of(session: Session, sme_ids: list[str]) -> dict[str, list[Consent]]:
-    by_sme: dict[str, list[Consent]] = {sme_id: [] for sme_id in sme_ids}
-    for start in range(0, len(sme_ids), LOOKUP_CHUNK):
-        chunk = sme_ids[start : start + LOOKUP_CHUNK]
-        for consent in session.scalars(select(Consent).where(Consent.sme_id.in_(chunk))):
-            by_sme[consent.sme_id].append(consent)
-    return by_sme
-
-
-def new_withdrawals(session: Session, lender_id: str, grants: Grants, at: dt.datetime) -> pd.DataFrame:
-    """Deliveries to ``lender_id`` no longer entitled under ``grants`` and not reported before.
-
-    Columns: dossier_version_id, delivery_pull_id, sme_id, dossier_id, withdrawn_at, reason.
-    """
-    delivered = _unreported_deliveries(session, lender_id)
-    lost = delivered[~entitled(delivered, grants, lender_id)].reset_index(drop=True)
-    consents = _consents_of(session, sorted(set(lost["sme_id"])))
-    explained = [
-        why_withdrawn(consents[sme_id], lender_id, used, at)
-        for sme_id, used in zip(lost["sme_id"], lost["sources_used"], strict=True)
-    ]
-    return pd.DataFrame(
-        {
-            "dossier_version_id": lost["dossier_version_id"],
-            "delivery_pull_id": lost["pull_id"],
-            "sme_id": lost["sme_id"],
-            "dossier_id": lost["dossier_id"],
-            "withdrawn_at": [utc_seconds(when) for _reason, when in explained],
-            "reason": [reason for reason, _when in explained],
-        }
-    )
-
-
-def write_withdrawals(withdrawals: pd.DataFrame, out_path: Path) -> None:
-    """The withdrawals as a described Parquet file (written under a temporary name, then renamed)."""
-    table = pa.Table.from_pandas(
-        withdrawals[WITHDRAWAL_SCHEMA.names], schema=WITHDRAWAL_SCHEMA, preserve_index=False
-    ).replace_schema_metadata(WITHDRAWAL_SCHEMA.metadata)
-    tmp_path = out_path.with_name(f".{out_path.name}.tmp")
-    pq.write_table(table, tmp_path)
-    os.replace(tmp_path, out_path)
 
 
 # --- the pull -------------------------------------------------------------------------------------
@@ -448,6 +503,44 @@ def pull_id_for(at: dt.datetime) -> str:
     return f"{at.astimezone(dt.UTC):%Y%m%dT%H%M%S%fZ}"
 
 
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def recover_pull_files(session: Session, lender_id: str, out_dir: Path) -> dict[str, int]:
+    """Finish or discard the temporary files an interrupted pull left in ``out_dir``.
+
+    A temporary file whose pull committed (its deliveries or withdrawals are in the warehouse) is
+    renamed to its final name; one whose pull did not commit is removed.
+    """
+    finished = removed = 0
+    for tmp_path in sorted(out_dir.glob(f".{lender_id}-*.parquet.tmp")):
+        final = tmp_path.with_name(tmp_path.name[1:].removesuffix(".tmp"))
+        pull_id = (
+            final.name.removeprefix(f"{lender_id}-").removesuffix(".parquet").removesuffix("-withdrawals")
+        )
+        committed = session.scalar(
+            select(func.count(Delivery.id)).where(
+                Delivery.lender_id == lender_id, Delivery.pull_id == pull_id
+            )
+        ) or session.scalar(
+            select(func.count(Withdrawal.id)).where(
+                Withdrawal.lender_id == lender_id, Withdrawal.pull_id == pull_id
+            )
+        )
+        if committed:
+            os.replace(tmp_path, final)
+            finished += 1
+        else:
+            tmp_path.unlink()
+            removed += 1
+    if finished or removed:
+        log.warning(
+            "pull files of %s: %d interrupted pulls finished, %d discarded", lender_id, finished, removed
+        )
+    return {"finished": finished, "discarded": removed}
+
+
 def pull(
     session: Session,
     store: Store,
@@ -457,91 +550,95 @@ def pull(
     now: dt.datetime | None = None,
     subscription: str | None = None,
 ) -> dict[str, Any]:
-    """Deliver to ``lender_id`` what it is entitled to since its cursor; report withdrawals.
+    """Deliver to ``lender_id`` what it may hold and does not have yet; report withdrawals.
 
     Writes ``out_dir/<lender>-<pull_id>.parquet`` (the dossier schema, described) when anything is
-    delivered, and ``out_dir/<lender>-<pull_id>-withdrawals.parquet`` when a delivered dossier lost
-    its consent. ``subscription`` names one of the lender's subscriptions (default: its only active
-    one). Raises :class:`FeedError` for an unknown lender or a missing subscription.
+    delivered, and ``out_dir/<lender>-<pull_id>-withdrawals.parquet`` when a held dossier lost its
+    cover. **Commits** ``session`` (deliveries and withdrawals) before the files get their final
+    names. ``subscription`` names one of the lender's subscriptions (default: its only active one).
+    Raises :class:`FeedError` for an unknown lender or a missing subscription.
     """
     at = now or utcnow()
     if at.tzinfo is None:
         raise ValueError(f"naive datetime {at!r}: a pull needs a UTC instant")
     _lender(session, lender_id)
     if Path(lender_id).name != lender_id or lender_id.startswith("."):
-        raise ValueError(f"lender id {lender_id!r} cannot name a file")
-    chosen = _subscription(session, lender_id, subscription)
-    pull_id = pull_id_for(at)
+        raise FeedError(f"lender id {lender_id!r} cannot name a file")
     out_dir.mkdir(parents=True, exist_ok=True)
-    grants = entitlement_map(session, at=at)
-
-    feed = feed_since(session, chosen.cursor)
-    published = (feed["file_path"] != UNPUBLISHED) & (feed["schema_version"] == SCHEMA_VERSION)
-    wanted_by_filters = matches_filters(feed, chosen.filters)
-    may_receive = entitled(feed, grants, lender_id)
-    wanted = feed[published & wanted_by_filters & may_receive]
-
+    recovered = recover_pull_files(session, lender_id, out_dir)
+    plan = plan_pull(session, lender_id, at=at, subscription=subscription)
+    chosen = plan.subscription
+    pull_id = pull_id_for(at)
     dossier_path = out_dir / f"{lender_id}-{pull_id}.parquet"
-    written = write_dossiers(store, wanted, dossier_path) if not wanted.empty else []
-    delivered = wanted[wanted["dossier_id"].isin(written)]
-    record_deliveries(
-        session, lender_id, delivered["id"].tolist(), subscription_id=chosen.id, pull_id=pull_id, at=at
-    )
-    cursor_from = chosen.cursor
-    if not feed.empty:
-        chosen.cursor = int(feed["feed_seq"].max())
-
-    withdrawals = new_withdrawals(session, lender_id, grants, at)
     withdrawals_path = out_dir / f"{lender_id}-{pull_id}-withdrawals.parquet"
-    if not withdrawals.empty:
-        write_withdrawals(withdrawals, withdrawals_path)
-        session.add_all(
-            Withdrawal(
-                lender_id=lender_id,
-                dossier_version_id=int(row.dossier_version_id),
-                delivery_pull_id=row.delivery_pull_id,
-                reason=row.reason,
-                withdrawn_at=pd.Timestamp(row.withdrawn_at).to_pydatetime(),
-                pull_id=pull_id,
-                reported_at=at,
+    written_files: list[Path] = []
+    try:
+        written = write_dossiers(store, plan.wanted, _tmp(dossier_path)) if not plan.wanted.empty else []
+        if written:
+            written_files.append(dossier_path)
+        delivered = plan.wanted[plan.wanted["dossier_id"].isin(written)]
+        record_deliveries(session, lender_id, delivered, subscription=chosen, pull_id=pull_id, at=at)
+        withdrawals = plan.withdrawals
+        if not withdrawals.empty:
+            write_withdrawals(withdrawals, _tmp(withdrawals_path))
+            written_files.append(withdrawals_path)
+            session.add_all(
+                Withdrawal(
+                    lender_id=lender_id,
+                    dossier_version_id=int(row.dossier_version_id),
+                    delivery_pull_id=row.delivery_pull_id,
+                    reason=row.reason,
+                    withdrawn_at=pd.Timestamp(row.withdrawn_at).to_pydatetime(),
+                    pull_id=pull_id,
+                    reported_at=at,
+                )
+                for row in withdrawals.itertuples(index=False)
             )
-            for row in withdrawals.itertuples(index=False)
-        )
-    session.flush()
+        cursor_from = chosen.cursor
+        if not delivered.empty:
+            chosen.cursor = max(chosen.cursor, int(delivered["feed_seq"].max()))
+        session.flush()
+        session.commit()
+    except BaseException:
+        session.rollback()
+        for path in written_files:
+            _tmp(path).unlink(missing_ok=True)
+        raise
+    for path in written_files:
+        os.replace(_tmp(path), path)
+    may_hold = plan.versions["may_hold"]
     log.info(
-        "pull %s of %s: %d delivered, %d withdrawals, cursor %d -> %d",
-        pull_id,
-        lender_id,
-        len(delivered),
-        len(withdrawals),
-        cursor_from,
-        chosen.cursor,
+        "pull %s of %s: %d delivered, %d withdrawals", pull_id, lender_id, len(delivered), len(withdrawals)
     )
     return {
         "lender_id": lender_id,
         "subscription": chosen.name,
+        "purpose": chosen.purpose,
         "pull_id": pull_id,
         "cursor_from": cursor_from,
         "cursor_to": chosen.cursor,
-        "considered": len(feed),
+        "considered": len(plan.versions),
+        "current": len(plan.current),
         "delivered": len(delivered),
-        "not_entitled": int((published & ~may_receive).sum()),
-        "filtered_out": int((published & may_receive & ~wanted_by_filters).sum()),
-        "unavailable": len(wanted) - len(delivered) + int((~published).sum()),
+        "not_entitled": int((~may_hold).sum()),
+        "not_entitled_smes": int(plan.versions.loc[~may_hold, "sme_id"].nunique()),
+        "filtered_out": int((~matches_filters(plan.current, chosen.filters)).sum()),
+        "unavailable": len(plan.wanted) - len(delivered),
         "file": str(dossier_path) if len(delivered) else None,
         "withdrawals": len(withdrawals),
         "withdrawals_file": str(withdrawals_path) if not withdrawals.empty else None,
+        "recovered": recovered,
     }
 
 
 def lender_status(session: Session, lender_id: str, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    """A lender's subscriptions (cursor, pending), deliveries, withdrawals and dossiers entitled ``now``.
+    """A lender's subscriptions, deliveries, withdrawals and what its consents and filters allow ``now``.
 
-    ``entitled_now`` counts the currently published dossiers the lender's consents allow, whatever
-    its subscription filters; ``pending`` counts catalog rows after a subscription's cursor.
+    Per subscription: ``entitled_now`` counts the current versions (one per SME) the consent rule
+    lets it hold for its purpose and that pass its filters; ``pending`` those it does not hold yet.
     """
     lender = _lender(session, lender_id)
-    latest_seq = session.scalar(select(func.max(DossierVersion.feed_seq))) or 0
+    at = now or utcnow()
     subscriptions = session.scalars(
         select(Subscription).where(Subscription.lender_id == lender_id).order_by(Subscription.name)
     ).all()
@@ -551,30 +648,29 @@ def lender_status(session: Session, lender_id: str, *, now: dt.datetime | None =
         )
     ).one()
     withdrawals = session.scalar(select(func.count(Withdrawal.id)).where(Withdrawal.lender_id == lender_id))
-    published = feed_since(session, 0)
-    published = published[
-        (published["file_path"] != UNPUBLISHED) & (published["schema_version"] == SCHEMA_VERSION)
-    ]
-    pending = {
-        s.id: session.scalar(select(func.count(DossierVersion.id)).where(DossierVersion.feed_seq > s.cursor))
-        for s in subscriptions
-    }
-    return {
-        "lender_id": lender.lender_id,
-        "name": lender.name,
-        "subscriptions": [
+    described = []
+    for s in subscriptions:
+        plan = plan_pull(session, lender_id, at=at, subscription=s.name, lock=False) if s.active else None
+        described.append(
             {
                 "name": s.name,
                 "active": s.active,
+                "purpose": s.purpose,
                 "filters": s.filters,
                 "cursor": s.cursor,
-                "latest_feed_seq": latest_seq,
-                "pending": pending[s.id],
+                "entitled_now": int(matches_filters(plan.current, s.filters).sum()) if plan else 0,
+                "pending": len(plan.wanted) if plan else 0,
+                "withdrawals_pending": len(plan.withdrawals) if plan else 0,
             }
-            for s in subscriptions
-        ],
+        )
+    held = held_deliveries(session, lender_id)
+    return {
+        "lender_id": lender.lender_id,
+        "name": lender.name,
+        "subscriptions": described,
         "deliveries": deliveries,
+        "holding": len(held),
         "last_delivered_at": last_delivered_at.isoformat() if last_delivered_at else None,
         "withdrawals": withdrawals,
-        "entitled_now": int(entitled(published, entitlement_map(session, at=now), lender_id).sum()),
+        "entitled_now": sum(d["entitled_now"] for d in described),
     }

@@ -81,6 +81,8 @@ class Sme(Base):
     size_band: Mapped[str] = mapped_column(String(16))
     founded_year: Mapped[int | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    erased_at: Mapped[dt.datetime | None]
+    """When the SME's data was erased at its request (``dossier consent erase``); its name is gone too."""
 
 
 class Lender(Base):
@@ -97,6 +99,7 @@ class Consent(Base):
     """An SME's permission: which sources, for which recipients, why, how far back, until when."""
 
     __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_sme_status", "sme_id", "status"),)
 
     consent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
@@ -245,12 +248,14 @@ class DossierVersion(Base):
     __tablename__ = "dossier_versions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dossier_id: Mapped[str] = mapped_column(String(96), unique=True)
+    dossier_id: Mapped[str] = mapped_column(String(160), unique=True)
     sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
     as_of_date: Mapped[dt.date] = mapped_column(Date)
     schema_version: Mapped[int]
     model_version: Mapped[str] = mapped_column(String(64))
     sources_used: Mapped[list[str]]
+    scope: Mapped[str] = mapped_column(String(96), default="")
+    history_months: Mapped[int] = mapped_column(default=0)
     publish_id: Mapped[int] = mapped_column(ForeignKey("publishes.id"))
     file_path: Mapped[str] = mapped_column(String(512))
     content_sha256: Mapped[str] = mapped_column(String(64))
@@ -270,6 +275,7 @@ class Subscription(Base):
     lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
     name: Mapped[str] = mapped_column(String(64), default="default")
     filters: Mapped[dict[str, Any]]
+    purpose: Mapped[str] = mapped_column(String(32), default="credit_decision")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     cursor: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -286,6 +292,11 @@ class Delivery(Base):
     lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
     dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"))
+    purpose: Mapped[str] = mapped_column(String(32), default="credit_decision")
+    sources_used: Mapped[list[str]] = mapped_column(default=list)
+    """The sources of the content handed over (withdrawals are judged on what was delivered)."""
+    history_months: Mapped[int] = mapped_column(default=0)
+    content_sha256: Mapped[str] = mapped_column(String(64), default="")
     pull_id: Mapped[str] = mapped_column(String(64))
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -305,6 +316,7 @@ class Withdrawal(Base):
     dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
     delivery_pull_id: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(32))
+    """``consent_revoked``, ``consent_expired``, ``consent_no_longer_covers`` or ``erased``."""
     withdrawn_at: Mapped[dt.datetime]
     pull_id: Mapped[str] = mapped_column(String(64))
     reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -166,6 +166,13 @@ class Store:
         names = self.fs.ls(directory, detail=False)
         return sorted(n for n in names if n.endswith(suffix) and not posixpath.basename(n).startswith("."))
 
+    def walk(self, directory: str, suffix: str = "") -> list[str]:
+        """Every file under ``directory``, at any depth (sorted), skipping temporary files."""
+        if not self.fs.exists(directory):
+            return []
+        names = self.fs.find(directory)
+        return sorted(n for n in names if n.endswith(suffix) and not posixpath.basename(n).startswith("."))
+
     def delete(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)

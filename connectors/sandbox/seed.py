@@ -42,7 +42,7 @@ LENDERS: dict[str, str] = {
     "kestrel-finance": "Kestrel Finance",
 }
 LENDER_WEIGHTS = (0.45, 0.35, 0.20)
-PURPOSE = "working-capital credit assessment"
+PURPOSE = "credit_decision"
 HISTORY_MONTHS = 36
 CONSENT_DAYS = 365
 PROVIDER_NAMES: dict[str, str] = {

@@ -26,7 +26,7 @@ from connectors.utility.connector import UtilityConnector
 from dossier.settings import for_home, override
 from warehouse import consent
 from warehouse.db import make_engine, session_scope
-from warehouse.models import IngestionRun, Sme, SourceConnection
+from warehouse.models import IngestionRun, Lender, Sme, SourceConnection
 from warehouse.storage import Store
 
 TENANTS = {"SME-000001": "ten_a", "SME-000002": "ten_b", "SME-000003": "ten_c", "SME-000004": "ten_d"}
@@ -66,6 +66,7 @@ def warehouse(warehouse_url: str, tmp_path: Path) -> Any:
     """Four SMEs with a 12-month accounting consent, on SQLite and on PostgreSQL."""
     engine = make_engine(warehouse_url)
     with session_scope(engine) as session:
+        session.add(Lender(lender_id="lender", name="A lender"))
         for sme_id, tenant in TENANTS.items():
             session.add(Sme(sme_id=sme_id, name=sme_id, industry="retail", region="Wales", size_band="micro"))
             session.flush()
@@ -85,7 +86,7 @@ def warehouse(warehouse_url: str, tmp_path: Path) -> Any:
                 sme_id=sme_id,
                 sources=["accounting"],
                 recipients=["lender"],
-                purpose="credit",
+                purpose="credit_decision",
                 history_months=12,
                 granted_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
                 expires_at=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),

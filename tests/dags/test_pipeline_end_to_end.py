@@ -52,17 +52,17 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
 
         at = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
         with session_scope() as session:
-            coverage = consent.source_coverage(session, at)
+            smes = session.scalars(select(Consent.sme_id).distinct()).all()
+            terms = consent.terms_of(session, smes, active_at=(at, dt.datetime.now(dt.UTC)))
             runs = session.execute(
                 select(IngestionRun.sme_id, IngestionRun.source, IngestionRun.status)
             ).all()
-            grants = consent.entitlement_map(session, at)
             quarantined = set(
                 session.scalars(select(QuarantineEntry.sme_id).where(QuarantineEntry.resolved_at.is_(None)))
             )
         # Consent is law before a pull: a source is pulled only where an active consent covers it.
         for sme_id, source, status in runs:
-            covered = source in coverage.get(sme_id, {})
+            covered = any(source in t.sources for t in terms.get(sme_id, []))
             assert (status != "skipped_no_consent") == covered, (sme_id, source, status)
         assert {status for *_, status in runs} >= {"pulled", "skipped_no_consent"}
 
@@ -71,7 +71,8 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
         # ... and at publishing: every dossier has a lender entitled to all the sources it used.
         for row in published.itertuples():
             assert any(
-                set(row.sources_used) <= sources and recipients for sources, recipients in grants[row.sme_id]
+                set(row.sources_used) <= t.sources and row.history_months <= t.history_months
+                for t in terms[row.sme_id]
             )
         assert not set(published["sme_id"]) & quarantined
         assert published["grade"].isin(list("ABCDE")).all()
@@ -90,7 +91,7 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
         frame = pd.read_parquet(files[0])
         assert duckdb.sql(f"select count(*) from read_parquet('{files[0]}')").fetchall() == [(len(frame),)]
         assert all(
-            consent.is_entitled(grants[s], lender, u)
+            any(lender in t.recipients and set(u) <= t.sources for t in terms[s])
             for s, u in zip(frame["sme_id"], frame["sources_used"], strict=True)
         )
         assert pq.read_schema(files[0]).field("pd_12m").metadata[b"description"]
@@ -111,7 +112,7 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
         catalog = _catalog()
         raw_files = sorted((settings.home / "raw").rglob("*.*"))
         partition = sorted(
-            Path(Store.from_settings().layout.dossier_partition(1, as_of.isoformat())).glob("*.parquet")
+            Path(Store.from_settings().layout.dossier_partition(2, as_of.isoformat())).glob("*.parquet")
         )
         before = {p.name: p.read_bytes() for p in partition}
         second = run_pipeline(as_of=as_of)

@@ -111,17 +111,21 @@ def test_seeded_consents_follow_each_smes_plan(warehouse_engine: Engine, small: 
                 PURPOSE, 36, sorted(plan.sources), sorted(plan.recipients),
             )  # fmt: skip
             assert row.expires_at - row.granted_at == dt.timedelta(days=365)
-            active = consent.is_active(row, NOW)
+            active = consent.status_at(row, NOW) == "active"
             assert active == (plan.category in ("full_one_lender", "full_two_lenders", "partial_sources"))
             if plan.category == "revoked":
                 assert (row.status, row.revoked_at < NOW) == ("revoked", True)
             if plan.category == "expired":
                 assert row.expires_at < NOW
             if active:
-                assert consent.entitled_lenders(session, sme_id, plan.sources, NOW) == set(plan.recipients)
+                rule = consent.entitlement(session, [sme_id], at=NOW)
+                entitled = {
+                    lender for lender in LENDERS if rule.allows(sme_id, lender, PURPOSE, plan.sources, 36)
+                }
+                assert entitled == set(plan.recipients)
                 for source in set(SOURCES) - set(plan.sources):
                     with pytest.raises(consent.ConsentError, match=source):
-                        consent.require_source(session, sme_id, source, NOW)
+                        consent.require_source(session, sme_id, source, then=NOW, now=NOW)
 
 
 def test_seeding_twice_changes_nothing(warehouse_engine: Engine, small: Universe) -> None:

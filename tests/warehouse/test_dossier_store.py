@@ -52,6 +52,12 @@ SMES: dict[str, tuple[str, str, str, str, int | None]] = {
 }
 LENDERS = {"northwind": "Northwind Capital", "harbor": "Harbor Credit"}
 GRADES = "ABCDE"
+HISTORY = 24
+
+
+def scope_of(sources: Iterable[str], months: int = HISTORY) -> str:
+    """The scope key of a dossier computed from ``sources`` over ``months``."""
+    return f"{'+'.join(sorted(sources))}@{months}m"
 
 
 # --- shared helpers -------------------------------------------------------------------------------
@@ -76,6 +82,7 @@ def give_consent(
     recipients: tuple[str, ...] = ("northwind",),
     granted_at: dt.datetime = NOW - dt.timedelta(days=30),
     expires_at: dt.datetime = NOW + dt.timedelta(days=365),
+    history_months: int = HISTORY,
 ) -> None:
     consent.grant(
         session,
@@ -83,8 +90,8 @@ def give_consent(
         sme_id=sme_id,
         sources=sources,
         recipients=recipients,
-        purpose="working-capital credit assessment",
-        history_months=24,
+        purpose="credit_decision",
+        history_months=history_months,
         granted_at=granted_at,
         expires_at=expires_at,
     )
@@ -93,7 +100,12 @@ def give_consent(
 def scored_row(sme_id: str, *, sources: tuple[str, ...] = BOOKS_AND_VAT, bump: float = 0.0) -> dict[str, Any]:
     """What evaluation hands over for one SME: deterministic values derived from its number."""
     n = int(sme_id[-6:])
-    row: dict[str, Any] = {"sme_id": sme_id, "sources_used": sorted(sources)}
+    row: dict[str, Any] = {
+        "sme_id": sme_id,
+        "scope": scope_of(sources),
+        "history_months": HISTORY,
+        "sources_used": sorted(sources),
+    }
     for k, column in enumerate(FEATURE_COLUMNS):
         if column.nullable and n % 2 == 0 and column.name.startswith("survey_"):
             row[column.name] = None
@@ -122,7 +134,13 @@ def scored(
     sources = sources or {}
     return pd.DataFrame(
         [scored_row(s, sources=sources.get(s, BOOKS_AND_VAT), bump=bump) for s in sme_ids],
-        columns=["sme_id", "sources_used", *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS)],
+        columns=[
+            "sme_id",
+            "scope",
+            "history_months",
+            "sources_used",
+            *(c.name for c in FEATURE_COLUMNS + SCORE_COLUMNS),
+        ],
     )
 
 
@@ -138,7 +156,7 @@ def expected_row(
     """The whole dossier row a publish must write for ``sme_id``, in schema column order."""
     name, industry, region, size, year = SMES[sme_id]
     row = {
-        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v1",
+        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v2:{scope_of(sources)}",
         "sme_id": sme_id,
         "sme_name": name,
         "industry": industry,
@@ -146,7 +164,7 @@ def expected_row(
         "size_band": size,
         "founded_year": year,
         "as_of_date": as_of,
-        "schema_version": 1,
+        "schema_version": 2,
         "model_version": model_version,
         "sources_used": sorted(sources),
         "published_at": published_at,
@@ -167,7 +185,7 @@ def file_rows(path: Path | str) -> list[dict[str, Any]]:
 
 
 def part_path(store: Store, part: int, as_of: dt.date = AS_OF) -> Path:
-    return Path(store.layout.dossier_part(1, as_of.isoformat(), part))
+    return Path(store.layout.dossier_part(2, as_of.isoformat(), part))
 
 
 def catalog(engine: Engine) -> list[dict[str, Any]]:
@@ -223,21 +241,21 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     summary = run_publish(warehouse_engine, store, frames)
 
     parts = [
-        "dossiers/schema=1/as_of=2026-11-01/part-0000.parquet",
-        "dossiers/schema=1/as_of=2026-11-01/part-0001.parquet",
+        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
+        "dossiers/schema=2/as_of=2026-11-01/part-0001.parquet",
     ]
     assert summary == {
         "as_of": "2026-11-01",
-        "schema_version": 1,
+        "schema_version": 2,
         "model_version": MODEL,
         "published_at": "2026-11-02T09:30:00+00:00",
         "rows": 3,
         "new_or_changed": 3,
         "unchanged": 0,
         "unpublished": 0,
-        "withheld_no_consent": {"count": 1, "examples": ["SME-000004"]},
+        "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v2:accounting+tax@24m"]},
         "files": parts,
-        "manifest": "manifests/dossiers/schema=1/as_of=2026-11-01.json",
+        "manifest": "manifests/dossiers/schema=2/as_of=2026-11-01.json",
         "grades": {"A": 1, "B": 1, "C": 1},
     }
     assert json.loads(json.dumps(summary)) == summary
@@ -249,7 +267,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     root = Path(store.root)
     assert read_manifest(store, AS_OF) == {
         "dataset": "dossiers",
-        "schema_version": 1,
+        "schema_version": 2,
         "model_version": MODEL,
         "as_of": "2026-11-01",
         "published_at": "2026-11-02T09:30:00+00:00",
@@ -278,7 +296,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             publish_row.files,
             publish_row.rows,
             publish_row.published_at,
-        ) == (AS_OF, 1, MODEL, summary["manifest"], 2, 3, NOW)
+        ) == (AS_OF, 2, MODEL, summary["manifest"], 2, 3, NOW)
         publish_id = publish_row.id
     hashes = content_sha256(pq.read_table(part_path(store, 0))) + content_sha256(
         pq.read_table(part_path(store, 1))
@@ -286,12 +304,14 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     rows = catalog(warehouse_engine)
     assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == [
         {
-            "dossier_id": "SME-000001:2026-11-01:v1",
+            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
             "sme_id": "SME-000001",
             "as_of_date": AS_OF,
-            "schema_version": 1,
+            "schema_version": 2,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
+            "scope": "accounting+tax@24m",
+            "history_months": 24,
             "publish_id": publish_id,
             "file_path": parts[0],
             "content_sha256": hashes[0],
@@ -301,12 +321,14 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000002:2026-11-01:v1",
+            "dossier_id": "SME-000002:2026-11-01:v2:accounting+tax@24m",
             "sme_id": "SME-000002",
             "as_of_date": AS_OF,
-            "schema_version": 1,
+            "schema_version": 2,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
+            "scope": "accounting+tax@24m",
+            "history_months": 24,
             "publish_id": publish_id,
             "file_path": parts[1],
             "content_sha256": hashes[1],
@@ -316,12 +338,14 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000003:2026-11-01:v1",
+            "dossier_id": "SME-000003:2026-11-01:v2:accounting+tax+utility@24m",
             "sme_id": "SME-000003",
             "as_of_date": AS_OF,
-            "schema_version": 1,
+            "schema_version": 2,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax", "utility"],
+            "scope": "accounting+tax+utility@24m",
+            "history_months": 24,
             "publish_id": publish_id,
             "file_path": parts[1],
             "content_sha256": hashes[2],
@@ -349,7 +373,7 @@ def test_parquet_metadata_describes_every_column(sqlite_engine: Engine, store: S
         c.name: (parquet_type(c.type), c.nullable) for c in ALL_COLUMNS
     }
     assert schema.metadata == {
-        b"dossier_schema_version": b"1",
+        b"dossier_schema_version": b"2",
         b"model_version": MODEL.encode(),
         b"grain": b"One row per SME per as-of date.",
     }
@@ -375,13 +399,13 @@ def test_dataset_folder_reads_as_is_with_pandas_duckdb_and_polars(
 
     frame = pd.read_parquet(folder).sort_values(["sme_id", "as_of_date"])
     assert list(zip(frame["sme_id"], frame["as_of"].astype(str), frame["pd_12m"], strict=True)) == expected
-    assert set(frame["schema"].astype(str)) == {"1"}
+    assert set(frame["schema"].astype(str)) == {"2"}
 
     rows = duckdb.sql(
         f"SELECT sme_id, CAST(as_of AS VARCHAR), pd_12m, \"schema\" FROM read_parquet('{folder}/**/*.parquet', "
         "hive_partitioning=true) ORDER BY sme_id, as_of"
     ).fetchall()
-    assert rows == [(*row, 1) for row in expected]
+    assert rows == [(*row, 2) for row in expected]
 
     lazy = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True)
     polars_rows = (
@@ -451,7 +475,7 @@ def test_read_published_trusts_only_the_files_its_manifest_lists(sqlite_engine: 
         ("expired", {"expires_at": NOW - dt.timedelta(days=1)}),
         ("not yet granted", {"granted_at": NOW + dt.timedelta(days=1)}),
         ("covers only some sources", {"sources": ("accounting",)}),
-        ("names no lender", {"recipients": ()}),
+        ("allows a shorter history window", {"history_months": 12}),
     ],
 )
 def test_dossiers_without_a_consent_covering_a_lender_and_all_sources_are_withheld(
@@ -474,7 +498,8 @@ def test_dossiers_without_a_consent_covering_a_lender_and_all_sources_are_withhe
 
     summary = run_publish(warehouse_engine, store, [scored(["SME-000001", "SME-000002"])])
 
-    assert summary["withheld_no_consent"] == {"count": 1, "examples": ["SME-000002"]}, case
+    withheld = ["SME-000002:2026-11-01:v2:accounting+tax@24m"]
+    assert summary["withheld_no_consent"] == {"count": 1, "examples": withheld}, case
     assert file_rows(part_path(store, 0)) == [expected_row("SME-000001", published_at=NOW)]
     assert [row["sme_id"] for row in catalog(warehouse_engine)] == ["SME-000001"]
 
@@ -555,7 +580,10 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     )
 
     assert summary["unpublished"] == 1
-    assert summary["withheld_no_consent"] == {"count": 1, "examples": ["SME-000003"]}
+    assert summary["withheld_no_consent"] == {
+        "count": 1,
+        "examples": ["SME-000003:2026-11-01:v2:accounting+tax@24m"],
+    }
     assert sorted(p.name for p in part_path(store, 0).parent.iterdir()) == [
         "part-0000.parquet",
         "part-0001.parquet",
@@ -563,8 +591,8 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     assert read_published(store, AS_OF)["sme_id"].tolist() == ["SME-000001", "SME-000002"]
     by_sme = {row["sme_id"]: (row["file_path"], row["feed_seq"]) for row in catalog(warehouse_engine)}
     assert by_sme == {
-        "SME-000001": ("dossiers/schema=1/as_of=2026-11-01/part-0000.parquet", 1),
-        "SME-000002": ("dossiers/schema=1/as_of=2026-11-01/part-0001.parquet", 2),
+        "SME-000001": ("dossiers/schema=2/as_of=2026-11-01/part-0000.parquet", 1),
+        "SME-000002": ("dossiers/schema=2/as_of=2026-11-01/part-0001.parquet", 2),
         "SME-000003": ("", 3),
     }
 
@@ -577,7 +605,7 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     )
     row = next(r for r in catalog(warehouse_engine) if r["sme_id"] == "SME-000003")
     assert (row["file_path"], row["feed_seq"], row["published_at"]) == (
-        "dossiers/schema=1/as_of=2026-11-01/part-0000.parquet",
+        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
         4,
         again,
     )
@@ -609,7 +637,7 @@ def _with(sme_id: str, **values: Any) -> list[pd.DataFrame]:
     [
         (_without("grade"), r"scored frame 0 \(part-0000\): missing columns \['grade'\]"),
         ([scored(["SME-000001", "SME-000009"])], r"SMEs not in the smes table: SME-000009"),
-        ([scored(["SME-000001", "SME-000001"])], r"SMEs appear more than once: SME-000001"),
+        ([scored(["SME-000001", "SME-000001"])], r"SMEs appear more than once in one scope: SME-000001"),
         (
             [scored(["SME-000001"]), scored(["SME-000002", "SME-000001"])],
             r"scored frame 1 \(part-0001\): SMEs already in an earlier frame: SME-000001",

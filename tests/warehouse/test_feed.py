@@ -104,17 +104,21 @@ def test_pull_writes_the_entitled_dossiers_and_records_deliveries(
     assert summary == {
         "lender_id": "northwind",
         "subscription": "default",
+        "purpose": "credit_decision",
         "pull_id": "20261102T103000000000Z",
         "cursor_from": 0,
         "cursor_to": 3,
         "considered": 3,
+        "current": 2,
         "delivered": 2,
         "not_entitled": 1,
+        "not_entitled_smes": 1,
         "filtered_out": 0,
         "unavailable": 0,
         "file": str(path),
         "withdrawals": 0,
         "withdrawals_file": None,
+        "recovered": {"finished": 0, "discarded": 0},
     }
     assert sorted(p.name for p in out_dir.iterdir()) == [path.name]
     assert file_rows(path) == [
@@ -126,12 +130,24 @@ def test_pull_writes_the_entitled_dossiers_and_records_deliveries(
         c.name: (parquet_type(c.type), c.description) for c in ALL_COLUMNS
     }
     assert (schema.metadata[b"dossier_schema_version"], schema.metadata[b"model_version"]) == (
-        b"1",
+        b"2",
         MODEL.encode(),
     )
     assert deliveries(warehouse_engine) == [
-        ("northwind", "SME-000001:2026-11-01:v1", "default", "20261102T103000000000Z", PULL_AT),
-        ("northwind", "SME-000003:2026-11-01:v1", "default", "20261102T103000000000Z", PULL_AT),
+        (
+            "northwind",
+            "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "default",
+            "20261102T103000000000Z",
+            PULL_AT,
+        ),
+        (
+            "northwind",
+            "SME-000003:2026-11-01:v2:accounting+tax@24m",
+            "default",
+            "20261102T103000000000Z",
+            PULL_AT,
+        ),
     ]
     assert (cursor_of(warehouse_engine, "northwind"), cursor_of(warehouse_engine, "harbor")) == (3, 0)
 
@@ -156,11 +172,11 @@ def test_a_second_pull_with_nothing_new_writes_nothing(
 
     assert (
         again["delivered"],
-        again["considered"],
+        again["current"],
         again["file"],
         again["cursor_from"],
         again["cursor_to"],
-    ) == (0, 0, None, 3, 3)
+    ) == (0, 2, None, 3, 3)
     assert [p.name for p in out_dir.iterdir()] == ["northwind-20261102T103000000000Z.parquet"]
     assert len(deliveries(warehouse_engine)) == 2
 
@@ -194,7 +210,7 @@ def test_consent_lost_between_publish_and_pull_stops_the_dossier(
 
     assert (summary["delivered"], summary["not_entitled"], summary["cursor_to"]) == (1, 2, 3), case
     assert [row["sme_id"] for row in file_rows(summary["file"])] == ["SME-000003"]
-    assert [row[1] for row in deliveries(warehouse_engine)] == ["SME-000003:2026-11-01:v1"]
+    assert [row[1] for row in deliveries(warehouse_engine)] == ["SME-000003:2026-11-01:v2:accounting+tax@24m"]
 
 
 def test_partial_source_consent_and_wrong_recipient_never_reach_the_lender(
@@ -219,8 +235,8 @@ def test_partial_source_consent_and_wrong_recipient_never_reach_the_lender(
     assert (northwind["delivered"], northwind["not_entitled"], northwind["file"]) == (0, 2, None)
     assert [row["sme_id"] for row in file_rows(harbor["file"])] == ["SME-000005", "SME-000006"]
     assert [(row[0], row[1]) for row in deliveries(warehouse_engine)] == [
-        ("harbor", "SME-000005:2026-11-01:v1"),
-        ("harbor", "SME-000006:2026-11-01:v1"),
+        ("harbor", "SME-000005:2026-11-01:v2:accounting+tax@24m"),
+        ("harbor", "SME-000006:2026-11-01:v2:accounting+tax@24m"),
     ]
 
 
@@ -245,11 +261,12 @@ def test_filters_restrict_what_a_subscription_receives(
     food = run_pull(
         warehouse_engine, store, out_dir, at=PULL_AT + dt.timedelta(minutes=1), subscription="food"
     )
-    assert [row["sme_id"] for row in file_rows(food["file"])] == ["SME-000001", "SME-000004"]
+    # Delivery state is per lender and version: SME 4, already held through "default", is not sent again.
+    assert [row["sme_id"] for row in file_rows(food["file"])] == ["SME-000001"]
     assert [(row[1], row[2]) for row in deliveries(warehouse_engine)] == [
-        ("SME-000001:2026-11-01:v1", "food"),
-        ("SME-000004:2026-11-01:v1", "food"),
-        ("SME-000006:2026-11-01:v1", "default"),
+        ("SME-000001:2026-11-01:v2:accounting+tax@24m", "food"),
+        ("SME-000004:2026-11-01:v2:accounting+tax@24m", "default"),
+        ("SME-000006:2026-11-01:v2:accounting+tax@24m", "default"),
     ]
 
 
@@ -264,7 +281,7 @@ def test_republished_dossiers_reach_lenders_again_only_when_changed(
         warehouse_engine, store, [scored(["SME-000001", "SME-000002"]), scored(["SME-000003"])], now=later
     )
     unchanged = run_pull(warehouse_engine, store, out_dir, at=later + dt.timedelta(minutes=1))
-    assert (unchanged["delivered"], unchanged["considered"], unchanged["file"]) == (0, 0, None)
+    assert (unchanged["delivered"], unchanged["current"], unchanged["file"]) == (0, 2, None)
 
     changed = pd.concat([scored(["SME-000001"]), scored(["SME-000002"])], ignore_index=True)
     run_publish(
@@ -281,8 +298,20 @@ def test_republished_dossiers_reach_lenders_again_only_when_changed(
         expected_row("SME-000003", published_at=later + dt.timedelta(hours=1), bump=0.002)
     ]
     assert deliveries(warehouse_engine) == [
-        ("northwind", "SME-000001:2026-11-01:v1", "default", "20261102T103000000000Z", PULL_AT),
-        ("northwind", "SME-000003:2026-11-01:v1", "default", "20261102T133000000000Z", redelivered_at),
+        (
+            "northwind",
+            "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "default",
+            "20261102T103000000000Z",
+            PULL_AT,
+        ),
+        (
+            "northwind",
+            "SME-000003:2026-11-01:v2:accounting+tax@24m",
+            "default",
+            "20261102T133000000000Z",
+            redelivered_at,
+        ),
     ]
 
 
@@ -315,13 +344,13 @@ def test_withdrawn_consent_is_reported_once_per_delivered_dossier(
     assert file_rows(path) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v1",
+            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
             "withdrawn_at": revoked_at,
             "reason": "consent_revoked",
         },
         {
             "sme_id": "SME-000003",
-            "dossier_id": "SME-000003:2026-11-01:v1",
+            "dossier_id": "SME-000003:2026-11-01:v2:accounting+tax@24m",
             "withdrawn_at": PULL_AT + dt.timedelta(minutes=40),
             "reason": "consent_expired",
         },
@@ -362,7 +391,7 @@ def test_consent_narrowed_after_delivery_is_a_withdrawal_too(
     assert file_rows(summary["withdrawals_file"]) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v1",
+            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
             "withdrawn_at": at,
             "reason": "consent_no_longer_covers",
         }
@@ -394,7 +423,7 @@ def test_a_dossier_delivered_again_is_withdrawn_again(
     assert file_rows(second["withdrawals_file"]) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v1",
+            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
             "withdrawn_at": PULL_AT + dt.timedelta(minutes=6),
             "reason": "consent_revoked",
         }
@@ -421,10 +450,12 @@ def test_unknown_lender_missing_or_ambiguous_subscription_and_bad_filters_are_cl
     with session_scope(warehouse_engine) as session:
         with pytest.raises(FeedError, match="unknown lender 'nobody'"):
             subscribe(session, "nobody")
-        with pytest.raises(ValueError, match=r"unknown subscription filter 'colour'; known: \['grades'"):
+        with pytest.raises(FeedError, match=r"unknown subscription filter 'colour'; known: \['grades'"):
             subscribe(session, "harbor", filters={"colour": ["red"]})
-        with pytest.raises(ValueError, match="filter 'grades' must be a list of strings, not 'AB'"):
+        with pytest.raises(FeedError, match="filter 'grades' must be a list of strings, not 'AB'"):
             subscribe(session, "harbor", filters={"grades": "AB"})
+        with pytest.raises(FeedError, match="unknown purpose 'marketing'; known: credit_decision"):
+            subscribe(session, "harbor", purpose="marketing")
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
@@ -463,18 +494,22 @@ def test_lender_status_reports_cursor_deliveries_and_entitlement(
             {
                 "name": "default",
                 "active": True,
+                "purpose": "credit_decision",
                 "filters": {},
                 "cursor": 3,
-                "latest_feed_seq": 3,
+                "entitled_now": 1,
                 "pending": 0,
+                "withdrawals_pending": 0,
             }
         ],
         "deliveries": 2,
+        "holding": 1,
         "last_delivered_at": PULL_AT.isoformat(),
         "withdrawals": 1,
         "entitled_now": 1,
     }
-    assert (harbor["subscriptions"][0]["pending"], harbor["deliveries"], harbor["entitled_now"]) == (3, 0, 1)
+    # harbor: SME 2 is entitled (C-2) and not yet pulled; SME 3's consent was revoked.
+    assert (harbor["subscriptions"][0]["pending"], harbor["deliveries"], harbor["entitled_now"]) == (1, 0, 1)
     with session_scope(warehouse_engine) as session, pytest.raises(FeedError, match="unknown lender"):
         lender_status(session, "nobody")
 
