@@ -151,8 +151,18 @@ def _universe(smes: int | None, as_of: dt.date | None = None) -> Any:
 
 
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    import socket
+
     from connectors.sandbox.server import serve_forever
 
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise CommandLineError(
+                f"cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port"
+            ) from None
     universe = _universe(args.smes)
     rate = get_settings().sandbox_fault_rate if args.fault_rate is None else args.fault_rate
     console.print(f"sandbox: {universe.size} SMEs (seed {universe.seed}) on http://{args.host}:{args.port}")
@@ -769,7 +779,10 @@ def explain(error: BaseException) -> str | None:
     if isinstance(error, sql.DBAPIError):
         url = get_settings().warehouse_url
         detail = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
-        if any(s in detail for s in ("no such table", "does not exist", "no such column", "unable to open")):
+        missing_schema = ("no such table", "no such column", "unable to open database file")
+        if any(s in detail for s in missing_schema) or (
+            ("relation" in detail or "column" in detail) and "does not exist" in detail
+        ):
             return f"the warehouse at {url} has no schema or an older one ({detail}); run: dossier db upgrade"
         return f"cannot use the warehouse at {url}: {detail}; check DOSSIER_WAREHOUSE_URL and that the database is up"
     if isinstance(error, sql.ArgumentError | sql.NoSuchModuleError):

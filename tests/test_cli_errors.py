@@ -305,3 +305,18 @@ def test_a_real_process_answers_a_bad_date_and_an_unknown_lender(tmp_path: Path)
     )
     done = dossier(env, "lender", "pull", "--lender", "nobody", "--out", str(tmp_path / "inbox"))
     assert (done.returncode, done.stderr) == (EXIT_ERROR, "dossier: error: unknown lender 'nobody'\n")
+
+
+def test_sandbox_serve_on_a_port_in_use_is_one_line(capsys, home: Settings) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, line = one_line_error(capsys, ["sandbox", "serve", "--port", str(port), "--smes", "2"])
+    assert code == EXIT_ERROR
+    assert (
+        line
+        == f"dossier: error: cannot listen on 127.0.0.1:{port} (Address already in use); pick another --port"
+    )

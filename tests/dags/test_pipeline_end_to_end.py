@@ -21,6 +21,7 @@ from dossier.demo import run_pipeline
 from dossier.settings import for_home, override
 from warehouse import consent
 from warehouse.db import session_scope
+from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.dossier_store import read_published
 from warehouse.models import Consent, DossierVersion, IngestionRun, QuarantineEntry
 from warehouse.storage import Store
@@ -144,7 +145,9 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
         damaged_raw = raw_files[len(raw_files) // 2]
         damaged_raw.write_bytes(damaged_raw.read_bytes()[:-1])
         damaged_part = sorted(
-            Path(Store.from_settings().layout.dossier_partition(1, as_of.isoformat())).glob("*.parquet")
+            Path(Store.from_settings().layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())).glob(
+                "*.parquet"
+            )
         )[0]
         damaged_part.write_bytes(b"not parquet")
         assert main(["verify", "--json"]) == 1
