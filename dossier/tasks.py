@@ -32,17 +32,18 @@ class StepError(DossierError):
 
 
 def counts(result: Any) -> str:
-    """``key value, ...`` of the numbers in a step's result (what its task log line shows).
+    """``key value, ...`` of the numbers in a step's result, else of its text (its task log line).
 
     >>> counts({"shard": 2, "pulled": 5, "failed": 1, "path": "x"})
     'shard 2, pulled 5, failed 1'
+    >>> counts({"site": "var/gx/index.html"})
+    'site var/gx/index.html'
     """
     if not isinstance(result, dict):
         return repr(result)
-    return ", ".join(
-        f"{key} {value}"
-        for key, value in result.items()
-        if isinstance(value, int) and not isinstance(value, bool)
+    numbers = [f"{k} {v}" for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)]
+    return ", ".join(numbers) or ", ".join(
+        f"{k} {v}" for k, v in result.items() if isinstance(v, str | float)
     )
 
 
