@@ -113,9 +113,12 @@ def evaluate_scopes(
     frames = []
     for scope, group in smes.groupby("scope", sort=True):
         sources = group["sources"].iloc[0]
-        scored = evaluate(
-            tables_for_sources(tables, sources), group.reset_index(drop=True), as_of=as_of, model=model
-        )
+        members = set(group["sme_id"])
+        scoped = {
+            name: frame[frame["sme_id"].isin(members)]
+            for name, frame in tables_for_sources(tables, sources).items()
+        }
+        scored = evaluate(scoped, group.reset_index(drop=True), as_of=as_of, model=model)
         outside = scored["sources_used"].map(
             lambda used, allowed=frozenset(sources): not set(used) <= allowed
         )
