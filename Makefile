@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SMES ?= 300
+SMES ?=
 
 .PHONY: demo test test-sqlite test-postgres bench lint airflow clean install train
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(BIN)/dossier demo --smes $(SMES)
+	@$(BIN)/dossier demo $(if $(SMES),--smes $(SMES))
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -n 2 --dist loadgroup

@@ -39,14 +39,36 @@ SCORES_STEP = "scores"
 
 
 def parse_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
-    """The as-of date of a run: an explicit date, else today (UTC)."""
+    """The as-of date of a run: an explicit date, else today (UTC).
+
+    A string must be a whole ISO date, nothing before or after it:
+
+    >>> parse_as_of("2026-12-01")
+    datetime.date(2026, 12, 1)
+    >>> parse_as_of("2026-02-30")
+    Traceback (most recent call last):
+    ...
+    warehouse.errors.InputError: as-of date '2026-02-30' is not a date of the calendar (day is out of range for month); give YYYY-MM-DD
+    """
     if value is None or value == "":
         return dt.datetime.now(dt.UTC).date()
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).date()
     if isinstance(value, dt.date):
         return value
-    return dt.date.fromisoformat(str(value)[:10])
+    import re
+
+    from warehouse.errors import InputError
+
+    text = str(value)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise InputError(f"as-of date {text!r} is not an ISO date; give YYYY-MM-DD, e.g. 2026-12-01")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise InputError(
+            f"as-of date {text!r} is not a date of the calendar ({error}); give YYYY-MM-DD"
+        ) from None
 
 
 def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:

@@ -21,6 +21,7 @@ from dossier.demo import run_pipeline
 from dossier.settings import for_home, override
 from warehouse import consent
 from warehouse.db import session_scope
+from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.dossier_store import read_published
 from warehouse.models import Consent, DossierVersion, IngestionRun, QuarantineEntry
 from warehouse.storage import Store
@@ -110,6 +111,7 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
 
         # A re-run of the same day changes nothing a lender can see: same catalog, nothing redelivered.
         catalog = _catalog()
+        raw_files = sorted((settings.home / "raw").rglob("*.*"))
         partition = sorted(
             Path(Store.from_settings().layout.dossier_partition(2, as_of.isoformat())).glob("*.parquet")
         )
@@ -124,3 +126,33 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
         assert withdrawn_sme not in set(republished["sme_id"])
         unchanged = {p.name: p.read_bytes() for p in partition if p.exists()}
         assert set(unchanged) <= set(before)
+        # Sandbox payloads carry no port or clock: the re-run landed no new raw file.
+        assert sorted((settings.home / "raw").rglob("*.*")) == raw_files
+
+        # Every SME of the day is counted once in the status summary.
+        capsys.readouterr()
+        assert main(["status", "--as-of", as_of.isoformat()]) == 0
+        assert "registered" in capsys.readouterr().out
+        from dossier.report import pipeline_report
+
+        report = pipeline_report(as_of)
+        assert sum(report["outcomes"].values()) == report["smes_registered"] == SMES
+
+        # dossier verify: clean now; then names a damaged raw payload and a damaged dossier part.
+        capsys.readouterr()
+        assert main(["verify"]) == 0
+        assert capsys.readouterr().out.startswith(f"verified {len(raw_files)} raw payloads")
+        damaged_raw = raw_files[len(raw_files) // 2]
+        damaged_raw.write_bytes(damaged_raw.read_bytes()[:-1])
+        damaged_part = sorted(
+            Path(Store.from_settings().layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())).glob(
+                "*.parquet"
+            )
+        )[0]
+        damaged_part.write_bytes(b"not parquet")
+        assert main(["verify", "--json"]) == 1
+        found = json.loads(capsys.readouterr().out)
+        assert [(p["kind"], p["path"]) for p in found["problems"]] == [
+            ("raw_mismatch", str(damaged_raw)),
+            ("dossier_mismatch", str(damaged_part)),
+        ]

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import re
 from typing import Any
+from urllib.parse import urljoin
 
 import pandas as pd
 import pyarrow as pa
@@ -103,7 +104,7 @@ def pull_utility(client: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         feed = etree.fromstring(client.http.get(url, headers=headers).content)
         entries += feed.findall(f"{ATOM}entry")
         nxt = feed.find(f"{ATOM}link[@rel='next']")
-        url = None if nxt is None else nxt.get("href")
+        url = None if nxt is None else urljoin(url, nxt.get("href"))
 
     def point_of(entry: Any) -> str:
         href = entry.find(f"{ATOM}link[@rel='self']").get("href")
@@ -177,7 +178,7 @@ def pull_survey(client: Any) -> pd.DataFrame:
     while url:
         page = client.http.get(url, params=params, headers=client.kobo()).json()
         submissions += page["results"]
-        url, params = page["next"], None
+        url, params = (urljoin(url, page["next"]) if page["next"] else None), None
     rows = []
     for s in submissions:
         lat, lon, *_ = s["group_premises/location"].split()
