@@ -3,9 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SMES ?= 300
+SMES ?=
 
-.PHONY: demo test test-deep test-sqlite test-postgres bench lint airflow clean install
+.PHONY: demo test test-deep test-sqlite test-postgres bench lint airflow clean install train
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	@$(BIN)/dossier demo --smes $(SMES)
+	@$(BIN)/dossier demo $(if $(SMES),--smes $(SMES))
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -n 2 --dist loadgroup
@@ -29,6 +29,11 @@ DEEP_STEPS ?= 30
 test-deep: $(STAMP)
 	@DOSSIER_CONSENT_LAW_EXAMPLES=$(DEEP_EXAMPLES) DOSSIER_CONSENT_LAW_STEPS=$(DEEP_STEPS) \
 		$(BIN)/python -m pytest -n 2 tests/warehouse/test_consent_law_stateful.py
+
+TRAIN_DATA ?= ../shared/data/credit/polish_bankruptcy_1y_train.csv
+
+train: $(STAMP)
+	@$(BIN)/python -m evaluation.train --data $(TRAIN_DATA)
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench

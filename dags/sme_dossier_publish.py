@@ -67,23 +67,27 @@ def sme_dossier_publish() -> None:
 
         from dossier.pipeline import parse_as_of
         from dossier.pipeline import validate as run_validate
+        from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
-        return run_validate(shard, parse_as_of(as_of))
+        return run_step(f"validate shard {shard} as of {as_of}", run_validate, shard, parse_as_of(as_of))
 
     @task
     def evaluate(validation: dict) -> dict:
         from dossier.pipeline import evaluate as run_evaluate
         from dossier.pipeline import parse_as_of
+        from dossier.tasks import run_step
 
-        return run_evaluate(validation["shard"], parse_as_of(validation["as_of"]))
+        shard, as_of = validation["shard"], validation["as_of"]
+        return run_step(f"evaluate shard {shard} as of {as_of}", run_evaluate, shard, parse_as_of(as_of))
 
     @task(outlets=[DOSSIERS])
     def publish(as_of: str, evaluations: list[dict], outlet_events=None) -> dict:
         from dossier.pipeline import parse_as_of
         from dossier.pipeline import publish as run_publish
+        from dossier.tasks import run_step
 
-        summary = run_publish(parse_as_of(as_of))
+        summary = run_step(f"publish as of {as_of}", run_publish, parse_as_of(as_of))
         outlet_events[DOSSIERS].extra = {"as_of": as_of, "rows": summary.get("rows", 0)}
         return summary
 
@@ -91,8 +95,9 @@ def sme_dossier_publish() -> None:
     def build_data_docs(as_of: str, published: dict) -> dict:
         from dossier.pipeline import build_data_docs as build
         from dossier.pipeline import parse_as_of
+        from dossier.tasks import run_step
 
-        return build(parse_as_of(as_of))
+        return run_step(f"build_data_docs as of {as_of}", build, parse_as_of(as_of))
 
     as_of = resolve_as_of()
     validations = validate.partial(as_of=as_of).expand(shard=plan_shards())

@@ -18,6 +18,8 @@ Re-running a date replaces the same files and rows (idempotent). Backfill a date
 
 from __future__ import annotations
 
+import logging
+
 import pendulum
 from airflow.sdk import Param, dag, task
 
@@ -59,19 +61,27 @@ def sme_ingest() -> None:
 
         from dossier.pipeline import ingest as run_ingest
         from dossier.pipeline import parse_as_of
+        from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"{source} shard {shard}"  # type: ignore[typeddict-unknown-key]
-        return run_ingest(source, shard, parse_as_of(as_of))
+        return run_step(
+            f"ingest {source} shard {shard} as of {as_of}", run_ingest, source, shard, parse_as_of(as_of)
+        )
 
     @task
     def complete(source: str, as_of: str, results: list[dict], outlet_events=None) -> dict:
+        from dossier.tasks import counts
+
         totals: dict[str, int] = {}
-        for result in results:
+        # One slice read of the mapped results: iterating would probe past the last shard's XCom.
+        for result in results[:]:
             for key, value in result.items():
                 if isinstance(value, int) and not isinstance(value, bool) and key != "shard":
                     totals[key] = totals.get(key, 0) + value
         outlet_events[CANONICAL[source]].extra = {"as_of": as_of, **totals}
-        return {"source": source, "as_of": as_of, "shards": len(results), **totals}
+        summary = {"source": source, "as_of": as_of, "shards": len(results), **totals}
+        logging.getLogger("dossier.tasks").info("complete %s as of %s: %s", source, as_of, counts(summary))
+        return summary
 
     as_of = resolve_as_of()
     shards = plan_shards()

@@ -12,8 +12,10 @@ import datetime as dt
 import functools
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,23 @@ def _log_sink(log_file: Path | None) -> Any:
 
 @contextlib.contextmanager
 def quiet_airflow(log_file: Path | None = None) -> Iterator[None]:
-    """Send Airflow's console chatter to ``log_file`` (or nowhere) while the block runs."""
+    """Send Airflow's console chatter and the tasks' INFO lines to ``log_file`` (or nowhere) while the block runs.
+
+    The root logger's own handlers (the console of ``dossier run``) are set aside meanwhile, so the
+    console shows only what the command prints.
+    """
     sink = _log_sink(log_file)
     root = logging.getLogger()
-    saved_level = root.level
-    root.setLevel(logging.WARNING)
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
+        root.handlers = saved_handlers
         root.setLevel(saved_level)
         sink.flush()
 
@@ -100,14 +110,74 @@ def standalone(extra_args: list[str] | None = None) -> int:
     args = extra_args or ["standalone"]
     with sandbox_running(settings, dt.datetime.now(dt.UTC).date()) as wired:
         env = child_process_environment(dataclasses.replace(settings, sandbox_url=wired.sandbox_url))
+        port = env.setdefault("AIRFLOW__API__PORT", "8080")
+        host = env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+        # Task processes reach the API server where it listens (not "localhost", which may be ::1).
+        env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://{host}:{port}/execution/")
         if args[0] == "standalone":
-            port = env.setdefault("AIRFLOW__API__PORT", "8080")
             print(f"Airflow home: {settings.airflow_home}")
             print(f"Providers (sandbox): {wired.sandbox_url}")
             print(
-                f"Starting Airflow; its UI will be at http://localhost:{port} (user admin; the password is "
+                f"Starting Airflow; its UI will be at http://{host}:{port} (user admin; the password is "
                 f"printed below and kept in {settings.airflow_home}/simple_auth_manager_passwords.json.generated). "
                 "The DAGs start paused: unpause sme_ingest and sme_dossier_publish in the UI."
             )
         command = [str(Path(sys.executable).with_name("airflow")), *args]
-        return subprocess.call(command, env=env)
+        return run_until_interrupted(command, env)
+
+
+STOP_GRACE_SECONDS = 30.0
+"""How long Airflow gets to stop its scheduler, API server, DAG processor and workers after Ctrl-C."""
+
+
+def run_until_interrupted(command: list[str], env: dict[str, str], grace: float = STOP_GRACE_SECONDS) -> int:
+    """Run ``command`` in its own process group until it exits; on Ctrl-C (or SIGTERM) stop the whole group.
+
+    Airflow standalone starts several processes, which start task processes of their own; they all
+    share the group started here. Interrupting sends SIGINT to the group (Airflow's own clean
+    shutdown), then SIGTERM, then SIGKILL to whatever is still there, so nothing outlives the command.
+    """
+    # Ctrl-C must reach this process even when it was started with SIGINT ignored (a background job);
+    # the child then starts with the default disposition too, so Airflow can shut down cleanly.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_interrupt),
+    }
+    try:
+        child = subprocess.Popen(command, env=env, start_new_session=True)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            stop_group(child, grace)
+            return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(child: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to ``child``'s process group, until no member is left."""
+    group = child.pid
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, grace / 3), (signal.SIGKILL, grace / 3)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.2)
+            if child.poll() is not None and not _group_alive(group):
+                return

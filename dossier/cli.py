@@ -1,35 +1,111 @@
 """The ``dossier`` command: operate the warehouse, the sandbox, the pipeline and the lender feed.
 
 Every subcommand has ``--help``; the README lists them all (a test keeps the two in step).
+
+Every expected failure takes one path (:func:`main`): a bad argument, a bad setting, one of the
+project's errors (:class:`~warehouse.errors.DossierError`), a database or provider that cannot be
+reached, or a path that cannot be used prints one line on stderr saying what was wrong and how to
+fix it, and exits with :data:`EXIT_ERROR`; ``-v`` adds the traceback. The exit statuses:
+
+* ``0`` (:data:`EXIT_OK`): done;
+* ``1`` (:data:`EXIT_FAILED`): the command ran but its outcome is a failure (a DAG run failed,
+  the warehouse schema is behind, ``dossier verify`` found damage);
+* ``2`` (:data:`EXIT_ERROR`): nothing was done, because of the input, the settings or the
+  environment (the line says which);
+* ``3`` (:data:`EXIT_BUG`): an unexpected error (a defect: run again with ``-v`` and report the traceback);
+* ``130``: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from dossier.settings import get_settings
+from dossier.settings import get_settings, record_sandbox
 from warehouse.errors import DossierError
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 console = Console()
 if not console.is_terminal:
     console = Console(width=140)
 
 
+class CommandLineError(DossierError):
+    """The command line itself is wrong: an unknown command, a missing or malformed argument."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes go through :func:`main`'s one error path."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{self.prog}: {message} (see: {self.prog} --help)")
+
+
+def out_folder(value: str) -> Path:
+    """``--out``: a folder that exists and is writable, or can be created (not a file)."""
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is a file, not a folder; name a folder to write into")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r} (permission denied)")
+    return path
+
+
+def positive(value: str) -> int:
+    """A whole number of at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return int(value)
+
+
+def port_number(value: str) -> int:
+    """A TCP port, 0 (any free port) to 65535."""
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return int(value)
+
+
+def share(value: str) -> float:
+    """A share between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a share between 0 and 1")
+    return number
+
+
 def _as_of(value: str | None) -> dt.date:
     from dossier.pipeline import parse_as_of
 
     return parse_as_of(value)
+
+
+def _known_sme(sme_id: str) -> None:
+    """Refuse an SME id the warehouse does not know (rather than answer with an empty list)."""
+    from warehouse.db import session_scope
+    from warehouse.models import Sme
+
+    with session_scope() as session:
+        if session.get(Sme, sme_id) is None:
+            raise CommandLineError(
+                f"unknown SME {sme_id!r}; SME ids look like SME-000042 (see: dossier status)"
+            )
 
 
 def _print_json(payload: Any) -> None:
@@ -75,8 +151,18 @@ def _universe(smes: int | None, as_of: dt.date | None = None) -> Any:
 
 
 def cmd_sandbox_serve(args: argparse.Namespace) -> int:
+    import socket
+
     from connectors.sandbox.server import serve_forever
 
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise CommandLineError(
+                f"cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port"
+            ) from None
     universe = _universe(args.smes)
     rate = get_settings().sandbox_fault_rate if args.fault_rate is None else args.fault_rate
     console.print(f"sandbox: {universe.size} SMEs (seed {universe.seed}) on http://{args.host}:{args.port}")
@@ -89,11 +175,13 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
 
-    get_settings().home.mkdir(parents=True, exist_ok=True)
+    settings = get_settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
     upgrade(get_engine())
     universe = _universe(args.smes)
     with session_scope() as session:
         counts = seed_warehouse(session, universe, now=dt.datetime.now(dt.UTC))
+    record_sandbox(dataclasses.replace(settings, sandbox_smes=universe.size, sandbox_seed=universe.seed))
     _print_json(counts)
     return 0
 
@@ -112,7 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dossier.demo import demo
 
-    return demo(smes=args.smes, as_of=_as_of(args.as_of), console=console)
+    return demo(smes=args.smes or get_settings().sandbox_smes, as_of=_as_of(args.as_of), console=console)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -125,8 +213,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from dossier.report import quarantine_entries
 
-    rows = quarantine_entries(_as_of(args.as_of), sme_id=args.sme, include_resolved=args.all)
-    table = Table("sme", "stage", "source", "table", "record", "field", "reason", "resolved")
+    as_of = _as_of(args.as_of)
+    if args.sme:
+        _known_sme(args.sme)
+    rows = quarantine_entries(as_of, sme_id=args.sme, include_resolved=args.all)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    table = Table(
+        *(
+            Column(name, overflow="fold")
+            for name in ("sme", "stage", "source", "table", "record", "field", "reason", "resolved")
+        )
+    )
     for row in rows:
         table.add_row(
             row["sme_id"],
@@ -318,8 +417,20 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
     from warehouse.storage import Store
 
     with session_scope() as session:
-        result = pull(session, Store.from_settings(), lender_id=args.lender, out_dir=Path(args.out))
+        result = pull(
+            session,
+            Store.from_settings(),
+            lender_id=args.lender,
+            out_dir=args.out,
+            subscription=args.subscription,
+        )
     _print_json(result)
+    if result.get("file") is None and not result.get("withdrawals"):
+        print(
+            f"dossier: nothing new for {args.lender} since its previous pull (each dossier is delivered once); "
+            "the next publish brings new ones (see: dossier lender status)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -332,22 +443,98 @@ def cmd_lender_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lender_subscribe(args: argparse.Namespace) -> int:
-    from warehouse.db import session_scope
-    from warehouse.feed import subscribe
+SUBSCRIBE_OPTIONS = {
+    "grades": "--grades",
+    "industries": "--industries",
+    "regions": "--regions",
+    "size_bands": "--size-bands",
+}
 
-    filters: dict[str, list[str]] = {}
-    for name in ("grades", "industries", "regions"):
-        value = getattr(args, name)
-        if value:
-            filters[name] = [v.strip() for v in value.split(",") if v.strip()]
+
+def _describe_filters(filters: dict[str, list[str]]) -> str:
+    return "; ".join(
+        f"{key} {', '.join(filters[key]) if filters.get(key) else 'all'}" for key in SUBSCRIBE_OPTIONS
+    )
+
+
+def cmd_lender_subscribe(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse.consent import DEFAULT_PURPOSE
+    from warehouse.db import session_scope
+    from warehouse.feed import check_filters, subscribe
+    from warehouse.models import Subscription
+
+    given: dict[str, list[str]] = {}
+    for key in SUBSCRIBE_OPTIONS:
+        value = getattr(args, key)
+        if value is not None:
+            given[key] = [v.strip() for v in value.split(",") if v.strip()]
     with session_scope() as session:
-        subscription = subscribe(session, args.lender, name=args.name, filters=filters, purpose=args.purpose)
-        console.print(
-            f"subscription {subscription.name} of {subscription.lender_id}: purpose {subscription.purpose}, "
-            f"filters {subscription.filters}"
-        )
+        given = check_filters(session, given)
+        existing = session.scalars(
+            select(Subscription).where(Subscription.lender_id == args.lender, Subscription.name == args.name)
+        ).first()
+        before = dict(existing.filters or {}) if existing is not None else {}
+        purpose_before = existing.purpose if existing is not None else None
+        if args.mode == "add":
+            after = {**before, **{k: sorted({*before.get(k, []), *v}) for k, v in given.items()}}
+        elif args.mode == "replace" or not before:
+            after = given
+        elif given != before:
+            raise CommandLineError(
+                f"subscription {args.name!r} of {args.lender!r} already has filters ({_describe_filters(before)}); "
+                "pass --add to add these values to them or --replace to replace them all"
+            )
+        else:
+            after = given
+        purpose = args.purpose or purpose_before or DEFAULT_PURPOSE
+        subscription = subscribe(session, args.lender, name=args.name, filters=after, purpose=purpose)
+        after = dict(subscription.filters or {})
+        if existing is None:
+            change = f"created with purpose {subscription.purpose}; {_describe_filters(after)}"
+        elif after == before and subscription.purpose == purpose_before:
+            change = f"unchanged (purpose {subscription.purpose}; {_describe_filters(after)})"
+        else:
+            changes = (
+                [f"purpose {purpose_before} -> {subscription.purpose}"]
+                if subscription.purpose != purpose_before
+                else []
+            )
+            changes += [
+                f"{key} {', '.join(before.get(key, [])) or 'all'} -> {', '.join(after.get(key, [])) or 'all'}"
+                for key in SUBSCRIBE_OPTIONS
+                if before.get(key) != after.get(key)
+            ]
+            change = "; ".join(changes)
+        console.print(f"subscription {subscription.name} of {subscription.lender_id}: {change}")
     return 0
+
+
+# --- verify -----------------------------------------------------------------------------------------
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.storage import Store
+    from warehouse.verify import verify_store
+
+    with session_scope() as session:
+        result = verify_store(Store.from_settings(), session)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return EXIT_OK if result.ok else EXIT_FAILED
+    checked = (
+        f"{result.raw_files} raw payloads ({result.raw_rows} recorded by ingestion runs), "
+        f"{result.dossier_files} dossier files in {result.manifests} manifests"
+    )
+    if result.ok:
+        console.print(f"verified {checked}: every file matches its address or manifest")
+        return EXIT_OK
+    for problem in result.problems:
+        print(f"{problem.kind}: {problem.path}: {problem.detail}")
+    console.print(f"{len(result.problems)} problems in {checked}; re-run the dates concerned to repair them")
+    return EXIT_FAILED
 
 
 # --- schema -----------------------------------------------------------------------------------------
@@ -361,15 +548,58 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- parse ------------------------------------------------------------------------------------------
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """Parse one source file; print its summary as JSON; exit 2 with one line on stderr if refused."""
+    from connectors.formats import parse_path
+    from connectors.formats.base import FormatError
+
+    try:
+        parsed = parse_path(Path(args.file), format_name=args.format)
+    except FormatError as error:
+        print(f"dossier parse: {error.where(args.file)}", file=sys.stderr)
+        return 2
+    if args.out:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in parsed.tables.items():
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), out / f"{name}.parquet")
+    print(json.dumps(parsed.summary(), default=str, ensure_ascii=False))
+    return 0
+
+
+# --- score-ratios -----------------------------------------------------------------------------------
+
+
+def cmd_score_ratios(args: argparse.Namespace) -> int:
+    from evaluation.score_ratios import score_ratios_file
+    from warehouse.errors import DossierError
+
+    try:
+        rows, unscored = score_ratios_file(Path(args.source), Path(args.target))
+    except DossierError as error:
+        print(f"dossier score-ratios: {error}", file=sys.stderr)
+        return 2
+    print(f"scored {rows - unscored} of {rows} rows into {args.target} ({unscored} with a score_error)")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dossier",
         description="Consent-driven credit dossiers for off-platform SMEs: pull, validate, evaluate, publish.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug detail and show the traceback of an error"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -383,22 +613,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--as-of", help="as-of date YYYY-MM-DD (default: today, UTC)")
 
     db = commands.add_parser("db", help="warehouse schema migrations").add_subparsers(
-        dest="db_command", required=True
+        dest="db_command", required=True, metavar="COMMAND"
     )
     add(db, "upgrade", cmd_db_upgrade, "Create or migrate the warehouse schema to the latest revision.")
     add(db, "current", cmd_db_current, "Show the warehouse's schema revision (exit 1 if behind).")
 
     sandbox = commands.add_parser("sandbox", help="the bundled provider sandbox").add_subparsers(
-        dest="sandbox_command", required=True
+        dest="sandbox_command", required=True, metavar="COMMAND"
     )
     serve = add(
         sandbox, "serve", cmd_sandbox_serve, "Serve the sandbox provider APIs over HTTP until interrupted."
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port to bind (default 8765)")
-    serve.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port to bind (default 8765)")
     serve.add_argument(
-        "--fault-rate", type=float, help="share of 429/5xx responses (default DOSSIER_SANDBOX_FAULT_RATE)"
+        "--smes",
+        type=positive,
+        help="universe size (default: DOSSIER_SANDBOX_SMES, else the size last seeded)",
+    )
+    serve.add_argument(
+        "--fault-rate", type=share, help="share of 429/5xx responses (default DOSSIER_SANDBOX_FAULT_RATE)"
     )
     seed = add(
         sandbox,
@@ -406,7 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_sandbox_seed,
         "Register the sandbox SMEs, lenders, subscriptions, connections and consents in the warehouse.",
     )
-    seed.add_argument("--smes", type=int, help="universe size (default DOSSIER_SANDBOX_SMES)")
+    seed.add_argument(
+        "--smes",
+        type=positive,
+        help="universe size (default: DOSSIER_SANDBOX_SMES, else the size last seeded); recorded in the home "
+        "so that later commands serve the same universe",
+    )
 
     run = add(
         commands,
@@ -423,7 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_demo,
         "Set up everything on the embedded defaults, run the pipeline, pull as lenders, print a summary.",
     )
-    demo.add_argument("--smes", type=int, default=300, help="SMEs in the sandbox universe (default 300)")
+    demo.add_argument(
+        "--smes",
+        type=positive,
+        help="SMEs in the sandbox universe (default: DOSSIER_SANDBOX_SMES, else the size last seeded)",
+    )
     as_of_option(demo)
 
     status = add(
@@ -437,9 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
     as_of_option(quarantine)
     quarantine.add_argument("--sme", help="only this SME")
     quarantine.add_argument("--all", action="store_true", help="include entries resolved by a later run")
+    quarantine.add_argument(
+        "--json", action="store_true", help="print the entries as a JSON array (every field, in full)"
+    )
 
     consent = commands.add_parser("consent", help="grant, inspect, withdraw and erase").add_subparsers(
-        dest="consent_command", required=True
+        dest="consent_command", required=True, metavar="COMMAND"
     )
     consent_list = add(
         consent, "list", cmd_consent_list, "List consents with their scope, purpose and status now."
@@ -482,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--actor", default="operator", help="who asked (default operator)")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
-        dest="lender_command", required=True
+        dest="lender_command", required=True, metavar="COMMAND"
     )
     add(lender, "list", cmd_lender_list, "List lenders.")
     pull = add(
@@ -492,27 +738,89 @@ def build_parser() -> argparse.ArgumentParser:
         "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
     )
     pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
-    pull.add_argument("--out", required=True, help="folder to write the Parquet file(s) into")
+    pull.add_argument(
+        "--subscription", help="which of the lender's subscriptions to pull (default: its only one)"
+    )
+    pull.add_argument(
+        "--out", required=True, type=out_folder, help="folder to write the Parquet file(s) into"
+    )
     lender_status = add(
         lender, "status", cmd_lender_status, "Show a lender's cursor, deliveries and entitlements."
     )
     lender_status.add_argument("--lender", required=True, help="lender id")
     subscribe = add(
-        lender, "subscribe", cmd_lender_subscribe, "Create or update a lender's subscription filters."
+        lender,
+        "subscribe",
+        cmd_lender_subscribe,
+        "Create a lender's subscription, or change its filters with --add or --replace; says what changed.",
     )
     subscribe.add_argument("--lender", required=True, help="lender id")
     subscribe.add_argument("--name", default="default", help="subscription name (default: default)")
-    subscribe.add_argument("--grades", help="comma-separated grades, e.g. A,B,C (default: all)")
-    subscribe.add_argument("--industries", help="comma-separated industries (default: all)")
-    subscribe.add_argument("--regions", help="comma-separated regions (default: all)")
+    subscribe.add_argument("--grades", help="comma-separated grades A-E, e.g. A,B,C (default: all)")
     subscribe.add_argument(
-        "--purpose", default="credit_decision", help="credit_decision (default) or facility_monitoring"
+        "--industries", help="comma-separated industries of registered SMEs (default: all)"
     )
+    subscribe.add_argument("--regions", help="comma-separated regions of registered SMEs (default: all)")
+    subscribe.add_argument(
+        "--size-bands", help="comma-separated size bands: micro, small, medium (default: all)"
+    )
+    subscribe.add_argument(
+        "--purpose",
+        help="credit_decision or facility_monitoring (default: the subscription's current one, else credit_decision)",
+    )
+    mode = subscribe.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--add",
+        dest="mode",
+        action="store_const",
+        const="add",
+        help="add the values given to the subscription's current filters",
+    )
+    mode.add_argument(
+        "--replace",
+        dest="mode",
+        action="store_const",
+        const="replace",
+        help="replace all current filters by those given (a filter not given lets everything through)",
+    )
+
+    verify = add(
+        commands,
+        "verify",
+        cmd_verify,
+        "Re-hash raw payloads and published dossier files against their addresses and manifests "
+        "(exit 1 when anything is wrong).",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    parse = add(
+        commands,
+        "parse",
+        cmd_parse,
+        "Parse one source file (SAF-T, OFX, ledger CSV/XLSX, VAT, Green Button, Kobo, ODK) and print its totals as JSON.",
+    )
+    parse.add_argument("file", help="the file to parse")
+    parse.add_argument(
+        "--format",
+        help="the file's format: saft-no, saft-pt, ledger, ofx, hmrc-vat, mva-melding, espi, kobo, odk-csv, odk-xml"
+        " (default: detected from its content)",
+    )
+    parse.add_argument("--out", help="folder to write each table the file yields as <table>.parquet")
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."
     )
     schema.add_argument("which", choices=["canonical", "dossier"], help="which schema")
+
+    score_ratios = add(
+        commands,
+        "score-ratios",
+        cmd_score_ratios,
+        "Score a CSV of financial ratios laid out like the public training file (attr1..attr64) with the "
+        "statement model; writes it back with pd_12m, grade, reason_codes and score_error.",
+    )
+    score_ratios.add_argument("source", metavar="IN.csv", help="CSV with a header and attr1..attr64 columns")
+    score_ratios.add_argument("target", metavar="OUT.csv", help="where to write the scored rows")
 
     airflow = add(
         commands,
@@ -526,24 +834,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(error: BaseException) -> str | None:
+    """The one line that tells a person what went wrong and how to fix it; None for a defect."""
+    import requests
+    from sqlalchemy import exc as sql
+
+    if isinstance(error, DossierError):
+        return str(error)
+    if isinstance(error, sql.DBAPIError):
+        url = get_settings().warehouse_url
+        detail = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+        missing_schema = ("no such table", "no such column", "unable to open database file")
+        if any(s in detail for s in missing_schema) or (
+            ("relation" in detail or "column" in detail) and "does not exist" in detail
+        ):
+            return f"the warehouse at {url} has no schema or an older one ({detail}); run: dossier db upgrade"
+        return f"cannot use the warehouse at {url}: {detail}; check DOSSIER_WAREHOUSE_URL and that the database is up"
+    if isinstance(error, sql.ArgumentError | sql.NoSuchModuleError):
+        return f"DOSSIER_WAREHOUSE_URL is not usable: {error}"
+    if isinstance(error, requests.ConnectionError):
+        url = error.request.url if error.request is not None else get_settings().sandbox_url
+        return f"cannot reach the provider at {url}; check DOSSIER_SANDBOX_URL and that the service is up"
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.strerror or error}: {error.filename}"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else getattr(logging, get_settings().log_level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    """Run one ``dossier`` command; returns its exit status (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
     try:
+        args = build_parser().parse_args(argv)
+        settings = get_settings()
+        level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level, logging.INFO)
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if not args.verbose:
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         return args.func(args)
-    except DossierError as error:
-        if args.verbose:
-            raise
-        print(f"dossier: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 0
+        return EXIT_OK
+    except Exception as error:
+        if verbose:
+            traceback.print_exc(file=sys.stderr)
+        message = explain(error)
+        if message is None:
+            print(
+                f"dossier: unexpected error: {type(error).__name__}: {_one_line(str(error))} "
+                "(a defect; run again with -v and report the traceback)",
+                file=sys.stderr,
+            )
+            return EXIT_BUG
+        print(f"dossier: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -11,16 +11,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 
-from dossier.settings import Settings, get_settings, override
+from dossier.settings import Settings, get_settings, override, record_sandbox
 
 
 @contextlib.contextmanager
@@ -109,6 +111,7 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
                 seeded = seed_warehouse(
                     session, universe, now=dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
                 )
+        record_sandbox(settings)
         console.print(f"[green]✓[/] seeded {smes} SMEs: {_inline(seeded)}")
 
         expected = _expected_pulls()
@@ -163,7 +166,19 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
         pulls = pull_all_lenders(pulls_dir)
         render_report(pipeline_report(as_of), console, pulls=pulls)
         console.print(f"\nFinished in {time.monotonic() - started:.0f} s. Airflow task logs: {result['log']}")
+        console.print(_next_steps())
     return 0
+
+
+def _next_steps() -> str:
+    """How to reach the ``dossier`` command from a shell, and what to try with it."""
+    bin_dir = Path(sys.executable).parent
+    activate = bin_dir / "activate"
+    on_path = f"source {activate}" if activate.exists() else f"export PATH={bin_dir}:$PATH"
+    return (
+        f"Next: `{on_path}` puts the dossier command on the PATH; then try `dossier status`, "
+        "`dossier lender status --lender northwind-capital` and the README's lender walkthrough."
+    )
 
 
 def _inline(counts: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -38,14 +39,36 @@ SCORES_STEP = "scores"
 
 
 def parse_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
-    """The as-of date of a run: an explicit date, else today (UTC)."""
+    """The as-of date of a run: an explicit date, else today (UTC).
+
+    A string must be a whole ISO date, nothing before or after it:
+
+    >>> parse_as_of("2026-12-01")
+    datetime.date(2026, 12, 1)
+    >>> parse_as_of("2026-02-30")
+    Traceback (most recent call last):
+    ...
+    warehouse.errors.InputError: as-of date '2026-02-30' is not a date of the calendar (day is out of range for month); give YYYY-MM-DD
+    """
     if value is None or value == "":
         return dt.datetime.now(dt.UTC).date()
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC).date()
     if isinstance(value, dt.date):
         return value
-    return dt.date.fromisoformat(str(value)[:10])
+    import re
+
+    from warehouse.errors import InputError
+
+    text = str(value)
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        raise InputError(f"as-of date {text!r} is not an ISO date; give YYYY-MM-DD, e.g. 2026-12-01")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as error:
+        raise InputError(
+            f"as-of date {text!r} is not a date of the calendar ({error}); give YYYY-MM-DD"
+        ) from None
 
 
 def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
@@ -106,44 +129,51 @@ HOLD_STAGE = "evaluate"
 FAILED_PULLS = ("failed", "quarantined")
 
 
-def failed_pulls(session: Any, as_of: dt.date, sme_ids: list[str]) -> dict[str, dict[str, str]]:
-    """Per SME: source -> why its pull for ``as_of`` failed (a provider error or a bad payload)."""
+def failed_pulls(
+    session: Any, as_of: dt.date, sme_ids: Iterable[str] | None = None
+) -> dict[str, dict[str, str]]:
+    """Per SME (of ``sme_ids``, default every SME): source -> why its pull for ``as_of`` failed
+    (a provider error or a bad payload). Failed pulls are few, so the default reads them all."""
+    query = select(
+        IngestionRun.sme_id, IngestionRun.source, IngestionRun.status, IngestionRun.error_message
+    ).where(IngestionRun.as_of_date == as_of, IngestionRun.status.in_(FAILED_PULLS))
+    if sme_ids is None:
+        rows = list(session.execute(query))
+    else:
+        rows = [
+            row
+            for chunk in in_chunks(sme_ids)
+            for row in session.execute(query.where(IngestionRun.sme_id.in_(chunk)))
+        ]
     failures: dict[str, dict[str, str]] = {}
-    for chunk in in_chunks(sme_ids):
-        rows = session.execute(
-            select(
-                IngestionRun.sme_id, IngestionRun.source, IngestionRun.status, IngestionRun.error_message
-            ).where(
-                IngestionRun.as_of_date == as_of,
-                IngestionRun.status.in_(FAILED_PULLS),
-                IngestionRun.sme_id.in_(chunk),
-            )
-        )
-        for sme_id, source, status, message in rows:
-            failures.setdefault(sme_id, {})[source] = f"{status}: {message or 'no message'}"
+    for sme_id, source, status, message in rows:
+        failures.setdefault(sme_id, {})[source] = f"{status}: {message or 'no message'}"
     return failures
 
 
-def shard_smes(session: Any, store: Store, as_of: dt.date, shard: int) -> tuple[set[str], set[str]]:
-    """(SMEs of the shard that passed validation, every SME of the shard with a pull on ``as_of``)."""
+def validation_status(store: Store, as_of: dt.date, shard: int) -> pd.DataFrame:
+    """The staged validation outcome of one shard (sme_id, passed), empty when validation did not run."""
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
-    status = (
-        store.read_table(path).to_pandas()
-        if store.exists(path)
-        else pd.DataFrame(columns=["sme_id", "passed"])
-    )
-    passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
-    pulled = set(
-        session.scalars(select(IngestionRun.sme_id).where(IngestionRun.as_of_date == as_of).distinct())
-    )
-    shard_count = get_settings().shard_count
-    in_this_shard = set(in_shard(pulled, shard, shard_count)) | set(status["sme_id"])
-    return passed, in_this_shard
+    if not store.exists(path):
+        return pd.DataFrame({"sme_id": pd.Series(dtype=str), "passed": pd.Series(dtype=bool)})
+    return store.read_table(path, columns=["sme_id", "passed"]).to_pandas()
+
+
+@dataclass
+class EvaluationPlan:
+    """What :func:`evaluate` does for one shard: the (SME, scope) rows to score and the holds."""
+
+    smes: pd.DataFrame
+    """sme_id, scope, history_months, sources, industry, region, size_band, founded_year."""
+    holds: list[dict[str, Any]]
+    """sme_id, scope, source, reason of every dossier held for a failed pull."""
+    considered: list[str]
+    """The shard's SMEs that had data or a failed pull on the date (whose holds this run decides)."""
 
 
 def smes_to_evaluate(
     session: Any, store: Store, as_of: dt.date, shard: int, *, now: dt.datetime
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+) -> EvaluationPlan:
     """The (SME, consent scope) pairs of the shard to evaluate, and the dossiers held back.
 
     A pair is evaluated when the SME passed validation and its consents (one active both at the
@@ -151,13 +181,12 @@ def smes_to_evaluate(
     It is **held** instead when a source of the scope could not be pulled that day (a failed or
     quarantined pull): failure is not absence, so no dossier is made that would read the source as
     missing, and the SME's previous dossier stays current.
-
-    Returns the frame (sme_id, scope, history_months, sources, industry, region, size_band,
-    founded_year) and the holds (sme_id, scope, source, reason).
     """
-    passed, in_this_shard = shard_smes(session, store, as_of, shard)
-    scopes = consent.evaluation_scopes(session, sorted(in_this_shard), then=as_of_instant(as_of), now=now)
-    failures = failed_pulls(session, as_of, sorted(scopes))
+    status = validation_status(store, as_of, shard)
+    passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
+    failures = failed_pulls(session, as_of)
+    considered = sorted(set(status["sme_id"]) | set(in_shard(failures, shard, get_settings().shard_count)))
+    scopes = consent.evaluation_scopes(session, considered, then=as_of_instant(as_of), now=now)
     rows: list[dict[str, Any]] = []
     holds: list[dict[str, Any]] = []
     for sme_id in sorted(scopes):
@@ -184,8 +213,8 @@ def smes_to_evaluate(
             )
         ).all()
     profile = pd.DataFrame(profiles, columns=["sme_id", "industry", "region", "size_band", "founded_year"])
-    frame = frame.merge(profile, on="sme_id", how="left")
-    return frame.sort_values(["sme_id", "scope"], ignore_index=True), holds
+    frame = frame.merge(profile, on="sme_id", how="left").sort_values(["sme_id", "scope"], ignore_index=True)
+    return EvaluationPlan(frame, holds, considered)
 
 
 def record_holds(
@@ -239,11 +268,10 @@ def evaluate(shard: int, as_of: dt.date, *, now: dt.datetime | None = None) -> d
     store = Store.from_settings()
     at = now or dt.datetime.now(dt.UTC)
     with session_scope() as session:
-        smes, holds = smes_to_evaluate(session, store, as_of, shard, now=at)
-        _passed, in_this_shard = shard_smes(session, store, as_of, shard)
-        record_holds(session, as_of, sorted(in_this_shard), holds, at=at)
+        plan = smes_to_evaluate(session, store, as_of, shard, now=at)
+        record_holds(session, as_of, plan.considered, plan.holds, at=at)
     tables = read_shard_tables(store, as_of, shard)
-    scored = evaluation.evaluate_scopes(tables, smes, as_of=as_of)
+    scored = evaluation.evaluate_scopes(tables, plan.smes, as_of=as_of)
     no_data = scored["sources_used"].map(len) == 0
     scored = scored[~no_data].reset_index(drop=True)
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
@@ -254,7 +282,7 @@ def evaluate(shard: int, as_of: dt.date, *, now: dt.datetime | None = None) -> d
         "evaluated": len(scored),
         "smes": int(scored["sme_id"].nunique()),
         "scopes": int(scored["scope"].nunique()),
-        "held": len({(h["sme_id"], h["scope"]) for h in holds}),
+        "held": len({(h["sme_id"], h["scope"]) for h in plan.holds}),
         "no_data_in_scope": int(no_data.sum()),
         "model_version": evaluation.MODEL_VERSION,
         "path": path,

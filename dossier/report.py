@@ -66,6 +66,68 @@ def reason_label(entry: dict) -> str:
     return f"{entry['stage']} · {place}: {reason[:90]}"
 
 
+OUTCOMES: dict[str, str] = {
+    "published": "published",
+    "evaluated_not_published": "evaluated, not published (no lender consent covers it)",
+    "held": "held: a consented source failed to pull",
+    "quarantined": "quarantined (ingest or validation), not evaluated",
+    "pulled_not_evaluated": "pulled, not evaluated (the publish DAG has not run)",
+    "pull_failed": "pulls failed, none succeeded (see ingestion_runs)",
+    "no_active_consent": "no active consent for any source: nothing pulled",
+    "not_pulled": "active consent, no pull recorded",
+}
+"""Where each registered SME ended up on an as-of date, furthest step first; they add up to the SMEs registered."""
+
+
+def sme_outcomes(
+    *,
+    registered: set[str],
+    consenting: set[str],
+    runs: list[Any],
+    held: set[str],
+    quarantined: set[str],
+    evaluated: set[str],
+    published: set[str],
+) -> dict[str, int]:
+    """Count each registered SME once, under the furthest step it reached (:data:`OUTCOMES`).
+
+    ``runs`` are ``(sme_id, source, status)`` rows of ``ingestion_runs``. An SME some of whose
+    pulls failed but one of which succeeded counts as pulled; one whose every pull failed counts
+    under ``pull_failed``; one whose pulls were all skipped for want of consent (``skipped_no_consent``)
+    under ``no_active_consent``; one with a dossier held back because a consented source failed
+    (``held``) under ``held``.
+
+    >>> sme_outcomes(registered={"a", "b", "c", "d"}, consenting={"a", "b", "c"},
+    ...              runs=[("a", "tax", "pulled"), ("b", "tax", "failed"), ("c", "tax", "skipped_no_consent")],
+    ...              held=set(), quarantined=set(),
+    ...              evaluated={"a"}, published={"a"})
+    {'published': 1, 'evaluated_not_published': 0, 'held': 0, 'quarantined': 0, 'pulled_not_evaluated': 0, 'pull_failed': 1, 'no_active_consent': 2, 'not_pulled': 0}
+    """
+    statuses: dict[str, set[str]] = {}
+    for sme, _source, status in runs:
+        statuses.setdefault(sme, set()).add(status)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for sme in registered:
+        seen = statuses.get(sme, set())
+        if sme in published:
+            counts["published"] += 1
+        elif sme in evaluated:
+            counts["evaluated_not_published"] += 1
+        elif sme in held:
+            counts["held"] += 1
+        elif sme in quarantined or "quarantined" in seen:
+            counts["quarantined"] += 1
+        elif "pulled" in seen:
+            counts["pulled_not_evaluated"] += 1
+        elif "failed" in seen:
+            counts["pull_failed"] += 1
+        elif seen or sme not in consenting:
+            counts["no_active_consent"] += 1
+        else:
+            counts["not_pulled"] += 1
+    return counts
+
+
 def pipeline_report(as_of: dt.date) -> dict[str, Any]:
     """Counts and samples describing the run of ``as_of``."""
     store = Store.from_settings()
@@ -107,6 +169,15 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
     for path in store.list(store.layout.staging_dir(SCORES_STEP, as_of.isoformat()), suffix=".parquet"):
         evaluated.update(store.read_table(path, columns=["sme_id"]).column("sme_id").to_pylist())
     published_ids = {sme for sme, _grade in published}
+    outcomes = sme_outcomes(
+        registered=set(smes),
+        consenting=set(coverage),
+        runs=runs,
+        held={sme for sme, _scope in held},
+        quarantined=quarantined,
+        evaluated=evaluated,
+        published=published_ids,
+    )
     rows = pd.DataFrame()
     partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())
     try:
@@ -129,6 +200,8 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         pass
     return {
         "as_of": as_of.isoformat(),
+        "ran": bool(runs or publish_row or evaluated),
+        "outcomes": outcomes,
         "smes_registered": len(smes),
         "smes_with_active_consent": len(coverage),
         "smes_without_active_consent": len(smes) - len(coverage),
@@ -186,16 +259,22 @@ def render_report(
 ) -> None:
     """Print the report as readable tables."""
     console.rule(f"[bold]As of {report['as_of']}")
-    funnel = Table("step", "SMEs", title="What happened to each SME", title_justify="left")
+    if not report["ran"]:
+        console.print(
+            f"No run recorded for as-of {report['as_of']}: nothing was pulled, evaluated or published "
+            f"for this date ({report['smes_registered']} SMEs registered, "
+            f"{report['smes_with_active_consent']} with an active consent). "
+            f"Run it with: dossier run --as-of {report['as_of']}"
+        )
+        return
+    funnel = Table("where each SME ended up", "SMEs", title="What happened to each SME", title_justify="left")
+    for key, label in OUTCOMES.items():
+        funnel.add_row(label, str(report["outcomes"][key]))
+    funnel.add_section()
     funnel.add_row("registered", str(report["smes_registered"]))
-    funnel.add_row("with an active consent", str(report["smes_with_active_consent"]))
-    funnel.add_row("pulled (at least one source)", str(report["smes_pulled"]))
-    funnel.add_row("quarantined (ingest or validation)", str(report["smes_quarantined"]))
-    funnel.add_row("evaluated", str(report["smes_evaluated"]))
-    funnel.add_row("held (a consented source failed to pull)", str(report["smes_held"]))
-    funnel.add_row("published", str(report["smes_published"]))
+    funnel.add_section()
     funnel.add_row("dossier versions published (one per consent scope)", str(report["dossiers_published"]))
-    funnel.add_row("withheld for lack of consent", str(report["withheld_no_consent"]))
+    funnel.add_row("dossier versions held (a consented source failed to pull)", str(report["dossiers_held"]))
     console.print(funnel)
 
     sources = Table("source", "outcomes", title="Pulls by source", title_justify="left")

@@ -5,24 +5,155 @@ Every other module asks :func:`get_settings` for configuration; nothing else tou
 pointing ``DOSSIER_WAREHOUSE_URL`` at PostgreSQL and ``DOSSIER_STORE_URL`` at ``s3://bucket/prefix``
 runs the same code at scale.
 
+The variables are declared once, typed and bounded, in :class:`Environment` (pydantic-settings);
+a value that does not fit is refused when the settings are first read, naming the variable:
+
 >>> s = Settings.from_env({"DOSSIER_HOME": "/tmp/x"})
 >>> s.warehouse_url
 'sqlite:////tmp/x/warehouse.db'
 >>> s.store_url
 '/tmp/x'
+>>> Settings.from_env({"DOSSIER_SHARD_COUNT": "abc"})
+Traceback (most recent call last):
+...
+dossier.settings.SettingsError: DOSSIER_SHARD_COUNT='abc' is not valid: Input should be a valid integer, unable to parse string as an integer; set a whole number at least 1 (default 8), or unset it
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from warehouse.errors import DossierError
 
 ENV_PREFIX = "DOSSIER_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(DossierError, ValueError):
+    """A ``DOSSIER_*`` variable holds a value the settings cannot use."""
+
+
+class Environment(BaseSettings):
+    """Every ``DOSSIER_*`` variable with its type, bounds, default and meaning.
+
+    An empty variable means its default. The README's environment table is generated from these
+    fields (``python -m dossier.readme``).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    home: str = Field(
+        "./var", description="Working folder: warehouse.db, raw landing, dossiers, Data Docs, Airflow home."
+    )
+    warehouse_url: str = Field(
+        "sqlite:///$DOSSIER_HOME/warehouse.db",
+        description="SQLAlchemy URL of the warehouse (SQLite or PostgreSQL).",
+    )
+    store_url: str = Field(
+        "$DOSSIER_HOME",
+        description="Root of raw landing, canonical tables and the dossier store: a folder or s3://bucket/prefix.",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="Endpoint of an S3-compatible store (MinIO, Ceph); empty means AWS."
+    )
+    s3_key: str = Field(
+        "", description="Access key for the S3-compatible store (empty: the usual AWS credential chain)."
+    )
+    s3_secret: str = Field("", description="Secret key for the S3-compatible store.")
+    sandbox_url: str = Field(
+        "",
+        description="Base URL of the provider APIs; empty means the demo starts the bundled sandbox on a free port.",
+    )
+    sandbox_smes: int = Field(
+        300,
+        ge=1,
+        description="Size of the sandbox universe: the SMEs it serves and that `dossier sandbox seed` "
+        "registers (unset: the size the home was last seeded with, else 300).",
+    )
+    sandbox_seed: int = Field(
+        20261125,
+        ge=0,
+        description="Seed of the sandbox universe: the same seed gives the same SMEs and data "
+        "(unset: the seed the home was last seeded with).",
+    )
+    sandbox_fault_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Share of sandbox responses that are a 429 with Retry-After or a transient 5xx.",
+    )
+    shard_count: int = Field(
+        8, ge=1, description="SMEs are split into this many shards; each is one mapped Airflow task per step."
+    )
+    oauth_client_id: str = Field(
+        "sme-dossier",
+        description="OAuth2 client id this application is registered under at the providers (default: the sandbox's).",
+    )
+    oauth_client_secret: str = Field(
+        "sme-dossier-sandbox-secret", description="OAuth2 client secret matching DOSSIER_OAUTH_CLIENT_ID."
+    )
+    http_timeout: float = Field(
+        10, gt=0, description="Seconds before a provider request times out (connect and read)."
+    )
+    http_retries: int = Field(
+        5, ge=1, description="Attempts per provider request for retriable errors (429, 5xx, timeouts)."
+    )
+    history_months: int = Field(
+        36, ge=1, le=120, description="Months of history a consent asks for when none is given."
+    )
+    log_level: str = Field("INFO", description="Log level of the dossier command and tasks.")
+
+    @field_validator("warehouse_url")
+    @classmethod
+    def _sqlalchemy_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value.replace("$DOSSIER_HOME", "/home"))
+        except ArgumentError as error:
+            raise ValueError(f"not a SQLAlchemy URL ({error})") from None
+        return value
+
+    @field_validator("sandbox_url", "s3_endpoint_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+
+class _GivenEnvironment(Environment):
+    """The same variables read from a given mapping only (``Settings.from_env(mapping)``)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: Any, init_settings: Any, **others: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
+HINTS: dict[type, str] = {int: "a whole number", float: "a number"}
 
 
 @dataclass(frozen=True)
@@ -34,79 +165,91 @@ class EnvVar:
     help: str
 
 
-ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar(
-        "DOSSIER_HOME",
-        "./var",
-        "Working folder: warehouse.db, raw landing, dossiers, Data Docs, Airflow home.",
-    ),
-    EnvVar(
-        "DOSSIER_WAREHOUSE_URL",
-        "sqlite:///$DOSSIER_HOME/warehouse.db",
-        "SQLAlchemy URL of the warehouse (SQLite or PostgreSQL).",
-    ),
-    EnvVar(
-        "DOSSIER_STORE_URL",
-        "$DOSSIER_HOME",
-        "Root of raw landing, canonical tables and the dossier store: a folder or s3://bucket/prefix.",
-    ),
-    EnvVar(
-        "DOSSIER_S3_ENDPOINT_URL", "", "Endpoint of an S3-compatible store (MinIO, Ceph); empty means AWS."
-    ),
-    EnvVar(
-        "DOSSIER_S3_KEY",
-        "",
-        "Access key for the S3-compatible store (empty: the usual AWS credential chain).",
-    ),
-    EnvVar("DOSSIER_S3_SECRET", "", "Secret key for the S3-compatible store."),
-    EnvVar(
-        "DOSSIER_SANDBOX_URL",
-        "",
-        "Base URL of the provider APIs; empty means the demo starts the bundled sandbox on a free port.",
-    ),
-    EnvVar(
-        "DOSSIER_SANDBOX_SMES",
-        "300",
-        "Size of the sandbox universe: the SMEs it serves and that `dossier sandbox seed` registers.",
-    ),
-    EnvVar(
-        "DOSSIER_SANDBOX_SEED",
-        "20261125",
-        "Seed of the sandbox universe: the same seed gives the same SMEs and data.",
-    ),
-    EnvVar(
-        "DOSSIER_SANDBOX_FAULT_RATE",
-        "0.02",
-        "Share of sandbox responses that are a 429 with Retry-After or a transient 5xx.",
-    ),
-    EnvVar(
-        "DOSSIER_SHARD_COUNT",
-        "8",
-        "SMEs are split into this many shards; each is one mapped Airflow task per step.",
-    ),
-    EnvVar(
-        "DOSSIER_OAUTH_CLIENT_ID",
-        "sme-dossier",
-        "OAuth2 client id this application is registered under at the providers (default: the sandbox's).",
-    ),
-    EnvVar(
-        "DOSSIER_OAUTH_CLIENT_SECRET",
-        "sme-dossier-sandbox-secret",
-        "OAuth2 client secret matching DOSSIER_OAUTH_CLIENT_ID.",
-    ),
-    EnvVar("DOSSIER_HTTP_TIMEOUT", "10", "Seconds before a provider request times out (connect and read)."),
-    EnvVar(
-        "DOSSIER_HTTP_RETRIES",
-        "5",
-        "Attempts per provider request for retriable errors (429, 5xx, timeouts).",
-    ),
-    EnvVar("DOSSIER_HISTORY_MONTHS", "36", "Months of history a consent asks for when none is given."),
-    EnvVar("DOSSIER_LOG_LEVEL", "INFO", "Log level of the dossier command and tasks."),
-)
+def _environment() -> tuple[EnvVar, ...]:
+    return tuple(
+        EnvVar(ENV_PREFIX + name.upper(), str(info.default), info.description or "")
+        for name, info in Environment.model_fields.items()
+    )
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = _environment()
+
+SANDBOX_RECORD = "sandbox-universe.json"
+"""File in the home folder recording the sandbox universe (seed and size) the warehouse was seeded with."""
+
+
+def _hint(name: str) -> str:
+    """What a valid value of variable ``name`` looks like, from its type and bounds."""
+    info = Environment.model_fields[name.removeprefix(ENV_PREFIX).lower()]
+    kind = HINTS.get(info.annotation, "a value")  # type: ignore[arg-type]
+    bounds = []
+    for rule in info.metadata:
+        for attribute, word in (("ge", "at least"), ("gt", "above"), ("le", "at most"), ("lt", "below")):
+            if getattr(rule, attribute, None) is not None:
+                bounds.append(f"{word} {getattr(rule, attribute)}")
+    return f"set {kind}{' ' + ' and '.join(bounds) if bounds else ''} (default {info.default}), or unset it"
+
+
+def _settings_error(error: ValidationError, env: Mapping[str, str]) -> SettingsError:
+    """One line naming each variable that failed, its value, why, and what would do."""
+    parts = []
+    for problem in error.errors():
+        name = ENV_PREFIX + str(problem["loc"][0]).upper()
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}={env.get(name, '')!r} is not valid: {message}; {_hint(name)}")
+    return SettingsError("; ".join(parts))
 
 
 def _expand(value: str, home: str) -> str:
     return value.replace("$DOSSIER_HOME", home)
+
+
+def _parse(environ: Mapping[str, str] | None) -> tuple[Environment, dict[str, str]]:
+    """Validated variables: from the process environment (pydantic-settings), or from ``environ``."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        if environ is None:
+            return Environment(), env
+        values = {
+            key.removeprefix(ENV_PREFIX).lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and value != ""
+        }
+        return _GivenEnvironment(**values), env
+    except ValidationError as error:
+        raise _settings_error(error, env) from None
+
+
+def recorded_sandbox(home: Path) -> dict[str, int]:
+    """The sandbox universe ``home`` was last seeded with (``{"seed": .., "smes": ..}``), or ``{}``.
+
+    ``dossier sandbox seed`` and ``dossier demo`` record it (:func:`record_sandbox`), so that every
+    later command in the same home serves and expects the same universe without repeating it.
+    """
+    path = home / SANDBOX_RECORD
+    try:
+        recorded = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise SettingsError(
+            f"{path} is not readable JSON ({error}); delete it and run: dossier sandbox seed"
+        ) from None
+    if not isinstance(recorded, dict) or not all(
+        isinstance(recorded.get(key), int) for key in ("seed", "smes")
+    ):
+        raise SettingsError(
+            f'{path} should hold {{"seed": N, "smes": N}}; delete it and run: dossier sandbox seed'
+        )
+    return {"seed": recorded["seed"], "smes": recorded["smes"]}
+
+
+def record_sandbox(settings: Settings) -> Path:
+    """Remember in the home folder which sandbox universe (seed and size) the warehouse was seeded with."""
+    path = settings.home / SANDBOX_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": settings.sandbox_seed, "smes": settings.sandbox_smes}) + "\n")
+    return path
 
 
 @dataclass(frozen=True)
@@ -134,32 +277,39 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every ``DOSSIER_*`` variable, falling back to the documented defaults."""
-        env = dict(os.environ if environ is None else environ)
-        defaults = {var.name: var.default for var in ENVIRONMENT}
+        """Read and check every ``DOSSIER_*`` variable, falling back to the documented defaults.
 
-        def get(name: str) -> str:
-            return env.get(name) or defaults[name]
-
-        home = str(Path(get("DOSSIER_HOME")).expanduser().absolute())
+        The sandbox's seed and size, when not set, are those the home was last seeded with
+        (:func:`recorded_sandbox`). Raises :class:`SettingsError` naming each bad variable.
+        """
+        parsed, env = _parse(environ)
+        home = str(Path(parsed.home).expanduser().absolute())
+        if Path(home).exists() and not Path(home).is_dir():
+            raise SettingsError(f"DOSSIER_HOME={home!r} is a file; name a folder (it is created if missing)")
+        recorded = recorded_sandbox(Path(home))
+        given = parsed.model_fields_set
         return cls(
             home=Path(home),
-            warehouse_url=_expand(get("DOSSIER_WAREHOUSE_URL"), home),
-            store_url=_expand(get("DOSSIER_STORE_URL"), home),
-            s3_endpoint_url=get("DOSSIER_S3_ENDPOINT_URL"),
-            s3_key=get("DOSSIER_S3_KEY"),
-            s3_secret=get("DOSSIER_S3_SECRET"),
-            sandbox_url=get("DOSSIER_SANDBOX_URL").rstrip("/"),
-            sandbox_smes=int(get("DOSSIER_SANDBOX_SMES")),
-            sandbox_seed=int(get("DOSSIER_SANDBOX_SEED")),
-            sandbox_fault_rate=float(get("DOSSIER_SANDBOX_FAULT_RATE")),
-            shard_count=int(get("DOSSIER_SHARD_COUNT")),
-            oauth_client_id=get("DOSSIER_OAUTH_CLIENT_ID"),
-            oauth_client_secret=get("DOSSIER_OAUTH_CLIENT_SECRET"),
-            http_timeout=float(get("DOSSIER_HTTP_TIMEOUT")),
-            http_retries=int(get("DOSSIER_HTTP_RETRIES")),
-            history_months=int(get("DOSSIER_HISTORY_MONTHS")),
-            log_level=get("DOSSIER_LOG_LEVEL").upper(),
+            warehouse_url=_expand(parsed.warehouse_url, home),
+            store_url=_expand(parsed.store_url, home),
+            s3_endpoint_url=parsed.s3_endpoint_url,
+            s3_key=parsed.s3_key,
+            s3_secret=parsed.s3_secret,
+            sandbox_url=parsed.sandbox_url.rstrip("/"),
+            sandbox_smes=parsed.sandbox_smes
+            if "sandbox_smes" in given
+            else recorded.get("smes", parsed.sandbox_smes),
+            sandbox_seed=parsed.sandbox_seed
+            if "sandbox_seed" in given
+            else recorded.get("seed", parsed.sandbox_seed),
+            sandbox_fault_rate=float(parsed.sandbox_fault_rate),
+            shard_count=parsed.shard_count,
+            oauth_client_id=parsed.oauth_client_id,
+            oauth_client_secret=parsed.oauth_client_secret,
+            http_timeout=float(parsed.http_timeout),
+            http_retries=parsed.http_retries,
+            history_months=parsed.history_months,
+            log_level=parsed.log_level,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 
@@ -199,7 +349,15 @@ class Settings:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            # Task logs keep their INFO lines (each step's counts); the servers' routine chatter does not.
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__LOGGING__NAMESPACE_LEVELS": (
+                "airflow.serialization=WARNING airflow.models.dag=WARNING airflow.dag_processing=WARNING "
+                "airflow.jobs=WARNING uvicorn=WARNING sqlalchemy=WARNING"
+            ),
+            # SQLite takes one writer at a time: a few task processes, not LocalExecutor's default 32.
+            "AIRFLOW__CORE__PARALLELISM": "2",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
             "DOSSIER_HOME": str(self.home),
             "DOSSIER_WAREHOUSE_URL": self.warehouse_url,
             "DOSSIER_STORE_URL": self.store_url,

@@ -1,8 +1,10 @@
 """Evaluation: canonical tables in, the dossier's feature and score columns out (pure functions).
 
 :func:`evaluate` is the one entry point the pipeline calls; :mod:`evaluation.features` computes the
-features and :mod:`evaluation.scoring` turns them into a PD, score, grade, reasons, limit and rate.
-Any object with a ``version`` and ``predict(features) -> Prediction`` can replace the first model.
+features, :mod:`evaluation.ratios` the statement ratios, :mod:`evaluation.statement_scoring` the PD
+(trained statement model plus expert adjustments) and :mod:`evaluation.scoring` the score, grade,
+reasons, limit and rate. Any object with a ``version`` and ``predict(features) -> Prediction`` can
+replace the model; :data:`~evaluation.scoring.SCORECARD` is the first one.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from evaluation.features import compute_features
+from evaluation.ratios import statement_ratios
 from evaluation.scoring import (
     REASON_TEXTS,
-    SCORECARD,
     Prediction,
     ScoringModel,
     credit_limit,
@@ -25,11 +27,14 @@ from evaluation.scoring import (
     reason_codes,
     score_points,
 )
+from evaluation.statement_model import STATEMENT_MODEL_VERSION
+from evaluation.statement_scoring import EXPERT_VERSION, default_statement_scoring
 from warehouse.canonical import TABLES
 from warehouse.dossier_schema import FEATURE_COLUMNS, SCORE_COLUMNS
 
-MODEL_VERSION = SCORECARD.version
-"""Version of the default model, written to every dossier it scores."""
+MODEL_VERSION = f"{STATEMENT_MODEL_VERSION}+{EXPERT_VERSION}"
+"""Version of the default model (:func:`evaluation.statement_scoring.default_statement_scoring`: the
+trained statement model plus the expert adjustments), written to every dossier it scores."""
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "sme_id",
@@ -65,14 +70,18 @@ def evaluate(
     """Features, scores and model version for every SME in ``smes`` (one row each, same order).
 
     ``tables`` maps canonical table names to frames; ``smes`` has ``sme_id`` and ``history_months``.
-    ``model`` defaults to the documented scorecard. The result's columns are :data:`OUTPUT_COLUMNS`,
-    with dtypes that cast to the dossier schema.
+    ``model`` defaults to the trained statement model with its expert adjustments
+    (:data:`MODEL_VERSION`); :data:`~evaluation.scoring.SCORECARD` is the first model. The model
+    sees the features joined with the statement ratios (:func:`evaluation.ratios.statement_ratios`,
+    ``attr1``..``attr64``); its reason texts come from its ``texts`` mapping when it has one. The result's columns are
+    :data:`OUTPUT_COLUMNS`, with dtypes that cast to the dossier schema.
     """
-    model = SCORECARD if model is None else model
+    model = default_statement_scoring() if model is None else model
     features = compute_features(tables, smes, as_of=as_of)
-    prediction = model.predict(features)
+    ratios = statement_ratios(tables.get("monthly_financials"), smes, as_of=as_of)
+    prediction = model.predict(features.join(ratios.drop(columns=["sme_id"])))
     pd_12m = _checked(prediction, features, model.version)
-    reasons = reason_codes(prediction.contributions, top=4, texts=REASON_TEXTS)
+    reasons = reason_codes(prediction.contributions, top=4, texts=getattr(model, "texts", REASON_TEXTS))
     result = features.assign(
         pd_12m=pd_12m.astype(np.float64),
         score=score_points(pd_12m),
@@ -113,9 +122,12 @@ def evaluate_scopes(
     frames = []
     for scope, group in smes.groupby("scope", sort=True):
         sources = group["sources"].iloc[0]
-        scored = evaluate(
-            tables_for_sources(tables, sources), group.reset_index(drop=True), as_of=as_of, model=model
-        )
+        members = set(group["sme_id"])
+        scoped = {
+            name: frame[frame["sme_id"].isin(members)]
+            for name, frame in tables_for_sources(tables, sources).items()
+        }
+        scored = evaluate(scoped, group.reset_index(drop=True), as_of=as_of, model=model)
         outside = scored["sources_used"].map(
             lambda used, allowed=frozenset(sources): not set(used) <= allowed
         )

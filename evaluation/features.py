@@ -198,6 +198,16 @@ def _float(frame: pd.DataFrame, column: str, rows: np.ndarray) -> np.ndarray:
     return frame[column].to_numpy(dtype=np.float64, na_value=np.nan)[rows]
 
 
+def _sums(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """``weights`` summed per ``index`` into ``size`` floats (``numpy.bincount`` returns integers when
+    there is nothing to sum; this never does).
+
+    >>> _sums(np.array([], dtype=np.int64), np.array([]), 2).dtype
+    dtype('float64')
+    """
+    return np.bincount(index, weights=weights, minlength=size).astype(np.float64, copy=False)
+
+
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator where the denominator is positive, else NaN."""
     positive = denominator > 0
@@ -277,7 +287,7 @@ def _books(ctx: _Context, frame: pd.DataFrame | None) -> _Books:
 
     in12 = ago <= 12
     for name in last12:
-        last12[name] = np.bincount(sme[in12], weights=_float(frame, name, rows[in12]), minlength=n)
+        last12[name] = _sums(sme[in12], _float(frame, name, rows[in12]), n)
 
     latest_ago = np.full(n, _ANY_AGE)
     np.minimum.at(latest_ago, sme, ago)
@@ -401,8 +411,8 @@ def _vat_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -> d
     months_booked = booked_so_far[who, last] - booked_so_far[who, first - 1]
     period_revenue = revenue_so_far[who, last] - revenue_so_far[who, first - 1]
     fully_booked = months_booked == last - first + 1
-    vat_sales = np.bincount(who[fully_booked], weights=sales[rows][fully_booked], minlength=n)
-    book_revenue = np.bincount(who[fully_booked], weights=period_revenue[fully_booked], minlength=n)
+    vat_sales = _sums(who[fully_booked], sales[rows][fully_booked], n)
+    book_revenue = _sums(who[fully_booked], period_revenue[fully_booked], n)
     return {
         "tax": present,
         "due": np.where(present, returns_due, np.nan),
@@ -445,7 +455,7 @@ def _utility_features(
         size = n * unit_count * USAGE_MONTHS
         shape = (n, unit_count, USAGE_MONTHS)
         consumption = readings["consumption"].to_numpy(dtype=np.float64, na_value=0.0)[rows]
-        usage = np.bincount(cell, weights=consumption, minlength=size).reshape(shape)
+        usage = _sums(cell, consumption, size).reshape(shape)
         metered = (np.bincount(cell, minlength=size) > 0).reshape(shape)
         paired = metered[:, :, :6] & metered[:, :, 12:18]
         this_year = (usage[:, :, :6] * paired).sum(axis=2)
@@ -483,7 +493,7 @@ def _survey_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -
     with_revenue = seen & ~np.isnan(stated)
     visits = np.bincount(sme[seen], minlength=n)
     stated_mean = _ratio(
-        np.bincount(sme[with_revenue], weights=stated[with_revenue], minlength=n),
+        _sums(sme[with_revenue], stated[with_revenue], n),
         np.bincount(sme[with_revenue], minlength=n) * 1.0,
     )
     booked12 = books.booked[:, :12].sum(axis=1)

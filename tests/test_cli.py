@@ -61,7 +61,7 @@ def test_subscribe_sets_filters_and_pull_refuses_unknown_lenders(
     run(capsys, "sandbox", "seed", "--smes", "4")
     code, out = run(capsys, "lender", "subscribe", "--lender", "harbor-credit", "--grades", "A,B")
     assert code == 0
-    assert "'grades': ['A', 'B']" in out
+    assert out == "subscription default of harbor-credit: grades all -> A, B\n"
     code, out = run(capsys, "lender", "status", "--lender", "harbor-credit")
     assert json.loads(out)["subscriptions"][0]["filters"] == {"grades": ["A", "B"]}
     capsys.readouterr()

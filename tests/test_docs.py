@@ -58,7 +58,7 @@ def test_every_command_is_documented_and_has_help(command: str) -> None:
 
 
 def test_the_readme_documents_no_command_that_does_not_exist() -> None:
-    documented = set(re.findall(r"^\| `dossier ([a-z ]+)` \|", README, flags=re.M))
+    documented = set(re.findall(r"^\| `dossier ([a-z -]+)` \|", README, flags=re.M))
     assert documented == set(COMMANDS)
 
 

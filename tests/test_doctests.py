@@ -8,7 +8,10 @@ import importlib
 import pytest
 
 MODULES = [
+    "dossier.pipeline",
+    "dossier.report",
     "dossier.settings",
+    "dossier.tasks",
     "warehouse.canonical",
     "warehouse.db",
     "warehouse.dossier_schema",

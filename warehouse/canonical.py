@@ -11,7 +11,7 @@ error messages) and ``raw_sha256`` names the immutable raw payload it came from.
 >>> MONTHLY_FINANCIALS.key
 ('sme_id', 'period_month')
 >>> sorted(TABLES)
-['monthly_financials', 'survey_visits', 'utility_bills', 'utility_readings', 'vat_returns']
+['bank_transactions', 'monthly_financials', 'survey_visits', 'utility_bills', 'utility_readings', 'vat_returns']
 """
 
 from __future__ import annotations
@@ -199,8 +199,50 @@ SURVEY_VISITS = CanonicalTable(
     ),
 )
 
+BANK_TRANSACTIONS = CanonicalTable(
+    name="bank_transactions",
+    source="accounting",
+    grain=(
+        "One row per SME per bank account per statement entry: a posted transaction, or a balance the"
+        " statement reports (ledger or available) as of a date. Read from bank statements (OFX) of"
+        " firms without bookkeeping software."
+    ),
+    key=("sme_id", "account_id", "entry_type", "entry_id"),
+    columns=(
+        SME_ID,
+        Column(
+            "account_id", pa.string(), "The bank's identifier of the account (as the statement writes it)."
+        ),
+        Column(
+            "account_type", pa.string(), "checking, savings, credit_line, money_market or credit_card.", True
+        ),
+        Column(
+            "entry_type",
+            pa.string(),
+            "transaction, ledger_balance (the booked closing balance) or available_balance.",
+        ),
+        Column("entry_id", pa.string(), "The bank's transaction id (FITID), or the balance's as-of date."),
+        Column("booked_date", pa.date32(), "Date the transaction was posted, or the balance's as-of date."),
+        _money("amount", "Signed amount (credits positive) of the transaction, or the balance"),
+        Column("currency", pa.string(), "ISO 4217 code of `amount`."),
+        Column(
+            "transaction_type", pa.string(), "The bank's type of a transaction (OFX TRNTYPE, e.g. POS).", True
+        ),
+        Column("description", pa.string(), "Payee and memo of a transaction, as the bank writes them.", True),
+        *LINEAGE,
+    ),
+)
+
 TABLES: dict[str, CanonicalTable] = {
-    t.name: t for t in (MONTHLY_FINANCIALS, VAT_RETURNS, UTILITY_READINGS, UTILITY_BILLS, SURVEY_VISITS)
+    t.name: t
+    for t in (
+        MONTHLY_FINANCIALS,
+        VAT_RETURNS,
+        UTILITY_READINGS,
+        UTILITY_BILLS,
+        SURVEY_VISITS,
+        BANK_TRANSACTIONS,
+    )
 }
 
 TABLES_BY_SOURCE: dict[str, tuple[CanonicalTable, ...]] = {

@@ -415,14 +415,14 @@ def check_terms(
     if purpose not in PURPOSES:
         raise ConsentError(f"unknown purpose {purpose!r}; known: {_listed(PURPOSES)}")
     if isinstance(history_months, bool) or not isinstance(history_months, int):
-        raise ConsentError(f"history months must be a whole number, not {history_months!r}")
+        raise ConsentError(f"history_months must be a whole number of months, not {history_months!r}")
     if not 1 <= history_months <= MAX_HISTORY_MONTHS:
-        raise ConsentError(f"history months must be between 1 and {MAX_HISTORY_MONTHS}, not {history_months}")
+        raise ConsentError(f"history_months must be between 1 and {MAX_HISTORY_MONTHS}, not {history_months}")
     if granted_at.tzinfo is None or expires_at.tzinfo is None:
         raise ConsentError("consent instants must be UTC (timezone-aware)")
     if expires_at <= granted_at:
         raise ConsentError(
-            f"expiry {expires_at:%Y-%m-%d %H:%M} is not after the grant {granted_at:%Y-%m-%d %H:%M}"
+            f"expires_at {expires_at:%Y-%m-%d %H:%M} is not after granted_at {granted_at:%Y-%m-%d %H:%M}"
         )
     return sources, recipients
 
@@ -465,18 +465,17 @@ def grant(
         granted_at=granted_at,
         expires_at=expires_at,
     )
-    terms = {
-        "sources": sources,
-        "recipients": recipients,
-        "purpose": purpose,
-        "history_months": history_months,
-        "expires_at": expires_at.astimezone(dt.UTC).isoformat(),
-    }
     consent = session.get(Consent, consent_id)
     if consent is not None:
         if consent.sme_id != sme_id:
             raise ConsentError(f"consent {consent_id} belongs to {consent.sme_id}, not {sme_id}")
-        if _terms_record(consent) == terms and consent.status == "active":
+        unchanged = (consent.sources, consent.recipients, consent.purpose, consent.history_months) == (
+            sources,
+            recipients,
+            purpose,
+            history_months,
+        )
+        if unchanged and consent.expires_at == expires_at and consent.status == "active":
             return consent
     else:
         consent = Consent(consent_id=consent_id, sme_id=sme_id)
@@ -490,7 +489,7 @@ def grant(
     consent.status = "active"
     consent.revoked_at = None
     session.flush()
-    _append_event(session, consent_id, "granted", granted_at, actor, terms)
+    _append_event(session, consent_id, "granted", granted_at, actor, _terms_record(consent))
     return consent
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from warehouse.canonical import Column
+from warehouse.canonical import SOURCES, Column
 
 SCHEMA_VERSION = 2
 """Bump on any change a reader would notice (new, renamed, retyped or re-meant column)."""
@@ -335,16 +336,15 @@ def blank_outside_sources(frame: pd.DataFrame) -> pd.DataFrame:
     >>> blank_outside_sources(rows)[["vat_on_time_rate", "revenue_12m"]].to_dict("records")
     [{'vat_on_time_rate': 1.0, 'revenue_12m': nan}]
     """
-    used = frame["sources_used"].map(frozenset)
+    uses = {
+        source: frame["sources_used"].map(lambda used, s=source: s in used).to_numpy(dtype=bool)
+        for source in SOURCES
+    }
     blanked = frame.copy()
     for column in FEATURE_COLUMNS + SCORE_COLUMNS:
         if column.derives_from == ALL_USED or column.name not in blanked.columns:
             continue
-        needed = frozenset(column.derives_from)
-        outside = ~used.map(needed.issubset).to_numpy(dtype=bool)
+        outside = ~np.logical_and.reduce([uses[source] for source in column.derives_from])
         if outside.any():
-            if column.nullable:
-                blanked.loc[outside, column.name] = None
-            else:
-                blanked.loc[outside, column.name] = 0
+            blanked.loc[outside, column.name] = None if column.nullable else 0
     return blanked

@@ -13,3 +13,7 @@ from __future__ import annotations
 
 class DossierError(Exception):
     """An expected failure whose message alone tells the user what was wrong and how to fix it."""
+
+
+class InputError(DossierError, ValueError):
+    """A value given by a person that is malformed or outside its vocabulary (the message lists what is valid)."""

@@ -41,11 +41,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from evaluation.scoring import GRADE_BANDS
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
 from warehouse.db import in_chunks
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
 from warehouse.dossier_store import UNPUBLISHED, content_sha256, store_absolute, utc_seconds
-from warehouse.errors import DossierError
+from warehouse.errors import DossierError, InputError
 from warehouse.models import Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
 from warehouse.storage import Store
 
@@ -146,6 +147,45 @@ def subscribe(
     subscription.active = True
     session.flush()
     return subscription
+
+
+GRADES: tuple[str, ...] = (*(letter for letter, _ in GRADE_BANDS), "E")
+"""The risk grades a dossier can carry (``evaluation.scoring.grade``), best first."""
+
+SIZE_BANDS: tuple[str, ...] = ("micro", "small", "medium")
+"""The size bands by headcount (the dossier schema's ``size_band``)."""
+
+
+def filter_vocabulary(session: Session, key: str) -> list[str]:
+    """The values filter ``key`` may take: the grades and size bands, or the regions and
+    industries of the SMEs registered in the warehouse."""
+    if key == "grades":
+        return list(GRADES)
+    if key == "size_bands":
+        return list(SIZE_BANDS)
+    column = getattr(Sme, FILTERS[key])
+    return list(session.scalars(select(column).distinct().order_by(column)))
+
+
+def check_filters(session: Session, filters: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """``filters`` with each value checked against its vocabulary (:func:`filter_vocabulary`).
+
+    Values match regardless of case and come back in the vocabulary's spelling; a value outside it
+    raises :class:`~warehouse.errors.InputError` listing the valid ones, since a subscription that
+    filters on a value no dossier carries would silently receive nothing.
+    """
+    checked: dict[str, list[str]] = {}
+    for key, values in filters.items():
+        if key not in FILTERS:
+            raise InputError(f"unknown subscription filter {key!r}; known: {', '.join(sorted(FILTERS))}")
+        vocabulary = filter_vocabulary(session, key)
+        spelling = {v.casefold(): v for v in vocabulary}
+        unknown = [v for v in values if v.strip().casefold() not in spelling]
+        if unknown:
+            known = ", ".join(vocabulary) if vocabulary else "none yet (no SMEs are registered)"
+            raise InputError(f"{key} {', '.join(map(repr, unknown))} not known; valid {key}: {known}")
+        checked[key] = [spelling[v.strip().casefold()] for v in values]
+    return normalize_filters(checked)
 
 
 def _subscription(session: Session, lender_id: str, name: str | None, *, lock: bool = True) -> Subscription:

@@ -33,6 +33,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from warehouse.errors import DossierError
+
+
+class StoreError(DossierError, OSError):
+    """A file in the store that cannot be read as what it should be (named in the message)."""
+
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -141,8 +147,14 @@ class Store:
         return sha256_hex(data)
 
     def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """The Parquet file at ``path``; :class:`StoreError` naming the file when it is not readable Parquet."""
         with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle, columns=columns)
+            try:
+                return pq.read_table(handle, columns=columns)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+                raise StoreError(
+                    f"{path}: not a readable Parquet file ({error}); delete it and re-run the step that writes it"
+                ) from error
 
     def read_tables(self, paths: Iterable[str], columns: list[str] | None = None) -> list[pa.Table]:
         return [self.read_table(p, columns) for p in paths if self.fs.exists(p)]

@@ -125,6 +125,10 @@ def make_session(attempts: int, clock: Clock | None = None, *, retry_reads: bool
     return session
 
 
+UNKNOWN_ACCOUNT = "unknown_account"
+"""Error code of a 404 meaning the credential is genuine but names no account the provider has."""
+
+
 def provider_error_text(body: str) -> str:
     """The provider's own error words: ``CODE: message`` from a JSON error body, else the body's start."""
     try:
@@ -151,6 +155,14 @@ def classify_response(
     if status in RETRY_STATUSES:
         return RetriableAPIError(
             message + " after every retry", sme_id=sme_id, source=source, status_code=status
+        )
+    if status == 404 and detail.startswith(f"{UNKNOWN_ACCOUNT}:"):
+        return ConfigError(
+            message + ": the provider has never heard of this SME's account; the connection points at a "
+            "provider (or sandbox universe) that does not know it",
+            sme_id=sme_id,
+            source=source,
+            status_code=status,
         )
     if status == 401:
         return AuthError(

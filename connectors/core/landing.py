@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ from sqlalchemy.orm import Session
 from connectors.core.streams import RawPage
 from warehouse.db import upsert
 from warehouse.models import RawPayload
-from warehouse.storage import Store
+from warehouse.storage import Store, sha256_hex
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = {
     "application/json": "json",
@@ -61,9 +64,19 @@ class LandedPayload:
 
 
 def land_page(store: Store, source: str, page: RawPage, sequence: int) -> LandedPayload:
-    """Store ``page.body`` content-addressed (once) and describe where it went."""
+    """Store ``page.body`` content-addressed (once) and describe where it went.
+
+    An object already at the address is trusted only once its bytes hash to that address again;
+    a damaged one (changed or truncated since it landed) is replaced by the bytes just received,
+    which do, and the repair is logged with its path.
+    """
     path = store.layout.raw(source, page.sha256, extension_for(page.media_type))
-    store.put_immutable(path, page.body)
+    if not store.put_immutable(path, page.body) and sha256_hex(store.read_bytes(path)) != page.sha256:
+        log.warning(
+            "%s: landed bytes no longer match their sha256 address; replaced with the payload just received",
+            path,
+        )
+        store.write_bytes(path, page.body)
     return LandedPayload(
         sequence=sequence,
         sha256=page.sha256,

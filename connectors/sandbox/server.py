@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import json
 import re
 import socket
@@ -35,6 +36,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from connectors.core.http import UNKNOWN_ACCOUNT
 from connectors.sandbox import providers
 from connectors.sandbox.auth import (
     SCOPES,
@@ -299,7 +301,9 @@ class SandboxServer:
             )
         refresh = form.get("refresh_token", "")
         account = self.issuer.refresh_account(source, refresh)
-        if account is None or self.universe.account_index(source, account) is None:
+        if account is not None and self.universe.account_index(source, account) is None:
+            return self._unknown_account(source, account)
+        if account is None:
             return _json(
                 400,
                 {
@@ -318,6 +322,17 @@ class SandboxServer:
                 "scope": SCOPES[source],
             },
             {"Cache-Control": "no-store"},
+        )
+
+    def _unknown_account(self, source: str, account: str) -> Response:
+        """404 for a genuine credential of an account this universe does not have (a configuration error)."""
+        return _json(
+            404,
+            {
+                "error": UNKNOWN_ACCOUNT,
+                "error_description": f"no account {account!r} at the {source} provider: this sandbox "
+                f"serves a universe of {self.universe.size} SMEs (seed {self.universe.seed})",
+            },
         )
 
     def _bearer(self, request: Request, source: str) -> AccessCheck:
@@ -495,7 +510,7 @@ class SandboxServer:
             max_results = _int_param(
                 query.get("max-results"), ESPI_DEFAULT_RESULTS, "max-results", 1, ESPI_MAX_RESULTS, espi=True
             )
-            base = str(request.base_url).rstrip("/")
+            base = _mount(request)
             entries = [
                 e
                 for e in self._entries(record.index, f"{base}/utility/espi/1_1/resource")
@@ -506,10 +521,12 @@ class SandboxServer:
                 )
             ]
             page = entries[start_index - 1 : start_index - 1 + max_results]
-            self_url = str(request.url)
+            self_url = _relative(request.url)
             next_url = None
             if start_index - 1 + max_results < len(entries):
-                next_url = str(request.url.include_query_params(**{"start-index": start_index + max_results}))
+                next_url = _relative(
+                    request.url.include_query_params(**{"start-index": start_index + max_results})
+                )
             feed = providers.espi_feed(
                 page,
                 feed_id=providers.stable_uuid(self.universe.seed, "feed", subscription_id),
@@ -531,8 +548,12 @@ class SandboxServer:
             authorization = request.headers.get("authorization", "")
             if not authorization.lower().startswith("token "):
                 raise ProviderError(401, {"detail": "Authentication credentials were not provided."})
-            sme_code = self._kobo_token_owner(authorization[6:].strip())
+            token = authorization[6:].strip()
+            sme_code = self._kobo_token_owner(token)
             if sme_code is None:
+                asked = _queried_sme_code(request.query_params.get("query"))
+                if asked is not None and hmac.compare_digest(self.issuer.api_token(asked), token):
+                    return self._unknown_account("survey", asked)
                 raise ProviderError(401, {"detail": "Invalid token."})
             if asset_uid != self.asset_uid:
                 raise ProviderError(404, {"detail": "Not found."})
@@ -551,7 +572,7 @@ class SandboxServer:
                 if not isinstance(conditions, dict):
                     raise ProviderError(400, {"detail": "Invalid query: expected a JSON object"})
             record = self._account_record("survey", sme_code)
-            base = str(request.base_url).rstrip("/")
+            base = _mount(request)
             data_url = f"{base}/survey/api/v2/assets/{asset_uid}/data"
             submissions = [] if record is None else self._submissions(record.index, data_url)
             try:
@@ -573,6 +594,16 @@ class SandboxServer:
             codes = self.universe.accounts("survey")
             self._kobo_tokens = {self.issuer.api_token(code): code for code in codes}
         return self._kobo_tokens.get(token)
+
+
+def _queried_sme_code(raw_query: str | None) -> str | None:
+    """The ``sme_code`` a Kobo ``query`` asks for, if it names one."""
+    try:
+        conditions = json.loads(raw_query or "")
+    except ValueError:
+        return None
+    code = conditions.get("sme_code") if isinstance(conditions, dict) else None
+    return code if isinstance(code, str) else None
 
 
 QUERY_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
@@ -659,6 +690,17 @@ def _espi_instant(raw: str | None, name: str) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return int(moment.timestamp())
+
+
+def _mount(request: Request) -> str:
+    """Root path the app is served under (links in payloads are root-relative, so the bytes of a
+    payload never depend on the host or port the sandbox happens to listen on)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _relative(url: Any) -> str:
+    """``path?query`` of a request URL, without scheme, host and port."""
+    return f"{url.path}?{url.query}" if url.query else str(url.path)
 
 
 def _correlation(request: Request) -> dict[str, str]:

@@ -16,8 +16,13 @@ ReadingType a block depends on may sit on an earlier page - and:
   (``costAdditionalDetailLastPeriod`` with ``itemKind`` 9). A summary without the billing
   extension describes consumption only and yields no bill.
 
-Records are located as ``entry[urn:uuid:...]/IntervalReading[i]``. XML is parsed with
-``defusedxml`` (no DTDs, entities or external references).
+Besides the Atom feed, a *containerized* document - an ESPI resource as the root element
+(``<espi:UsagePoint>`` holding its ``MeterReading``, ``ReadingType`` and ``IntervalBlock``
+elements, or a bare ``<espi:IntervalBlock>``) - is read too: nesting then plays the part of the
+links, and each resource is located by its path (``UsagePoint[0]/MeterReading[0]/IntervalBlock[1]``).
+
+Records are located as ``entry[urn:uuid:...]/IntervalReading[i]``. XML is parsed with ``lxml``
+without DTDs, entity resolution or network access; a document type declaration is refused.
 
 >>> convert = UNITS[("electricity", 72)]
 >>> convert
@@ -30,12 +35,11 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element, ParseError
 
-import defusedxml.ElementTree as SafeET
 import numpy as np
 import pandas as pd
-from defusedxml import DefusedXmlException
+from lxml import etree
+from lxml.etree import _Element as Element
 
 from connectors.core.parsing import (
     ParseResult,
@@ -125,21 +129,120 @@ def _text(element: Element | None, path: str) -> str | None:
     return None if found is None or found.text is None else found.text.strip()
 
 
+SAFE_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+)
+"""lxml without entity resolution, DTD loading or network; ``huge_tree=False`` keeps libxml2's depth limit."""
+
+RESOURCES = (
+    "UsagePoint",
+    "MeterReading",
+    "ReadingType",
+    "IntervalBlock",
+    "UsageSummary",
+    "ElectricPowerUsageSummary",
+)
+
+
+class UnsafeXml(ValueError):
+    """A document type declaration (where entity expansion and external entities live)."""
+
+
+def safe_root(body: bytes) -> Element:
+    """The root element of ``body``; raises :class:`UnsafeXml` on a DTD, ``XMLSyntaxError`` if malformed."""
+    root = etree.fromstring(body, SAFE_PARSER)
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        raise UnsafeXml("a document type declaration (DTD) is not accepted")
+    return root
+
+
+def containerized_entries(sme_id: str, page: RawPage, root: Element) -> list[Entry]:
+    """Entries for a document whose root is an ESPI resource: links made from the nesting.
+
+    The n-th ``UsagePoint`` is usage point ``n`` (or the document's own, for a bare resource),
+    the m-th ``MeterReading`` inside it is ``n/m``; a ``ReadingType`` and ``IntervalBlock`` belong
+    to the meter reading they sit in (or the only one there is).
+    """
+    entries: list[Entry] = []
+    counters: dict[tuple[str, str], int] = {}
+
+    def visit(element: Element, path: str, point: str, meter: str) -> None:
+        kind = element.tag.removeprefix(ESPI) if isinstance(element.tag, str) else ""
+        if kind not in RESOURCES:
+            return
+        index = counters.get((path, kind), 0)
+        counters[(path, kind)] = index + 1
+        here = f"{path}/{kind}[{index}]".lstrip("/")
+        if kind == "UsagePoint":
+            point = str(index)
+        elif kind == "MeterReading":
+            meter = str(index)
+        base = f"/UsagePoint/{point}/MeterReading/{meter}"
+        if kind == "UsagePoint":
+            self_href, related = f"/UsagePoint/{point}", ()
+        elif kind == "ReadingType":
+            self_href, related = f"/ReadingType/{point}-{meter}", ()
+        elif kind == "MeterReading":
+            self_href, related = base, (f"/ReadingType/{point}-{meter}",)
+        elif kind == "IntervalBlock":
+            self_href, related = f"{base}/IntervalBlock/{index}", ()
+        else:
+            self_href, related = f"/UsagePoint/{point}/{kind}/{index}", ()
+        entries.append(
+            Entry(
+                sme_id=sme_id,
+                entry_id=here,
+                hrefs=(self_href, *related),
+                self_href=self_href,
+                related=related,
+                resource=element,
+                raw_sha256=page.sha256,
+            )
+        )
+        for child in element:
+            visit(child, here, point, meter)
+
+    visit(root, "", "0", "0")
+    kinds = {entry.kind for entry in entries}
+    if "MeterReading" not in kinds and kinds & {"ReadingType", "IntervalBlock"}:
+        # A bare block or reading type: stand in the one meter reading it implies.
+        entries.append(
+            Entry(
+                sme_id,
+                "MeterReading[implied]",
+                ("/UsagePoint/0/MeterReading/0",),
+                "/UsagePoint/0/MeterReading/0",
+                ("/ReadingType/0-0",),
+                etree.Element(f"{ESPI}MeterReading"),
+                page.sha256,
+            )
+        )
+    return entries
+
+
 def feed_entries(sme_id: str, page: RawPage) -> tuple[list[Entry], pd.DataFrame]:
     """The entries of one feed page, or a reject naming the page when it is not safe, well-formed Atom."""
     try:
-        root = SafeET.fromstring(page.body, forbid_dtd=True)
-    except DefusedXmlException as error:
-        return [], page_reject(sme_id, page, "", f"unsafe XML refused: {error!r}")
-    except ParseError as error:
+        root = safe_root(page.body)
+    except UnsafeXml as error:
+        return [], page_reject(sme_id, page, "", f"unsafe XML refused: {error}")
+    except etree.XMLSyntaxError as error:
         return [], page_reject(sme_id, page, "", f"not well-formed XML: {error}")
+    if isinstance(root.tag, str) and root.tag.startswith(ESPI):
+        return containerized_entries(sme_id, page, root), combine_rejects([])
     if root.tag != f"{ATOM}feed":
         return [], page_reject(sme_id, page, "", f"not an Atom feed (root element {root.tag})")
     entries = []
     for position, entry in enumerate(root.iter(f"{ATOM}entry")):
         links = entry.findall(f"{ATOM}link")
         content = entry.find(f"{ATOM}content")
-        resources = list(content) if content is not None else []
+        resources = [child for child in content if isinstance(child.tag, str)] if content is not None else []
         if not resources:
             continue
         entries.append(
@@ -279,18 +382,34 @@ def readings_frame(feed: Feed) -> pd.DataFrame:
         "value": [],
         "cost": [],
     }
+    wanted = {f"{ESPI}value": "value", f"{ESPI}cost": "cost"}
+    period = {f"{ESPI}start": "start", f"{ESPI}duration": "duration"}
+    time_period = f"{ESPI}timePeriod"
     for block in feed.interval_blocks:
         key = _meter_reading_of(block)
         for position, reading in enumerate(block.resource.iter(f"{ESPI}IntervalReading")):
+            # One pass over the reading's children (a reading is small; find() per field is slower).
+            found: dict[str, str | None] = {}
+            for child in reading:
+                if child.tag == time_period:
+                    for part in child:
+                        if part.tag in period:
+                            found[period[part.tag]] = part.text
+                elif child.tag in wanted:
+                    found[wanted[child.tag]] = child.text
             columns["sme_id"].append(block.sme_id)
             columns["source_record"].append(f"{block.record}/IntervalReading[{position}]")
             columns["raw_sha256"].append(block.raw_sha256)
             columns["meter_key"].append(key)
-            columns["start"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}start"))
-            columns["duration"].append(_text(reading, f"{ESPI}timePeriod/{ESPI}duration"))
-            columns["value"].append(_text(reading, f"{ESPI}value"))
-            columns["cost"].append(_text(reading, f"{ESPI}cost"))
+            for name in ("start", "duration", "value", "cost"):
+                text = found.get(name)
+                columns[name].append(None if text is None else (text.strip() or None))
     return pd.DataFrame(columns, dtype="object")
+
+
+def _shown(values: pd.Series) -> pd.Series:
+    """Values as reject reasons quote them; an absent one reads ``(none)``."""
+    return values.astype("object").where(values.notna(), "(none)").astype("str")
 
 
 def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
@@ -314,21 +433,23 @@ def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
                 readings,
                 commodity.notna() & readings["reading_type"].notna() & ~known_unit,
                 "ReadingType/uom",
-                "unsupported unit " + readings["uom"].astype("str") + " for " + commodity.astype("str"),
+                "unsupported unit " + _shown(readings["uom"]) + " for " + commodity.astype("str"),
             ),
             rejects_where(
                 readings,
                 readings["reading_type"].notna() & readings["currency_code"].map(CURRENCIES).isna(),
                 "ReadingType/currency",
-                "unknown ISO 4217 code: " + readings["currency_code"].astype("str"),
+                "unknown ISO 4217 code: " + _shown(readings["currency_code"]),
             ),
         ]
     )
 
 
-def readings_to_canonical(feed: Feed, meters: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``utility_readings`` columns and rejects."""
-    raw = readings_frame(feed)
+def readings_to_canonical(
+    feed: Feed, meters: pd.DataFrame, raw: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``utility_readings`` columns and rejects (``raw``: :func:`readings_frame`, if already read)."""
+    raw = readings_frame(feed) if raw is None else raw.copy()
     only_meter = meters.groupby("sme_id")["meter_key"].agg(
         lambda keys: keys.iloc[0] if len(keys) == 1 else None
     )
@@ -446,7 +567,7 @@ def bills_to_canonical(feed: Feed) -> tuple[pd.DataFrame, pd.DataFrame]:
             bills,
             currency.isna(),
             "currency",
-            "unknown ISO 4217 code: " + bills["currency_code"].astype("str"),
+            "unknown ISO 4217 code: " + _shown(bills["currency_code"]),
         ),
         start_rejects,
         seconds_rejects,

@@ -24,6 +24,7 @@ from connector_fixtures import (
     ScriptedServer,
     Seeded,
 )
+from hypothesis import HealthCheck, settings
 
 from connectors.sandbox.seed import seed_warehouse
 from connectors.sandbox.server import SandboxServer
@@ -32,6 +33,13 @@ from dossier.settings import for_home, override
 from warehouse.db import make_engine, session_scope
 from warehouse.migrate import upgrade
 from warehouse.storage import Store
+
+# Fuzz budgets: "ci" (the default) keeps the suite quick; ``--hypothesis-profile=fuzz`` searches long.
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fuzz", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture

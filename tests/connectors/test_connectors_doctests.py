@@ -19,6 +19,14 @@ MODULES = [
     "connectors.utility.espi",
     "connectors.survey.kobo",
     "connectors.registry",
+    "connectors.formats",
+    "connectors.formats.base",
+    "connectors.formats.saft_no",
+    "connectors.formats.ofx",
+    "connectors.formats.ledger",
+    "connectors.formats.mva_melding",
+    "connectors.formats.kobo",
+    "connectors.formats.submissions",
 ]
 
 

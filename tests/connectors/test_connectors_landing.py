@@ -75,3 +75,19 @@ def test_payload_rows_follow_the_latest_run_without_duplicates(
             )
         ).all()
     assert rows == [(ids[i], i, landed[i].sha256, f"GET /v1/x?p{i}") for i in range(2)]
+
+
+def test_a_damaged_landed_object_is_rechecked_and_replaced(tmp_path: Path, caplog) -> None:
+    store = Store(str(tmp_path))
+    body = b'{"reports": [1, 2, 3]}'
+    landed = land_page(store, "accounting", page(body), 0)
+    Path(landed.path).write_bytes(b'{"reports": [1, 2, 3]')  # truncated behind the store's back
+
+    with caplog.at_level("WARNING", logger="connectors.core.landing"):
+        again = land_page(store, "accounting", page(body), 0)
+
+    assert again.path == landed.path
+    assert store.read_bytes(landed.path) == body
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{landed.path}: landed bytes no longer match their sha256 address; replaced with the payload just received"
+    ]

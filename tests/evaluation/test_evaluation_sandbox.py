@@ -1,8 +1,8 @@
-"""The scorecard on the sandbox universe: it ranks real risk and is not fooled by inflated books.
+"""The dossier's model on the sandbox universe: it ranks real risk and is not fooled by inflated books.
 
 The sandbox draws each SME's default from a latent health that also shapes its books, VAT filings,
 meters and visits; it knows which SMEs defaulted and which inflated their books. These are
-functional checks with thresholds well inside what the scorecard achieves (see SCORING.md).
+functional checks with thresholds well inside what the model achieves (MODEL_CARD.md, SCORING.md).
 """
 
 from __future__ import annotations
@@ -67,8 +67,15 @@ def test_inflated_books_raise_the_pd_of_the_same_firm() -> None:
     assert inflated_profiles["fraud"].map(lambda f: "inflated_books" in f).all()
 
     raised = inflated["pd_12m"] > honest["pd_12m"]
+    letters = "ABCDE"
 
-    assert raised.mean() >= 0.8, f"only {raised.mean():.0%} of inflated firms got a higher PD"
+    # Inflated books can only be worth faking where they would buy a better grade: every firm whose
+    # honest twin is not already near-certain to default (PD < 0.5) gets a higher PD, and none gets
+    # a better grade. (Near-certain defaulters may move within grade E either way: the trained
+    # statement model credits the inflated ratios by more than the VAT mismatch adds.)
+    assert raised[honest["pd_12m"] < 0.5].all(), f"{(~raised[honest['pd_12m'] < 0.5]).sum()} firms not raised"
+    assert (honest["pd_12m"] < 0.5).sum() >= 50
+    assert (inflated["grade"].map(letters.index) >= honest["grade"].map(letters.index)).all()
     assert inflated["pd_12m"].median() >= 2 * honest["pd_12m"].median()
     flagged = inflated["reason_codes"].map(lambda codes: "VAT_BOOKS_MISMATCH" in list(codes))
     assert flagged.mean() >= 0.9

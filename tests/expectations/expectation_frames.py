@@ -177,12 +177,51 @@ def visit_rows(sme_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def bank_rows(sme_id: str) -> list[dict[str, Any]]:
+    """Two posted transactions and the statement's ledger balance after them."""
+    common = {
+        "sme_id": sme_id,
+        "account_id": "12300 000012345678",
+        "account_type": "checking",
+        "currency": "GBP",
+    }
+    return [
+        {
+            **common,
+            "entry_type": "transaction",
+            "entry_id": f"tx-{index}",
+            "booked_date": dt.date(2026, 10, day),
+            "amount": amount,
+            "transaction_type": kind,
+            "description": description,
+            "source_record": f"STMTTRN[{index}]",
+            "raw_sha256": sha(sme_id, "accounting"),
+        }
+        for index, (day, amount, kind, description) in enumerate(
+            ((3, -6.6, "POS", "Corner shop"), (12, 1200.0, "CREDIT", "Customer payment"))
+        )
+    ] + [
+        {
+            **common,
+            "entry_type": "ledger_balance",
+            "entry_id": "2026-10-31",
+            "booked_date": dt.date(2026, 10, 31),
+            "amount": 5193.4,
+            "transaction_type": None,
+            "description": None,
+            "source_record": "LEDGERBAL",
+            "raw_sha256": sha(sme_id, "accounting"),
+        }
+    ]
+
+
 ROWS: dict[str, Callable[[str], list[dict[str, Any]]]] = {
     "monthly_financials": monthly_rows,
     "vat_returns": vat_rows,
     "utility_readings": reading_rows,
     "utility_bills": bill_rows,
     "survey_visits": visit_rows,
+    "bank_transactions": bank_rows,
 }
 
 

@@ -447,7 +447,13 @@ def test_missing_and_empty_tables_validate(clean: ShardValidation) -> None:
     validation = validate_shard(tables, as_of=AS_OF, shard=1)
     assert validation.sme_status["passed"].tolist() == [True, True]
     tables_validated = {r["table_name"] for r in validation.expectation_results}
-    assert tables_validated == {"monthly_financials", "vat_returns", "utility_readings", "survey_visits"}
+    assert tables_validated == {
+        "monthly_financials",
+        "vat_returns",
+        "utility_readings",
+        "survey_visits",
+        "bank_transactions",
+    }
     visits = [r for r in validation.expectation_results if r["table_name"] == "survey_visits"]
     assert all(r["success"] and r["element_count"] == 0 for r in visits)
 

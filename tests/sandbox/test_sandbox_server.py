@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import requests
 from lxml import etree
@@ -244,7 +245,7 @@ def _feed_pages(session: Any, params: dict[str, str]) -> list[Any]:
         assert answer.headers["content-type"] == "application/atom+xml"
         pages.append(etree.fromstring(answer.content))
         nxt = pages[-1].find(f"{ATOM}link[@rel='next']")
-        url, params = (None if nxt is None else nxt.get("href")), {}
+        url, params = (None if nxt is None else urljoin(answer.url, nxt.get("href"))), {}
     return pages
 
 
@@ -323,7 +324,7 @@ def test_kobo_pages_and_scopes_submissions_to_the_token(
     assert first["count"] == visits
     assert first["previous"] is None
     assert len(first["results"]) == 2
-    second = requests.get(first["next"], headers=session.kobo()).json()
+    second = requests.get(urljoin(session.survey_url(), first["next"]), headers=session.kobo()).json()
     assert second["previous"] is not None
     assert len(second["results"]) == visits - 2
     submission = first["results"][0]

@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import re
 from typing import Any
+from urllib.parse import urljoin
 
 import pandas as pd
 import pyarrow as pa
@@ -103,7 +104,7 @@ def pull_utility(client: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
         feed = etree.fromstring(client.http.get(url, headers=headers).content)
         entries += feed.findall(f"{ATOM}entry")
         nxt = feed.find(f"{ATOM}link[@rel='next']")
-        url = None if nxt is None else nxt.get("href")
+        url = None if nxt is None else urljoin(url, nxt.get("href"))
 
     def point_of(entry: Any) -> str:
         href = entry.find(f"{ATOM}link[@rel='self']").get("href")
@@ -177,7 +178,7 @@ def pull_survey(client: Any) -> pd.DataFrame:
     while url:
         page = client.http.get(url, params=params, headers=client.kobo()).json()
         submissions += page["results"]
-        url, params = page["next"], None
+        url, params = (urljoin(url, page["next"]) if page["next"] else None), None
     rows = []
     for s in submissions:
         lat, lon, *_ = s["group_premises/location"].split()
@@ -233,7 +234,8 @@ def clean_smes(universe: Universe) -> list[str]:
 def test_a_reference_client_reproduces_the_truth_over_http(
     universe: Universe, client: Any, clean_smes: list[str]
 ) -> None:
-    pulled: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    # The sandbox serves no bank statements (yet): its truth has no bank_transactions rows.
+    pulled: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES if name != "bank_transactions"}
     for sme_id in clean_smes:
         session = client(sme_id)
         pulled["monthly_financials"].append(pull_accounting(session))
@@ -243,6 +245,7 @@ def test_a_reference_client_reproduces_the_truth_over_http(
         pulled["utility_bills"].append(bills)
         pulled["survey_visits"].append(pull_survey(session))
     truth = universe.truth_arrow(clean_smes)
+    assert truth["bank_transactions"].num_rows == 0
     for name, frames in pulled.items():
         parsed = _canonical(name, pd.concat(frames, ignore_index=True))
         expected = truth[name].sort_by([(k, "ascending") for k in TABLES[name].key])

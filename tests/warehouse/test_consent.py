@@ -81,8 +81,8 @@ def test_grant_records_terms_and_one_event(warehouse_engine: Engine) -> None:
             {"purpose": "marketing"},
             "unknown purpose 'marketing'; known: credit_decision, facility_monitoring",
         ),
-        ({"history_months": 0}, "history months must be between 1 and 120, not 0"),
-        ({"expires_at": T0}, "is not after the grant"),
+        ({"history_months": 0}, "history_months must be between 1 and 120, not 0"),
+        ({"expires_at": T0}, "is not after granted_at"),
     ],
 )
 def test_grant_refuses_bad_terms_and_changes_nothing(

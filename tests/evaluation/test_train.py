@@ -1,0 +1,38 @@
+"""``make train`` reproduces the committed statement model from the labelled data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluation.statement_model import STATEMENT_MODEL_VERSION, artifact_paths
+from evaluation.train import main, train
+
+TRAINING_FILE = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "credit" / "polish_bankruptcy_1y_train.csv"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRAINING_FILE.is_file(), reason=f"labelled data not present at {TRAINING_FILE}")
+def test_training_again_writes_the_committed_artifact(tmp_path: Path) -> None:
+    meta = train(TRAINING_FILE, artifacts=tmp_path, card=tmp_path / "MODEL_CARD.md")
+
+    model_path, meta_path = artifact_paths(STATEMENT_MODEL_VERSION, tmp_path)
+    committed_model, committed_meta = artifact_paths(STATEMENT_MODEL_VERSION)
+    assert model_path.read_text() == committed_model.read_text()
+    assert json.loads(meta_path.read_text()) == json.loads(committed_meta.read_text())
+    assert (tmp_path / f"{STATEMENT_MODEL_VERSION}-calibration.png").stat().st_size > 10_000
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert f"| {meta['held_out']['statement_model']['roc_auc']:.4f} |" in card
+    held = meta["held_out"]
+    assert held["statement_model"]["roc_auc"] > held["logistic_regression"]["roc_auc"]
+    assert held["statement_model"]["roc_auc"] > held["altman_z2"]["roc_auc"]
+
+
+def test_a_missing_data_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["--data", str(tmp_path / "absent.csv")]) == 2
+
+    assert capsys.readouterr().err == f"train: {tmp_path / 'absent.csv'}: no such file\n"
