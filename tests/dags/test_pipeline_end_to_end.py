@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,19 @@ class Lenders:
         return summary, dossiers, withdrawals
 
 
+@pytest.fixture
+def restored_environment() -> Iterator[None]:
+    """Running the DAGs wires Airflow through this process's environment (the warehouse URL among
+    others); put it back, so later tests and the processes they start never see a dropped schema."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.usefixtures("restored_environment")
 def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
     warehouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
