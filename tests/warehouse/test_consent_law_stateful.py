@@ -9,7 +9,7 @@ test's own records and the pull files alone, that no delivered row breaks the ru
 delivered dossier that lost its cover is withdrawn in that lender's very next pull, and that no
 entitled current version is left undelivered.
 
-CI runs ``DOSSIER_CONSENT_LAW_EXAMPLES`` examples per backend (default 50) of at most
+CI runs ``DOSSIER_CONSENT_LAW_EXAMPLES`` examples per backend (default 75) of at most
 ``DOSSIER_CONSENT_LAW_STEPS`` steps (default 20); ``make test-deep`` runs many more.
 """
 
@@ -37,7 +37,7 @@ from sqlalchemy import MetaData, Table, delete
 
 from dossier.settings import override
 
-EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_EXAMPLES", "50"))
+EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_EXAMPLES", "75"))
 STEPS = int(os.environ.get("DOSSIER_CONSENT_LAW_STEPS", "20"))
 
 START = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
