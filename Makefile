@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMES ?=
 
-.PHONY: demo test test-deep test-sqlite test-postgres bench lint airflow clean install train
+.PHONY: serve demo test test-deep test-sqlite test-postgres bench lint airflow clean install train
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: $(STAMP)
 lint: $(STAMP)
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+
+serve: $(STAMP)
+	@$(BIN)/dossier db upgrade
+	@$(BIN)/dossier serve
 
 airflow: $(STAMP)
 	@$(BIN)/dossier db upgrade

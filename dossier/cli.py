@@ -540,6 +540,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- schema -----------------------------------------------------------------------------------------
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from dossier.web.app import create_app
+
+    settings = get_settings()
+    changes = {k: v for k, v in (("web_host", args.host), ("web_port", args.port)) if v is not None}
+    settings = dataclasses.replace(settings, **changes)
+    app = create_app(settings)
+    token_file = settings.home / "operator.token"
+    console.print(
+        f"sme-dossier web service at {settings.base_url} (API docs {settings.base_url}/docs); "
+        f"operator token: {'DOSSIER_OPERATOR_TOKEN' if settings.operator_token else token_file}"
+    )
+    settings.kept_secret("operator_token")
+    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from warehouse import canonical, dossier_schema
 
@@ -806,6 +827,15 @@ def build_parser() -> argparse.ArgumentParser:
         " (default: detected from its content)",
     )
     parse.add_argument("--out", help="folder to write each table the file yields as <table>.parquet")
+
+    serve = add(
+        commands,
+        "serve",
+        cmd_serve,
+        "Run the web service (connector links, lender API, operator API) until interrupted.",
+    )
+    serve.add_argument("--host", help="interface to bind (default DOSSIER_WEB_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default DOSSIER_WEB_PORT, 8000)")
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."

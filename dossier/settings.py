@@ -115,6 +115,22 @@ class Environment(BaseSettings):
         36, ge=1, le=120, description="Months of history a consent asks for when none is given."
     )
     log_level: str = Field("INFO", description="Log level of the dossier command and tasks.")
+    web_host: str = Field("127.0.0.1", description="Interface the web service (`dossier serve`) binds to.")
+    web_port: int = Field(8000, ge=1, le=65535, description="Port of the web service.")
+    public_url: str = Field(
+        "",
+        description="Base URL people and lenders reach the web service at (empty: http://WEB_HOST:WEB_PORT).",
+    )
+    secret_key: str = Field(
+        "",
+        description="Key that signs links and encrypts stored provider tokens (empty: a random key kept in "
+        "$DOSSIER_HOME/secret.key, made on first use).",
+    )
+    operator_token: str = Field(
+        "",
+        description="Bearer token of the operator API (empty: a random token kept in "
+        "$DOSSIER_HOME/operator.token, made on first use).",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -128,7 +144,7 @@ class Environment(BaseSettings):
             raise ValueError(f"not a SQLAlchemy URL ({error})") from None
         return value
 
-    @field_validator("sandbox_url", "s3_endpoint_url")
+    @field_validator("sandbox_url", "s3_endpoint_url", "public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -273,6 +289,11 @@ class Settings:
     http_retries: int = 5
     history_months: int = 36
     log_level: str = "INFO"
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    public_url: str = ""
+    secret_key: str = ""
+    operator_token: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -310,8 +331,33 @@ class Settings:
             http_retries=parsed.http_retries,
             history_months=parsed.history_months,
             log_level=parsed.log_level,
+            web_host=parsed.web_host,
+            web_port=parsed.web_port,
+            public_url=parsed.public_url.rstrip("/"),
+            secret_key=parsed.secret_key,
+            operator_token=parsed.operator_token,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
+
+    @property
+    def base_url(self) -> str:
+        """Where the web service is reached: ``public_url``, else ``http://web_host:web_port``."""
+        return self.public_url or f"http://{self.web_host}:{self.web_port}"
+
+    def kept_secret(self, name: str) -> str:
+        """The secret ``name`` (``secret_key`` or ``operator_token``): as configured, else a random one
+        kept in ``$DOSSIER_HOME/<file>`` (made on first use, readable by the owner only)."""
+        configured = {"secret_key": self.secret_key, "operator_token": self.operator_token}[name]
+        if configured:
+            return configured
+        import secrets
+
+        path = self.home / {"secret_key": "secret.key", "operator_token": "operator.token"}[name]
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32) + "\n")
+        return path.read_text().strip()
 
     @property
     def is_local_store(self) -> bool:

@@ -1,0 +1,39 @@
+"""The FastAPI application: one router per audience, problem-details errors, settings passed in.
+
+>>> from dossier.settings import for_home
+>>> app = create_app(for_home("/tmp/sme-dossier-doctest"))
+>>> sorted(route.path for route in app.routes if route.path.startswith("/v1/operator"))[:2]
+['/v1/operator/consents', '/v1/operator/consents']
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from dossier.settings import Settings, get_settings
+from dossier.web import operator, problems
+from dossier.web.deps import engine_for
+from warehouse.storage import Store
+
+API_VERSION = "1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The web service for ``settings`` (default: the environment's)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="sme-dossier",
+        version=API_VERSION,
+        summary="Consent-driven credit dossiers for off-platform SMEs: connector links, lender API, operator API.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine_for(settings)
+    app.state.store = Store(settings.store_url, settings.storage_options())
+    problems.install(app)
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(operator.router)
+    return app
