@@ -320,3 +320,19 @@ class Withdrawal(Base):
     withdrawn_at: Mapped[dt.datetime]
     pull_id: Mapped[str] = mapped_column(String(64))
     reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LenderKey(Base):
+    """An API key of a lender, stored as the SHA-256 of the token (``warehouse.keys``); the token is
+    shown once. ``expires_at`` is set when the key is rotated (the grace period), ``revoked_at`` when
+    it is revoked."""
+
+    __tablename__ = "lender_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
