@@ -1,4 +1,4 @@
-"""The lender API under ``/v1``: a lender's own identity, keys and subscriptions.
+"""The lender API under ``/v1``: a lender's own identity, keys, subscriptions and feed.
 
 Every route requires the lender's API key as a bearer token (:func:`lender_key`): no key or a key
 nobody issued gets 401, a revoked key or one whose rotation grace period is over gets 403, and a
@@ -8,23 +8,33 @@ lender reaches only its own data (another lender's key prefix: 403). Keys are ma
 Subscriptions are made and changed by :func:`warehouse.feed.subscribe`, their filter values
 checked by :func:`warehouse.feed.check_filters` (the same as ``dossier lender subscribe``): what a
 subscription receives is decided by the feed alone, never here.
+
+The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed log
+(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.sync` (the feed's own
+planning, in the request's transaction), so what a consent no longer allows is withdrawn before any
+page is served; the events themselves never change order or identity, so a full page read again
+with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+import io
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dossier.web.deps import SessionDep, bearer
-from warehouse import keys
+from dossier.web.deps import SessionDep, StoreDep, bearer
+from warehouse import events, keys
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
-from warehouse.feed import check_filters, subscribe
+from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
+from warehouse.feed import check_filters, subscribe, sync
 from warehouse.models import Delivery, Lender, LenderKey, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
@@ -301,3 +311,165 @@ def delete_subscription(name: SubscriptionName, session: SessionDep, key: Lender
     session.delete(found)
     session.flush()
     return Response(status_code=204)
+
+
+# --- the feed -------------------------------------------------------------------------------------
+
+MAX_PAGE = 1000
+"""The most events one feed page holds."""
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=20, description="The next_cursor of the previous page; empty for the start of the feed."
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Events per page (1 to {MAX_PAGE}).")]
+
+
+class FeedEventView(BaseModel):
+    """One feed event: a version delivered to the lender, or the tombstone of a withdrawn one."""
+
+    seq: int = Field(description="Position in the lender's feed; a cursor names the last one read.")
+    event: str = Field(description="delivered or withdrawn.")
+    dossier_id: str
+    sme_id: str
+    occurred_at: dt.datetime = Field(description="When it was delivered, or when its consent ended.")
+    reason: str | None = Field(
+        description="For withdrawn: consent_revoked, consent_expired, consent_no_longer_covers or erased."
+    )
+    dossier: dict[str, Any] | None = Field(
+        description="For delivered, while the lender still holds it: the dossier row (the dossier "
+        "schema; values JSON cannot carry, such as NaN, as null)."
+    )
+
+
+class FeedPage(BaseModel):
+    """A page of the feed and the cursor of the next one."""
+
+    events: list[FeedEventView]
+    next_cursor: str = Field(description="Pass as cursor to read on; the same cursor returns the same page.")
+    has_more: bool = Field(description="True when more events follow this page now.")
+
+
+def _page(
+    session: Session, store: Any, lender_id: str, cursor: str | None, limit: int
+) -> tuple[list, int, bool]:
+    sync(session, store, lender_id)
+    newest = events.last_seq(session, lender_id)
+    after = events.parse_cursor(cursor, newest)
+    found = events.page(session, lender_id, after=after, limit=limit)
+    last = found[-1].seq if found else after
+    return found, last, last < newest
+
+
+@router.get("/feed", response_model=FeedPage)
+def read_feed(
+    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = 100
+) -> FeedPage:
+    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order."""
+    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    return FeedPage(
+        events=[
+            FeedEventView(
+                seq=e.seq,
+                event=e.kind,
+                dossier_id=e.dossier_id,
+                sme_id=e.sme_id,
+                occurred_at=e.occurred_at,
+                reason=e.reason,
+                dossier=events.json_safe(e.dossier) if e.dossier is not None else None,
+            )
+            for e in found
+        ],
+        next_cursor=str(last),
+        has_more=more,
+    )
+
+
+EVENT_FIELDS = [
+    pa.field(
+        "feed_seq", pa.int64(), nullable=False, metadata={"description": "Position in the lender's feed."}
+    ),
+    pa.field("feed_event", pa.string(), nullable=False, metadata={"description": "delivered or withdrawn."}),
+    pa.field(
+        "event_at",
+        pa.timestamp("s", tz="UTC"),
+        nullable=False,
+        metadata={"description": "When it was delivered, or when the consent that covered it ended."},
+    ),
+    pa.field(
+        "withdrawal_reason",
+        pa.string(),
+        metadata={
+            "description": "For withdrawn rows: consent_revoked, consent_expired, consent_no_longer_covers or erased."
+        },
+    ),
+]
+
+
+def page_schema(model_version: str) -> pa.Schema:
+    """A feed page as Parquet: the event columns, then every dossier column (described as published;
+    null in a withdrawn row but for ``dossier_id`` and ``sme_id``)."""
+    dossier = [
+        pa.field(
+            c.name,
+            c.type,
+            nullable=c.name not in ("dossier_id", "sme_id"),
+            metadata={"description": c.description},
+        )
+        for c in ALL_COLUMNS
+    ]
+    return pa.schema(
+        [*EVENT_FIELDS, *dossier],
+        metadata={
+            "grain": "One row per feed event: a delivered dossier version or a withdrawn one.",
+            "dossier_schema_version": str(SCHEMA_VERSION),
+            "model_version": model_version,
+        },
+    )
+
+
+@router.get(
+    "/feed.parquet",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/vnd.apache.parquet": {}}, "description": "The page as Parquet."}
+    },
+)
+def read_feed_parquet(
+    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = MAX_PAGE
+) -> Response:
+    """The same page as ``GET /v1/feed``, as one Parquet file; the next cursor is in the
+    ``Feed-Next-Cursor`` header and the file metadata."""
+    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    rows = []
+    for e in found:
+        row = dict(e.dossier) if e.dossier is not None else {"dossier_id": e.dossier_id, "sme_id": e.sme_id}
+        rows.append(
+            {
+                **row,
+                "feed_seq": e.seq,
+                "feed_event": e.kind,
+                "event_at": e.occurred_at,
+                "withdrawal_reason": e.reason,
+            }
+        )
+    models = ",".join(sorted({r["model_version"] for r in rows if r.get("model_version")}))
+    schema = page_schema(models)
+    table = events.rows_table(rows, schema).replace_schema_metadata(
+        {**schema.metadata, b"next_cursor": str(last).encode(), b"has_more": str(more).lower().encode()}
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+    return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
+
+
+@router.get("/dossiers/{dossier_id}", response_model=dict[str, Any])
+def read_dossier(dossier_id: str, session: SessionDep, key: LenderKeyDep) -> dict[str, Any]:
+    """One dossier version as delivered to this lender, while it holds it (else 404)."""
+    row = events.held_row(session, key.lender_id, dossier_id)
+    if row is None:
+        raise HTTPException(404, f"you hold no dossier {dossier_id!r}")
+    return events.json_safe(row)
