@@ -423,6 +423,14 @@ def cmd_lender_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lender_pull(args: argparse.Namespace) -> int:
+    if args.api:
+        return _lender_pull_api(args)
+    if args.api_url or args.api_key:
+        raise CommandLineError("--api-url and --api-key go with --api (a pull over the lender API)")
+    if not args.lender:
+        raise CommandLineError(
+            "dossier lender pull: name the lender with --lender, or pull over the lender API with --api"
+        )
     from warehouse.db import session_scope
     from warehouse.feed import pull
     from warehouse.storage import Store
@@ -440,6 +448,29 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
         print(
             f"dossier: nothing new for {args.lender} since its previous pull (each dossier is delivered once); "
             "the next publish brings new ones (see: dossier lender status)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _lender_pull_api(args: argparse.Namespace) -> int:
+    from dossier.lender_client import pull_over_api
+
+    if args.lender or args.subscription:
+        raise CommandLineError(
+            "--lender and --subscription are for a local pull; over the API the key names the lender "
+            "and every active subscription feeds one feed"
+        )
+    settings = get_settings()
+    result = pull_over_api(
+        args.api_url or settings.lender_api_url or settings.base_url,
+        args.api_key or settings.lender_api_key,
+        args.out,
+    )
+    _print_json(result)
+    if not result["files"]:
+        print(
+            f"dossier: nothing new for {result['lender_id']} since cursor {result['cursor_from'] or 'start'}",
             file=sys.stderr,
         )
     return 0
@@ -858,15 +889,25 @@ def build_parser() -> argparse.ArgumentParser:
         lender,
         "pull",
         cmd_lender_pull,
-        "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
+        "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file; "
+        "with --api, read them over the lender API as its client.",
     )
-    pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
+    pull.add_argument("--lender", help="lender id, e.g. northwind-capital (a local pull)")
     pull.add_argument(
         "--subscription", help="which of the lender's subscriptions to pull (default: its only one)"
     )
     pull.add_argument(
         "--out", required=True, type=out_folder, help="folder to write the Parquet file(s) into"
     )
+    pull.add_argument(
+        "--api",
+        action="store_true",
+        help="pull over the lender API (incremental: the cursor is kept in the --out folder)",
+    )
+    pull.add_argument(
+        "--api-url", help="with --api: the API's base URL (default DOSSIER_LENDER_API_URL, else this service)"
+    )
+    pull.add_argument("--api-key", help="with --api: the lender's API key (default DOSSIER_LENDER_API_KEY)")
     lender_status = add(
         lender, "status", cmd_lender_status, "Show a lender's cursor, deliveries and entitlements."
     )

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warehouse"))
 from test_dossier_store import NOW, expected_row, give_consent, run_publish, scored, seed
 
+from dossier.cli import EXIT_ERROR, EXIT_OK, main
 from dossier.settings import for_home
 from dossier.web.app import create_app
 from warehouse import consent, keys
@@ -217,3 +222,94 @@ def test_feed_routes_need_a_key_and_show_no_other_lenders_dossier(service: Any) 
     client.get("/v1/feed", headers=headers["harbor"])
     assert client.get(f"/v1/dossiers/{two}", headers=headers["harbor"]).status_code == 200
     assert client.get(f"/v1/dossiers/{two}", headers=headers["northwind"]).status_code == 404
+
+
+@pytest.fixture
+def served(service: Any) -> Any:
+    """The same service over real HTTP on a free loopback port; yields (base url, engine, headers)."""
+    client, engine, headers, _settings = service
+    config = uvicorn.Config(client.app, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", engine, headers
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_lender_pull_over_the_api_is_incremental_with_its_cursor_in_a_state_file(
+    served: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, engine, headers = served
+    key = headers["northwind"]["Authorization"].removeprefix("Bearer ")
+    inbox = tmp_path / "inbox"
+    argv = ["lender", "pull", "--api", "--api-url", url, "--api-key", key, "--out", str(inbox)]
+    assert main(argv) == EXIT_OK
+    first = json.loads(capsys.readouterr().out)
+    page = inbox / "northwind-feed-00000001-00000002.parquet"
+    assert first == {
+        "lender_id": "northwind",
+        "api_url": url,
+        "cursor_from": "",
+        "cursor_to": "2",
+        "delivered": 2,
+        "withdrawals": 0,
+        "files": [str(page)],
+    }
+    assert json.loads((inbox / ".northwind-feed-cursor.json").read_text()) == {"api_url": url, "cursor": "2"}
+    rows = pq.read_table(page).to_pylist()
+    assert [r["sme_id"] for r in rows] == ["SME-000001", "SME-000003"]
+
+    assert main(argv) == EXIT_OK
+    out, err = capsys.readouterr()
+    assert (json.loads(out)["files"], err.strip()) == (
+        [],
+        "dossier: nothing new for northwind since cursor 2",
+    )
+
+    with session_scope(engine) as session:
+        consent.revoke(session, "C-1", at=dt.datetime.now(dt.UTC))
+    assert main(argv) == EXIT_OK
+    third = json.loads(capsys.readouterr().out)
+    assert (third["cursor_from"], third["cursor_to"], third["withdrawals"]) == ("2", "3", 1)
+    tombstone = pq.read_table(inbox / "northwind-feed-00000003-00000003.parquet").to_pylist()
+    assert [(r["feed_event"], r["sme_id"], r["withdrawal_reason"]) for r in tombstone] == [
+        ("withdrawn", "SME-000001", "consent_revoked")
+    ]
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        ".northwind-feed-cursor.json",
+        "northwind-feed-00000001-00000002.parquet",
+        "northwind-feed-00000003-00000003.parquet",
+    ]
+
+
+def test_lender_pull_over_the_api_answers_bad_keys_and_urls_in_one_line(
+    served: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _engine, _headers = served
+    out = str(tmp_path / "inbox")
+    cases = [
+        (
+            ["--api-url", url, "--api-key", "sdk_000000000000_x"],
+            f"dossier: error: the lender API at {url}/v1/lender answered 401: API key not known; "
+            "check --api-key or DOSSIER_LENDER_API_KEY",
+        ),
+        (
+            ["--api-url", "http://127.0.0.1:9", "--api-key", "k"],
+            "dossier: error: cannot reach the lender API at http://127.0.0.1:9/v1/lender (ConnectionError); "
+            "check --api-url or DOSSIER_LENDER_API_URL and that the service is up",
+        ),
+        (
+            ["--api-url", url, "--api-key", "k", "--lender", "northwind"],
+            "dossier: error: --lender and --subscription are for a local pull; over the API the key names "
+            "the lender and every active subscription feeds one feed",
+        ),
+    ]
+    for extra, line in cases:
+        assert main(["lender", "pull", "--api", "--out", out, *extra]) == EXIT_ERROR
+        assert capsys.readouterr().err.strip() == line
