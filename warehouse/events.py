@@ -92,6 +92,8 @@ def append(
     ``withdrawals`` the tombstones (:func:`warehouse.feed.plan_withdrawals`). Withdrawn deliveries'
     earlier events lose their row. Returns the lender's last ``seq`` after appending.
     """
+    if delivered.empty and withdrawals.empty:
+        return last_seq(session, lender_id)
     session.scalars(select(Lender).where(Lender.lender_id == lender_id).with_for_update()).one()
     seq = last_seq(session, lender_id)
     events: list[dict[str, Any]] = []

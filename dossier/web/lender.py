@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dossier.web.deps import SessionDep, StoreDep, bearer
+from dossier.web.deps import StoreDep, bearer, session
 from warehouse import events, keys
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
@@ -38,6 +38,10 @@ from warehouse.feed import check_filters, subscribe, sync
 from warehouse.models import Delivery, Lender, LenderKey, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
+
+SessionDep = Annotated[Session, Depends(session, scope="function")]
+"""The request's warehouse transaction, committed before the response is sent (FastAPI's default
+scope would commit only after the client has its answer, so a client's next request could miss it)."""
 
 
 def lender_key(
@@ -467,8 +471,10 @@ def read_feed_parquet(
 
 
 @router.get("/dossiers/{dossier_id}", response_model=dict[str, Any])
-def read_dossier(dossier_id: str, session: SessionDep, key: LenderKeyDep) -> dict[str, Any]:
-    """One dossier version as delivered to this lender, while it holds it (else 404)."""
+def read_dossier(dossier_id: str, session: SessionDep, store: StoreDep, key: LenderKeyDep) -> dict[str, Any]:
+    """One dossier version as delivered to this lender, while it holds it (else 404); like a feed
+    read, it first withdraws what the consents no longer allow."""
+    sync(session, store, key.lender_id)
     row = events.held_row(session, key.lender_id, dossier_id)
     if row is None:
         raise HTTPException(404, f"you hold no dossier {dossier_id!r}")

@@ -129,6 +129,8 @@ def test_a_revocation_appears_as_a_tombstone_and_the_row_leaves_every_page(servi
     revoked_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with session_scope(engine) as session:
         consent.revoke(session, "C-1", at=revoked_at)
+    gone = client.get(f"/v1/dossiers/{one}", headers=auth)
+    assert (gone.status_code, gone.json()["detail"]) == (404, f"you hold no dossier {one!r}")
     after = client.get("/v1/feed", params={"cursor": "2"}, headers=auth).json()
     assert [(e["seq"], e["event"], e["dossier_id"], e["reason"], e["dossier"]) for e in after["events"]] == [
         (3, "withdrawn", one, "consent_revoked", None)
@@ -140,8 +142,6 @@ def test_a_revocation_appears_as_a_tombstone_and_the_row_leaves_every_page(servi
         (2, "delivered", False),
         (3, "withdrawn", True),
     ]
-    gone = client.get(f"/v1/dossiers/{one}", headers=auth)
-    assert (gone.status_code, gone.json()["detail"]) == (404, f"you hold no dossier {one!r}")
     assert client.get(f"/v1/dossiers/{three}", headers=auth).json()["dossier_id"] == three
     rows, _ = parquet_page(client, auth, cursor="2")
     assert [
@@ -262,6 +262,9 @@ def test_lender_pull_over_the_api_is_incremental_with_its_cursor_in_a_state_file
         "files": [str(page)],
     }
     assert json.loads((inbox / ".northwind-feed-cursor.json").read_text()) == {"api_url": url, "cursor": "2"}
+    with session_scope(engine) as session:
+        logged = session.scalars(select(FeedEvent.seq).where(FeedEvent.lender_id == "northwind")).all()
+    assert sorted(logged) == [1, 2]
     rows = pq.read_table(page).to_pylist()
     assert [r["sme_id"] for r in rows] == ["SME-000001", "SME-000003"]
 
