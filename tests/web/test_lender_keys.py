@@ -197,3 +197,26 @@ def test_the_key_commands(capsys: pytest.CaptureFixture[str], home: Settings) ->
     assert "between 0 and 720" in capsys.readouterr().err
     assert main(["lender", "keys", "--lender", "nobody"]) == EXIT_ERROR
     assert "unknown lender 'nobody'" in capsys.readouterr().err
+
+
+def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: Any) -> None:
+    client, _tokens = service
+    schema = client.get("/openapi.json").json()
+    lender_paths = {p for p in schema["paths"] if p.startswith("/v1/") and not p.startswith("/v1/operator")}
+    assert lender_paths == {
+        "/v1/lender",
+        "/v1/keys",
+        "/v1/keys/rotate",
+        "/v1/keys/{prefix}/revoke",
+        "/v1/subscriptions",
+        "/v1/subscriptions/{name}",
+        "/v1/subscriptions/{name}/pause",
+        "/v1/subscriptions/{name}/resume",
+        "/v1/feed",
+        "/v1/feed.parquet",
+        "/v1/dossiers/{dossier_id}",
+    }
+    assert schema["info"]["version"] == "1"
+    for path in lender_paths:
+        for operation in schema["paths"][path].values():
+            assert operation["security"] == [{"HTTPBearer": []}], path
