@@ -2,6 +2,8 @@
 
 import sys
 
-from bench import core_pipeline, format_parsing, statement_model
+from bench import core_pipeline, format_parsing, lender_feed, statement_model
 
-sys.exit(statement_model.main([]) or core_pipeline.main([]) or format_parsing.main([]))
+sys.exit(
+    statement_model.main([]) or core_pipeline.main([]) or format_parsing.main([]) or lender_feed.main([])
+)

@@ -72,6 +72,17 @@ def positive(value: str) -> int:
     return int(value)
 
 
+def grace_hours(value: str) -> float:
+    """A grace period in hours, 0 to 720."""
+    try:
+        hours = float(value)
+    except ValueError:
+        hours = -1.0
+    if not 0 <= hours <= 720:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of hours between 0 and 720")
+    return hours
+
+
 def port_number(value: str) -> int:
     """A TCP port, 0 (any free port) to 65535."""
     if not value.isdigit() or int(value) > 65535:
@@ -412,6 +423,14 @@ def cmd_lender_list(args: argparse.Namespace) -> int:
 
 
 def cmd_lender_pull(args: argparse.Namespace) -> int:
+    if args.api:
+        return _lender_pull_api(args)
+    if args.api_url or args.api_key:
+        raise CommandLineError("--api-url and --api-key go with --api (a pull over the lender API)")
+    if not args.lender:
+        raise CommandLineError(
+            "dossier lender pull: name the lender with --lender, or pull over the lender API with --api"
+        )
     from warehouse.db import session_scope
     from warehouse.feed import pull
     from warehouse.storage import Store
@@ -434,12 +453,102 @@ def cmd_lender_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lender_pull_api(args: argparse.Namespace) -> int:
+    from dossier.lender_client import pull_over_api
+
+    if args.lender or args.subscription:
+        raise CommandLineError(
+            "--lender and --subscription are for a local pull; over the API the key names the lender "
+            "and every active subscription feeds one feed"
+        )
+    settings = get_settings()
+    result = pull_over_api(
+        args.api_url or settings.lender_api_url or settings.base_url,
+        args.api_key or settings.lender_api_key,
+        args.out,
+    )
+    _print_json(result)
+    if not result["files"]:
+        print(
+            f"dossier: nothing new for {result['lender_id']} since cursor {result['cursor_from'] or 'start'}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_lender_status(args: argparse.Namespace) -> int:
     from warehouse.db import session_scope
     from warehouse.feed import lender_status
 
     with session_scope() as session:
         _print_json(lender_status(session, args.lender))
+    return 0
+
+
+def cmd_lender_add(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.keys import add_lender
+
+    with session_scope() as session:
+        token, lender = add_lender(session, args.lender_id, name=args.name, at=dt.datetime.now(dt.UTC))
+    print(token)
+    print(
+        f"dossier: registered lender {lender.lender_id}; the line above is its API key, shown only this "
+        "once (the broker keeps its hash): give it to the lender",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_lender_keys(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.feed import FeedError
+    from warehouse.keys import list_keys
+    from warehouse.models import Lender
+
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        if session.get(Lender, args.lender) is None:
+            raise FeedError(f"unknown lender {args.lender!r}")
+        table = Table("prefix", "status", "created", "expires", "revoked")
+        for key in list_keys(session, args.lender, at=now):
+            table.add_row(
+                key.prefix,
+                key.status,
+                f"{key.created_at:%Y-%m-%d %H:%M}",
+                f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "",
+                f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+            )
+    console.print(table)
+    return 0
+
+
+def cmd_lender_rotate_key(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.keys import rotate_key
+
+    now = dt.datetime.now(dt.UTC)
+    grace = dt.timedelta(hours=args.grace_hours)
+    with session_scope() as session:
+        token, _key = rotate_key(session, args.lender, at=now, grace=grace)
+    print(token)
+    print(
+        f"dossier: new API key for {args.lender} above, shown only this once; its previous keys stay "
+        f"valid until {now + grace:%Y-%m-%d %H:%M} UTC",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_lender_revoke_key(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.keys import revoke_key
+
+    with session_scope() as session:
+        key = revoke_key(session, args.prefix, at=dt.datetime.now(dt.UTC))
+        console.print(
+            f"key {key.prefix} of {key.lender_id}: revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
     return 0
 
 
@@ -752,19 +861,53 @@ def build_parser() -> argparse.ArgumentParser:
         dest="lender_command", required=True, metavar="COMMAND"
     )
     add(lender, "list", cmd_lender_list, "List lenders.")
+    lender_add = add(
+        lender, "add", cmd_lender_add, "Register a lender and print its API key (shown only this once)."
+    )
+    lender_add.add_argument("lender_id", metavar="LENDER_ID", help="lender id, e.g. northwind-capital")
+    lender_add.add_argument("--name", help="display name (default: the id)")
+    lender_keys = add(
+        lender, "keys", cmd_lender_keys, "List a lender's API keys by prefix, with their status."
+    )
+    lender_keys.add_argument("--lender", required=True, help="lender id")
+    rotate = add(
+        lender,
+        "rotate-key",
+        cmd_lender_rotate_key,
+        "Issue a new API key; the lender's current keys stay valid for a grace period.",
+    )
+    rotate.add_argument("--lender", required=True, help="lender id")
+    rotate.add_argument(
+        "--grace-hours",
+        type=grace_hours,
+        default=24.0,
+        help="hours the current keys stay valid (0 to 720, default 24)",
+    )
+    revoke_key = add(lender, "revoke-key", cmd_lender_revoke_key, "Revoke one API key at once.")
+    revoke_key.add_argument("--prefix", required=True, help="the key's prefix (see: dossier lender keys)")
     pull = add(
         lender,
         "pull",
         cmd_lender_pull,
-        "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file.",
+        "Write the dossiers a lender is entitled to, since its last pull, into a local Parquet file; "
+        "with --api, read them over the lender API as its client.",
     )
-    pull.add_argument("--lender", required=True, help="lender id, e.g. northwind-capital")
+    pull.add_argument("--lender", help="lender id, e.g. northwind-capital (a local pull)")
     pull.add_argument(
         "--subscription", help="which of the lender's subscriptions to pull (default: its only one)"
     )
     pull.add_argument(
         "--out", required=True, type=out_folder, help="folder to write the Parquet file(s) into"
     )
+    pull.add_argument(
+        "--api",
+        action="store_true",
+        help="pull over the lender API (incremental: the cursor is kept in the --out folder)",
+    )
+    pull.add_argument(
+        "--api-url", help="with --api: the API's base URL (default DOSSIER_LENDER_API_URL, else this service)"
+    )
+    pull.add_argument("--api-key", help="with --api: the lender's API key (default DOSSIER_LENDER_API_KEY)")
     lender_status = add(
         lender, "status", cmd_lender_status, "Show a lender's cursor, deliveries and entitlements."
     )

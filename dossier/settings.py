@@ -131,6 +131,15 @@ class Environment(BaseSettings):
         description="Bearer token of the operator API (empty: a random token kept in "
         "$DOSSIER_HOME/operator.token, made on first use).",
     )
+    lender_api_url: str = Field(
+        "",
+        description="Base URL of the broker's lender API that `dossier lender pull --api` reads "
+        "(empty: this installation's own web service, DOSSIER_PUBLIC_URL).",
+    )
+    lender_api_key: str = Field(
+        "",
+        description="The lender's API key that `dossier lender pull --api` sends (made by `dossier lender add`).",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -294,6 +303,8 @@ class Settings:
     public_url: str = ""
     secret_key: str = ""
     operator_token: str = ""
+    lender_api_url: str = ""
+    lender_api_key: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -336,6 +347,8 @@ class Settings:
             public_url=parsed.public_url.rstrip("/"),
             secret_key=parsed.secret_key,
             operator_token=parsed.operator_token,
+            lender_api_url=parsed.lender_api_url.rstrip("/"),
+            lender_api_key=parsed.lender_api_key,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

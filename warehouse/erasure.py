@@ -8,7 +8,8 @@ Called by :func:`warehouse.consent.erase` after every consent of the SME is revo
 * its rows in every published dossier part (each rewritten, and its manifest updated), its
   catalog rows marked unpublished - they stay only so that every lender that received one gets
   its withdrawal (reason ``erased``) at its next pull;
-* its quarantine entries and source connections (credentials); its name (``smes.erased_at`` set).
+* its quarantine entries and source connections (credentials); its name (``smes.erased_at`` set);
+* the rows its lenders' feed log events kept (``feed_events.dossier_json``; the events stay).
 
 What stays: the SME's id, the consents and their hash-chained events (the fact of the grant,
 revocation and erasure), deliveries and withdrawals (the fact of what was handed over).
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from warehouse.models import (
     DossierVersion,
+    FeedEvent,
     IngestionRun,
     QuarantineEntry,
     RawPayload,
@@ -121,6 +123,7 @@ def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.dateti
     ).rowcount
     quarantine = session.execute(delete(QuarantineEntry).where(QuarantineEntry.sme_id == sme_id)).rowcount
     connections = session.execute(delete(SourceConnection).where(SourceConnection.sme_id == sme_id)).rowcount
+    session.execute(update(FeedEvent).where(FeedEvent.sme_id == sme_id).values(dossier_json=None))
     session.execute(update(Sme).where(Sme.sme_id == sme_id).values(name=ERASED_NAME, erased_at=at))
     session.flush()
     return {

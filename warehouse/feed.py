@@ -22,6 +22,10 @@ and withdrawals and **commits**; only then renames the files. A crash before the
 temporary files the next pull removes; a crash after it leaves temporary files the next pull
 finishes renaming, so the lender never holds a file the warehouse does not know about, and the
 warehouse never records a delivery whose file is lost.
+
+Both the file pull and :func:`sync` (the lender API's delivery, no file) record through
+:func:`record_pull`, which also appends to the lender's feed log (:mod:`warehouse.events`): one
+delivery state, one log, whichever way the lender takes its dossiers.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
+from warehouse import events
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
 from warehouse.db import in_chunks
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
@@ -414,11 +419,14 @@ def _published_rows(store: Store, file_path: str, wanted: pd.DataFrame) -> pa.Ta
     return table.filter(pa.array(same, pa.bool_()))
 
 
-def write_dossiers(store: Store, wanted: pd.DataFrame, tmp_path: Path) -> list[str]:
+def write_dossiers(
+    store: Store, wanted: pd.DataFrame, tmp_path: Path | None, keep: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
     """Copy the ``wanted`` catalog rows' dossiers into ``tmp_path``; returns the dossier ids written.
 
     Files are read one at a time; nothing is created when nothing is written. The caller renames
-    ``tmp_path`` once the deliveries are committed.
+    ``tmp_path`` once the deliveries are committed. ``keep`` receives each row written, by
+    dossier id (for the feed log); with ``tmp_path`` None, rows are only kept, no file is written.
     """
     model_versions = ",".join(sorted(wanted["model_version"].unique()))
     schema = build_schema(model_versions)
@@ -429,14 +437,19 @@ def write_dossiers(store: Store, wanted: pd.DataFrame, tmp_path: Path) -> list[s
             table = _published_rows(store, str(file_path), rows)
             if table.num_rows == 0:
                 continue
-            if writer is None:
-                writer = pq.ParquetWriter(tmp_path, schema)
-            writer.write_table(pa.Table.from_arrays(table.select(schema.names).columns, schema=schema))
+            described = pa.Table.from_arrays(table.select(schema.names).columns, schema=schema)
+            if tmp_path is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp_path, schema)
+                writer.write_table(described)
+            if keep is not None:
+                keep.update((row["dossier_id"], row) for row in described.to_pylist())
             written.extend(table.column("dossier_id").to_pylist())
     except BaseException:
         if writer is not None:
             writer.close()
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
         raise
     if writer is not None:
         writer.close()
@@ -489,6 +502,74 @@ def record_deliveries(
         session.execute(insert(Delivery), inserts)
     if updates:
         session.execute(update(Delivery), updates)
+
+
+def record_pull(
+    session: Session,
+    lender_id: str,
+    plan: PullPlan,
+    delivered: pd.DataFrame,
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    pull_id: str,
+    at: dt.datetime,
+) -> int:
+    """Record what one pull handed over and took back (not committed): its deliveries, its
+    withdrawals (``plan.withdrawals``), the feed log's events (:func:`warehouse.events.append`) and
+    the subscription's cursor. ``delivered`` is the part of ``plan.wanted`` actually handed over,
+    ``rows`` its dossier rows by id. Returns the lender's last feed ``seq``."""
+    chosen = plan.subscription
+    record_deliveries(session, lender_id, delivered, subscription=chosen, pull_id=pull_id, at=at)
+    session.add_all(
+        Withdrawal(
+            lender_id=lender_id,
+            dossier_version_id=int(row.dossier_version_id),
+            delivery_pull_id=row.delivery_pull_id,
+            reason=row.reason,
+            withdrawn_at=pd.Timestamp(row.withdrawn_at).to_pydatetime(),
+            pull_id=pull_id,
+            reported_at=at,
+        )
+        for row in plan.withdrawals.itertuples(index=False)
+    )
+    if not delivered.empty:
+        chosen.cursor = max(chosen.cursor, int(delivered["feed_seq"].max()))
+    session.flush()
+    return events.append(
+        session,
+        lender_id,
+        delivered=delivered,
+        rows=rows,
+        withdrawals=plan.withdrawals,
+        pull_id=pull_id,
+        at=at,
+    )
+
+
+def sync(session: Session, store: Store, lender_id: str, *, now: dt.datetime | None = None) -> dict[str, int]:
+    """Deliver to the lender's feed log what a pull of each of its active subscriptions would
+    deliver and withdraw now, without writing files (the lender API reads the log). Not committed.
+
+    Returns the counts delivered and withdrawn. A lender without an active subscription gets nothing.
+    """
+    at = now or utcnow()
+    _lender(session, lender_id)
+    names = session.scalars(
+        select(Subscription.name)
+        .where(Subscription.lender_id == lender_id, Subscription.active.is_(True))
+        .order_by(Subscription.name)
+    ).all()
+    pull_id = pull_id_for(at)
+    counts = {"delivered": 0, "withdrawn": 0}
+    for name in names:
+        plan = plan_pull(session, lender_id, at=at, subscription=name)
+        rows: dict[str, dict[str, Any]] = {}
+        written = write_dossiers(store, plan.wanted, None, rows) if not plan.wanted.empty else []
+        delivered = plan.wanted[plan.wanted["dossier_id"].isin(written)]
+        record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
+        counts["delivered"] += len(delivered)
+        counts["withdrawn"] += len(plan.withdrawals)
+    return counts
 
 
 # --- the pull -------------------------------------------------------------------------------------
@@ -573,31 +654,19 @@ def pull(
     withdrawals_path = out_dir / f"{lender_id}-{pull_id}-withdrawals.parquet"
     written_files: list[Path] = []
     try:
-        written = write_dossiers(store, plan.wanted, _tmp(dossier_path)) if not plan.wanted.empty else []
+        rows: dict[str, dict[str, Any]] = {}
+        written = (
+            write_dossiers(store, plan.wanted, _tmp(dossier_path), rows) if not plan.wanted.empty else []
+        )
         if written:
             written_files.append(dossier_path)
         delivered = plan.wanted[plan.wanted["dossier_id"].isin(written)]
-        record_deliveries(session, lender_id, delivered, subscription=chosen, pull_id=pull_id, at=at)
         withdrawals = plan.withdrawals
         if not withdrawals.empty:
             write_withdrawals(withdrawals, _tmp(withdrawals_path))
             written_files.append(withdrawals_path)
-            session.add_all(
-                Withdrawal(
-                    lender_id=lender_id,
-                    dossier_version_id=int(row.dossier_version_id),
-                    delivery_pull_id=row.delivery_pull_id,
-                    reason=row.reason,
-                    withdrawn_at=pd.Timestamp(row.withdrawn_at).to_pydatetime(),
-                    pull_id=pull_id,
-                    reported_at=at,
-                )
-                for row in withdrawals.itertuples(index=False)
-            )
         cursor_from = chosen.cursor
-        if not delivered.empty:
-            chosen.cursor = max(chosen.cursor, int(delivered["feed_seq"].max()))
-        session.flush()
+        record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
         session.commit()
     except BaseException:
         session.rollback()

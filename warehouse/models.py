@@ -320,3 +320,46 @@ class Withdrawal(Base):
     withdrawn_at: Mapped[dt.datetime]
     pull_id: Mapped[str] = mapped_column(String(64))
     reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LenderKey(Base):
+    """An API key of a lender, stored as the SHA-256 of the token (``warehouse.keys``); the token is
+    shown once. ``expires_at`` is set when the key is rotated (the grace period), ``revoked_at`` when
+    it is revoked."""
+
+    __tablename__ = "lender_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime | None]
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class FeedEvent(Base):
+    """The lender's append-only feed log (``warehouse.events``): one row per delivered version or
+    withdrawn delivery, numbered by ``seq`` (1, 2, ... per lender, in commit order), the position a
+    feed cursor names. A delivered event keeps the row handed over, so a page reads the same forever."""
+
+    __tablename__ = "feed_events"
+    __table_args__ = (
+        UniqueConstraint("lender_id", "seq"),
+        Index("ix_feed_events_lender_dossier", "lender_id", "dossier_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))
+    """``delivered`` or ``withdrawn``."""
+    dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
+    dossier_id: Mapped[str] = mapped_column(String(160))
+    sme_id: Mapped[str] = mapped_column(String(32))
+    pull_id: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[dt.datetime]
+    reason: Mapped[str | None] = mapped_column(String(32))
+    content_sha256: Mapped[str] = mapped_column(String(64), default="")
+    dossier_json: Mapped[str | None] = mapped_column(Text)
+    """The delivered row as JSON (dates in ISO 8601), for ``delivered`` events."""

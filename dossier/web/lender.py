@@ -1,0 +1,481 @@
+"""The lender API under ``/v1``: a lender's own identity, keys, subscriptions and feed.
+
+Every route requires the lender's API key as a bearer token (:func:`lender_key`): no key or a key
+nobody issued gets 401, a revoked key or one whose rotation grace period is over gets 403, and a
+lender reaches only its own data (another lender's key prefix: 403). Keys are made by
+``dossier lender add`` and stored hashed (:mod:`warehouse.keys`).
+
+Subscriptions are made and changed by :func:`warehouse.feed.subscribe`, their filter values
+checked by :func:`warehouse.feed.check_filters` (the same as ``dossier lender subscribe``): what a
+subscription receives is decided by the feed alone, never here.
+
+The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed log
+(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.sync` (the feed's own
+planning, in the request's transaction), so what a consent no longer allows is withdrawn before any
+page is served; the events themselves never change order or identity, so a full page read again
+with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from typing import Annotated, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dossier.web.deps import StoreDep, bearer, session
+from warehouse import events, keys
+from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
+from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
+from warehouse.feed import check_filters, subscribe, sync
+from warehouse.models import Delivery, Lender, LenderKey, Subscription
+
+router = APIRouter(prefix="/v1", tags=["lender"])
+
+SessionDep = Annotated[Session, Depends(session, scope="function")]
+"""The request's warehouse transaction, committed before the response is sent (FastAPI's default
+scope would commit only after the client has its answer, so a client's next request could miss it)."""
+
+
+def lender_key(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> LenderKey:
+    """Require a valid lender API key (``Authorization: Bearer sdk_...``); returns the key."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(401, "API key required", headers=challenge)
+    try:
+        return keys.authenticate(session, credentials.credentials, at=dt.datetime.now(dt.UTC))
+    except keys.UnknownKey as error:
+        raise HTTPException(401, str(error), headers=challenge) from None
+    except keys.KeyNotValid as error:
+        raise HTTPException(403, str(error)) from None
+
+
+LenderKeyDep = Annotated[LenderKey, Depends(lender_key)]
+
+
+class LenderView(BaseModel):
+    """The lender the key belongs to."""
+
+    lender_id: str
+    name: str
+    key_prefix: str = Field(description="Prefix of the key this request used.")
+
+
+class KeyView(BaseModel):
+    """One API key: its prefix and its life, never the key itself."""
+
+    prefix: str
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+    status: str = Field(description="active, expiring (rotated, in its grace period), expired or revoked.")
+
+    @classmethod
+    def of(cls, view: keys.KeyView) -> KeyView:
+        return cls(
+            prefix=view.prefix,
+            created_at=view.created_at,
+            expires_at=view.expires_at,
+            revoked_at=view.revoked_at,
+            status=view.status,
+        )
+
+
+class Rotation(BaseModel):
+    """How long the keys valid now stay valid beside the new one."""
+
+    grace_hours: float = Field(
+        keys.DEFAULT_GRACE.total_seconds() / 3600, ge=0, le=keys.MAX_GRACE.total_seconds() / 3600
+    )
+
+
+class NewKey(BaseModel):
+    """A key just issued: ``key`` is shown this once and cannot be read again."""
+
+    key: str
+    prefix: str
+    created_at: dt.datetime
+    previous_keys_expire_at: dt.datetime
+
+
+@router.get("/lender", response_model=LenderView)
+def who_am_i(session: SessionDep, key: LenderKeyDep) -> LenderView:
+    lender = session.get(Lender, key.lender_id)
+    return LenderView(
+        lender_id=key.lender_id, name=lender.name if lender else key.lender_id, key_prefix=key.prefix
+    )
+
+
+@router.get("/keys", response_model=list[KeyView])
+def list_keys(session: SessionDep, key: LenderKeyDep) -> list[KeyView]:
+    return [KeyView.of(v) for v in keys.list_keys(session, key.lender_id, at=dt.datetime.now(dt.UTC))]
+
+
+@router.post("/keys/rotate", response_model=NewKey, status_code=201)
+def rotate_key(body: Rotation, session: SessionDep, key: LenderKeyDep) -> NewKey:
+    now = dt.datetime.now(dt.UTC)
+    grace = dt.timedelta(hours=body.grace_hours)
+    token, fresh = keys.rotate_key(session, key.lender_id, at=now, grace=grace)
+    return NewKey(
+        key=token, prefix=fresh.prefix, created_at=fresh.created_at, previous_keys_expire_at=now + grace
+    )
+
+
+@router.post("/keys/{prefix}/revoke", response_model=KeyView)
+def revoke_key(prefix: str, session: SessionDep, key: LenderKeyDep) -> KeyView:
+    now = dt.datetime.now(dt.UTC)
+    try:
+        revoked = keys.revoke_key(session, prefix, at=now, lender_id=key.lender_id)
+    except keys.UnknownKey as error:
+        raise HTTPException(404, str(error)) from None
+    except keys.KeyNotValid as error:
+        raise HTTPException(403, str(error)) from None
+    return KeyView.of(keys.KeyView.of(revoked, now))
+
+
+# --- subscriptions --------------------------------------------------------------------------------
+
+SubscriptionName = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="The subscription's name.")
+]
+
+
+class Filters(BaseModel):
+    """What a subscription restricts (an empty or absent list lets every value through).
+
+    Values are checked against their vocabulary: grades A-E, size bands micro/small/medium, and the
+    regions and industries of the registered SMEs; they match regardless of case.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    grades: list[str] = Field(default_factory=list, examples=[["A", "B"]])
+    industries: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list, examples=[["London"]])
+    size_bands: list[str] = Field(default_factory=list, examples=[["micro", "small"]])
+
+
+def _check_purpose(value: str | None) -> str | None:
+    if value is not None and value not in PURPOSES:
+        raise ValueError(f"unknown purpose {value!r}; known: {', '.join(sorted(PURPOSES))}")
+    return value
+
+
+class SubscriptionBody(BaseModel):
+    """A whole subscription: its filters and the purpose the lender receives dossiers for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: Filters = Field(default_factory=Filters)
+    purpose: str = Field(DEFAULT_PURPOSE, description=f"One of: {', '.join(sorted(PURPOSES))}.")
+
+    _purpose = field_validator("purpose")(_check_purpose)
+
+
+class SubscriptionChange(BaseModel):
+    """A change: each filter given replaces that filter; the purpose, when given, replaces it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: dict[str, list[str]] = Field(default_factory=dict, examples=[{"grades": ["A", "B", "C"]}])
+    purpose: str | None = None
+
+    _purpose = field_validator("purpose")(_check_purpose)
+
+    @field_validator("filters")
+    @classmethod
+    def _known_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(Filters.model_fields))
+        if unknown:
+            raise ValueError(f"unknown filter {unknown[0]!r}; known: {', '.join(Filters.model_fields)}")
+        return value
+
+
+class SubscriptionView(BaseModel):
+    """A subscription as the lender sees it."""
+
+    name: str
+    purpose: str
+    filters: Filters
+    active: bool = Field(description="False while paused: a paused subscription receives nothing.")
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: Subscription) -> SubscriptionView:
+        return cls(
+            name=row.name,
+            purpose=row.purpose,
+            filters=Filters(**(row.filters or {})),
+            active=row.active,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+def _own_subscription(session: Session, lender_id: str, name: str) -> Subscription:
+    found = session.scalars(
+        select(Subscription).where(Subscription.lender_id == lender_id, Subscription.name == name)
+    ).first()
+    if found is None:
+        raise HTTPException(404, f"no subscription named {name!r}")
+    return found
+
+
+def _save(
+    session: Session, lender_id: str, name: str, filters: dict[str, list[str]], purpose: str
+) -> Subscription:
+    """Create or change subscription ``name`` through the feed, keeping a paused one paused."""
+    existing = session.scalars(
+        select(Subscription).where(Subscription.lender_id == lender_id, Subscription.name == name)
+    ).first()
+    paused = existing is not None and not existing.active
+    saved = subscribe(session, lender_id, name=name, filters=check_filters(session, filters), purpose=purpose)
+    if paused:
+        saved.active = False
+        session.flush()
+    return saved
+
+
+@router.get("/subscriptions", response_model=list[SubscriptionView])
+def list_subscriptions(session: SessionDep, key: LenderKeyDep) -> list[SubscriptionView]:
+    query = select(Subscription).where(Subscription.lender_id == key.lender_id).order_by(Subscription.name)
+    return [SubscriptionView.of(row) for row in session.scalars(query)]
+
+
+@router.get("/subscriptions/{name}", response_model=SubscriptionView)
+def get_subscription(name: SubscriptionName, session: SessionDep, key: LenderKeyDep) -> SubscriptionView:
+    return SubscriptionView.of(_own_subscription(session, key.lender_id, name))
+
+
+@router.put(
+    "/subscriptions/{name}",
+    response_model=SubscriptionView,
+    responses={201: {"model": SubscriptionView, "description": "Created."}},
+)
+def put_subscription(
+    name: SubscriptionName, body: SubscriptionBody, session: SessionDep, key: LenderKeyDep, response: Response
+) -> SubscriptionView:
+    """Create subscription ``name`` (201) or replace its filters and purpose (200)."""
+    existed = session.scalar(
+        select(func.count(Subscription.id)).where(
+            Subscription.lender_id == key.lender_id, Subscription.name == name
+        )
+    )
+    saved = _save(session, key.lender_id, name, body.filters.model_dump(), body.purpose)
+    response.status_code = 200 if existed else 201
+    return SubscriptionView.of(saved)
+
+
+@router.patch("/subscriptions/{name}", response_model=SubscriptionView)
+def change_subscription(
+    name: SubscriptionName, body: SubscriptionChange, session: SessionDep, key: LenderKeyDep
+) -> SubscriptionView:
+    current = _own_subscription(session, key.lender_id, name)
+    filters = {**(current.filters or {}), **body.filters}
+    saved = _save(session, key.lender_id, name, filters, body.purpose or current.purpose)
+    return SubscriptionView.of(saved)
+
+
+@router.post("/subscriptions/{name}/pause", response_model=SubscriptionView)
+def pause_subscription(name: SubscriptionName, session: SessionDep, key: LenderKeyDep) -> SubscriptionView:
+    """Stop deliveries to this subscription until it is resumed (what it holds stays held)."""
+    found = _own_subscription(session, key.lender_id, name)
+    found.active = False
+    session.flush()
+    return SubscriptionView.of(found)
+
+
+@router.post("/subscriptions/{name}/resume", response_model=SubscriptionView)
+def resume_subscription(name: SubscriptionName, session: SessionDep, key: LenderKeyDep) -> SubscriptionView:
+    found = _own_subscription(session, key.lender_id, name)
+    found.active = True
+    session.flush()
+    return SubscriptionView.of(found)
+
+
+@router.delete(
+    "/subscriptions/{name}", status_code=204, responses={409: {"description": "It has deliveries."}}
+)
+def delete_subscription(name: SubscriptionName, session: SessionDep, key: LenderKeyDep) -> Response:
+    """Delete a subscription that never delivered anything; one that did can only be paused, since
+    its deliveries (and the withdrawals that may follow them) are part of the record."""
+    found = _own_subscription(session, key.lender_id, name)
+    if session.scalar(select(func.count(Delivery.id)).where(Delivery.subscription_id == found.id)):
+        raise HTTPException(409, f"subscription {name!r} has delivered dossiers; pause it instead")
+    session.delete(found)
+    session.flush()
+    return Response(status_code=204)
+
+
+# --- the feed -------------------------------------------------------------------------------------
+
+MAX_PAGE = 1000
+"""The most events one feed page holds."""
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=20, description="The next_cursor of the previous page; empty for the start of the feed."
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Events per page (1 to {MAX_PAGE}).")]
+
+
+class FeedEventView(BaseModel):
+    """One feed event: a version delivered to the lender, or the tombstone of a withdrawn one."""
+
+    seq: int = Field(description="Position in the lender's feed; a cursor names the last one read.")
+    event: str = Field(description="delivered or withdrawn.")
+    dossier_id: str
+    sme_id: str
+    occurred_at: dt.datetime = Field(description="When it was delivered, or when its consent ended.")
+    reason: str | None = Field(
+        description="For withdrawn: consent_revoked, consent_expired, consent_no_longer_covers or erased."
+    )
+    dossier: dict[str, Any] | None = Field(
+        description="For delivered, while the lender still holds it: the dossier row (the dossier "
+        "schema; values JSON cannot carry, such as NaN, as null)."
+    )
+
+
+class FeedPage(BaseModel):
+    """A page of the feed and the cursor of the next one."""
+
+    events: list[FeedEventView]
+    next_cursor: str = Field(description="Pass as cursor to read on; the same cursor returns the same page.")
+    has_more: bool = Field(description="True when more events follow this page now.")
+
+
+def _page(
+    session: Session, store: Any, lender_id: str, cursor: str | None, limit: int
+) -> tuple[list, int, bool]:
+    sync(session, store, lender_id)
+    newest = events.last_seq(session, lender_id)
+    after = events.parse_cursor(cursor, newest)
+    found = events.page(session, lender_id, after=after, limit=limit)
+    last = found[-1].seq if found else after
+    return found, last, last < newest
+
+
+@router.get("/feed", response_model=FeedPage)
+def read_feed(
+    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = 100
+) -> FeedPage:
+    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order."""
+    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    return FeedPage(
+        events=[
+            FeedEventView(
+                seq=e.seq,
+                event=e.kind,
+                dossier_id=e.dossier_id,
+                sme_id=e.sme_id,
+                occurred_at=e.occurred_at,
+                reason=e.reason,
+                dossier=events.json_safe(e.dossier) if e.dossier is not None else None,
+            )
+            for e in found
+        ],
+        next_cursor=str(last),
+        has_more=more,
+    )
+
+
+EVENT_FIELDS = [
+    pa.field(
+        "feed_seq", pa.int64(), nullable=False, metadata={"description": "Position in the lender's feed."}
+    ),
+    pa.field("feed_event", pa.string(), nullable=False, metadata={"description": "delivered or withdrawn."}),
+    pa.field(
+        "event_at",
+        pa.timestamp("s", tz="UTC"),
+        nullable=False,
+        metadata={"description": "When it was delivered, or when the consent that covered it ended."},
+    ),
+    pa.field(
+        "withdrawal_reason",
+        pa.string(),
+        metadata={
+            "description": "For withdrawn rows: consent_revoked, consent_expired, consent_no_longer_covers or erased."
+        },
+    ),
+]
+
+
+def page_schema(model_version: str) -> pa.Schema:
+    """A feed page as Parquet: the event columns, then every dossier column (described as published;
+    null in a withdrawn row but for ``dossier_id`` and ``sme_id``)."""
+    dossier = [
+        pa.field(
+            c.name,
+            c.type,
+            nullable=c.name not in ("dossier_id", "sme_id"),
+            metadata={"description": c.description},
+        )
+        for c in ALL_COLUMNS
+    ]
+    return pa.schema(
+        [*EVENT_FIELDS, *dossier],
+        metadata={
+            "grain": "One row per feed event: a delivered dossier version or a withdrawn one.",
+            "dossier_schema_version": str(SCHEMA_VERSION),
+            "model_version": model_version,
+        },
+    )
+
+
+@router.get(
+    "/feed.parquet",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/vnd.apache.parquet": {}}, "description": "The page as Parquet."}
+    },
+)
+def read_feed_parquet(
+    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = MAX_PAGE
+) -> Response:
+    """The same page as ``GET /v1/feed``, as one Parquet file; the next cursor is in the
+    ``Feed-Next-Cursor`` header and the file metadata."""
+    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    rows = []
+    for e in found:
+        row = dict(e.dossier) if e.dossier is not None else {"dossier_id": e.dossier_id, "sme_id": e.sme_id}
+        rows.append(
+            {
+                **row,
+                "feed_seq": e.seq,
+                "feed_event": e.kind,
+                "event_at": e.occurred_at,
+                "withdrawal_reason": e.reason,
+            }
+        )
+    models = ",".join(sorted({r["model_version"] for r in rows if r.get("model_version")}))
+    schema = page_schema(models)
+    table = events.rows_table(rows, schema).replace_schema_metadata(
+        {**schema.metadata, b"next_cursor": str(last).encode(), b"has_more": str(more).lower().encode()}
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+    return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
+
+
+@router.get("/dossiers/{dossier_id}", response_model=dict[str, Any])
+def read_dossier(dossier_id: str, session: SessionDep, store: StoreDep, key: LenderKeyDep) -> dict[str, Any]:
+    """One dossier version as delivered to this lender, while it holds it (else 404); like a feed
+    read, it first withdraws what the consents no longer allow."""
+    sync(session, store, key.lender_id)
+    row = events.held_row(session, key.lender_id, dossier_id)
+    if row is None:
+        raise HTTPException(404, f"you hold no dossier {dossier_id!r}")
+    return events.json_safe(row)

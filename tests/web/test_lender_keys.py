@@ -1,0 +1,222 @@
+"""Lenders and their API keys: registration, hashing, rotation with grace, revocation, the 401/403
+answers of the lender routes, and the ``dossier lender`` key commands; both backends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import doctest
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from dossier.cli import EXIT_ERROR, EXIT_OK, main
+from dossier.settings import Settings, for_home
+from dossier.web.app import create_app
+from warehouse import keys
+from warehouse.db import make_engine, session_scope
+from warehouse.errors import InputError
+from warehouse.models import Lender, LenderKey
+
+T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
+
+
+def test_the_docstring_examples_hold() -> None:
+    outcome = doctest.testmod(keys)
+    assert (outcome.attempted > 0, outcome.failed) == (True, 0)
+
+
+def test_a_lender_is_registered_with_one_key_stored_only_as_its_hash(warehouse_url: str) -> None:
+    engine = make_engine(warehouse_url)
+    with session_scope(engine) as session:
+        token, _lender = keys.add_lender(session, "northwind", name="Northwind Capital", at=T0)
+    with session_scope(engine) as session:
+        (row,) = session.scalars(select(LenderKey)).all()
+        stored = {c.key: getattr(row, c.key) for c in LenderKey.__table__.columns}
+        assert session.get(Lender, "northwind").name == "Northwind Capital"
+        assert keys.authenticate(session, token, at=T0).lender_id == "northwind"
+    engine.dispose()
+    prefix = token.split("_")[1]
+    assert stored == {
+        "id": row.id,
+        "lender_id": "northwind",
+        "prefix": prefix,
+        "key_sha256": keys.hash_token(token),
+        "created_at": T0,
+        "expires_at": None,
+        "revoked_at": None,
+    }
+    assert token not in str(stored)
+
+
+@pytest.mark.parametrize(
+    ("lender_id", "message"),
+    [
+        ("Northwind", "is not valid"),
+        ("../etc", "is not valid"),
+        ("n", "is not valid"),
+        ("northwind", "already registered"),
+    ],
+)
+def test_bad_or_taken_lender_ids_are_refused(warehouse_url: str, lender_id: str, message: str) -> None:
+    engine = make_engine(warehouse_url)
+    with session_scope(engine) as session:
+        keys.add_lender(session, "northwind", at=T0)
+    with session_scope(engine) as session, pytest.raises(InputError, match=message):
+        keys.add_lender(session, lender_id, at=T0)
+    with session_scope(engine) as session:
+        assert session.scalars(select(Lender.lender_id)).all() == ["northwind"]
+    engine.dispose()
+
+
+def test_rotation_keeps_the_old_key_for_its_grace_period_and_revocation_ends_a_key(
+    warehouse_url: str,
+) -> None:
+    engine = make_engine(warehouse_url)
+    grace = dt.timedelta(hours=2)
+    with session_scope(engine) as session:
+        old, _lender = keys.add_lender(session, "northwind", at=T0)
+        new, fresh = keys.rotate_key(session, "northwind", at=T0 + dt.timedelta(hours=1), grace=grace)
+    during, after = T0 + dt.timedelta(hours=2), T0 + dt.timedelta(hours=3)
+    with session_scope(engine) as session:
+        assert [(k.status, k.expires_at) for k in keys.list_keys(session, "northwind", at=during)] == [
+            ("expiring", T0 + dt.timedelta(hours=3)),
+            ("active", None),
+        ]
+        assert keys.authenticate(session, old, at=during).prefix == old.split("_")[1]
+        with pytest.raises(keys.KeyNotValid, match="expired after its rotation"):
+            keys.authenticate(session, old, at=after)
+        assert keys.authenticate(session, new, at=after).prefix == fresh.prefix
+        keys.revoke_key(session, fresh.prefix, at=after)
+        with pytest.raises(keys.KeyNotValid, match="was revoked"):
+            keys.authenticate(session, new, at=after)
+        with pytest.raises(keys.UnknownKey):
+            keys.authenticate(session, new + "x", at=after)
+        assert [k.status for k in keys.list_keys(session, "northwind", at=after)] == ["expired", "revoked"]
+        with pytest.raises(InputError, match="grace period"):
+            keys.rotate_key(session, "northwind", at=after, grace=dt.timedelta(days=31))
+    engine.dispose()
+
+
+@pytest.fixture
+def service(warehouse_url: str, tmp_path: Path) -> Any:
+    """The web service with two lenders; yields (client, {lender: token})."""
+    engine = make_engine(warehouse_url)
+    tokens = {}
+    with session_scope(engine) as session:
+        for lender_id in ("northwind", "kestrel"):
+            tokens[lender_id], _ = keys.add_lender(session, lender_id, at=dt.datetime.now(dt.UTC))
+    engine.dispose()
+    settings = for_home(tmp_path / "var", warehouse_url=warehouse_url, operator_token="operator-secret")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client, tokens
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_lender_routes_answer_401_without_a_known_key_and_403_for_a_revoked_one(service: Any) -> None:
+    client, tokens = service
+    missing = client.get("/v1/lender")
+    unknown = client.get("/v1/lender", headers=bearer("sdk_000000000000_nope"))
+    operator = client.get("/v1/lender", headers=bearer("operator-secret"))
+    assert [
+        (r.status_code, r.headers["content-type"], r.headers.get("www-authenticate"))
+        for r in (missing, unknown, operator)
+    ] == [(401, "application/problem+json", "Bearer")] * 3
+    assert (missing.json()["detail"], unknown.json()["detail"]) == ("API key required", "API key not known")
+    me = client.get("/v1/lender", headers=bearer(tokens["northwind"]))
+    prefix = tokens["northwind"].split("_")[1]
+    assert (me.status_code, me.json()) == (
+        200,
+        {"lender_id": "northwind", "name": "northwind", "key_prefix": prefix},
+    )
+    revoked = client.post(f"/v1/keys/{prefix}/revoke", headers=bearer(tokens["northwind"]))
+    assert (revoked.status_code, revoked.json()["status"]) == (200, "revoked")
+    after = client.get("/v1/lender", headers=bearer(tokens["northwind"]))
+    assert (after.status_code, after.json()["detail"]) == (403, f"API key {prefix} was revoked")
+    assert client.get("/v1/lender", headers=bearer(tokens["kestrel"])).json()["lender_id"] == "kestrel"
+
+
+def test_a_lender_sees_and_revokes_only_its_own_keys(service: Any) -> None:
+    client, tokens = service
+    other = tokens["kestrel"].split("_")[1]
+    refused = client.post(f"/v1/keys/{other}/revoke", headers=bearer(tokens["northwind"]))
+    assert (refused.status_code, refused.json()["detail"]) == (
+        403,
+        f"key {other!r} is not a key of lender 'northwind'",
+    )
+    missing = client.post("/v1/keys/ffffffffffff/revoke", headers=bearer(tokens["northwind"]))
+    assert missing.status_code == 404
+    listed = client.get("/v1/keys", headers=bearer(tokens["northwind"])).json()
+    assert [(k["prefix"], k["status"]) for k in listed] == [(tokens["northwind"].split("_")[1], "active")]
+    assert client.get("/v1/lender", headers=bearer(tokens["kestrel"])).status_code == 200
+
+
+def test_rotation_over_the_api_returns_a_working_key_once(service: Any) -> None:
+    client, tokens = service
+    old = tokens["northwind"]
+    rotated = client.post("/v1/keys/rotate", json={"grace_hours": 0}, headers=bearer(old))
+    assert rotated.status_code == 201
+    body = rotated.json()
+    assert body["key"].startswith(f"sdk_{body['prefix']}_")
+    assert client.get("/v1/lender", headers=bearer(old)).status_code == 403
+    listed = client.get("/v1/keys", headers=bearer(body["key"])).json()
+    assert [k["status"] for k in listed] == ["expired", "active"]
+    assert all("key" not in k for k in listed)
+    too_long = client.post("/v1/keys/rotate", json={"grace_hours": 10_000}, headers=bearer(body["key"]))
+    assert (too_long.status_code, too_long.json()["detail"].split(":")[0]) == (400, "grace_hours")
+
+
+def test_the_key_commands(capsys: pytest.CaptureFixture[str], home: Settings) -> None:
+    assert main(["lender", "add", "harbour-bank", "--name", "Harbour Bank"]) == EXIT_OK
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith("sdk_")
+    assert "shown only this once" in err
+    prefix = token.split("_")[1]
+    assert main(["lender", "add", "harbour-bank"]) == EXIT_ERROR
+    assert "already registered" in capsys.readouterr().err
+    assert main(["lender", "rotate-key", "--lender", "harbour-bank", "--grace-hours", "1"]) == EXIT_OK
+    second = capsys.readouterr().out.strip()
+    assert second.startswith("sdk_")
+    assert second != token
+    assert main(["lender", "revoke-key", "--prefix", prefix]) == EXIT_OK
+    assert f"key {prefix} of harbour-bank: revoked" in capsys.readouterr().out
+    assert main(["lender", "keys", "--lender", "harbour-bank"]) == EXIT_OK
+    listing = capsys.readouterr().out
+    assert prefix in listing
+    assert "revoked" in listing
+    assert "active" in listing
+    assert token not in listing
+    assert second not in listing
+    assert main(["lender", "rotate-key", "--lender", "harbour-bank", "--grace-hours", "nan"]) == EXIT_ERROR
+    assert "between 0 and 720" in capsys.readouterr().err
+    assert main(["lender", "keys", "--lender", "nobody"]) == EXIT_ERROR
+    assert "unknown lender 'nobody'" in capsys.readouterr().err
+
+
+def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: Any) -> None:
+    client, _tokens = service
+    schema = client.get("/openapi.json").json()
+    lender_paths = {p for p in schema["paths"] if p.startswith("/v1/") and not p.startswith("/v1/operator")}
+    assert lender_paths == {
+        "/v1/lender",
+        "/v1/keys",
+        "/v1/keys/rotate",
+        "/v1/keys/{prefix}/revoke",
+        "/v1/subscriptions",
+        "/v1/subscriptions/{name}",
+        "/v1/subscriptions/{name}/pause",
+        "/v1/subscriptions/{name}/resume",
+        "/v1/feed",
+        "/v1/feed.parquet",
+        "/v1/dossiers/{dossier_id}",
+    }
+    assert schema["info"]["version"] == "1"
+    for path in lender_paths:
+        for operation in schema["paths"][path].values():
+            assert operation["security"] == [{"HTTPBearer": []}], path

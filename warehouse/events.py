@@ -1,0 +1,221 @@
+"""The lender feed log: an append-only, per-lender sequence of what was delivered and withdrawn.
+
+Every pull (:func:`warehouse.feed.pull`, the file pull, and :func:`warehouse.feed.sync`, which the
+lender API runs) records its deliveries and withdrawals and, in the same transaction, appends one
+event per version delivered and one per delivery withdrawn (:func:`append`), withdrawals first.
+Events of a lender are numbered ``seq`` = 1, 2, 3, ... under a lock on the lender's row, so the
+numbers follow commit order: a reader that has seen event *n* has seen every event before it, and a
+cursor (the last ``seq`` read) never skips one committed later.
+
+A ``delivered`` event keeps the dossier row exactly as handed over (:func:`row_json`), so a page
+reads the same every time. The law still wins over the page: when a delivery is withdrawn its
+event loses the row (``dossier_json`` emptied in the transaction that appends the tombstone), and
+erasing an SME empties every event of it.
+
+>>> import datetime as dt
+>>> row = {"dossier_id": "SME-1:2026-11-01:v2:a@12m", "as_of_date": dt.date(2026, 11, 1), "pd_12m": 0.25}
+>>> row_json(row)
+'{"dossier_id": "SME-1:2026-11-01:v2:a@12m", "as_of_date": "2026-11-01", "pd_12m": 0.25}'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from warehouse.errors import InputError
+from warehouse.models import FeedEvent, Lender
+
+DELIVERED, WITHDRAWN = "delivered", "withdrawn"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a dossier value")
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """One dossier row as JSON text: dates and instants in ISO 8601, floats in round-trip form
+    (NaN kept as ``NaN``, which :func:`json.loads` reads back)."""
+    return json.dumps(dict(row), default=_plain)
+
+
+def rows_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Dossier rows read back from :func:`row_json` as an Arrow table of ``schema`` (ISO dates parsed)."""
+    typed: list[dict[str, Any]] = []
+    for row in rows:
+        converted = dict(row)
+        for field in schema:
+            value = converted.get(field.name)
+            if isinstance(value, str) and pa.types.is_timestamp(field.type):
+                converted[field.name] = dt.datetime.fromisoformat(value)
+            elif isinstance(value, str) and pa.types.is_date(field.type):
+                converted[field.name] = dt.date.fromisoformat(value)
+        typed.append(converted)
+    return pa.Table.from_pylist(typed, schema=schema)
+
+
+def json_safe(row: Mapping[str, Any]) -> dict[str, Any]:
+    """``row`` for a JSON response: NaN and infinities (which JSON cannot carry) become null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+def last_seq(session: Session, lender_id: str) -> int:
+    """The ``seq`` of the lender's newest event (0 when it has none)."""
+    return session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == lender_id)) or 0
+
+
+def append(
+    session: Session,
+    lender_id: str,
+    *,
+    delivered: pd.DataFrame,
+    rows: Mapping[str, Mapping[str, Any]],
+    withdrawals: pd.DataFrame,
+    pull_id: str,
+    at: dt.datetime,
+) -> int:
+    """Append the events of one pull (not committed: the caller commits with its deliveries).
+
+    ``delivered`` holds the catalog rows handed over (``id``, ``dossier_id``, ``sme_id``,
+    ``content_sha256``, in feed order), ``rows`` the dossier row of each by ``dossier_id``,
+    ``withdrawals`` the tombstones (:func:`warehouse.feed.plan_withdrawals`). Withdrawn deliveries'
+    earlier events lose their row. Returns the lender's last ``seq`` after appending.
+    """
+    if delivered.empty and withdrawals.empty:
+        return last_seq(session, lender_id)
+    session.scalars(select(Lender).where(Lender.lender_id == lender_id).with_for_update()).one()
+    seq = last_seq(session, lender_id)
+    events: list[dict[str, Any]] = []
+    for row in withdrawals.itertuples(index=False):
+        seq += 1
+        events.append(
+            {
+                "lender_id": lender_id,
+                "seq": seq,
+                "kind": WITHDRAWN,
+                "dossier_version_id": int(row.dossier_version_id),
+                "dossier_id": row.dossier_id,
+                "sme_id": row.sme_id,
+                "pull_id": pull_id,
+                "occurred_at": pd.Timestamp(row.withdrawn_at).to_pydatetime(),
+                "reason": row.reason,
+                "content_sha256": "",
+                "dossier_json": None,
+            }
+        )
+        session.execute(
+            update(FeedEvent)
+            .where(
+                FeedEvent.lender_id == lender_id,
+                FeedEvent.kind == DELIVERED,
+                FeedEvent.dossier_version_id == int(row.dossier_version_id),
+                FeedEvent.pull_id == row.delivery_pull_id,
+            )
+            .values(dossier_json=None)
+        )
+    for version_id, dossier_id, sme_id, sha in zip(
+        delivered["id"],
+        delivered["dossier_id"],
+        delivered["sme_id"],
+        delivered["content_sha256"],
+        strict=True,
+    ):
+        seq += 1
+        events.append(
+            {
+                "lender_id": lender_id,
+                "seq": seq,
+                "kind": DELIVERED,
+                "dossier_version_id": int(version_id),
+                "dossier_id": dossier_id,
+                "sme_id": sme_id,
+                "pull_id": pull_id,
+                "occurred_at": at,
+                "reason": None,
+                "content_sha256": sha,
+                "dossier_json": row_json(rows[dossier_id]),
+            }
+        )
+    if events:
+        session.add_all(FeedEvent(**event) for event in events)
+        session.flush()
+    return seq
+
+
+@dataclass(frozen=True)
+class Event:
+    """One feed event as a reader sees it; ``dossier`` is the delivered row while it is still held."""
+
+    seq: int
+    kind: str
+    dossier_id: str
+    sme_id: str
+    occurred_at: dt.datetime
+    reason: str | None
+    dossier: dict[str, Any] | None
+
+
+def parse_cursor(cursor: str | None, newest: int) -> int:
+    """The position a ``cursor`` names: empty for the start, else a ``seq`` already written.
+
+    >>> parse_cursor(None, 5), parse_cursor("3", 5)
+    (0, 3)
+    >>> parse_cursor("9", 5)
+    Traceback (most recent call last):
+    ...
+    warehouse.errors.InputError: cursor: 9 is beyond the end of this feed (its newest event is 5)
+    """
+    if cursor is None or cursor == "":
+        return 0
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InputError(f"cursor: {cursor!r} is not a cursor this feed returned (expected a whole number)")
+    position = int(cursor)
+    if position > newest:
+        raise InputError(f"cursor: {position} is beyond the end of this feed (its newest event is {newest})")
+    return position
+
+
+def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Event]:
+    """Up to ``limit`` of the lender's events after position ``after``, in order."""
+    query = (
+        select(FeedEvent)
+        .where(FeedEvent.lender_id == lender_id, FeedEvent.seq > after)
+        .order_by(FeedEvent.seq)
+        .limit(limit)
+    )
+    return [
+        Event(
+            e.seq,
+            e.kind,
+            e.dossier_id,
+            e.sme_id,
+            e.occurred_at,
+            e.reason,
+            json.loads(e.dossier_json) if e.dossier_json is not None else None,
+        )
+        for e in session.scalars(query)
+    ]
+
+
+def held_row(session: Session, lender_id: str, dossier_id: str) -> dict[str, Any] | None:
+    """The row of ``dossier_id`` as last delivered to the lender, if the lender still holds it."""
+    latest = session.scalars(
+        select(FeedEvent)
+        .where(FeedEvent.lender_id == lender_id, FeedEvent.dossier_id == dossier_id)
+        .order_by(FeedEvent.seq.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.kind != DELIVERED or latest.dossier_json is None:
+        return None
+    return json.loads(latest.dossier_json)
