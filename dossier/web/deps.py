@@ -49,6 +49,7 @@ def engine_for(settings: Settings):
     return make_engine(settings.warehouse_url)
 
 
-SessionDep = Annotated[Session, Depends(session)]
+SessionDep = Annotated[Session, Depends(session, scope="function")]
+"""A session committed when the route returns, before the response is sent (so the next request sees it)."""
 StoreDep = Annotated[Store, Depends(store)]
 Operator = Annotated[str, Depends(operator)]

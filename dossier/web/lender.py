@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dossier.web.deps import StoreDep, bearer, session
+from dossier.web.deps import SessionDep, StoreDep, bearer
 from warehouse import events, keys
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
@@ -38,10 +38,6 @@ from warehouse.feed import check_filters, subscribe, sync
 from warehouse.models import Delivery, Lender, LenderKey, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
-
-SessionDep = Annotated[Session, Depends(session, scope="function")]
-"""The request's warehouse transaction, committed before the response is sent (FastAPI's default
-scope would commit only after the client has its answer, so a client's next request could miss it)."""
 
 
 def lender_key(
