@@ -539,3 +539,16 @@ def test_pull_skips_dossiers_whose_file_no_longer_matches_the_catalog(
 
     assert (summary["delivered"], summary["unavailable"]) == (1, 1)
     assert [row["sme_id"] for row in file_rows(summary["file"])] == ["SME-000003"]
+
+    # Case 7 of the consent law: the row a failed publish left unavailable is not skipped for good.
+    # Once the publish is run again to completion, the next pull delivers SME 1's current version.
+    later = PULL_AT + dt.timedelta(minutes=10)
+    run_publish(
+        warehouse_engine,
+        store,
+        [scored(["SME-000001", "SME-000002"], bump=0.005), scored(["SME-000003"])],
+        now=later,
+    )
+    after = run_pull(warehouse_engine, store, out_dir, at=later + dt.timedelta(minutes=1))
+    assert (after["delivered"], after["unavailable"]) == (1, 0)
+    assert file_rows(after["file"]) == [expected_row("SME-000001", published_at=later, bump=0.005)]
