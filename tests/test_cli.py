@@ -29,7 +29,7 @@ def test_db_upgrade_then_current(capsys, home: Settings) -> None:
     assert "at revision" in out
     code, out = run(capsys, "db", "current")
     assert code == 0
-    assert "current revision: 0003" in out
+    assert "current revision: 0004" in out
 
 
 def test_seed_then_inspect_consents_lenders_status_and_quarantine(capsys, home: Settings) -> None:
