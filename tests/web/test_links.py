@@ -109,6 +109,9 @@ def test_granting_records_a_consent_and_the_text_agreed_to(client: TestClient, e
     assert granted.status_code == 200
     consent_id = f"C-SME-1-{made['link_id']}"
     assert f"Your consent {consent_id} is recorded" in granted.text
+    own = re.search(r'<a href="http://127.0.0.1:8000(/sme/SME-1\?key=[^"]+)">Your page</a>', granted.text)
+    own_page = client.get(own.group(1))
+    assert (own_page.status_code, f"<td>{consent_id}</td>" in own_page.text) == (200, True)
     again = client.post(path, data={**form, "decision": "grant"})
     assert (again.status_code, f"Your consent {consent_id} is recorded" in again.text) == (200, True)
     with session_scope(engine) as session:
