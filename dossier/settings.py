@@ -131,6 +131,9 @@ class Environment(BaseSettings):
         description="Bearer token of the operator API (empty: a random token kept in "
         "$DOSSIER_HOME/operator.token, made on first use).",
     )
+    upload_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest file an SME may upload through a connector link (bytes)."
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -294,6 +297,7 @@ class Settings:
     public_url: str = ""
     secret_key: str = ""
     operator_token: str = ""
+    upload_max_bytes: int = 20 * 1024 * 1024
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -336,6 +340,7 @@ class Settings:
             public_url=parsed.public_url.rstrip("/"),
             secret_key=parsed.secret_key,
             operator_token=parsed.operator_token,
+            upload_max_bytes=parsed.upload_max_bytes,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

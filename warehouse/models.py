@@ -383,3 +383,29 @@ class SmePageKey(Base):
     sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Upload(Base):
+    """A file an SME uploaded for a source through a connector link: landed raw first, then read.
+
+    ``status`` is ``parsed`` (a parser of the source's formats read it), ``unreadable`` (received
+    and kept, no parser recognises it yet) or ``rejected`` (another source's format, or a file its
+    parser refused: ``detail`` says why, naming the record and field).
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), index=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw_path: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int]
+    format: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    tables: Mapped[dict[str, Any]]
+    """Rows understood per canonical table (empty unless parsed)."""
+    uploaded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from connectors import uploads
 from dossier.settings import Settings
 from dossier.web.deps import Operator, SessionDep
 from warehouse import consent, links
-from warehouse.models import ConnectorLink, Consent, Delivery, DossierVersion
+from warehouse.models import ConnectorLink, Consent, Delivery, DossierVersion, Upload
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -87,26 +88,98 @@ _FORM_EXPIRED = "This form has expired or did not come from this site. Open the 
 # --- connector links ------------------------------------------------------------------------------
 
 
-@router.get("/connect/{sme_id}/{token}", response_class=HTMLResponse, tags=["sme"])
-def show_link(sme_id: str, token: str, request: Request, session: SessionDep) -> Response:
-    """The page an SME opens from a link: the terms in plain words, grant and decline."""
-    now = dt.datetime.now(dt.UTC)
-    try:
-        link = links.open_link(session, _key(request), sme_id, token, now=now)
-    except links.LinkError as error:
-        return _problem_page(request, "This link cannot be used", str(error), error.status)
+def _render_link(
+    request: Request, session: SessionDep, link: ConnectorLink, token: str, *, now: dt.datetime, **extra: Any
+) -> Response:
+    """The link page (recording that its text was shown) with the uploads made so far."""
     paragraphs, digest = links.show(session, link, at=now, client=_client(request))
     nonce, csrf = _csrf_pair(request)
+    uploaded = session.scalars(select(Upload).where(Upload.link_id == link.link_id).order_by(Upload.id)).all()
+    action = f"/connect/{quote(link.sme_id)}/{token}"
     return _page(
         request,
         "link.html",
+        extra.pop("status", 200),
         nonce=nonce,
         title="A request to share your data",
         paragraphs=paragraphs,
         text_sha256=digest,
         csrf_token=csrf,
-        action=f"/connect/{quote(sme_id)}/{token}",
+        action=action,
+        upload_action=f"{action}/upload",
+        sources=[(source, links.SOURCE_WORDS.get(source, source)) for source in link.sources],
+        uploads=uploaded,
+        **extra,
     )
+
+
+@router.get("/connect/{sme_id}/{token}", response_class=HTMLResponse, tags=["sme"])
+def show_link(sme_id: str, token: str, request: Request, session: SessionDep) -> Response:
+    """The page an SME opens from a link: the terms in plain words, uploads, grant and decline."""
+    now = dt.datetime.now(dt.UTC)
+    try:
+        link = links.open_link(session, _key(request), sme_id, token, now=now)
+    except links.LinkError as error:
+        return _problem_page(request, "This link cannot be used", str(error), error.status)
+    return _render_link(request, session, link, token, now=now)
+
+
+@router.post("/connect/{sme_id}/{token}/upload", response_class=HTMLResponse, tags=["sme"])
+def upload_file(
+    sme_id: str,
+    token: str,
+    request: Request,
+    session: SessionDep,
+    file: Annotated[UploadFile, File()],
+    source: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Upload a file for one source: landed raw first, then read; the page says what was understood."""
+    settings: Settings = request.app.state.settings
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "Your file was not received", _FORM_EXPIRED, 403)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        link = links.open_link(session, _key(request), sme_id, token, now=now)
+    except links.LinkError as error:
+        return _problem_page(request, "This link cannot be used", str(error), error.status)
+    data = file.file.read(settings.upload_max_bytes + 1)
+    try:
+        upload = uploads.receive(
+            session,
+            request.app.state.store,
+            link,
+            source=source,
+            filename=file.filename or "",
+            data=data,
+            max_bytes=settings.upload_max_bytes,
+            at=now,
+        )
+    except uploads.UploadError as error:
+        return _render_link(request, session, link, token, now=now, status=error.status, problem=str(error))
+    links.append_event(
+        session,
+        link.link_id,
+        "uploaded",
+        now,
+        "sme",
+        {"source": source, "sha256": upload.sha256, "status": upload.status, "client": _client(request)},
+    )
+    status = 422 if upload.status == "rejected" else 200
+    return _render_link(
+        request, session, link, token, now=now, status=status, latest=upload, feedback=feedback(upload)
+    )
+
+
+def feedback(upload: Upload) -> str:
+    """What the SME is told about an upload it just made, in one sentence or two."""
+    if upload.status == "parsed":
+        rows = ", ".join(f"{count} {table.replace('_', ' ')}" for table, count in upload.tables.items())
+        note = f" Note: {upload.detail}" if upload.detail else ""
+        return f"{upload.filename}: understood as {upload.format}: {rows}.{note}"
+    if upload.status == "unreadable":
+        return f"{upload.filename}: received, not yet readable. {upload.detail}"
+    return f"{upload.filename}: not accepted. {upload.detail}"
 
 
 @router.post("/connect/{sme_id}/{token}", response_class=HTMLResponse, tags=["sme"])

@@ -76,8 +76,38 @@ def upgrade() -> None:
     with op.batch_alter_table("link_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_link_events_link_id"), ["link_id"], unique=False)
 
+    op.create_table(
+        "uploads",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("link_id", sa.String(length=32), nullable=False),
+        sa.Column("sme_id", sa.String(length=32), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("filename", sa.String(length=255), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("raw_path", sa.String(length=512), nullable=False),
+        sa.Column("size_bytes", sa.Integer(), nullable=False),
+        sa.Column("format", sa.String(length=32), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("tables", sa.JSON(), nullable=False),
+        sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["link_id"], ["connector_links.link_id"], name=op.f("fk_uploads_link_id_connector_links")
+        ),
+        sa.ForeignKeyConstraint(["sme_id"], ["smes.sme_id"], name=op.f("fk_uploads_sme_id_smes")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_uploads")),
+    )
+    with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_uploads_link_id"), ["link_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_uploads_sme_id"), ["sme_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_uploads_sme_id"))
+        batch_op.drop_index(batch_op.f("ix_uploads_link_id"))
+
+    op.drop_table("uploads")
 
     with op.batch_alter_table("link_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_link_events_link_id"))
