@@ -409,3 +409,33 @@ class Upload(Base):
     tables: Mapped[dict[str, Any]]
     """Rows understood per canonical table (empty unless parsed)."""
     uploaded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OAuthRequest(Base):
+    """An authorization-code request sent to a provider from a connector link (``state`` and the
+    PKCE verifier, kept server-side); ``outcome`` records how the callback ended."""
+
+    __tablename__ = "oauth_requests"
+
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), index=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"))
+    source: Mapped[str] = mapped_column(String(32))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    redirect_uri: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProviderToken(Base):
+    """An SME's provider credential from the authorization-code flow, encrypted at rest (Fernet)."""
+
+    __tablename__ = "provider_tokens"
+
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider_url: Mapped[str] = mapped_column(String(512))
+    refresh_token_encrypted: Mapped[str] = mapped_column(Text)
+    obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -18,16 +18,25 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from connectors import uploads
+from connectors import authorization, uploads
+from connectors.sandbox.authorize import OAUTH_SOURCES
 from dossier.settings import Settings
 from dossier.web.deps import Operator, SessionDep
 from warehouse import consent, links
-from warehouse.models import ConnectorLink, Consent, Delivery, DossierVersion, Upload
+from warehouse.models import (
+    ConnectorLink,
+    Consent,
+    Delivery,
+    DossierVersion,
+    OAuthRequest,
+    SourceConnection,
+    Upload,
+)
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -108,6 +117,19 @@ def _render_link(
         action=action,
         upload_action=f"{action}/upload",
         sources=[(source, links.SOURCE_WORDS.get(source, source)) for source in link.sources],
+        connectable=[
+            source
+            for source in link.sources
+            if _provider(request.app.state.settings, source) and _account_at(session, link.sme_id, source)
+        ],
+        connections={
+            r.source: r
+            for r in session.scalars(
+                select(OAuthRequest)
+                .where(OAuthRequest.link_id == link.link_id, OAuthRequest.outcome.is_not(None))
+                .order_by(OAuthRequest.answered_at)
+            )
+        },
         uploads=uploaded,
         **extra,
     )
@@ -168,6 +190,129 @@ def upload_file(
     status = 422 if upload.status == "rejected" else 200
     return _render_link(
         request, session, link, token, now=now, status=status, latest=upload, feedback=feedback(upload)
+    )
+
+
+RETURN_COOKIE = "dossier_return"
+
+
+def _provider(settings: Settings, source: str) -> authorization.Provider | None:
+    """The OAuth provider of ``source`` (today every source hangs off ``DOSSIER_SANDBOX_URL``)."""
+    if not settings.sandbox_url or source not in OAUTH_SOURCES:
+        return None
+    return authorization.Provider(
+        f"{settings.sandbox_url}/{source}", settings.oauth_client_id, settings.oauth_client_secret
+    )
+
+
+def _account_at(session: SessionDep, sme_id: str, source: str) -> str | None:
+    connection = session.get(SourceConnection, (sme_id, source))
+    return connection.account_ref if connection else None
+
+
+@router.post("/connect/{sme_id}/{token}/provider/{source}", tags=["sme"])
+def connect_provider(
+    sme_id: str,
+    token: str,
+    source: str,
+    request: Request,
+    session: SessionDep,
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Send the browser to the provider's approval page (authorization code, ``state``, PKCE S256)."""
+    settings: Settings = request.app.state.settings
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "Nothing was connected", _FORM_EXPIRED, 403)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        link = links.open_link(session, _key(request), sme_id, token, now=now)
+    except links.LinkError as error:
+        return _problem_page(request, "This link cannot be used", str(error), error.status)
+    provider = _provider(settings, source)
+    account = _account_at(session, sme_id, source)
+    if provider is None or account is None:
+        return _problem_page(
+            request, "Nothing was connected", f"No {source} provider can be connected here.", 400
+        )
+    try:
+        target = authorization.start(
+            session,
+            link,
+            source,
+            provider,
+            redirect_uri=f"{settings.base_url}/oauth/callback",
+            login_hint=account,
+            at=now,
+        )
+    except authorization.AuthorizationError as error:
+        return _problem_page(request, "Nothing was connected", str(error), 400)
+    links.append_event(
+        session, link.link_id, "connect_started", now, "sme", {"source": source, "client": _client(request)}
+    )
+    response = RedirectResponse(target, 303)
+    response.set_cookie(
+        RETURN_COOKIE, f"/connect/{quote(sme_id)}/{token}", httponly=True, samesite="lax", path="/oauth"
+    )
+    return response
+
+
+@router.get("/oauth/callback", tags=["sme"])
+def oauth_callback(
+    request: Request, session: SessionDep, state: str = "", code: str = "", error: str = ""
+) -> Response:
+    """The provider's redirect back: checked against the request ``state`` names, then the code is traded."""
+    settings: Settings = request.app.state.settings
+    now = dt.datetime.now(dt.UTC)
+    try:
+        pending = authorization.pending(session, state, now)
+    except authorization.AuthorizationError as failure:
+        return _problem_page(request, "Nothing was connected", str(failure), 400)
+    link = session.get(ConnectorLink, pending.link_id)
+    provider = _provider(settings, pending.source)
+    try:
+        if link is None or link.outcome is not None or link.expires_at <= now or provider is None:
+            raise authorization.AuthorizationError(
+                "The link this connection belongs to can no longer be used."
+            )
+        authorization.finish(
+            session,
+            pending,
+            provider,
+            code=code,
+            error=error,
+            secret_key=_key(request),
+            at=now,
+            timeout=settings.http_timeout,
+        )
+    except authorization.AuthorizationError as failure:
+        pending.outcome = pending.outcome or "refused"
+        pending.detail = pending.detail or str(failure)
+        pending.answered_at = now
+        links.append_event(
+            session,
+            pending.link_id,
+            "connect_refused",
+            now,
+            "sme",
+            {"source": pending.source, "reason": str(failure), "client": _client(request)},
+        )
+        return _problem_page(request, "Nothing was connected", str(failure), 400)
+    links.append_event(
+        session,
+        pending.link_id,
+        "connected",
+        now,
+        "sme",
+        {"source": pending.source, "client": _client(request)},
+    )
+    back = request.cookies.get(RETURN_COOKIE, "")
+    if back.startswith(f"/connect/{quote(pending.sme_id)}/"):
+        return RedirectResponse(back, 303)
+    return _page(
+        request,
+        "problem.html",
+        title="Connected",
+        detail=f"Your {pending.source} provider is connected. Go back to your link to finish.",
     )
 
 

@@ -101,8 +101,44 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_uploads_link_id"), ["link_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_uploads_sme_id"), ["sme_id"], unique=False)
 
+    op.create_table(
+        "oauth_requests",
+        sa.Column("state", sa.String(length=64), nullable=False),
+        sa.Column("link_id", sa.String(length=32), nullable=False),
+        sa.Column("sme_id", sa.String(length=32), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("code_verifier", sa.String(length=128), nullable=False),
+        sa.Column("redirect_uri", sa.String(length=512), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.String(length=16), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["link_id"], ["connector_links.link_id"], name=op.f("fk_oauth_requests_link_id_connector_links")
+        ),
+        sa.ForeignKeyConstraint(["sme_id"], ["smes.sme_id"], name=op.f("fk_oauth_requests_sme_id_smes")),
+        sa.PrimaryKeyConstraint("state", name=op.f("pk_oauth_requests")),
+    )
+    with op.batch_alter_table("oauth_requests", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_oauth_requests_link_id"), ["link_id"], unique=False)
+    op.create_table(
+        "provider_tokens",
+        sa.Column("sme_id", sa.String(length=32), nullable=False),
+        sa.Column("source", sa.String(length=32), nullable=False),
+        sa.Column("provider_url", sa.String(length=512), nullable=False),
+        sa.Column("refresh_token_encrypted", sa.Text(), nullable=False),
+        sa.Column("obtained_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["sme_id"], ["smes.sme_id"], name=op.f("fk_provider_tokens_sme_id_smes")),
+        sa.PrimaryKeyConstraint("sme_id", "source", name=op.f("pk_provider_tokens")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("provider_tokens")
+    with op.batch_alter_table("oauth_requests", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_oauth_requests_link_id"))
+
+    op.drop_table("oauth_requests")
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_uploads_sme_id"))
         batch_op.drop_index(batch_op.f("ix_uploads_link_id"))
