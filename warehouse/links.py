@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from warehouse import consent
@@ -54,6 +55,7 @@ from warehouse.models import (
 DEFAULT_VALID_DAYS = 14
 """How long a link can be answered, unless its creator says otherwise."""
 MAX_VALID_DAYS = 90
+APPEND_ATTEMPTS = 5
 SIGNATURE_CHARS = 32
 SOURCE_WORDS: dict[str, str] = {
     "accounting": "your accounting books (sales, costs, balances)",
@@ -114,25 +116,36 @@ def append_event(
     details: dict[str, Any],
 ) -> LinkEvent:
     """Append an event to a link's chain; its hash covers the previous event's (same construction
-    as the consent ledger's)."""
-    last = session.scalars(
-        select(LinkEvent).where(LinkEvent.link_id == link_id).order_by(LinkEvent.sequence.desc()).limit(1)
-    ).first()
-    sequence = 1 if last is None else last.sequence + 1
-    prev_hash = consent.GENESIS_HASH if last is None else last.hash
-    event = LinkEvent(
-        link_id=link_id,
-        sequence=sequence,
-        event_type=event_type,
-        occurred_at=occurred_at,
-        actor=actor,
-        details=details,
-        prev_hash=prev_hash,
-        hash=consent._event_hash(prev_hash, link_id, sequence, event_type, occurred_at, actor, details),
-    )
-    session.add(event)
-    session.flush()
-    return event
+    as the consent ledger's).
+
+    Two requests on one link may append at once (a page opened twice): the link row is locked
+    where the database can (PostgreSQL), and an insert that lost the race to the same sequence
+    number is retried on top of the winner, so the chain never forks.
+    """
+    session.get(ConnectorLink, link_id, with_for_update=True)
+    for _ in range(APPEND_ATTEMPTS):
+        last = session.scalars(
+            select(LinkEvent).where(LinkEvent.link_id == link_id).order_by(LinkEvent.sequence.desc()).limit(1)
+        ).first()
+        sequence = 1 if last is None else last.sequence + 1
+        prev_hash = consent.GENESIS_HASH if last is None else last.hash
+        event = LinkEvent(
+            link_id=link_id,
+            sequence=sequence,
+            event_type=event_type,
+            occurred_at=occurred_at,
+            actor=actor,
+            details=details,
+            prev_hash=prev_hash,
+            hash=consent._event_hash(prev_hash, link_id, sequence, event_type, occurred_at, actor, details),
+        )
+        try:
+            with session.begin_nested():
+                session.add(event)
+        except IntegrityError:
+            continue
+        return event
+    raise LinkError(f"link {link_id}: too many simultaneous changes; try again", 409)
 
 
 @dataclass(frozen=True)
