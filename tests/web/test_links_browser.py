@@ -194,7 +194,9 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
     page.wait_for_load_state()
     with session_scope(engine) as session:
         active = session.scalars(select(Consent).where(Consent.sme_id == sme_id)).all()
-    assert page.get_by_text(f"Done: you stopped every consent ({len(active)} consent(s) changed).").is_visible()
+    assert page.get_by_text(
+        f"Done: you stopped every consent ({len(active)} consent(s) changed)."
+    ).is_visible()
     check_page(page, "06-revoked")
     page.close()
 
