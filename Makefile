@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SMES ?=
 
-.PHONY: serve demo test test-sqlite test-postgres bench lint airflow clean install train
+.PHONY: serve demo test test-deep test-sqlite test-postgres bench lint airflow clean install train
 
 install: $(STAMP)
 
@@ -22,6 +22,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The consent law's stateful property with many more examples and longer runs than CI's.
+DEEP_EXAMPLES ?= 1500
+DEEP_STEPS ?= 30
+test-deep: $(STAMP)
+	@DOSSIER_CONSENT_LAW_EXAMPLES=$(DEEP_EXAMPLES) DOSSIER_CONSENT_LAW_STEPS=$(DEEP_STEPS) \
+		$(BIN)/python -m pytest -n 2 tests/warehouse/test_consent_law_stateful.py
 
 TRAIN_DATA ?= ../shared/data/credit/polish_bankruptcy_1y_train.csv
 

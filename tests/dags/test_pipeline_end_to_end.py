@@ -1,34 +1,48 @@
 """Both DAGs run in-process (``dag.test()``, Airflow metadata on SQLite) against the sandbox over HTTP.
 
 One scenario, driven through the ``dossier`` command where a user would use it: seed the sandbox's
-SMEs and consents, run the pipeline, pull as a lender, withdraw a consent, pull again, re-run.
+SMEs and consents, run the pipeline, pull as every lender, withdraw consents, pull again, re-run.
+It runs with the warehouse on SQLite and on PostgreSQL. What lenders received is judged by the
+independent oracle (``tests/consent_oracle.py``) from the ``consents`` table read by plain SQL and
+the pull files alone, never by the consent code under test.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import select
+from consent_oracle import (
+    Oracle,
+    as_of_instant,
+    ledger_from_sql,
+    pull_instant,
+    read_rows,
+    subscription_purposes,
+    utc_instant,
+)
+from sqlalchemy import select, text
 
 from dossier.cli import main
 from dossier.demo import run_pipeline
 from dossier.settings import for_home, override
-from warehouse import consent
-from warehouse.db import session_scope
+from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import SCHEMA_VERSION
-from warehouse.dossier_store import read_published
-from warehouse.models import Consent, DossierVersion, IngestionRun, QuarantineEntry
+from warehouse.models import DossierVersion
 from warehouse.storage import Store
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
 SMES = 36
+LENDERS = ("northwind-capital", "harbor-credit", "kestrel-finance")
 
 
 def _catalog() -> list[tuple]:
@@ -40,9 +54,54 @@ def _catalog() -> list[tuple]:
         ).all()
 
 
-def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, capsys) -> None:
+class Lenders:
+    """Pulls through the command, each judged by the oracle against the consents table as it is then."""
+
+    def __init__(self, url: str, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.engine = make_engine(url)
+        self.out = out
+        self.capsys = capsys
+        with self.engine.connect() as connection:
+            self.oracle = Oracle(ledger_from_sql(connection))
+            for lender, purpose in subscription_purposes(connection).items():
+                self.oracle.subscribed(lender, purpose)
+
+    def pull(self, lender: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        self.capsys.readouterr()
+        assert main(["lender", "pull", "--lender", lender, "--out", str(self.out)]) == 0
+        summary = json.loads(self.capsys.readouterr().out)
+        with self.engine.connect() as connection:
+            self.oracle.ledger = ledger_from_sql(connection)
+        dossiers, withdrawals = read_rows(summary["file"]), read_rows(summary["withdrawals_file"])
+        at = pull_instant(summary["pull_id"])
+        assert self.oracle.pulled(lender, at, dossiers, withdrawals, summary["pull_id"]) == []
+        return summary, dossiers, withdrawals
+
+
+@pytest.fixture
+def restored_environment() -> Iterator[None]:
+    """Running the DAGs wires Airflow through this process's environment (the warehouse URL among
+    others); put it back, so later tests and the processes they start never see a dropped schema."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.mark.usefixtures("restored_environment")
+def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
+    warehouse_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     as_of = dt.datetime.now(dt.UTC).date()
-    settings = for_home(tmp_path / "var", shard_count=2, sandbox_smes=SMES, sandbox_fault_rate=0.03)
+    settings = for_home(
+        tmp_path / "var",
+        warehouse_url=warehouse_url,
+        shard_count=2,
+        sandbox_smes=SMES,
+        sandbox_fault_rate=0.03,
+    )
     with override(settings):
         assert main(["sandbox", "seed"]) == 0
         first = run_pipeline(as_of=as_of)
@@ -50,109 +109,84 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(tmp_path: Path, ca
             ("sme_ingest", "success", []),
             ("sme_dossier_publish", "success", []),
         ]
+        lenders = Lenders(warehouse_url, tmp_path / "pulls", capsys)
 
-        at = dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
-        with session_scope() as session:
-            smes = session.scalars(select(Consent.sme_id).distinct()).all()
-            terms = consent.terms_of(session, smes, active_at=(at, dt.datetime.now(dt.UTC)))
-            runs = session.execute(
-                select(IngestionRun.sme_id, IngestionRun.source, IngestionRun.status)
+        # Consent is law before a pull: a source is pulled only where a consent active at the as-of
+        # instant and still active when the run checked covers it (the oracle reads the table).
+        with lenders.engine.connect() as connection:
+            runs = connection.execute(
+                text("SELECT sme_id, source, status, started_at FROM ingestion_runs ORDER BY sme_id, source")
             ).all()
             quarantined = set(
-                session.scalars(select(QuarantineEntry.sme_id).where(QuarantineEntry.resolved_at.is_(None)))
+                connection.scalars(text("SELECT sme_id FROM quarantine WHERE resolved_at IS NULL"))
             )
-        # Consent is law before a pull: a source is pulled only where an active consent covers it.
-        for sme_id, source, status in runs:
-            covered = any(source in t.sources for t in terms.get(sme_id, []))
-            assert (status != "skipped_no_consent") == covered, (sme_id, source, status)
-        assert {status for *_, status in runs} >= {"pulled", "skipped_no_consent"}
-
-        published = read_published(Store.from_settings(), as_of=as_of)
-        assert len(published) > SMES // 2
-        # ... and at publishing: every dossier has a lender entitled to all the sources it used.
-        for row in published.itertuples():
-            assert any(
-                set(row.sources_used) <= t.sources and row.history_months <= t.history_months
-                for t in terms[row.sme_id]
-            )
-        assert not set(published["sme_id"]) & quarantined
-        assert published["grade"].isin(list("ABCDE")).all()
-        assert published["pd_12m"].between(0, 1).all()
-
+        ledger = lenders.oracle.ledger
+        start = as_of_instant(as_of)
+        for sme_id, source, status, started in runs:
+            covering = [e for e in ledger.of_sme(sme_id) if source in e.terms.sources]
+            if status == "pulled":
+                assert any(e.active_at(start) and e.active_at(utc_instant(started)) for e in covering), (
+                    sme_id,
+                    source,
+                )
+            if not any(e.active_at(start) for e in covering):
+                assert status == "skipped_no_consent", (sme_id, source, status)
+        assert {status for *_, status, _ in runs} >= {"pulled", "skipped_no_consent"}
         assert (settings.data_docs_dir / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
 
+        # At every lender pull: each row is covered by a consent naming that lender (the oracle).
+        received: dict[str, list[dict[str, Any]]] = {}
+        for lender in LENDERS:
+            _summary, dossiers, withdrawals = lenders.pull(lender)
+            received[lender] = dossiers
+            assert withdrawals == []
+        everything = [row for rows in received.values() for row in rows]
+        assert len({row["sme_id"] for row in everything}) > SMES // 2
+        assert not {row["sme_id"] for row in everything} & quarantined
+        assert {row["grade"] for row in everything} <= set("ABCDE")
+        assert all(0 <= row["pd_12m"] <= 1 for row in everything)
+
         lender = "northwind-capital"
-        out = tmp_path / "pulls"
-        capsys.readouterr()
-        assert main(["lender", "pull", "--lender", lender, "--out", str(out)]) == 0
-        pulled = json.loads(capsys.readouterr().out)
-        files = sorted(out.glob(f"{lender}-*.parquet"))
-        assert pulled["delivered"] > 0
-        assert [str(f) for f in files] == [pulled["file"]]
+        files = sorted((tmp_path / "pulls").glob(f"{lender}-*.parquet"))
+        assert len(files) == 1
         frame = pd.read_parquet(files[0])
+        assert len(frame) == len(received[lender]) > 0
         assert duckdb.sql(f"select count(*) from read_parquet('{files[0]}')").fetchall() == [(len(frame),)]
-        assert all(
-            any(lender in t.recipients and set(u) <= t.sources for t in terms[s])
-            for s, u in zip(frame["sme_id"], frame["sources_used"], strict=True)
-        )
         assert pq.read_schema(files[0]).field("pd_12m").metadata[b"description"]
 
+        # The SME withdraws every consent that names this lender: the next pull says so, once.
         withdrawn_sme = frame["sme_id"].iloc[0]
-        with session_scope() as session:
-            consent_id = session.scalars(
-                select(Consent.consent_id).where(Consent.sme_id == withdrawn_sme, Consent.status == "active")
-            ).first()
-        assert main(["consent", "revoke", consent_id, "--reason", "SME changed lender"]) == 0
-        capsys.readouterr()
-        assert main(["lender", "pull", "--lender", lender, "--out", str(out)]) == 0
-        second_pull = json.loads(capsys.readouterr().out)
-        withdrawals = pd.read_parquet(second_pull["withdrawals_file"])
-        assert (second_pull["delivered"], withdrawals["sme_id"].tolist()) == (0, [withdrawn_sme])
+        naming = sorted(
+            e.terms.consent_id
+            for e in lenders.oracle.ledger.of_sme(withdrawn_sme)
+            if lender in e.terms.recipients and e.ended_at is None
+        )
+        assert naming
+        for consent_id in naming:
+            assert main(["consent", "revoke", "--consent", consent_id, "--reason", "SME changed lender"]) == 0
+        second_pull, dossiers, withdrawals = lenders.pull(lender)
+        assert (second_pull["delivered"], {w["sme_id"] for w in withdrawals}) == (0, {withdrawn_sme})
+        assert dossiers == []
 
         # A re-run of the same day changes nothing a lender can see: same catalog, nothing redelivered.
         catalog = _catalog()
-        raw_files = sorted((settings.home / "raw").rglob("*.*"))
         partition = sorted(
-            Path(Store.from_settings().layout.dossier_partition(2, as_of.isoformat())).glob("*.parquet")
+            Path(Store.from_settings().layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())).glob(
+                "*.parquet"
+            )
         )
         before = {p.name: p.read_bytes() for p in partition}
         second = run_pipeline(as_of=as_of)
         assert [r["state"] for r in second["runs"]] == ["success", "success"]
-        assert _catalog() == catalog
-        capsys.readouterr()
-        assert main(["lender", "pull", "--lender", lender, "--out", str(out)]) == 0
-        assert json.loads(capsys.readouterr().out)["delivered"] == 0
-        republished = read_published(Store.from_settings(), as_of=as_of)
-        assert withdrawn_sme not in set(republished["sme_id"])
+        assert [row for row in _catalog() if row[0].split(":")[0] != withdrawn_sme] == [
+            row for row in catalog if row[0].split(":")[0] != withdrawn_sme
+        ]
+        again, dossiers, withdrawals = lenders.pull(lender)
+        assert (again["delivered"], withdrawals) == (0, [])
+        for other in LENDERS[1:]:
+            # Only the SME that changed its consents may reach (or leave) the other lenders now.
+            _summary, dossiers, withdrawals = lenders.pull(other)
+            assert {row["sme_id"] for row in dossiers + withdrawals} <= {withdrawn_sme}, other
         unchanged = {p.name: p.read_bytes() for p in partition if p.exists()}
         assert set(unchanged) <= set(before)
-        # Sandbox payloads carry no port or clock: the re-run landed no new raw file.
-        assert sorted((settings.home / "raw").rglob("*.*")) == raw_files
-
-        # Every SME of the day is counted once in the status summary.
-        capsys.readouterr()
-        assert main(["status", "--as-of", as_of.isoformat()]) == 0
-        assert "registered" in capsys.readouterr().out
-        from dossier.report import pipeline_report
-
-        report = pipeline_report(as_of)
-        assert sum(report["outcomes"].values()) == report["smes_registered"] == SMES
-
-        # dossier verify: clean now; then names a damaged raw payload and a damaged dossier part.
-        capsys.readouterr()
-        assert main(["verify"]) == 0
-        assert capsys.readouterr().out.startswith(f"verified {len(raw_files)} raw payloads")
-        damaged_raw = raw_files[len(raw_files) // 2]
-        damaged_raw.write_bytes(damaged_raw.read_bytes()[:-1])
-        damaged_part = sorted(
-            Path(Store.from_settings().layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())).glob(
-                "*.parquet"
-            )
-        )[0]
-        damaged_part.write_bytes(b"not parquet")
-        assert main(["verify", "--json"]) == 1
-        found = json.loads(capsys.readouterr().out)
-        assert [(p["kind"], p["path"]) for p in found["problems"]] == [
-            ("raw_mismatch", str(damaged_raw)),
-            ("dossier_mismatch", str(damaged_part)),
-        ]
+        lenders.engine.dispose()
