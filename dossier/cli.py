@@ -405,6 +405,45 @@ def cmd_consent_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent_verify(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.links import verify_ledgers
+
+    with session_scope() as session:
+        checked, broken = verify_ledgers(session)
+    for found in broken:
+        console.print(f"broken: {found}", markup=False)
+    console.print(f"{checked} ledger chain(s) checked, {len(broken)} broken", markup=False)
+    return EXIT_FAILED if broken else EXIT_OK
+
+
+def cmd_link_create(args: argparse.Namespace) -> int:
+    from dossier.web.sme import link_url
+    from warehouse import links
+    from warehouse.db import session_scope
+
+    settings = get_settings()
+    with session_scope() as session:
+        made = links.create_link(
+            session,
+            settings.kept_secret("secret_key"),
+            sme_id=args.sme,
+            sources=_csv(args.sources),
+            recipients=_csv(args.lenders),
+            purpose=args.purpose,
+            history_months=args.months,
+            consent_days=args.consent_days,
+            valid_days=args.valid_days,
+            actor=args.actor,
+        )
+        console.print(
+            f"link {made.link.link_id} for {made.link.sme_id}, valid until {made.link.expires_at:%Y-%m-%d %H:%M} UTC:",
+            markup=False,
+        )
+    print(link_url(settings, args.sme, made.token))
+    return 0
+
+
 # --- lender -----------------------------------------------------------------------------------------
 
 
@@ -856,6 +895,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     erase.add_argument("--sme", required=True, help="the SME to erase")
     erase.add_argument("--actor", default="operator", help="who asked (default operator)")
+    add(
+        consent,
+        "verify",
+        cmd_consent_verify,
+        "Check every consent and link ledger chain; name the first broken event of each (exit 1).",
+    )
+
+    link = commands.add_parser("link", help="connector links sent to SMEs").add_subparsers(
+        dest="link_command", required=True, metavar="COMMAND"
+    )
+    link_create = add(
+        link,
+        "create",
+        cmd_link_create,
+        "Make a signed, expiring link asking an SME for a consent; print its URL.",
+    )
+    link_create.add_argument("--sme", required=True, help="the SME asked, e.g. SME-000042")
+    link_create.add_argument(
+        "--sources", required=True, help="comma-separated sources: accounting,tax,utility,survey"
+    )
+    link_create.add_argument(
+        "--lenders", required=True, help="comma-separated lender ids that would receive the dossier"
+    )
+    link_create.add_argument("--purpose", required=True, help="credit_decision or facility_monitoring")
+    link_create.add_argument("--months", required=True, type=int, help="months of history asked for (1-120)")
+    link_create.add_argument(
+        "--consent-days", required=True, type=int, help="days the consent lasts once granted"
+    )
+    link_create.add_argument(
+        "--valid-days", type=int, default=14, help="days the link can be answered (default 14)"
+    )
+    link_create.add_argument("--actor", default="operator", help="who asks (default operator)")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
         dest="lender_command", required=True, metavar="COMMAND"

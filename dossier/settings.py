@@ -140,6 +140,9 @@ class Environment(BaseSettings):
         "",
         description="The lender's API key that `dossier lender pull --api` sends (made by `dossier lender add`).",
     )
+    upload_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest file an SME may upload through a connector link (bytes)."
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -305,6 +308,7 @@ class Settings:
     operator_token: str = ""
     lender_api_url: str = ""
     lender_api_key: str = ""
+    upload_max_bytes: int = 20 * 1024 * 1024
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -349,6 +353,7 @@ class Settings:
             operator_token=parsed.operator_token,
             lender_api_url=parsed.lender_api_url.rstrip("/"),
             lender_api_key=parsed.lender_api_key,
+            upload_max_bytes=parsed.upload_max_bytes,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

@@ -363,3 +363,122 @@ class FeedEvent(Base):
     content_sha256: Mapped[str] = mapped_column(String(64), default="")
     dossier_json: Mapped[str | None] = mapped_column(Text)
     """The delivered row as JSON (dates in ISO 8601), for ``delivered`` events."""
+
+
+class ConnectorLink(Base):
+    """A request sent to an SME: the terms it is asked to grant, reached by a signed, expiring token.
+
+    Only the sha256 of the token is kept; a link grants (or declines) at most once.
+    """
+
+    __tablename__ = "connector_links"
+
+    link_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    sources: Mapped[list[str]]
+    recipients: Mapped[list[str]]
+    purpose: Mapped[str] = mapped_column(String(32))
+    history_months: Mapped[int]
+    consent_days: Mapped[int]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    answered_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    """``granted`` or ``declined`` once the SME answered; the link is spent then."""
+    consent_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ShownText(Base):
+    """Each version of the words an SME was shown, kept once, addressed by its sha256."""
+
+    __tablename__ = "shown_texts"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    first_shown_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class LinkEvent(Base):
+    """Append-only history of a connector link (requested, shown, granted, declined), hash-chained
+    per link like ``consent_events``; ``text_sha256`` names the exact text the SME saw."""
+
+    __tablename__ = "link_events"
+    __table_args__ = (UniqueConstraint("link_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), index=True)
+    sequence: Mapped[int]
+    event_type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SmePageKey(Base):
+    """The SME's own page: the sha256 of its current long-lived key (rotating replaces it)."""
+
+    __tablename__ = "sme_page_keys"
+
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Upload(Base):
+    """A file an SME uploaded for a source through a connector link: landed raw first, then read.
+
+    ``status`` is ``parsed`` (a parser of the source's formats read it), ``unreadable`` (received
+    and kept, no parser recognises it yet) or ``rejected`` (another source's format, or a file its
+    parser refused: ``detail`` says why, naming the record and field).
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), index=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    raw_path: Mapped[str] = mapped_column(String(512))
+    size_bytes: Mapped[int]
+    format: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    tables: Mapped[dict[str, Any]]
+    """Rows understood per canonical table (empty unless parsed)."""
+    uploaded_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class OAuthRequest(Base):
+    """An authorization-code request sent to a provider from a connector link (``state`` and the
+    PKCE verifier, kept server-side); ``outcome`` records how the callback ended."""
+
+    __tablename__ = "oauth_requests"
+
+    state: Mapped[str] = mapped_column(String(64), primary_key=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), index=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"))
+    source: Mapped[str] = mapped_column(String(32))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    redirect_uri: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProviderToken(Base):
+    """An SME's provider credential from the authorization-code flow, encrypted at rest (Fernet)."""
+
+    __tablename__ = "provider_tokens"
+
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider_url: Mapped[str] = mapped_column(String(512))
+    refresh_token_encrypted: Mapped[str] = mapped_column(Text)
+    obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

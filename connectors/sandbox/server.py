@@ -23,6 +23,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import html
 import json
 import re
 import socket
@@ -34,7 +35,7 @@ from urllib.parse import parse_qs
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from connectors.core.http import UNKNOWN_ACCOUNT
 from connectors.sandbox import providers
@@ -45,6 +46,15 @@ from connectors.sandbox.auth import (
     TokenIssuer,
     issue_credentials,
     kobo_asset_uid,
+)
+from connectors.sandbox.authorize import (
+    CODE_TTL_SECONDS,
+    OAUTH_SOURCES,
+    AuthorizationCodes,
+    PendingCode,
+    approval_page,
+    authorize_error,
+    redirect_target,
 )
 from connectors.sandbox.universe import SOURCES_REFS, SmeRecord, Universe
 
@@ -182,6 +192,7 @@ class SandboxServer:
         self._entries = functools.lru_cache(maxsize=4096)(self._render_entries)
         self._submissions = functools.lru_cache(maxsize=4096)(self._render_submissions)
         self._kobo_tokens: dict[str, str] | None = None
+        self.codes = AuthorizationCodes()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -291,15 +302,27 @@ class SandboxServer:
                 {"error": "invalid_client", "error_description": "unknown client or wrong client secret"},
                 {"WWW-Authenticate": 'Basic realm="sandbox"'},
             )
-        if form.get("grant_type") != "refresh_token":
+        if form.get("grant_type") == "authorization_code":
+            account, problem = self.codes.redeem(
+                source,
+                form.get("code", ""),
+                client_id or "",
+                form.get("redirect_uri", ""),
+                form.get("code_verifier", ""),
+            )
+            if account is None:
+                return _json(400, {"error": "invalid_grant", "error_description": problem})
+            refresh = self.issuer.refresh_token(source, account)
+        elif form.get("grant_type") != "refresh_token":
             return _json(
                 400,
                 {
                     "error": "unsupported_grant_type",
-                    "error_description": "only grant_type=refresh_token is supported",
+                    "error_description": "only grant_type=refresh_token or authorization_code is supported",
                 },
             )
-        refresh = form.get("refresh_token", "")
+        else:
+            refresh = form.get("refresh_token", "")
         account = self.issuer.refresh_account(source, refresh)
         if account is not None and self.universe.account_index(source, account) is None:
             return self._unknown_account(source, account)
@@ -375,7 +398,45 @@ class SandboxServer:
         ):
             for method, path, endpoint in routes:
                 app.add_route(prefix + path, endpoint, methods=[method])
+        for source in OAUTH_SOURCES:
+            app.add_route(
+                f"/{source}/oauth/authorize", self._authorize_endpoint(source), methods=["GET", "POST"]
+            )
         return app
+
+    def _authorize_endpoint(self, source: str) -> Callable[[Request], Awaitable[Response]]:
+        """The provider's authorization endpoint: its approval page (GET) and the holder's answer (POST)."""
+
+        async def authorize(request: Request) -> Response:
+            if request.method == "POST":
+                body = parse_qs((await request.body()).decode("utf-8", "replace"))
+                params = {k: v[0] for k, v in body.items()}
+            else:
+                params = dict(request.query_params)
+            account = params.get("login_hint", "")
+            known = bool(account) and self.universe.account_index(source, account) is not None
+            problem = authorize_error(params, self.credentials.client_id, known)
+            if problem:
+                return HTMLResponse(
+                    f"<!doctype html><title>Request refused</title><p>{html.escape(problem)}</p>", 400
+                )
+            if request.method == "GET":
+                return HTMLResponse(approval_page(source, params, SCOPES[source]))
+            if params.get("decision") != "approve":
+                return RedirectResponse(redirect_target(params, error="access_denied"), 303)
+            code = self.codes.issue(
+                PendingCode(
+                    source,
+                    account,
+                    params["client_id"],
+                    params["redirect_uri"],
+                    params["code_challenge"],
+                    time.time() + CODE_TTL_SECONDS,
+                )
+            )
+            return RedirectResponse(redirect_target(params, code=code), 303)
+
+        return authorize
 
     def _accounting_routes(self) -> list[Route]:
 
