@@ -12,7 +12,7 @@ Called by :func:`warehouse.consent.erase` after every consent of the SME is revo
 * the rows its lenders' feed log events kept (``feed_events.dossier_json``; the events stay).
 
 What stays: the SME's id, the consents and their hash-chained events (the fact of the grant,
-revocation and erasure), deliveries and withdrawals (the fact of what was handed over).
+revocation and erasure), the connector links with their ledger (what was asked and shown), deliveries and withdrawals (the fact of what was handed over).
 """
 
 from __future__ import annotations
@@ -32,10 +32,14 @@ from warehouse.models import (
     DossierVersion,
     FeedEvent,
     IngestionRun,
+    OAuthRequest,
+    ProviderToken,
     QuarantineEntry,
     RawPayload,
     Sme,
+    SmePageKey,
     SourceConnection,
+    Upload,
 )
 from warehouse.storage import Store
 
@@ -112,9 +116,27 @@ def _delete_raw(session: Session, store: Store, sme_id: str) -> int:
     return files
 
 
+def _delete_uploads(session: Session, store: Store, sme_id: str) -> int:
+    """Remove the files ``sme_id`` uploaded (unless another SME's upload or payload has the same bytes)."""
+    uploads = session.execute(
+        select(Upload.id, Upload.sha256, Upload.raw_path).where(Upload.sme_id == sme_id)
+    ).all()
+    files = 0
+    for _upload_id, sha256, path in uploads:
+        shared = session.scalar(
+            select(Upload.id).where(Upload.sha256 == sha256, Upload.sme_id != sme_id).limit(1)
+        ) or session.scalar(select(RawPayload.id).where(RawPayload.sha256 == sha256).limit(1))
+        if shared is None and store.exists(path):
+            store.delete(path)
+            files += 1
+    session.execute(delete(Upload).where(Upload.sme_id == sme_id))
+    return files
+
+
 def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.datetime) -> dict[str, Any]:
     """Remove ``sme_id``'s data (see the module docstring); returns what was removed, by kind."""
     raw_files = _delete_raw(session, store, sme_id)
+    uploaded_files = _delete_uploads(session, store, sme_id)
     canonical_rows = _rewrite_tables(store, posixpath.join(store.root, "canonical"), sme_id)
     staged_rows = _rewrite_tables(store, posixpath.join(store.root, "staging"), sme_id)
     dossier_rows = _rewrite_dossiers(store, sme_id)
@@ -123,15 +145,20 @@ def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.dateti
     ).rowcount
     quarantine = session.execute(delete(QuarantineEntry).where(QuarantineEntry.sme_id == sme_id)).rowcount
     connections = session.execute(delete(SourceConnection).where(SourceConnection.sme_id == sme_id)).rowcount
+    tokens = session.execute(delete(ProviderToken).where(ProviderToken.sme_id == sme_id)).rowcount
+    session.execute(delete(OAuthRequest).where(OAuthRequest.sme_id == sme_id))
+    session.execute(delete(SmePageKey).where(SmePageKey.sme_id == sme_id))
     session.execute(update(FeedEvent).where(FeedEvent.sme_id == sme_id).values(dossier_json=None))
     session.execute(update(Sme).where(Sme.sme_id == sme_id).values(name=ERASED_NAME, erased_at=at))
     session.flush()
     return {
         "raw_files": raw_files,
+        "uploaded_files": uploaded_files,
         "canonical_rows": canonical_rows,
         "staged_rows": staged_rows,
         "dossier_rows": dossier_rows,
         "dossier_versions": versions,
         "quarantine_entries": quarantine,
         "source_connections": connections,
+        "provider_tokens": tokens,
     }

@@ -26,13 +26,16 @@ from warehouse.db import make_engine, session_scope
 from warehouse.dossier_store import read_published
 from warehouse.feed import pull, subscribe
 from warehouse.models import (
+    ConnectorLink,
     ConsentEvent,
     Delivery,
     IngestionRun,
     Lender,
+    ProviderToken,
     QuarantineEntry,
     RawPayload,
     Sme,
+    Upload,
 )
 from warehouse.storage import Store
 
@@ -248,6 +251,8 @@ def test_erasure_removes_the_data_and_withdraws_from_every_lender(world: dict[st
     grant(engine, "C-2", SMES[1], ["northwind"], ["accounting"], 24)
     raw = store.layout.raw("accounting", "ab" * 32, "json")
     store.put_immutable(raw, b'{"pages": 1}')
+    uploaded = store.layout.raw("utility", "ef" * 32, "xml")
+    store.put_immutable(uploaded, b"<feed/>\n")
     with session_scope(engine) as session:
         run = IngestionRun(sme_id=SMES[0], source="accounting", as_of_date=AS_OF, status="pulled")
         session.add(run)
@@ -263,6 +268,40 @@ def test_erasure_removes_the_data_and_withdraws_from_every_lender(world: dict[st
                 size_bytes=12,
             )
         )
+        # What came in through a connector link: an uploaded file and a provider token.
+        session.add(
+            ConnectorLink(
+                link_id="L-1",
+                token_sha256="cd" * 32,
+                sme_id=SMES[0],
+                sources=["utility"],
+                recipients=["northwind"],
+                purpose="credit_decision",
+                history_months=12,
+                consent_days=90,
+                created_by="operator",
+                expires_at=NOW + dt.timedelta(days=14),
+            )
+        )
+        session.flush()
+        session.add(
+            Upload(
+                link_id="L-1",
+                sme_id=SMES[0],
+                source="utility",
+                filename="bill.xml",
+                sha256="ef" * 32,
+                raw_path=uploaded,
+                size_bytes=9,
+                status="unreadable",
+                tables={},
+            )
+        )
+        session.add(
+            ProviderToken(
+                sme_id=SMES[0], source="accounting", provider_url="http://x", refresh_token_encrypted="e"
+            )
+        )
     run_day()
     first = NOW + dt.timedelta(hours=1)
     assert len(rows_of(pull_as(world, "northwind", first)["file"])) == 2
@@ -273,6 +312,8 @@ def test_erasure_removes_the_data_and_withdraws_from_every_lender(world: dict[st
     assert result["consents_revoked"] == 1
     assert result["removed"]["raw_files"] == 1
     assert not store.exists(raw)
+    assert (result["removed"]["uploaded_files"], result["removed"]["provider_tokens"]) == (1, 1)
+    assert not store.exists(uploaded)
 
     later = first + dt.timedelta(hours=1)
     for lender in ("northwind", "harbor"):
@@ -290,6 +331,9 @@ def test_erasure_removes_the_data_and_withdraws_from_every_lender(world: dict[st
         sme = session.get(Sme, SMES[0])
         assert (sme.name, sme.erased_at is not None) == ("(erased)", True)
         assert session.scalars(select(RawPayload)).all() == []
+        assert session.scalars(select(Upload)).all() == []
+        assert session.scalars(select(ProviderToken)).all() == []
+        assert session.get(ConnectorLink, "L-1") is not None  # the ledger keeps what was asked
         events = session.scalars(
             select(ConsentEvent.event_type).where(ConsentEvent.consent_id == "C-1")
         ).all()
