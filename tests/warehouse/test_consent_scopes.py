@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from dossier import pipeline
 from dossier.settings import for_home, override
@@ -28,7 +27,6 @@ from warehouse.feed import pull, subscribe
 from warehouse.models import (
     ConnectorLink,
     ConsentEvent,
-    Delivery,
     IngestionRun,
     Lender,
     ProviderToken,
@@ -378,26 +376,6 @@ def test_an_interrupted_pull_is_finished_or_discarded_at_the_next_one(world: dic
     assert second["recovered"] == {"finished": 1, "discarded": 0}
     assert final.exists()
     assert second["delivered"] == 0
-
-
-def test_a_failed_commit_leaves_no_file_and_no_delivery(
-    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine = world["engine"]
-    grant(engine, "C-1", SMES[0], ["northwind"], ["accounting"], 24)
-    run_day()
-
-    def commit_fails() -> None:
-        raise RuntimeError("the database went away")
-
-    with Session(engine) as session:
-        monkeypatch.setattr(session, "commit", commit_fails)
-        with pytest.raises(RuntimeError, match="went away"):
-            pull(session, world["store"], lender_id="northwind", out_dir=world["out"], now=NOW)
-    assert list(world["out"].iterdir()) == []
-    with session_scope(engine) as session:
-        assert session.scalars(select(Delivery)).all() == []
-    assert pull_as(world, "northwind", NOW + dt.timedelta(hours=1))["delivered"] == 1
 
 
 def test_every_lookup_takes_a_shard_of_seventy_thousand_ids(warehouse_url: str, tmp_path: Path) -> None:
