@@ -168,13 +168,19 @@ class IngestionRun(Base):
 
 
 class RawPayload(Base):
-    """One immutable, content-addressed response body landed by an ingestion run."""
+    """One immutable, content-addressed response body landed by an ingestion run.
+
+    Every attempt of a run (its first pull, each re-run of the same date) keeps its own rows, so
+    the lineage of which payloads each attempt used is never overwritten.
+    """
 
     __tablename__ = "raw_payloads"
-    __table_args__ = (UniqueConstraint("ingestion_run_id", "sequence"),)
+    __table_args__ = (UniqueConstraint("ingestion_run_id", "attempt", "sequence"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     ingestion_run_id: Mapped[int] = mapped_column(ForeignKey("ingestion_runs.id"), index=True)
+    attempt: Mapped[int] = mapped_column(default=1)
+    """1 for a run's first pull, then one more for each re-run of the same SME, source and date."""
     sequence: Mapped[int]
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     path: Mapped[str] = mapped_column(String(512))

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from connectors.core.streams import RawPage
-from warehouse.db import upsert
+from warehouse.db import in_chunks
 from warehouse.models import RawPayload
 from warehouse.storage import Store, sha256_hex
 
@@ -96,14 +96,24 @@ def run_hash(payload_hashes: Sequence[str]) -> str | None:
 
 
 def record_payloads(session: Session, landed_by_run: Mapping[int, Sequence[LandedPayload]]) -> None:
-    """Make each run's ``raw_payloads`` rows exactly its ``landed`` list: a re-run updates them in place.
+    """Record each run's ``landed`` list as a new **attempt** of that run: lineage is never overwritten.
 
-    Rows keep their id and ``landed_at`` when the same sequence number is landed again; rows past
-    a run's new last sequence (an earlier run received more pages) are removed.
+    A run's first pull is attempt 1; a re-run of the same SME, source and date adds attempt 2, and
+    so on, each with the payloads it used in order (``sequence``). Earlier attempts keep their rows.
     """
+    latest: dict[int, int] = {}
+    for chunk in in_chunks(landed_by_run):
+        latest.update(
+            session.execute(
+                select(RawPayload.ingestion_run_id, func.max(RawPayload.attempt))
+                .where(RawPayload.ingestion_run_id.in_(chunk))
+                .group_by(RawPayload.ingestion_run_id)
+            ).all()
+        )
     rows = [
         {
             "ingestion_run_id": run_id,
+            "attempt": latest.get(run_id, 0) + 1,
             "sequence": payload.sequence,
             "sha256": payload.sha256,
             "path": payload.path,
@@ -115,17 +125,5 @@ def record_payloads(session: Session, landed_by_run: Mapping[int, Sequence[Lande
         for run_id, landed in landed_by_run.items()
         for payload in landed
     ]
-    upsert(
-        session,
-        RawPayload,
-        rows,
-        key=("ingestion_run_id", "sequence"),
-        update=("sha256", "path", "request", "media_type", "size_bytes"),
-    )
-    if landed_by_run:
-        session.connection().execute(
-            delete(RawPayload).where(
-                RawPayload.ingestion_run_id == bindparam("run_id"), RawPayload.sequence >= bindparam("count")
-            ),
-            [{"run_id": run_id, "count": len(landed)} for run_id, landed in landed_by_run.items()],
-        )
+    if rows:
+        session.execute(insert(RawPayload), rows)

@@ -51,9 +51,7 @@ def test_the_run_hash_covers_the_ordered_payload_hashes() -> None:
     assert run_hash([]) is None
 
 
-def test_payload_rows_follow_the_latest_run_without_duplicates(
-    warehouse_engine: Engine, tmp_path: Path
-) -> None:
+def test_every_attempt_of_a_run_keeps_its_own_payload_rows(warehouse_engine: Engine, tmp_path: Path) -> None:
     store = Store(str(tmp_path))
     landed = [land_page(store, "tax", page(f'{{"n": {i}}}'.encode(), f"p{i}"), i) for i in range(3)]
     with session_scope(warehouse_engine) as session:
@@ -65,16 +63,18 @@ def test_payload_rows_follow_the_latest_run_without_duplicates(
         session.add(run)
         session.flush()
         record_payloads(session, {run.id: landed})
-        ids = session.scalars(select(RawPayload.id).order_by(RawPayload.sequence)).all()
-        record_payloads(session, {run.id: landed})
-        record_payloads(session, {run.id: landed[:2]})
+        first = session.scalars(select(RawPayload.id).order_by(RawPayload.sequence)).all()
+        record_payloads(session, {run.id: landed[:2]})  # a re-run that received fewer pages
     with session_scope(warehouse_engine) as session:
         rows = session.execute(
-            select(RawPayload.id, RawPayload.sequence, RawPayload.sha256, RawPayload.request).order_by(
-                RawPayload.sequence
+            select(RawPayload.id, RawPayload.attempt, RawPayload.sequence, RawPayload.sha256).order_by(
+                RawPayload.attempt, RawPayload.sequence
             )
         ).all()
-    assert rows == [(ids[i], i, landed[i].sha256, f"GET /v1/x?p{i}") for i in range(2)]
+    assert [tuple(r) for r in rows[:3]] == [(first[i], 1, i, landed[i].sha256) for i in range(3)]
+    assert [(attempt, sequence, sha) for _id, attempt, sequence, sha in rows[3:]] == [
+        (2, i, landed[i].sha256) for i in range(2)
+    ]
 
 
 def test_a_damaged_landed_object_is_rechecked_and_replaced(tmp_path: Path, caplog) -> None:

@@ -315,6 +315,7 @@ def test_rerunning_a_shard_changes_nothing(source: str, seeded: Seeded, sandbox:
                 select(
                     RawPayload.id,
                     RawPayload.ingestion_run_id,
+                    RawPayload.attempt,
                     RawPayload.sequence,
                     RawPayload.sha256,
                     RawPayload.path,
@@ -333,9 +334,16 @@ def test_rerunning_a_shard_changes_nothing(source: str, seeded: Seeded, sandbox:
     first = ingest(seeded, sandbox, source, 1)
     before = snapshot()
     second = ingest(seeded, sandbox, source, 1)
+    after = snapshot()
 
     assert second == first
-    assert snapshot() == before
+    # Everything is as it was, except that the re-run's lineage is kept as a second attempt that
+    # used exactly the same payloads; the first attempt's rows are untouched.
+    assert (after[0], after[1], after[2], after[4]) == (before[0], before[1], before[2], before[4])
+    assert [tuple(row) for row in after[3] if row.attempt == 1] == [tuple(row) for row in before[3]]
+    assert [(r.ingestion_run_id, r.sequence, r.sha256, r.path) for r in after[3] if r.attempt == 2] == [
+        (r.ingestion_run_id, r.sequence, r.sha256, r.path) for r in before[3]
+    ]
     assert before[2]
     assert before[3]
 
