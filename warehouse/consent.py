@@ -299,7 +299,7 @@ def why_not(
 # --- the ledger -----------------------------------------------------------------------------------
 
 
-def _event_hash(
+def event_hash(
     prev_hash: str,
     consent_id: str,
     sequence: int,
@@ -308,6 +308,7 @@ def _event_hash(
     actor: str,
     details: dict[str, Any],
 ) -> str:
+    """The sha256 of one ledger event and the hash before it: the link of every hash chain (consents, links)."""
     body = json.dumps(
         [
             prev_hash,
@@ -348,7 +349,7 @@ def _append_event(
         actor=actor,
         details=details,
         prev_hash=prev_hash,
-        hash=_event_hash(prev_hash, consent_id, sequence, event_type, occurred_at, actor, details),
+        hash=event_hash(prev_hash, consent_id, sequence, event_type, occurred_at, actor, details),
     )
     session.add(event)
     session.flush()
@@ -362,7 +363,7 @@ def verify_chain(session: Session, consent_id: str) -> bool:
         select(ConsentEvent).where(ConsentEvent.consent_id == consent_id).order_by(ConsentEvent.sequence)
     )
     for expected_sequence, event in enumerate(events, start=1):
-        recomputed = _event_hash(
+        recomputed = event_hash(
             prev, consent_id, event.sequence, event.event_type, event.occurred_at, event.actor, event.details
         )
         if event.sequence != expected_sequence or event.prev_hash != prev or event.hash != recomputed:

@@ -137,7 +137,7 @@ def append_event(
             actor=actor,
             details=details,
             prev_hash=prev_hash,
-            hash=consent._event_hash(prev_hash, link_id, sequence, event_type, occurred_at, actor, details),
+            hash=consent.event_hash(prev_hash, link_id, sequence, event_type, occurred_at, actor, details),
         )
         try:
             with session.begin_nested():
@@ -166,7 +166,7 @@ class BrokenLink:
 def _first_broken(chain: str, chain_id: str, events: list[Any]) -> BrokenLink | None:
     prev = consent.GENESIS_HASH
     for expected, event in enumerate(events, start=1):
-        recomputed = consent._event_hash(
+        recomputed = consent.event_hash(
             prev, chain_id, event.sequence, event.event_type, event.occurred_at, event.actor, event.details
         )
         problem = None
