@@ -434,6 +434,11 @@ class Settings:
         }
         if self.sandbox_url:
             env["DOSSIER_SANDBOX_URL"] = self.sandbox_url
+        if not self.is_local_store:
+            # A task process must reach the same bucket with the same credentials.
+            env["DOSSIER_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+            env["DOSSIER_S3_KEY"] = self.s3_key
+            env["DOSSIER_S3_SECRET"] = self.s3_secret
         env.update(self.extra)
         return env
 
