@@ -1,16 +1,23 @@
-"""Publishing the credit dossier: Parquet parts, the manifest last, then the catalog.
+"""Publishing the credit dossier: Parquet parts, then the catalog, then the manifest.
 
 A publish turns the scored frames of one as-of date (one frame per shard, from evaluation) into the
 dataset lenders read::
 
-    dossiers/schema=<v>/as_of=<date>/part-<NNNN>.parquet   one part per scored frame
-    manifests/dossiers/schema=<v>/as_of=<date>.json        written last: files, rows, sha256
+    dossiers/schema=<v>/as_of=<date>/part-<NNNN>-<attempt>.parquet   one part per scored frame
+    manifests/dossiers/schema=<v>/as_of=<date>.json                  files, rows, sha256
 
 The dataset folder holds nothing but Parquet, so pandas, polars, DuckDB and Spark read it as is
-(``schema`` and ``as_of`` become hive partition columns). A careful reader trusts a partition only
-when its manifest exists and lists exactly the partition's files with their sha256
-(:func:`read_published`): a publish that dies half way is never seen, because it removes the old
-manifest first and writes the new one last.
+(``schema`` and ``as_of`` become hive partition columns). A careful reader trusts the files its
+manifest lists, with their sha256 (:func:`read_published`).
+
+**Crash safety.** A publish never overwrites a file the current manifest lists: a part whose bytes
+changed is written under a new name (``<attempt>``, one per publish), a part whose bytes did not
+keeps its file. The catalog is committed next, then the manifest is replaced in one write, then the
+files no manifest lists any more are removed. A publish killed at any point therefore leaves the
+previous version of its date readable and complete: before the commit, catalog and manifest both
+still describe it; between the commit and the manifest, the catalog names the new files and the
+manifest the old ones, all of which exist. The retry (the same scored frames) gives the same
+content, so it adds no version, and it removes the orphaned parts of the killed attempt.
 
 Evaluation hands over one row per SME per consent scope (:class:`warehouse.consent.Scope`); each is
 a dossier version of its own, ``<sme_id>:<as_of>:v<schema>:<scope>``. Only versions some lender may
@@ -20,7 +27,7 @@ The published dataset is **internal**: lenders receive only what :mod:`warehouse
 them. Each published row gets a catalog row (:class:`~warehouse.models.DossierVersion`)
 holding the sha256 of its content: a re-publish with the same content keeps its ``feed_seq`` and
 ``published_at`` (lenders do not receive it again), changed content takes the next ``feed_seq``.
-Re-running a publish rewrites byte-identical files and leaves the catalog as it was.
+Re-running a publish keeps its byte-identical files and leaves the catalog as it was.
 
 >>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
 ['SME-000042:2026-11-01:v2:accounting+tax@36m']
@@ -33,6 +40,8 @@ import hashlib
 import io
 import logging
 import posixpath
+import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -400,7 +409,8 @@ def published_dates(store: Store) -> list[str]:
 
 
 def read_partition(store: Store, as_of: dt.date | str) -> pa.Table | None:
-    """One as-of partition, or None when no manifest lists exactly its files (absent or half published).
+    """One as-of partition as its manifest lists it, or None when there is no manifest or a file it
+    lists is missing. Parts no manifest lists (left by a publish that was killed) are not read.
 
     Raises :class:`DossierStoreError` when a listed file's bytes differ from the manifest's sha256.
     """
@@ -413,9 +423,13 @@ def read_partition(store: Store, as_of: dt.date | str) -> pa.Table | None:
             log.info("dossier partition %s has no manifest (publish incomplete): skipped", partition)
         return None
     listed = {entry["path"] for entry in manifest["files"]}
-    if listed != present:
-        log.info("dossier partition %s does not match its manifest: skipped", partition)
+    if not listed <= present:
+        log.info("dossier partition %s lacks files its manifest lists: skipped", partition)
         return None
+    if present - listed:
+        log.info(
+            "dossier partition %s: %d parts no manifest lists, not read", partition, len(present - listed)
+        )
     tables = []
     for entry in manifest["files"]:
         data = store.read_bytes(store_absolute(store, entry["path"]))
@@ -430,8 +444,8 @@ def read_partition(store: Store, as_of: dt.date | str) -> pa.Table | None:
 def read_published(store: Store, as_of: dt.date | str | None = None) -> pd.DataFrame:
     """Published dossiers of ``as_of`` (default: every date), reading only manifest-complete partitions.
 
-    Every file's sha256 is checked against the manifest; partitions without a manifest, or whose
-    folder holds other files than the manifest lists, are skipped. Returns the dossier columns.
+    Every file's sha256 is checked against the manifest; partitions without a manifest, or lacking a
+    file it lists, are skipped. Returns the dossier columns.
     """
     dates = [str(as_of)] if as_of is not None else published_dates(store)
     tables = [table for table in (read_partition(store, d) for d in dates) if table is not None]
@@ -490,11 +504,22 @@ def part_table(content: pa.Table, published_at: pd.Series, schema: pa.Schema) ->
     return pa.Table.from_arrays(stamped.select(schema.names).columns, schema=schema)
 
 
-def _delete_stale_parts(store: Store, partition: str, written: set[str]) -> list[str]:
-    stale = [p for p in store.list(partition, suffix=".parquet") if p not in written]
+def _delete_stale_parts(store: Store, partition: str, listed: set[str]) -> list[str]:
+    """Remove the parts of ``partition`` the manifest no longer lists; their paths."""
+    stale = [p for p in store.list(partition, suffix=".parquet") if p not in listed]
     for path in stale:
         store.delete(path)
     return stale
+
+
+def _previous_parts(store: Store, manifest: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    """The previous manifest's entries by part number (parsed from ``part-NNNN[-attempt].parquet``)."""
+    entries: dict[int, dict[str, Any]] = {}
+    for entry in (manifest or {}).get("files", []):
+        match = re.match(r"part-(\d{4})(?:-[0-9a-f]+)?\.parquet$", posixpath.basename(entry["path"]))
+        if match:
+            entries[int(match.group(1))] = entry
+    return entries
 
 
 def publish(
@@ -506,11 +531,12 @@ def publish(
     model_version: str,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Publish ``as_of``'s dossiers: one part per scored frame, the manifest last, then the catalog.
+    """Publish ``as_of``'s dossiers: one part per scored frame, the catalog, then the manifest.
 
     ``scored`` yields one frame per shard (see :data:`SCORED_COLUMNS`) and is consumed one frame at a
-    time. Versions no lender may receive at ``now`` are withheld. The catalog changes are made in
-    ``session`` (the caller commits). Returns a JSON-serialisable summary.
+    time. Versions no lender may receive at ``now`` are withheld. The catalog changes are made and
+    **committed** in ``session`` before the manifest is written (see the module's crash safety), and
+    parts no manifest lists any more are removed last. Returns a JSON-serialisable summary.
     """
     published_at = utc_seconds(now or utcnow())
     as_of_text = as_of.isoformat()
@@ -519,12 +545,12 @@ def publish(
     manifest_path = store.layout.manifest(SCHEMA_VERSION, as_of_text)
 
     previous_manifest = read_manifest(store, as_of)
-    store.delete(manifest_path)
+    previous_parts = _previous_parts(store, previous_manifest)
+    attempt = uuid.uuid4().hex[:12]
     publish_row = _publish_row(session, as_of, model_version, store_relative(store, manifest_path))
     next_seq = (session.scalar(select(func.max(DossierVersion.feed_seq))) or 0) + 1
 
     files: list[dict[str, Any]] = []
-    written: set[str] = set()
     published_ids: set[str] = set()
     seen_smes: set[str] = set()
     withheld: list[str] = []
@@ -548,22 +574,37 @@ def publish(
             next_seq=next_seq,
             published_at=published_at,
         )
-        path = store.layout.dossier_part(SCHEMA_VERSION, as_of_text, part)
-        sha256 = store.write_table(path, part_table(content, stamped["published_at"], schema))
-        relative = store_relative(store, path)
+        buffer = io.BytesIO()
+        pq.write_table(part_table(content, stamped["published_at"], schema), buffer)
+        data = buffer.getvalue()
+        sha256 = sha256_hex(data)
+        kept = previous_parts.get(part)
+        if (
+            kept is not None
+            and kept["sha256"] == sha256
+            and store.exists(store_absolute(store, kept["path"]))
+        ):
+            relative = kept["path"]  # the same bytes: keep the file the manifest lists
+        else:
+            path = store.layout.dossier_part(SCHEMA_VERSION, as_of_text, part, attempt)
+            store.write_bytes(path, data)
+            relative = store_relative(store, path)
         write_catalog(session, stamped, publish_id=publish_row.id, file_path=relative)
 
         files.append({"path": relative, "rows": len(stamped), "sha256": sha256})
-        written.add(path)
         published_ids.update(stamped["dossier_id"])
         grades.update(stamped["grade"])
         next_seq += int(stamped["is_new_version"].sum())
         new_versions += int(stamped["is_new_version"].sum())
 
-    stale = _delete_stale_parts(store, partition, written)
     if previous_manifest is not None and _same_files(previous_manifest, files, model_version):
         published_at = dt.datetime.fromisoformat(previous_manifest["published_at"])
     rows = sum(entry["rows"] for entry in files)
+    unpublished = _unpublish_missing(session, as_of, published_ids)
+    publish_row.files = len(files)
+    publish_row.rows = rows
+    publish_row.published_at = published_at
+    session.commit()
     store.write_json(
         manifest_path,
         {
@@ -576,12 +617,7 @@ def publish(
             "files": files,
         },
     )
-
-    unpublished = _unpublish_missing(session, as_of, published_ids)
-    publish_row.files = len(files)
-    publish_row.rows = rows
-    publish_row.published_at = published_at
-    session.flush()
+    stale = _delete_stale_parts(store, partition, {store_absolute(store, entry["path"]) for entry in files})
     log.info(
         "published %d dossiers for %s in %d files (%d new or changed, %d withheld, %d stale parts removed)",
         rows,

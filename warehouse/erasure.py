@@ -73,12 +73,14 @@ def _rewrite_tables(store: Store, directory: str, sme_id: str) -> int:
 def _rewrite_dossiers(store: Store, sme_id: str) -> int:
     """Remove the SME from every dossier part and bring each manifest in line; rows removed."""
     removed = 0
+    listed: set[str] = set()
     manifests_root = posixpath.join(store.root, "manifests", "dossiers")
     for manifest_path in store.walk(manifests_root, suffix=".json"):
         manifest = store.read_json(manifest_path)
         changed = False
         for entry in manifest["files"]:
             path = posixpath.join(store.root, entry["path"])
+            listed.add(path)
             if not store.exists(path):
                 continue
             kept = _without_sme(store, path, sme_id)
@@ -92,6 +94,12 @@ def _rewrite_dossiers(store: Store, sme_id: str) -> int:
         if changed:
             manifest["rows"] = sum(entry["rows"] for entry in manifest["files"])
             store.write_json(manifest_path, manifest)
+    # Parts no manifest lists (left by a publish that was killed) are scrubbed too.
+    for path in store.walk(store.layout.dossier_root, suffix=".parquet"):
+        if path not in listed:
+            kept = _without_sme(store, path, sme_id)
+            if kept is not None:
+                store.write_table(path, kept)
     return removed
 
 

@@ -9,7 +9,7 @@ Layout under the root::
     raw/<source>/<sha256[:2]>/<sha256>.<ext>            immutable, content-addressed payloads
     canonical/<table>/as_of=<date>/shard=<NNNN>.parquet  one file per table per shard per as-of date
     staging/<step>/as_of=<date>/shard=<NNNN>.parquet     validation outcomes and scores per shard
-    dossiers/schema=<v>/as_of=<date>/part-<NNNN>.parquet the published dossier dataset (Parquet only)
+    dossiers/schema=<v>/as_of=<date>/part-<NNNN>-<attempt>.parquet  the published dossier dataset
     manifests/dossiers/schema=<v>/as_of=<date>.json      written last: files, row counts, sha256
 
 >>> layout = Layout("/data")
@@ -75,8 +75,11 @@ class Layout:
     def dossier_partition(self, schema_version: int, as_of: str) -> str:
         return self._join("dossiers", f"schema={schema_version}", f"as_of={as_of}")
 
-    def dossier_part(self, schema_version: int, as_of: str, part: int) -> str:
-        return posixpath.join(self.dossier_partition(schema_version, as_of), f"part-{part:04d}.parquet")
+    def dossier_part(self, schema_version: int, as_of: str, part: int, attempt: str = "") -> str:
+        """Part ``part`` of a partition; ``attempt`` (the publish that wrote it) keeps the files of
+        two publishes of one date apart, so a new one never overwrites what the manifest lists."""
+        name = f"part-{part:04d}-{attempt}.parquet" if attempt else f"part-{part:04d}.parquet"
+        return posixpath.join(self.dossier_partition(schema_version, as_of), name)
 
     def manifest(self, schema_version: int, as_of: str) -> str:
         return self._join("manifests", "dossiers", f"schema={schema_version}", f"as_of={as_of}.json")

@@ -36,7 +36,8 @@ PROBLEM_KINDS = {
     "dossier_missing": "a dossier part a manifest lists that is not in the store",
     "dossier_mismatch": "a dossier part whose bytes differ from its manifest's sha256",
     "dossier_rows": "a dossier part whose row count differs from its manifest's",
-    "dossier_unlisted": "a dossier part in a published partition that its manifest does not list",
+    "dossier_unlisted": "a dossier part its manifest does not list (left by an interrupted publish; "
+    "the next publish of that date removes it)",
 }
 """Every kind of problem :func:`verify_store` reports, with what it means."""
 

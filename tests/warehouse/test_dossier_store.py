@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from sqlalchemy import Engine, select
 
 from warehouse import consent
 from warehouse.db import make_engine, session_scope
-from warehouse.dossier_schema import ALL_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMNS, build_schema
+from warehouse.dossier_schema import ALL_COLUMNS, FEATURE_COLUMNS, SCHEMA_VERSION, SCORE_COLUMNS, build_schema
 from warehouse.dossier_store import (
     DossierStoreError,
     content_sha256,
@@ -185,7 +186,24 @@ def file_rows(path: Path | str) -> list[dict[str, Any]]:
 
 
 def part_path(store: Store, part: int, as_of: dt.date = AS_OF) -> Path:
-    return Path(store.layout.dossier_part(2, as_of.isoformat(), part))
+    """Part ``part`` of the date: the file the manifest lists, else the one file of that number."""
+    manifest = read_manifest(store, as_of)
+    if manifest is not None and part < len(manifest["files"]):
+        return Path(store.root) / manifest["files"][part]["path"]
+    folder = Path(store.layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat()))
+    (found,) = sorted(folder.glob(f"part-{part:04d}-*.parquet"))
+    return found
+
+
+def listed_parts(store: Store, as_of: dt.date = AS_OF) -> list[str]:
+    """The manifest's files, each checked to be named ``part-NNNN-<attempt>.parquet``."""
+    paths = [entry["path"] for entry in read_manifest(store, as_of)["files"]]
+    for number, path in enumerate(paths):
+        assert re.fullmatch(
+            rf"dossiers/schema={SCHEMA_VERSION}/as_of={as_of.isoformat()}/part-{number:04d}-[0-9a-f]{{12}}\.parquet",
+            path,
+        ), path
+    return paths
 
 
 def catalog(engine: Engine) -> list[dict[str, Any]]:
@@ -240,10 +258,8 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
 
     summary = run_publish(warehouse_engine, store, frames)
 
-    parts = [
-        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
-        "dossiers/schema=2/as_of=2026-11-01/part-0001.parquet",
-    ]
+    parts = listed_parts(store)
+    assert len({path.rsplit("-", 1)[1] for path in parts}) == 1  # one attempt wrote both
     assert summary == {
         "as_of": "2026-11-01",
         "schema_version": 2,
@@ -439,12 +455,27 @@ def test_crash_before_the_manifest_leaves_the_partition_unread(
     published = read_published(store, AS_OF)
     assert published["sme_id"].tolist() == ["SME-000001", "SME-000002"]
 
-    # A re-publish that dies half way hides the partition until it is run again to the end.
+    # A re-publish that dies half way leaves the previous version readable, catalog and manifest
+    # agreeing; the run to the end removes what the dead attempt left.
+    before, listed = catalog(warehouse_engine), listed_parts(store)
+    previous = read_published(store, AS_OF)
+    changed = [scored(["SME-000001"], bump=0.01), scored(["SME-000002"])]
+
+    def dies_again() -> Iterator[pd.DataFrame]:
+        yield changed[0]
+        raise RuntimeError("evaluation of shard 1 died")
+
     with pytest.raises(RuntimeError, match="shard 1 died"):
-        run_publish(warehouse_engine, store, dies_after_first_shard(), now=NOW + dt.timedelta(hours=1))
-    assert read_published(store, AS_OF).empty
-    run_publish(warehouse_engine, store, frames, now=NOW + dt.timedelta(hours=2))
+        run_publish(warehouse_engine, store, dies_again(), now=NOW + dt.timedelta(hours=1))
     assert read_published(store, AS_OF)["sme_id"].tolist() == ["SME-000001", "SME-000002"]
+    assert (catalog(warehouse_engine), listed_parts(store)) == (before, listed)
+    folder = Path(store.layout.dossier_partition(SCHEMA_VERSION, AS_OF.isoformat()))
+    assert len(list(folder.glob("*.parquet"))) == 3  # the orphan of the dead attempt
+    run_publish(warehouse_engine, store, changed, now=NOW + dt.timedelta(hours=2))
+    now_published = read_published(store, AS_OF)
+    assert now_published["pd_12m"].iloc[0] != previous["pd_12m"].iloc[0]
+    assert now_published["pd_12m"].iloc[1] == previous["pd_12m"].iloc[1]
+    assert sorted(folder.glob("*.parquet")) == sorted(Path(store.root) / p for p in listed_parts(store))
 
 
 def test_read_published_trusts_only_the_files_its_manifest_lists(sqlite_engine: Engine, store: Store) -> None:
@@ -458,13 +489,22 @@ def test_read_published_trusts_only_the_files_its_manifest_lists(sqlite_engine: 
     pd.testing.assert_frame_equal(read_published(store, AS_OF), declared)
     pd.testing.assert_frame_equal(read_published(store), declared)
 
-    extra = part_path(store, 7)
+    # A part no manifest lists (what a killed publish leaves) is not read.
+    extra = part_path(store, 0).with_name("part-0007-0123456789ab.parquet")
     shutil.copy(part_path(store, 0), extra)
-    assert read_published(store, AS_OF).empty
+    pd.testing.assert_frame_equal(read_published(store, AS_OF), declared)
     extra.unlink()
+    # A part the manifest lists that is missing hides the partition.
+    missing = part_path(store, 1)
+    kept = missing.read_bytes()
+    missing.unlink()
+    assert read_published(store, AS_OF).empty
+    missing.write_bytes(kept)
 
     part_path(store, 1).write_bytes(part_path(store, 0).read_bytes())
-    with pytest.raises(DossierStoreError, match=r"part-0001\.parquet: sha256 .* differs from its manifest"):
+    with pytest.raises(
+        DossierStoreError, match=r"part-0001-[0-9a-f]+\.parquet: sha256 .* differs from its manifest"
+    ):
         read_published(store, AS_OF)
 
 
@@ -550,9 +590,12 @@ def test_changed_content_takes_the_next_feed_seq(warehouse_engine: Engine, store
         expected_row("SME-000002", published_at=NOW),
     ]
     after = {row["sme_id"]: row for row in catalog(warehouse_engine)}
-    assert after["SME-000002"] == before["SME-000002"]
+    # The unchanged version keeps its seq and time; it moved with its part to the part's new file.
+    new_file = listed_parts(store)[0]
+    assert after["SME-000002"] == {**before["SME-000002"], "file_path": new_file}
     assert after["SME-000001"] == {
         **before["SME-000001"],
+        "file_path": new_file,
         "feed_seq": 3,
         "published_at": later,
         "pd_12m": 0.011 + 0.004,
@@ -584,15 +627,15 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
         "count": 1,
         "examples": ["SME-000003:2026-11-01:v2:accounting+tax@24m"],
     }
-    assert sorted(p.name for p in part_path(store, 0).parent.iterdir()) == [
-        "part-0000.parquet",
-        "part-0001.parquet",
-    ]
+    parts = listed_parts(store)
+    assert sorted(p.name for p in part_path(store, 0).parent.iterdir()) == sorted(
+        p.rsplit("/", 1)[1] for p in parts
+    )
     assert read_published(store, AS_OF)["sme_id"].tolist() == ["SME-000001", "SME-000002"]
     by_sme = {row["sme_id"]: (row["file_path"], row["feed_seq"]) for row in catalog(warehouse_engine)}
     assert by_sme == {
-        "SME-000001": ("dossiers/schema=2/as_of=2026-11-01/part-0000.parquet", 1),
-        "SME-000002": ("dossiers/schema=2/as_of=2026-11-01/part-0001.parquet", 2),
+        "SME-000001": (parts[0], 1),
+        "SME-000002": (parts[1], 2),
         "SME-000003": ("", 3),
     }
 
@@ -604,11 +647,7 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
         warehouse_engine, store, [scored(["SME-000001", "SME-000003"]), scored(["SME-000002"])], now=again
     )
     row = next(r for r in catalog(warehouse_engine) if r["sme_id"] == "SME-000003")
-    assert (row["file_path"], row["feed_seq"], row["published_at"]) == (
-        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
-        4,
-        again,
-    )
+    assert (row["file_path"], row["feed_seq"], row["published_at"]) == (listed_parts(store)[0], 4, again)
 
 
 def test_empty_frames_write_empty_parts(sqlite_engine: Engine, store: Store) -> None:
