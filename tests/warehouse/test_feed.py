@@ -12,11 +12,12 @@ from typing import Any
 import duckdb
 import pandas as pd
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine, select
 from test_dossier_store import (
-    AS_OF,
     MODEL,
     NOW,
     expected_row,
@@ -31,7 +32,6 @@ from test_dossier_store import (
 from warehouse import consent
 from warehouse.db import session_scope
 from warehouse.dossier_schema import ALL_COLUMNS
-from warehouse.dossier_store import publish
 from warehouse.feed import FeedError, lender_status, pull, subscribe
 from warehouse.models import Delivery, DossierVersion, Subscription, Withdrawal
 from warehouse.storage import Store
@@ -519,21 +519,17 @@ def test_pull_skips_dossiers_whose_file_no_longer_matches_the_catalog(
 ) -> None:
     publish_three(warehouse_engine, store)
 
-    def publish_then_crash_before_commit() -> None:
-        with session_scope(warehouse_engine) as session:
-            publish(
-                session,
-                store,
-                as_of=AS_OF,
-                scored=[scored(["SME-000001", "SME-000002"], bump=0.005), scored(["SME-000003"])],
-                model_version=MODEL,
-                now=NOW + dt.timedelta(minutes=30),
-            )
-            raise RuntimeError("died before commit")
-
-    # The parts were rewritten but the catalog rolled back: SME 1's file content is not the catalog's.
-    with pytest.raises(RuntimeError, match="died before commit"):
-        publish_then_crash_before_commit()
+    # SME 1's part is changed behind the catalog's back (a damaged or hand-edited file): its
+    # content is no longer what the catalog recorded, so it is not handed over.
+    with session_scope(warehouse_engine) as session:
+        path = session.scalars(
+            select(DossierVersion.file_path).where(DossierVersion.sme_id == "SME-000001")
+        ).one()
+    part = Path(store.root) / path
+    table = pq.read_table(part)
+    pd_index = table.schema.get_field_index("pd_12m")
+    changed = pa.compute.add(table.column("pd_12m"), 0.005)
+    pq.write_table(table.set_column(pd_index, table.schema.field("pd_12m"), changed), part)
 
     summary = run_pull(warehouse_engine, store, out_dir, at=PULL_AT)
 
