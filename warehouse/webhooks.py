@@ -118,7 +118,7 @@ class SendConfig:
     """How messages are sent: the retry schedule, the per-request timeout (seconds), the size of the
     sending thread pool, the most messages claimed at once, and the key that encrypts secrets."""
 
-    secret_key: str
+    secret_key: str = field(repr=False)
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     timeout: float = 15.0
     workers: int = 8
@@ -370,7 +370,7 @@ def send_test(
         payload=json.dumps(
             {
                 "type": TEST,
-                "timestamp": at.isoformat(),
+                "timestamp": instant(at),
                 "data": {"endpoint_id": endpoint.endpoint_id, "lender_id": endpoint.lender_id},
             }
         ),
@@ -510,6 +510,15 @@ def attempts_of(session: Session, message: WebhookMessage) -> list[WebhookAttemp
     )
 
 
+def instant(at: dt.datetime) -> str:
+    """An instant as the lender API writes it (ISO 8601, UTC as ``Z``).
+
+    >>> instant(dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC))
+    '2026-11-02T09:30:00Z'
+    """
+    return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 # --- content --------------------------------------------------------------------------------------------
 
 
@@ -533,11 +542,11 @@ def payload_of(session: Session, message: WebhookMessage) -> str:
         "dossier_id": event.dossier_id,
         "sme_id": event.sme_id,
         "as_of_date": as_of.isoformat() if as_of is not None else None,
-        "occurred_at": event.occurred_at.isoformat(),
+        "occurred_at": instant(event.occurred_at),
         "reason": event.reason,
         "dossier": events.json_safe(row) if row is not None else None,
     }
-    body = {"type": EVENT_TYPES[event.kind], "timestamp": event.occurred_at.isoformat(), "data": data}
+    body = {"type": EVENT_TYPES[event.kind], "timestamp": instant(event.occurred_at), "data": data}
     return json.dumps(body, allow_nan=False)
 
 
@@ -670,7 +679,7 @@ def record(session: Session, job: Job, outcome: Outcome, config: SendConfig, *, 
         endpoint = session.get(WebhookEndpoint, job.endpoint_pk)
         if endpoint is not None:
             endpoint.enabled = False
-            endpoint.disabled_reason = f"the endpoint answered 410 Gone at {at.isoformat()}"
+            endpoint.disabled_reason = f"the endpoint answered 410 Gone at {instant(at)}"
             endpoint.updated_at = at
         message.status, message.next_attempt_at, verdict = FAILED, None, "disabled"
     else:

@@ -136,14 +136,14 @@ def expected_body(event: events.Event, as_of: str = "2026-11-01") -> dict[str, A
     """The webhook body of a feed event: exactly the feed's content."""
     return {
         "type": webhooks.EVENT_TYPES[event.kind],
-        "timestamp": event.occurred_at.isoformat(),
+        "timestamp": webhooks.instant(event.occurred_at),
         "data": {
             "seq": event.seq,
             "event": event.kind,
             "dossier_id": event.dossier_id,
             "sme_id": event.sme_id,
             "as_of_date": as_of,
-            "occurred_at": event.occurred_at.isoformat(),
+            "occurred_at": webhooks.instant(event.occurred_at),
             "reason": event.reason,
             "dossier": events.json_safe(event.dossier) if event.dossier is not None else None,
         },
