@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,6 +82,8 @@ STATUSES = (PENDING, DELIVERED_STATUS, FAILED)
 DEFAULT_GRACE = dt.timedelta(hours=24)
 MAX_GRACE = dt.timedelta(days=30)
 MAX_URL = 2048
+LOG_EVERY = 0.05
+"""Seconds between two commits of the attempt log while a batch is being sent."""
 LEASE_MARGIN = dt.timedelta(seconds=30)
 """How long past its timeout a claimed attempt stays claimed (a worker that died mid-send frees it)."""
 
@@ -527,27 +529,41 @@ def payload_of(session: Session, message: WebhookMessage) -> str:
     ``timestamp``, ``data``). ``data`` is the feed event: ``seq``, ``event``, ``dossier_id``,
     ``sme_id``, ``as_of_date``, ``occurred_at``, ``reason`` and, for a delivered event while the
     lender holds it, ``dossier`` (the row as delivered, values JSON cannot carry as null)."""
-    if message.seq is None:
-        return message.payload or "{}"
-    event = session.scalars(
-        select(FeedEvent).where(FeedEvent.lender_id == message.lender_id, FeedEvent.seq == message.seq)
-    ).one()
-    as_of = session.scalar(
-        select(DossierVersion.as_of_date).where(DossierVersion.id == event.dossier_version_id)
-    )
-    row = json.loads(event.dossier_json) if event.dossier_json is not None else None
-    data = {
-        "seq": event.seq,
-        "event": event.kind,
-        "dossier_id": event.dossier_id,
-        "sme_id": event.sme_id,
-        "as_of_date": as_of.isoformat() if as_of is not None else None,
-        "occurred_at": instant(event.occurred_at),
-        "reason": event.reason,
-        "dossier": events.json_safe(row) if row is not None else None,
-    }
-    body = {"type": EVENT_TYPES[event.kind], "timestamp": instant(event.occurred_at), "data": data}
-    return json.dumps(body, allow_nan=False)
+    return payloads_of(session, [message])[message.id]
+
+
+def payloads_of(session: Session, messages: Sequence[WebhookMessage]) -> dict[int, str]:
+    """:func:`payload_of` of each message, by its ``id``, reading the feed log in a few queries."""
+    bodies = {m.id: m.payload or "{}" for m in messages if m.seq is None}
+    wanted: dict[str, list[WebhookMessage]] = {}
+    for message in messages:
+        if message.seq is not None:
+            wanted.setdefault(message.lender_id, []).append(message)
+    for lender_id, group in wanted.items():
+        found: dict[int, Any] = {}
+        for chunk in in_chunks(m.seq for m in group if m.seq is not None):
+            query = (
+                select(FeedEvent, DossierVersion.as_of_date)
+                .outerjoin(DossierVersion, DossierVersion.id == FeedEvent.dossier_version_id)
+                .where(FeedEvent.lender_id == lender_id, FeedEvent.seq.in_(chunk))
+            )
+            found |= {event.seq: (event, as_of) for event, as_of in session.execute(query)}
+        for message in group:
+            event, as_of = found[message.seq]
+            row = json.loads(event.dossier_json) if event.dossier_json is not None else None
+            data = {
+                "seq": event.seq,
+                "event": event.kind,
+                "dossier_id": event.dossier_id,
+                "sme_id": event.sme_id,
+                "as_of_date": as_of.isoformat() if as_of is not None else None,
+                "occurred_at": instant(event.occurred_at),
+                "reason": event.reason,
+                "dossier": events.json_safe(row) if row is not None else None,
+            }
+            body = {"type": EVENT_TYPES[event.kind], "timestamp": instant(event.occurred_at), "data": data}
+            bodies[message.id] = json.dumps(body, allow_nan=False)
+    return bodies
 
 
 # --- sending --------------------------------------------------------------------------------------------
@@ -601,7 +617,7 @@ def claim(session: Session, config: SendConfig, *, now: dt.datetime) -> list[Job
     """Claim up to ``config.batch`` due messages of enabled endpoints and commit the claim: each
     one's due time moves past the attempt's timeout, so no other worker takes it meanwhile."""
     query = (
-        select(WebhookMessage.id, WebhookMessage.next_attempt_at)
+        select(WebhookMessage.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
         .where(
             WebhookMessage.status == PENDING,
@@ -613,34 +629,39 @@ def claim(session: Session, config: SendConfig, *, now: dt.datetime) -> list[Job
     )
     if _dialect(session) == "postgresql":
         query = query.with_for_update(skip_locked=True, of=WebhookMessage)
-    candidates = session.execute(query).all()
+    candidates = session.scalars(query).all()
     lease = now + dt.timedelta(seconds=config.timeout) + LEASE_MARGIN
     claimed: list[int] = []
-    for message_pk, due in candidates:
-        done = session.execute(
+    for chunk in in_chunks(candidates):
+        # the condition is checked again by the write: a message another worker claimed meanwhile
+        # has moved past ``now`` and is not returned
+        claimed += session.scalars(
             update(WebhookMessage)
             .where(
-                WebhookMessage.id == message_pk,
+                WebhookMessage.id.in_(chunk),
                 WebhookMessage.status == PENDING,
-                WebhookMessage.next_attempt_at == due,
+                WebhookMessage.next_attempt_at <= now,
             )
             .values(next_attempt_at=lease)
+            .returning(WebhookMessage.id)
             .execution_options(synchronize_session=False)
-        )
-        if done.rowcount == 1:
-            claimed.append(message_pk)
+        ).all()
+    messages = [session.get(WebhookMessage, pk) for pk in sorted(claimed)]
+    bodies = payloads_of(session, messages)
+    signers: dict[int, tuple[str, ...]] = {}
     jobs: list[Job] = []
-    for message_pk in claimed:
-        message = session.get(WebhookMessage, message_pk)
+    for message in messages:
         endpoint = session.get(WebhookEndpoint, message.endpoint_id)
+        if endpoint.id not in signers:
+            signers[endpoint.id] = tuple(signing_secrets(endpoint, config.secret_key, now))
         jobs.append(
             Job(
                 id=message.id,
                 message_id=message.message_id,
                 endpoint_pk=endpoint.id,
                 url=endpoint.url,
-                body=payload_of(session, message),
-                secrets=tuple(signing_secrets(endpoint, config.secret_key, now)),
+                body=bodies[message.id],
+                secrets=signers[endpoint.id],
                 attempt=message.attempts + 1,
             )
         )
@@ -663,7 +684,7 @@ def post(client: httpx.Client, job: Job, *, timeout: float) -> Outcome:
 
 
 def record(session: Session, job: Job, outcome: Outcome, config: SendConfig, *, at: dt.datetime) -> str:
-    """Log one attempt and decide what follows (not committed): ``delivered``, ``retrying``,
+    """Log one attempt and decide what follows (not flushed nor committed): ``delivered``, ``retrying``,
     ``failed`` (schedule spent) or ``disabled`` (410 Gone: the endpoint is disabled)."""
     message = session.get(WebhookMessage, job.id)
     if message is None:  # the endpoint was deleted meanwhile
@@ -698,7 +719,6 @@ def record(session: Session, job: Job, outcome: Outcome, config: SendConfig, *, 
             next_attempt_at=message.next_attempt_at,
         )
     )
-    session.flush()
     return verdict
 
 
@@ -723,18 +743,24 @@ def send_due(
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(config.workers, len(jobs)))) as pool:
             futures = {pool.submit(post, client, job, timeout=config.timeout): job for job in jobs}
-            for future in as_completed(futures):
-                job = futures[future]
-                verdict = record(session, job, future.result(), config, at=clock())
+            pending = set(futures)
+            while pending:
+                # log what ended within the last moment in one commit, not waiting for what still runs
+                done, pending = wait(pending, timeout=LOG_EVERY)
+                if not done:
+                    continue
+                for future in done:
+                    job = futures[future]
+                    verdict = record(session, job, future.result(), config, at=clock())
+                    if verdict == DELIVERED_STATUS:
+                        report.delivered += 1
+                    elif verdict == "retrying":
+                        report.retrying += 1
+                    else:
+                        report.failed += 1
+                        if verdict == "disabled":
+                            report.disabled.append(job.url)
                 session.commit()
-                if verdict == DELIVERED_STATUS:
-                    report.delivered += 1
-                elif verdict == "retrying":
-                    report.retrying += 1
-                else:
-                    report.failed += 1
-                    if verdict == "disabled":
-                        report.disabled.append(job.url)
     finally:
         if own:
             client.close()
