@@ -613,9 +613,13 @@ class SendReport:
         }
 
 
-def claim(session: Session, config: SendConfig, *, now: dt.datetime) -> list[Job]:
+def claim(session: Session, config: SendConfig, *, now: dt.datetime, store: Store | None = None) -> list[Job]:
     """Claim up to ``config.batch`` due messages of enabled endpoints and commit the claim: each
-    one's due time moves past the attempt's timeout, so no other worker takes it meanwhile."""
+    one's due time moves past the attempt's timeout, so no other worker takes it meanwhile.
+
+    With ``store``, the feed's own delivery (:func:`warehouse.feed.sync`) runs first, in the same
+    transaction, for every lender with a feed event among them, as a feed read does: what a consent
+    no longer allows is withdrawn, and its row gone from the event, before the bodies are read."""
     query = (
         select(WebhookMessage.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookMessage.endpoint_id)
@@ -647,6 +651,11 @@ def claim(session: Session, config: SendConfig, *, now: dt.datetime) -> list[Job
             .execution_options(synchronize_session=False)
         ).all()
     messages = [session.get(WebhookMessage, pk) for pk in sorted(claimed)]
+    if store is not None:
+        from warehouse.feed import sync
+
+        for lender_id in sorted({m.lender_id for m in messages if m.seq is not None}):
+            sync(session, store, lender_id)
     bodies = payloads_of(session, messages)
     signers: dict[int, tuple[str, ...]] = {}
     jobs: list[Job] = []
@@ -727,14 +736,15 @@ def send_due(
     config: SendConfig,
     *,
     now: dt.datetime | None = None,
+    store: Store | None = None,
     client: httpx.Client | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> SendReport:
-    """Claim the messages due at ``now``, post them concurrently (``config.workers`` threads, each
-    request bounded by ``config.timeout``) and log each attempt as it ends. Commits: the claim
-    first, then each attempt's record."""
+    """Claim the messages due at ``now`` (:func:`claim`: with ``store``, after the feed's delivery),
+    post them concurrently (``config.workers`` threads, each request bounded by ``config.timeout``)
+    and log each attempt as it ends. Commits: the claim first, then the attempts as they end."""
     report = SendReport()
-    jobs = claim(session, config, now=now or clock())
+    jobs = claim(session, config, now=now or clock(), store=store)
     report.claimed = len(jobs)
     if not jobs:
         return report
@@ -799,13 +809,14 @@ def sync_feeds(engine: Engine, store: Store, *, at: dt.datetime | None = None) -
 def run_once(
     engine: Engine, store: Store | None, config: SendConfig, *, sync_feed: bool = True
 ) -> dict[str, Any]:
-    """One worker step: sync the feeds (when ``sync_feed`` and a store is given), queue new events,
-    send what is due. Returns the counts."""
+    """One worker step: sync the feeds of lenders with an endpoint (when ``sync_feed`` and a store
+    is given), queue new events, send what is due (syncing first the feeds of the lenders it is
+    sent to, when a store is given). Returns the counts."""
     appended = sync_feeds(engine, store) if sync_feed and store is not None else 0
     with session_scope(engine) as session:
         queued = enqueue(session)
     with session_scope(engine) as session:
-        report = send_due(session, config)
+        report = send_due(session, config, store=store)
     return {"appended": appended, "queued": queued, **report.as_dict()}
 
 

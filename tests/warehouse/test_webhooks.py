@@ -269,7 +269,10 @@ def test_a_row_withdrawn_before_sending_is_never_sent(
     with session_scope(engine) as session:
         assert webhooks.enqueue(session) == 2
         consent.revoke(session, "C-1", at=dt.datetime.now(dt.UTC).replace(microsecond=0))
-    step(engine, store)
+    # no periodic sync: the claim itself runs the feed's delivery before reading the bodies
+    first = webhooks.run_once(engine, store, FAST, sync_feed=False)
+    assert (first["appended"], first["queued"], first["delivered"]) == (0, 0, 2)
+    assert webhooks.run_once(engine, store, FAST, sync_feed=False)["delivered"] == 1, "the tombstone"
     feed = feed_events(engine)
     assert [(e.seq, e.kind, e.sme_id, e.dossier is None) for e in feed] == [
         (1, "delivered", "SME-000001", True),
