@@ -659,6 +659,200 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- webhooks ---------------------------------------------------------------------------------------
+
+
+def instant(value: str) -> dt.datetime:
+    """An ISO 8601 instant; one without a zone is read as UTC."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 instant, e.g. 2026-11-02T09:30:00Z"
+        ) from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def cmd_webhooks_list(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        rows = [
+            {
+                "endpoint_id": e.endpoint_id,
+                "lender_id": e.lender_id,
+                "url": e.url,
+                "description": e.description,
+                "event_types": list(e.event_types),
+                "enabled": e.enabled,
+                "disabled_reason": e.disabled_reason,
+                "last_seq": e.last_seq,
+            }
+            for e in webhooks.endpoints_of(session, args.lender)
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(
+        Column("endpoint", no_wrap=True),
+        "lender",
+        Column("url", overflow="fold"),
+        "events",
+        "enabled",
+        "last seq",
+        "disabled because",
+    )
+    for row in rows:
+        table.add_row(
+            row["endpoint_id"],
+            row["lender_id"],
+            row["url"],
+            ", ".join(row["event_types"]),
+            "yes" if row["enabled"] else "no",
+            str(row["last_seq"]),
+            row["disabled_reason"] or "",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_webhooks_add(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    types = [t.strip() for t in args.events.split(",") if t.strip()] if args.events else None
+    with session_scope() as session:
+        secret, endpoint = webhooks.create_endpoint(
+            session,
+            args.lender,
+            args.url,
+            secret_key=get_settings().kept_secret("secret_key"),
+            event_types=types,
+            description=args.description or "",
+        )
+    console.print(
+        f"endpoint {endpoint.endpoint_id} of {endpoint.lender_id} for {', '.join(endpoint.event_types)} "
+        f"at {endpoint.url}; its signing secret (shown only this once):"
+    )
+    print(secret)
+    return 0
+
+
+def cmd_webhooks_remove(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        endpoint = webhooks.get_endpoint(session, args.endpoint)
+        webhooks.delete_endpoint(session, endpoint)
+    console.print(f"endpoint {args.endpoint} removed with its delivery log")
+    return 0
+
+
+def cmd_webhooks_test(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        message = webhooks.send_test(session, webhooks.get_endpoint(session, args.endpoint))
+    console.print(f"test message {message.message_id} queued; the webhook worker sends it")
+    return 0
+
+
+def cmd_webhooks_deliveries(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        endpoint = webhooks.get_endpoint(session, args.endpoint)
+        found = webhooks.messages_of(session, endpoint, status=args.status, limit=args.limit)
+        rows = [
+            {
+                "message_id": m.message_id,
+                "event_type": m.event_type,
+                "seq": m.seq,
+                "status": m.status,
+                "attempts": m.attempts,
+                "last_status_code": m.last_status_code,
+                "last_error": m.last_error,
+                "next_attempt_at": m.next_attempt_at.isoformat() if m.next_attempt_at else None,
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in found
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(
+        Column("message", no_wrap=True), "event", "seq", "status", "attempts", "last answer", "next attempt"
+    )
+    for row in rows:
+        answer = str(row["last_status_code"] or "") or (row["last_error"] or "")
+        table.add_row(
+            row["message_id"],
+            row["event_type"],
+            "" if row["seq"] is None else str(row["seq"]),
+            row["status"],
+            str(row["attempts"]),
+            answer,
+            row["next_attempt_at"] or "",
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_webhooks_replay(args: argparse.Namespace) -> int:
+    from warehouse import webhooks
+    from warehouse.db import session_scope
+
+    if bool(args.message) == bool(args.since or args.until):
+        raise CommandLineError(
+            "dossier webhooks replay: give --message MSG_ID, or --since and --until (see: --help)"
+        )
+    with session_scope() as session:
+        endpoint = webhooks.get_endpoint(session, args.endpoint)
+        if args.message:
+            webhooks.replay(session, endpoint, args.message)
+            queued = 1
+        else:
+            if not (args.since and args.until):
+                raise CommandLineError("dossier webhooks replay: --since and --until go together")
+            queued = webhooks.replay_range(
+                session, endpoint, since=args.since, until=args.until, only_failed=args.only_failed
+            )
+    console.print(f"{queued} message(s) of {args.endpoint} queued again; the webhook worker sends them")
+    return 0
+
+
+def cmd_webhooks_send(args: argparse.Namespace) -> int:
+    import threading
+
+    from warehouse import webhooks
+    from warehouse.db import get_engine
+    from warehouse.storage import Store
+
+    settings = get_settings()
+    engine, store, config = get_engine(), Store.from_settings(), settings.webhook_config()
+    if args.once:
+        counts = webhooks.run_once(engine, store, config)
+        console.print(
+            "webhooks: {appended} feed events appended, {queued} queued, {claimed} sent: {delivered} "
+            "delivered, {retrying} to retry, {failed} failed".format(**counts)
+            + (f"; disabled (410): {', '.join(counts['disabled'])}" if counts["disabled"] else "")
+        )
+        return EXIT_OK
+    worker = webhooks.Worker(
+        engine, store, config, poll=settings.webhook_poll_seconds, sync_every=settings.webhook_sync_seconds
+    ).start()
+    console.print(f"sending webhooks every {settings.webhook_poll_seconds:g} s until interrupted (Ctrl-C)")
+    try:
+        threading.Event().wait()
+    finally:
+        worker.stop()
+    return EXIT_OK
+
+
 # --- verify -----------------------------------------------------------------------------------------
 
 
@@ -705,7 +899,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"operator token: {'DOSSIER_OPERATOR_TOKEN' if settings.operator_token else token_file}"
     )
     settings.kept_secret("operator_token")
-    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning")
+    worker = None
+    if not args.no_webhooks:
+        from warehouse import webhooks
+
+        worker = webhooks.Worker(
+            app.state.engine,
+            app.state.store,
+            settings.webhook_config(),
+            poll=settings.webhook_poll_seconds,
+            sync_every=settings.webhook_sync_seconds,
+        ).start()
+    try:
+        uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning")
+    finally:
+        if worker is not None:
+            worker.stop()
     return 0
 
 
@@ -1050,6 +1259,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to bind (default DOSSIER_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default DOSSIER_WEB_PORT, 8000)")
+    serve.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not start the webhook worker beside the service (run `dossier webhooks send` instead)",
+    )
+
+    hooks = commands.add_parser("webhooks", help="lenders' signed webhook endpoints").add_subparsers(
+        dest="webhooks_command", required=True, metavar="COMMAND"
+    )
+    hooks_list = add(hooks, "list", cmd_webhooks_list, "List webhook endpoints, with why any is disabled.")
+    hooks_list.add_argument("--lender", help="only this lender's endpoints")
+    hooks_list.add_argument("--json", action="store_true", help="print the endpoints as JSON")
+    hooks_add = add(
+        hooks,
+        "add",
+        cmd_webhooks_add,
+        "Register a lender's webhook endpoint and print its signing secret (shown only this once).",
+    )
+    hooks_add.add_argument("--lender", required=True, help="lender id")
+    hooks_add.add_argument("--url", required=True, help="the receiver's http:// or https:// URL")
+    hooks_add.add_argument(
+        "--events", help="comma-separated: dossier.delivered, dossier.withdrawn (default: both)"
+    )
+    hooks_add.add_argument("--description", help="a note for the lender")
+    hooks_remove = add(hooks, "remove", cmd_webhooks_remove, "Remove an endpoint with its delivery log.")
+    hooks_remove.add_argument(
+        "endpoint", metavar="ENDPOINT_ID", help="the endpoint (see: dossier webhooks list)"
+    )
+    hooks_test = add(hooks, "test", cmd_webhooks_test, "Queue a webhook.test message to an endpoint.")
+    hooks_test.add_argument("endpoint", metavar="ENDPOINT_ID", help="the endpoint")
+    deliveries = add(
+        hooks, "deliveries", cmd_webhooks_deliveries, "Show an endpoint's delivery log, newest first."
+    )
+    deliveries.add_argument("endpoint", metavar="ENDPOINT_ID", help="the endpoint")
+    deliveries.add_argument("--status", choices=["pending", "delivered", "failed"], help="only these")
+    deliveries.add_argument("--limit", type=positive, default=20, help="messages shown (default 20)")
+    deliveries.add_argument("--json", action="store_true", help="print the log as JSON")
+    replay = add(
+        hooks,
+        "replay",
+        cmd_webhooks_replay,
+        "Send one message again (--message), or every feed event of a time range (--since, --until).",
+    )
+    replay.add_argument("endpoint", metavar="ENDPOINT_ID", help="the endpoint")
+    replay.add_argument("--message", help="the message's webhook-id (msg_...)")
+    replay.add_argument("--since", type=instant, help="start of the range, ISO 8601 (UTC when no zone)")
+    replay.add_argument("--until", type=instant, help="end of the range (exclusive)")
+    replay.add_argument("--only-failed", action="store_true", help="only messages whose attempts all failed")
+    hooks_send = add(
+        hooks,
+        "send",
+        cmd_webhooks_send,
+        "Run the webhook worker until interrupted: sync lenders' feeds, queue new events, send what is due.",
+    )
+    hooks_send.add_argument("--once", action="store_true", help="run one step, print what it did, and exit")
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."

@@ -143,6 +143,29 @@ class Environment(BaseSettings):
     upload_max_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="Largest file an SME may upload through a connector link (bytes)."
     )
+    webhook_retry_schedule: str = Field(
+        "0,5,300,1800,7200,18000,36000,36000",
+        description="Seconds before each webhook attempt, comma-separated: the first attempt's, then the wait "
+        "after each failure (default: the Standard Webhooks example, immediately, 5 s, 5 min, 30 min, 2 h, 5 h, "
+        "10 h, 10 h); when it runs out the message has failed.",
+    )
+    webhook_timeout: float = Field(
+        15, gt=0, description="Seconds a webhook receiver has to answer one attempt."
+    )
+    webhook_workers: int = Field(
+        8, ge=1, le=64, description="Webhook attempts sent at once (threads of the sending worker)."
+    )
+    webhook_poll_seconds: float = Field(
+        2,
+        gt=0,
+        description="Seconds between two steps of the webhook worker (queue new feed events, send what is due).",
+    )
+    webhook_sync_seconds: float = Field(
+        30,
+        ge=0,
+        description="Seconds between two runs of the feed's delivery for the lenders with a webhook endpoint "
+        "(new versions and withdrawals reach their feed, and so their webhooks, without a feed read).",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -161,6 +184,18 @@ class Environment(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        from warehouse.errors import InputError
+        from warehouse.webhooks import parse_schedule
+
+        try:
+            parse_schedule(value)
+        except InputError as error:
+            raise ValueError(str(error).split(": ", 1)[1]) from None
         return value
 
     @field_validator("log_level")
@@ -309,6 +344,11 @@ class Settings:
     lender_api_url: str = ""
     lender_api_key: str = ""
     upload_max_bytes: int = 20 * 1024 * 1024
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_timeout: float = 15.0
+    webhook_workers: int = 8
+    webhook_poll_seconds: float = 2.0
+    webhook_sync_seconds: float = 30.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -354,6 +394,11 @@ class Settings:
             lender_api_url=parsed.lender_api_url.rstrip("/"),
             lender_api_key=parsed.lender_api_key,
             upload_max_bytes=parsed.upload_max_bytes,
+            webhook_retry_schedule=parsed.webhook_retry_schedule,
+            webhook_timeout=float(parsed.webhook_timeout),
+            webhook_workers=parsed.webhook_workers,
+            webhook_poll_seconds=float(parsed.webhook_poll_seconds),
+            webhook_sync_seconds=float(parsed.webhook_sync_seconds),
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 
@@ -376,6 +421,17 @@ class Settings:
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(32) + "\n")
         return path.read_text().strip()
+
+    def webhook_config(self) -> Any:
+        """How the webhook worker sends (:class:`warehouse.webhooks.SendConfig`)."""
+        from warehouse.webhooks import SendConfig, parse_schedule
+
+        return SendConfig(
+            secret_key=self.kept_secret("secret_key"),
+            schedule=parse_schedule(self.webhook_retry_schedule),
+            timeout=self.webhook_timeout,
+            workers=self.webhook_workers,
+        )
 
     @property
     def is_local_store(self) -> bool:

@@ -488,3 +488,70 @@ class ProviderToken(Base):
     provider_url: Mapped[str] = mapped_column(String(512))
     refresh_token_encrypted: Mapped[str] = mapped_column(Text)
     obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A lender's webhook receiver (``warehouse.webhooks``): where its feed events are pushed, signed
+    the Standard Webhooks way with the endpoint's secret (kept encrypted; the previous one signs too
+    until ``previous_secret_expires_at`` after a rotation). ``last_seq`` is the lender's last feed
+    event already queued for it; a new endpoint starts at the feed's end."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(String(32), unique=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    event_types: Mapped[list[str]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[dt.datetime | None]
+    last_seq: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookMessage(Base):
+    """One event to push to one endpoint: a feed event (``seq``; its content is read from the feed
+    log when sent, so a withdrawn or erased row is never sent) or a test message (``seq`` null,
+    ``payload`` kept). ``status``: ``pending`` (``next_attempt_at`` says when), ``delivered``,
+    ``failed`` (every attempt of the retry schedule failed, or the endpoint answered 410)."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "seq"),
+        Index("ix_webhook_messages_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(40), unique=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    lender_id: Mapped[str] = mapped_column(String(64), index=True)
+    seq: Mapped[int | None]
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    """Attempts of the current round (a replay starts a new round)."""
+    next_attempt_at: Mapped[dt.datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt to deliver a webhook message: when, the status code or the error, how long."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[dt.datetime]
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int]
+    next_attempt_at: Mapped[dt.datetime | None]
