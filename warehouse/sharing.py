@@ -44,8 +44,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from warehouse import events
+from warehouse.consent import entitlement
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
 from warehouse.errors import InputError
+from warehouse.feed import held_deliveries, plan_withdrawals
 from warehouse.models import FeedEvent, Lender
 
 SCHEMA_NAME = "credit"
@@ -433,9 +435,25 @@ def _current(session: Session, lender_id: str, file_id: str) -> tuple[str, list[
     return "snapshot", live
 
 
-def is_current(session: Session, lender_id: str, file_id: str) -> bool:
-    """Whether the log still holds file ``file_id`` exactly (no row of it withdrawn or erased since)."""
-    return _current(session, lender_id, file_id) is not None
+def is_current(session: Session, lender_id: str, file_id: str, *, at: dt.datetime) -> bool:
+    """Whether file ``file_id`` may still be handed out at ``at``: the log holds it exactly (no row
+    of it withdrawn or erased since) and the consent law still allows every row it holds, judged by
+    the feed's own rule (:func:`warehouse.feed.plan_withdrawals`), so a consent that ended after
+    the last feed read already stops the download."""
+    current = _current(session, lender_id, file_id)
+    if current is None:
+        return False
+    kind, found = current
+    held_entries = [c[1] for c in found if c[0] == INSERT] if kind == "change" else found
+    version_ids = {e.version_id for e in held_entries if e.held}
+    if not version_ids:
+        return True
+    held = held_deliveries(session, lender_id)
+    held = held[held["dossier_version_id"].isin(version_ids)].reset_index(drop=True)
+    if len(set(held["dossier_version_id"])) < len(version_ids):
+        return False
+    rule = entitlement(session, sorted(set(held["sme_id"])), at=at)
+    return plan_withdrawals(session, lender_id, held, rule, at).empty
 
 
 def file_bytes(session: Session, lender_id: str, file_id: str) -> bytes | None:

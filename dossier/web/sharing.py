@@ -13,9 +13,10 @@ its entitlement is exactly the feed's. Like a feed read, every table read first 
 served.
 
 Files are served by this service at signed, expiring URLs (HMAC-SHA256 with the secret key,
-:data:`URL_LIFETIME`). A download checks entitlement again: it syncs the feed and rebuilds the file
-from the log as it is now, and answers 410 Gone when a row of that file was withdrawn or erased
-since, so an old URL never hands out what the law took back. Built files are kept in a small
+:data:`URL_LIFETIME`). A download checks entitlement again (:func:`warehouse.sharing.is_current`):
+the file must be what the log holds now and the consent law must still allow each of its rows, else
+410 Gone, so an old URL never hands out what the law took back, even before the next feed read
+records the withdrawal. Built files are kept in a small
 per-process cache by id (an id always names the same content), so repeated queries are cheap.
 
 ``GET /v1/sharing/profile`` returns the profile file the client reads (``endpoint`` and
@@ -595,7 +596,6 @@ def download_file(
     file_id: str,
     request: Request,
     session: SessionDep,
-    store: StoreDep,
     expires: Annotated[int, Query(ge=0)],
     signature: Annotated[str, Query(max_length=64)],
     range_: Annotated[str | None, Header(alias="range")] = None,
@@ -608,8 +608,7 @@ def download_file(
         raise SharingProblem(403, "PERMISSION_DENIED", "this file URL has expired: query the table again")
     if session.get(Lender, lender_id) is None:
         raise SharingProblem(404, "RESOURCE_DOES_NOT_EXIST", "no such file")
-    sync(session, store, lender_id)
-    if not sharing.is_current(session, lender_id, file_id):
+    if not sharing.is_current(session, lender_id, file_id, at=dt.datetime.now(dt.UTC)):
         raise SharingProblem(
             410,
             "RESOURCE_DOES_NOT_EXIST",

@@ -62,23 +62,20 @@ def plain(value):
     return value
 
 
-profile, table, steps = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-url = f"{profile}#{table}"
-client = delta_sharing.SharingClient(profile)
-out = {"tables": [f"{t.share}.{t.schema}.{t.name}" for t in client.list_all_tables()]}
-for name, kind, options in steps:
-    if kind == "version":
-        out[name] = delta_sharing.get_table_version(url)
-        continue
-    if kind == "snapshot":
-        frame = delta_sharing.load_as_pandas(url, **options)
+for line in sys.stdin:
+    profile, table, kind, options = json.loads(line)
+    url = f"{profile}#{table}"
+    if kind == "tables":
+        tables = delta_sharing.SharingClient(profile).list_all_tables()
+        out = [f"{t.share}.{t.schema}.{t.name}" for t in tables]
+    elif kind == "version":
+        out = delta_sharing.get_table_version(url)
     else:
-        frame = delta_sharing.load_table_changes_as_pandas(url, **options)
-    out[name] = {
-        "columns": list(frame.columns),
-        "rows": [{k: plain(v) for k, v in row.items()} for row in frame.astype(object).to_dict("records")],
-    }
-print(json.dumps(out))
+        load = delta_sharing.load_as_pandas if kind == "snapshot" else delta_sharing.load_table_changes_as_pandas
+        frame = load(url, **options)
+        rows = frame.astype(object).to_dict("records")
+        out = {"columns": list(frame.columns), "rows": [{k: plain(v) for k, v in r.items()} for r in rows]}
+    print(json.dumps(out), flush=True)
 """
 
 
@@ -112,16 +109,41 @@ def client_python() -> Path:
     return python
 
 
-def run_client(profile: Path, table: str, steps: list[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(client_python()), "-c", CLIENT_SCRIPT, str(profile), table, json.dumps(steps)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class Client:
+    """The client script in its own environment, answering one JSON line per request on stdin."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [str(client_python()), "-u", "-c", CLIENT_SCRIPT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"},
+        )
+
+    def __call__(self, profile: Path, table: str, kind: str, **options: Any) -> Any:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps([str(profile), table, kind, options]) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait(timeout=30)
+            pytest.fail(f"the client failed:\n{self.process.stderr.read() if self.process.stderr else ''}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def client() -> Any:
+    running = Client()
+    yield running
+    running.close()
 
 
 @pytest.fixture
@@ -194,16 +216,16 @@ def key_only(sme_id: str) -> dict[str, Any]:
 
 
 def test_the_stock_client_reads_the_share_and_sees_a_withdrawal_as_a_delete(
-    live: Any, tmp_path: Path
+    live: Any, client: Client, tmp_path: Path
 ) -> None:
     url, engine, tokens = live
     profile = profile_file(url, tokens["northwind"], tmp_path / "northwind.share")
     table = "northwind.credit.dossiers"
-    first = run_client(profile, table, [("version", "version", {}), ("now", "snapshot", {})])
-    assert first["tables"] == [table]
-    assert first["version"] == 2
-    assert first["now"]["columns"] == COLUMNS
-    rows = first["now"]["rows"]
+    assert client(profile, table, "tables") == [table]
+    assert client(profile, table, "version") == 2
+    first = client(profile, table, "snapshot")
+    assert first["columns"] == COLUMNS
+    rows = first["rows"]
     assert [(r["feed_seq"], r["withdrawal_reason"]) for r in rows] == [(1, None), (2, None)]
     wanted = [as_json(expected_row(s, published_at=NOW)) for s in ("SME-000001", "SME-000003")]
     assert [differences(dossier_part(r), w) for r, w in zip(rows, wanted, strict=True)] == [{}, {}]
@@ -220,46 +242,35 @@ def test_the_stock_client_reads_the_share_and_sees_a_withdrawal_as_a_delete(
 
     with session_scope(engine) as session:
         consent.revoke(session, "C-1", at=dt.datetime.now(dt.UTC))
+    stopped = httpx.get(old_url)
+    assert (stopped.status_code, stopped.headers["content-type"]) == (410, "application/problem+json")
 
-    second = run_client(
-        profile,
-        table,
-        [
-            ("version", "version", {}),
-            ("now", "snapshot", {}),
-            ("at_2", "snapshot", {"version": 2}),
-            ("changes", "changes", {"starting_version": 0}),
-            ("last", "changes", {"starting_version": 3, "ending_version": 3}),
-        ],
-    )
-    assert second["version"] == 3
-    assert [(r["feed_seq"], dossier_part(r)) for r in second["now"]["rows"]] == [
-        (2, as_json(expected_row("SME-000003", published_at=NOW)))
-    ]
-    assert [(r["feed_seq"], dossier_part(r)) for r in second["at_2"]["rows"]] == [
+    assert client(profile, table, "version") == 3
+    now = client(profile, table, "snapshot")
+    assert [(r["feed_seq"], dossier_part(r)) for r in now["rows"]] == [(2, wanted[1])]
+    at_2 = client(profile, table, "snapshot", version=2)
+    assert [(r["feed_seq"], dossier_part(r)) for r in at_2["rows"]] == [
         (1, key_only("SME-000001")),
-        (2, as_json(expected_row("SME-000003", published_at=NOW))),
+        (2, wanted[1]),
     ]
-    changes = second["changes"]
+    changes = client(profile, table, "changes", starting_version=0)
     assert changes["columns"] == COLUMNS + CDF
     assert [
         (r["_change_type"], r["_commit_version"], r["feed_seq"], r["withdrawal_reason"], dossier_part(r))
         for r in changes["rows"]
     ] == [
         ("insert", 1, 1, None, key_only("SME-000001")),
-        ("insert", 2, 2, None, as_json(expected_row("SME-000003", published_at=NOW))),
+        ("insert", 2, 2, None, wanted[1]),
         ("delete", 3, 1, "consent_revoked", key_only("SME-000001")),
     ]
     stamps = [r["_commit_timestamp"] for r in changes["rows"]]
     assert stamps == sorted(stamps)
-    assert [(r["_change_type"], r["sme_id"]) for r in second["last"]["rows"]] == [("delete", "SME-000001")]
+    last = client(profile, table, "changes", starting_version=3, ending_version=3)
+    assert [(r["_change_type"], r["sme_id"]) for r in last["rows"]] == [("delete", "SME-000001")]
+    assert httpx.get(old_url).status_code == 410
 
-    gone = httpx.get(old_url)
-    assert (gone.status_code, gone.headers["content-type"]) == (410, "application/problem+json")
-
-    harbor = run_client(
-        profile_file(url, tokens["harbor"], tmp_path / "harbor.share"),
-        "harbor.credit.dossiers",
-        [("now", "snapshot", {})],
-    )
-    assert [r["sme_id"] for r in harbor["now"]["rows"]] == ["SME-000002", "SME-000003"]
+    harbor = profile_file(url, tokens["harbor"], tmp_path / "harbor.share")
+    assert [r["sme_id"] for r in client(harbor, "harbor.credit.dossiers", "snapshot")["rows"]] == [
+        "SME-000002",
+        "SME-000003",
+    ]
