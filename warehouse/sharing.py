@@ -151,6 +151,18 @@ def table_id(lender_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sme-dossier:sharing:{lender_id}:{TABLE_NAME}"))
 
 
+def profile(endpoint: str, token: str, expires_at: dt.datetime | None = None) -> dict[str, Any]:
+    """A Delta Sharing profile file (``shareCredentialsVersion`` 1) for ``endpoint`` and ``token``.
+
+    >>> profile("https://broker.example/delta-sharing", "sdk_x", dt.datetime(2026, 12, 1, 9, 0))
+    {'shareCredentialsVersion': 1, 'endpoint': 'https://broker.example/delta-sharing', 'bearerToken': 'sdk_x', 'expirationTime': '2026-12-01T09:00:00.000Z'}
+    """
+    found: dict[str, Any] = {"shareCredentialsVersion": 1, "endpoint": endpoint, "bearerToken": token}
+    if expires_at is not None:
+        found["expirationTime"] = _utc(expires_at).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return found
+
+
 # --- versions and their instants ------------------------------------------------------------------
 
 

@@ -641,15 +641,6 @@ class Profile(BaseModel):
     expirationTime: str | None = None
 
 
-def profile_for(endpoint: str, token: str, expires_at: dt.datetime | None) -> Profile:
-    """The profile reaching ``endpoint`` (the service's ``/delta-sharing``) with ``token``."""
-    expiry = None
-    if expires_at is not None:
-        moment = expires_at if expires_at.tzinfo else expires_at.replace(tzinfo=dt.UTC)
-        expiry = moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return Profile(endpoint=endpoint, bearerToken=token, expirationTime=expiry)
-
-
 @router.get("/v1/sharing/profile", response_model=Profile, response_model_exclude_none=True, tags=["lender"])
 def sharing_profile(
     request: Request,
@@ -660,8 +651,8 @@ def sharing_profile(
     expires with the key, when the key was rotated). Read the table as
     ``<profile file>#<lender id>.credit.dossiers``."""
     token = credentials.credentials if credentials is not None else ""
-    profile = profile_for(f"{_base_url(request)}{PREFIX}", token, key.expires_at)
+    profile = sharing.profile(f"{_base_url(request)}{PREFIX}", token, key.expires_at)
     return JSONResponse(
-        profile.model_dump(exclude_none=True),
+        profile,
         headers={"content-disposition": f'attachment; filename="{key.lender_id}.share"'},
     )

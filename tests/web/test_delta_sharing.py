@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warehouse"))
 from test_dossier_store import NOW, expected_row, give_consent, run_publish, scored, seed
 
-from dossier.settings import for_home
+from dossier.cli import EXIT_ERROR, EXIT_OK, main
+from dossier.settings import Settings, for_home
 from dossier.web.app import create_app
 from dossier.web.sharing import URL_LIFETIME
 from warehouse import consent, keys, sharing
@@ -477,3 +478,46 @@ def test_the_profile_names_the_endpoint_and_the_key(service: Any) -> None:
         "/delta-sharing/shares",
         "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes",
     } <= set(schema["paths"])
+
+
+def test_the_share_profile_command_writes_a_working_profile(
+    capsys: pytest.CaptureFixture[str], home: Settings, tmp_path: Path
+) -> None:
+    assert main(["lender", "add", "harbour-bank"]) == EXIT_OK
+    first_key = capsys.readouterr().out.strip()
+    out = tmp_path / "profiles" / "harbour.share"
+    assert main(["lender", "share-profile", "harbour-bank", "--out", str(out)]) == EXIT_OK
+    printed, err = capsys.readouterr()
+    written = json.loads(out.read_text())
+    assert (printed.strip(), sorted(written)) == (
+        str(out),
+        ["bearerToken", "endpoint", "shareCredentialsVersion"],
+    )
+    assert (written["shareCredentialsVersion"], written["endpoint"]) == (1, f"{home.base_url}/delta-sharing")
+    assert written["bearerToken"].startswith("sdk_")
+    assert written["bearerToken"] != first_key
+    assert err.strip() == (
+        "dossier: wrote the Delta Sharing profile of harbour-bank with its new API key (keep it secret); "
+        f"read the table as {out}#harbour-bank.credit.dossiers"
+    )
+    assert out.stat().st_mode & 0o777 == 0o600
+    with TestClient(create_app(home)) as client:
+        answer = client.get(
+            "/delta-sharing/shares", headers={"Authorization": f"Bearer {written['bearerToken']}"}
+        )
+        assert answer.json()["items"][0]["name"] == "harbour-bank"
+
+    assert main(["lender", "share-profile", "harbour-bank", "--out", str(out), "--key", first_key]) == EXIT_OK
+    capsys.readouterr()
+    assert json.loads(out.read_text())["bearerToken"] == first_key
+    cases = [
+        (
+            ["nobody", "--out", str(out)],
+            "unknown lender 'nobody'; register it first: dossier lender add nobody",
+        ),
+        (["harbour-bank", "--out", str(out), "--key", "sdk_000000000000_x"], "API key not known"),
+        (["harbour-bank", "--out", str(tmp_path)], "is a folder; name a file to write"),
+    ]
+    for argv, message in cases:
+        assert main(["lender", "share-profile", *argv]) == EXIT_ERROR
+        assert message in capsys.readouterr().err
