@@ -287,6 +287,35 @@ VERSION_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
+def response_format(
+    capabilities: Annotated[
+        str | None,
+        Header(
+            alias=CAPABILITIES,
+            max_length=1000,
+            description="Capabilities the client reads, e.g. responseformat=delta,parquet; "
+            "the answer is always in the parquet response format.",
+        ),
+    ] = None,
+) -> str:
+    """The response format: parquet, unless the client reads only formats other than parquet (400)."""
+    for capability in (capabilities or "").split(";"):
+        name, _, values = capability.partition("=")
+        if name.strip().lower() == "responseformat":
+            formats = {v.strip().lower() for v in values.split(",") if v.strip()}
+            if formats and "parquet" not in formats:
+                raise SharingProblem(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    f"{CAPABILITIES}: responseformat={values.strip()} is not served here; "
+                    "this server answers in responseformat=parquet",
+                )
+    return "parquet"
+
+
+PARQUET_ONLY = [Depends(response_format)]
+
+
 def _ndjson(lines: list[dict[str, Any]], version: int) -> Response:
     body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
     headers = {VERSION_HEADER: str(version), CAPABILITIES: "responseformat=parquet"}
@@ -420,7 +449,9 @@ def _as_of(session: Any, lender_id: str, version: int | None, timestamp: str | N
     return latest
 
 
-@router.get(f"{TABLE}/metadata", responses=NDJSON_RESPONSE, response_class=Response)
+@router.get(
+    f"{TABLE}/metadata", responses=NDJSON_RESPONSE, response_class=Response, dependencies=PARQUET_ONLY
+)
 def table_metadata(
     share: str,
     schema: str,
@@ -430,7 +461,6 @@ def table_metadata(
     key: LenderKeyDep,
     version: Annotated[int | None, Query(ge=0)] = None,
     timestamp: Annotated[str | None, Query(max_length=40)] = None,
-    capabilities: Annotated[str | None, Header(alias=CAPABILITIES)] = None,
 ) -> Response:
     """The table's protocol and metadata (schema with every column described); answered in the
     parquet response format whatever format the capabilities header asks for."""
@@ -456,7 +486,7 @@ class QueryBody(BaseModel):
     ending_version: int | None = Field(None, alias="endingVersion", ge=0)
 
 
-@router.post(f"{TABLE}/query", responses=NDJSON_RESPONSE, response_class=Response)
+@router.post(f"{TABLE}/query", responses=NDJSON_RESPONSE, response_class=Response, dependencies=PARQUET_ONLY)
 def query_table(
     share: str,
     schema: str,
@@ -526,7 +556,7 @@ def _range(
     return start, end
 
 
-@router.get(f"{TABLE}/changes", responses=NDJSON_RESPONSE, response_class=Response)
+@router.get(f"{TABLE}/changes", responses=NDJSON_RESPONSE, response_class=Response, dependencies=PARQUET_ONLY)
 def table_changes(
     share: str,
     schema: str,

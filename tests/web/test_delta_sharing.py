@@ -199,6 +199,19 @@ def test_metadata_describes_every_column(service: Any) -> None:
         "partitionColumns": [],
         "configuration": {"enableChangeDataFeed": "true"},
     }
+    delta_only = client.get(
+        f"{TABLE}/metadata",
+        headers={
+            **headers["northwind"],
+            "delta-sharing-capabilities": "responseformat=delta;readerfeatures=x",
+        },
+    )
+    assert (delta_only.status_code, delta_only.json()["errorCode"], delta_only.json()["detail"]) == (
+        400,
+        "INVALID_PARAMETER_VALUE",
+        "delta-sharing-capabilities: responseformat=delta is not served here; "
+        "this server answers in responseformat=parquet",
+    )
     fields = {f["name"]: (f["type"], f["metadata"]["comment"]) for f in schema["fields"]}
     assert [f["name"] for f in schema["fields"]] == [
         "feed_seq",
