@@ -615,12 +615,11 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-@router.api_route(
-    f"{PREFIX}/files/{{lender_id}}/{{file_id}}.parquet",
-    methods=["GET", "HEAD"],
-    responses=FILE_RESPONSES,
-    response_class=Response,
-)
+FILE = f"{PREFIX}/files/{{lender_id}}/{{file_id}}.parquet"
+
+
+@router.head(FILE, responses=FILE_RESPONSES, response_class=Response, operation_id="file_head")
+@router.get(FILE, responses=FILE_RESPONSES, response_class=Response, operation_id="download_file")
 def download_file(
     lender_id: str,
     file_id: str,
