@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from warehouse import events
 from warehouse.consent import entitlement
+from warehouse.db import in_chunks
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
 from warehouse.errors import InputError
 from warehouse.feed import held_deliveries, plan_withdrawals
@@ -381,9 +382,22 @@ def _change_part(change: tuple[str, Entry, str | None]) -> str:
     return f"{change[0]}:{_entry_part(change[1])}:{change[2] or ''}"
 
 
+def _change_entries(session: Session, lender_id: str, start: int, end: int) -> list[Entry]:
+    """The events from ``start`` to ``end`` and every earlier event of the versions withdrawn in
+    that range: enough to replay what each of those withdrawals removed."""
+    in_range = _entries(session, lender_id, FeedEvent.seq.between(start, end))
+    withdrawn = {e.version_id for e in in_range if e.kind == events.WITHDRAWN}
+    earlier: list[Entry] = []
+    for chunk in in_chunks(withdrawn):
+        earlier += _entries(
+            session, lender_id, FeedEvent.seq < start, FeedEvent.dossier_version_id.in_(chunk)
+        )
+    return sorted(earlier, key=lambda e: e.seq) + in_range
+
+
 def change_files(session: Session, lender_id: str, start: int, end: int) -> list[DataFile]:
     """One file per version from ``start`` to ``end`` that changed the table."""
-    entries = _entries(session, lender_id, FeedEvent.seq <= end)
+    entries = _change_entries(session, lender_id, start, end)
     return [
         DataFile(f"c{seq}-{_digest(_change_part(c) for c in found)}", seq, len(found))
         for seq, found in sorted(_changes(entries, start, end).items())
@@ -394,13 +408,10 @@ def change_files(session: Session, lender_id: str, start: int, end: int) -> list
 
 
 def _rows(session: Session, lender_id: str, entries: list[Entry]) -> dict[int, dict[str, Any]]:
-    held = [e.seq for e in entries if e.held]
     found: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(held), 500):
+    for chunk in in_chunks(e.seq for e in entries if e.held):
         query = select(FeedEvent.seq, FeedEvent.dossier_json).where(
-            FeedEvent.lender_id == lender_id,
-            FeedEvent.seq.in_(held[start : start + 500]),
-            FeedEvent.dossier_json.is_not(None),
+            FeedEvent.lender_id == lender_id, FeedEvent.seq.in_(chunk), FeedEvent.dossier_json.is_not(None)
         )
         found.update({seq: json.loads(text) for seq, text in session.execute(query)})
     return found
@@ -429,7 +440,7 @@ def _current(session: Session, lender_id: str, file_id: str) -> tuple[str, list[
         return None
     if match["seq"] is not None:
         seq = int(match["seq"])
-        found = _changes(_entries(session, lender_id, FeedEvent.seq <= seq), seq, seq).get(seq, [])
+        found = _changes(_change_entries(session, lender_id, seq, seq), seq, seq).get(seq, [])
         if not found or _digest(_change_part(c) for c in found) != match["digest"]:
             return None
         return "change", found
