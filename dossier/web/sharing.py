@@ -370,12 +370,29 @@ def _content(request: Request, session: Any, lender_id: str, file_id: str) -> by
     return found
 
 
+class _Changed(Exception):
+    """A file just listed no longer matches the log: a withdrawal committed meanwhile."""
+
+
+def _listing(build: Any) -> list[dict[str, Any]]:
+    """The lines ``build()`` makes, made again when the log changed while it ran (a concurrent
+    withdrawal), so a listing never names a file that cannot be downloaded."""
+    for _attempt in range(3):
+        try:
+            return build()
+        except _Changed:
+            continue
+    raise SharingProblem(
+        503, "TEMPORARILY_UNAVAILABLE", "the table kept changing while it was read: try again"
+    )
+
+
 def _file_action(
     request: Request, session: Any, lender_id: str, data: sharing.DataFile, expires: int
 ) -> dict[str, Any]:
     content = _content(request, session, lender_id, data.id)
-    if content is None:  # the log changed under this request's own transaction: a defect
-        raise RuntimeError(f"file {data.id} of {lender_id} cannot be built")
+    if content is None:
+        raise _Changed(data.id)
     signature = _signature(request, lender_id, data.id, expires)
     url = (
         f"{_base_url(request)}{PREFIX}/files/{quote(lender_id)}/{data.id}.parquet"
@@ -507,23 +524,25 @@ def query_table(
         start, end = _range(
             session, lender_id, body.starting_version, None, body.ending_version, None, latest
         )
-        lines = [_protocol(), _metadata(lender_id), *_change_lines(request, session, lender_id, start, end)]
-        return _ndjson(lines, start)
+        changes = _listing(lambda: _change_lines(request, session, lender_id, start, end))
+        return _ndjson([_protocol(), _metadata(lender_id), *changes], start)
     at = _as_of(session, lender_id, body.version, body.timestamp, latest)
     travel = body.version is not None or body.timestamp is not None
-    expires = _expiry()
-    lines = [_protocol(), _metadata(lender_id, at if travel else None)]
     instants = sharing.commit_instants(session, lender_id, at, at) if travel else {}
-    records = 0
-    for data in sharing.snapshot_files(session, lender_id, at):
-        if body.limit_hint is not None and records >= body.limit_hint:
-            break
-        action = _file_action(request, session, lender_id, data, expires)
-        if travel:
-            action.update(version=at, timestamp=_ms(instants[at]))
-        lines.append({"file": action})
-        records += data.num_records
-    return _ndjson(lines, at)
+
+    def files() -> list[dict[str, Any]]:
+        expires, records, found = _expiry(), 0, []
+        for data in sharing.snapshot_files(session, lender_id, at):
+            if body.limit_hint is not None and records >= body.limit_hint:
+                break
+            action = _file_action(request, session, lender_id, data, expires)
+            if travel:
+                action.update(version=at, timestamp=_ms(instants[at]))
+            found.append({"file": action})
+            records += data.num_records
+        return found
+
+    return _ndjson([_protocol(), _metadata(lender_id, at if travel else None), *_listing(files)], at)
 
 
 def _range(
@@ -579,8 +598,8 @@ def table_changes(
     start, end = _range(
         session, lender_id, starting_version, starting_timestamp, ending_version, ending_timestamp, latest
     )
-    lines = [_protocol(), _metadata(lender_id), *_change_lines(request, session, lender_id, start, end)]
-    return _ndjson(lines, start)
+    changes = _listing(lambda: _change_lines(request, session, lender_id, start, end))
+    return _ndjson([_protocol(), _metadata(lender_id), *changes], start)
 
 
 # --- files ----------------------------------------------------------------------------------------
