@@ -8,6 +8,7 @@ lines directly. Dossiers published by the real publish into a temporary store; b
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import io
 import json
 import sys
@@ -57,6 +58,11 @@ def service(warehouse_url: str, tmp_path: Path) -> Any:
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, engine, headers
     engine.dispose()
+
+
+def test_the_docstring_examples_hold() -> None:
+    outcome = doctest.testmod(sharing, optionflags=doctest.ELLIPSIS)
+    assert (outcome.attempted > 0, outcome.failed) == (True, 0)
 
 
 def lines(answer: Any) -> list[dict[str, Any]]:
