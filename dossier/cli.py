@@ -65,6 +65,15 @@ def out_folder(value: str) -> Path:
     return path
 
 
+def out_file(value: str) -> Path:
+    """``--out`` for a file: not a folder, in a folder that exists and is writable or can be made."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is a folder; name a file to write")
+    out_folder(str(path.parent))
+    return path
+
+
 def positive(value: str) -> int:
     """A whole number of at least 1."""
     if not value.isdigit() or int(value) < 1:
@@ -534,6 +543,43 @@ def cmd_lender_add(args: argparse.Namespace) -> int:
     print(
         f"dossier: registered lender {lender.lender_id}; the line above is its API key, shown only this "
         "once (the broker keeps its hash): give it to the lender",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_lender_share_profile(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+    from warehouse.feed import FeedError
+    from warehouse.keys import authenticate, issue_key
+    from warehouse.models import Lender
+    from warehouse.sharing import SCHEMA_NAME, TABLE_NAME, profile
+
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        if session.get(Lender, args.lender_id) is None:
+            raise FeedError(
+                f"unknown lender {args.lender_id!r}; register it first: dossier lender add {args.lender_id}"
+            )
+        if args.key:
+            key = authenticate(session, args.key, at=now)
+            if key.lender_id != args.lender_id:
+                raise CommandLineError(f"--key is a key of {key.lender_id}, not of {args.lender_id}")
+            token = args.key
+        else:
+            token, key = issue_key(session, args.lender_id, at=now)
+        expires_at = key.expires_at
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch(mode=0o600)
+    out.write_text(
+        json.dumps(profile(get_settings().base_url + "/delta-sharing", token, expires_at), indent=2) + "\n"
+    )
+    print(out)
+    made = "its new API key" if not args.key else "the key given"
+    print(
+        f"dossier: wrote the Delta Sharing profile of {args.lender_id} with {made} (keep it secret); "
+        f"read the table as {out}#{args.lender_id}.{SCHEMA_NAME}.{TABLE_NAME}",
         file=sys.stderr,
     )
     return 0
@@ -1146,6 +1192,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lender_add.add_argument("lender_id", metavar="LENDER_ID", help="lender id, e.g. northwind-capital")
     lender_add.add_argument("--name", help="display name (default: the id)")
+    share_profile = add(
+        lender,
+        "share-profile",
+        cmd_lender_share_profile,
+        "Write a lender's Delta Sharing profile file (endpoint and bearer token; a new API key unless --key).",
+    )
+    share_profile.add_argument("lender_id", metavar="LENDER_ID", help="lender id, e.g. northwind-capital")
+    share_profile.add_argument(
+        "--out", required=True, type=out_file, help="the profile file to write, e.g. northwind.share"
+    )
+    share_profile.add_argument(
+        "--key", help="an API key of the lender to put in the profile (default: issue a new one)"
+    )
     lender_keys = add(
         lender, "keys", cmd_lender_keys, "List a lender's API keys by prefix, with their status."
     )

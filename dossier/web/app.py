@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from dossier.settings import Settings, get_settings
-from dossier.web import lender, operator, problems, sme, webhooks
+from dossier.web import lender, operator, problems, sharing, sme, webhooks
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -39,4 +39,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lender.router)
     app.include_router(webhooks.router)
     app.include_router(sme.router)
+    sharing.install(app)
     return app
