@@ -11,8 +11,9 @@ the lender's feed events after the endpoint's ``last_seq`` (:func:`enqueue`), an
 is read from the feed log when it is sent (:func:`payload_of`), never copied at queue time, so a
 delivered row withdrawn or erased since is never sent (the event goes out as the feed shows it now,
 ``dossier`` null). The events were appended by the feed itself (:func:`warehouse.feed.sync`, which
-the worker runs for every lender with an enabled endpoint, or a lender's own feed read or pull), so
-the entitlement is the feed's and is not decided here.
+the worker runs periodically for every lender with an enabled endpoint, and again for the lenders of
+each batch it claims, right before reading the bodies, as every feed read does), so the entitlement
+is the feed's and is not decided here.
 
 Sending is done by a worker, never in a request (:func:`send_due`, :class:`Worker`): due messages are
 claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and on every backend a compare-and-set of the due
