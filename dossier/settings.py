@@ -145,8 +145,8 @@ class Environment(BaseSettings):
     )
     webhook_retry_schedule: str = Field(
         "0,5,300,1800,7200,18000,36000,36000",
-        description="Seconds before each webhook attempt, comma-separated: the first attempt's, then the wait "
-        "after each failure (default: the Standard Webhooks example, immediately, 5 s, 5 min, 30 min, 2 h, 5 h, "
+        description="Seconds before each webhook attempt, comma-separated: the first counted from when the "
+        "event is queued, each next one from the failure before it (default: the Standard Webhooks example, immediately, 5 s, 5 min, 30 min, 2 h, 5 h, "
         "10 h, 10 h); when it runs out the message has failed.",
     )
     webhook_timeout: float = Field(

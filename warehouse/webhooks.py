@@ -11,8 +11,9 @@ the lender's feed events after the endpoint's ``last_seq`` (:func:`enqueue`), an
 is read from the feed log when it is sent (:func:`payload_of`), never copied at queue time, so a
 delivered row withdrawn or erased since is never sent (the event goes out as the feed shows it now,
 ``dossier`` null). The events were appended by the feed itself (:func:`warehouse.feed.sync`, which
-the worker runs for every lender with an enabled endpoint, or a lender's own feed read or pull), so
-the entitlement is the feed's and is not decided here.
+the worker runs periodically for every lender with an enabled endpoint, and again for the lenders of
+each batch it claims, right before reading the bodies, as every feed read does), so the entitlement
+is the feed's and is not decided here.
 
 Sending is done by a worker, never in a request (:func:`send_due`, :class:`Worker`): due messages are
 claimed (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and on every backend a compare-and-set of the due
@@ -75,7 +76,8 @@ EVENT_TYPES: dict[str, str] = {events.DELIVERED: DELIVERED, events.WITHDRAWN: WI
 """The webhook event type of each feed event kind."""
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
-"""Seconds before each attempt, counted from the previous one (the first from the event)."""
+"""Seconds before each attempt: the first counted from when the event is queued, each next one from
+the failure before it. A replay or a test message is sent at once."""
 
 PENDING, DELIVERED_STATUS, FAILED = "pending", "delivered", "failed"
 STATUSES = (PENDING, DELIVERED_STATUS, FAILED)
@@ -306,13 +308,17 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def enqueue(session: Session, *, lender_id: str | None = None, at: dt.datetime | None = None) -> int:
+def enqueue(
+    session: Session, *, lender_id: str | None = None, at: dt.datetime | None = None, delay: float = 0.0
+) -> int:
     """Queue, for every enabled endpoint (of ``lender_id``, or all), the lender's feed events after
     the endpoint's ``last_seq`` whose type it wants, and move ``last_seq`` on (not committed).
 
     The endpoint's row is locked while it is done, so two workers never queue one event twice.
-    Returns the messages queued."""
+    Each is due ``delay`` seconds after ``at`` (the retry schedule's first entry). Returns the
+    messages queued."""
     at = at or utcnow()
+    due = at + dt.timedelta(seconds=delay)
     query = select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)
     if lender_id is not None:
         query = query.where(WebhookEndpoint.lender_id == lender_id)
@@ -335,7 +341,7 @@ def enqueue(session: Session, *, lender_id: str | None = None, at: dt.datetime |
                 "event_type": EVENT_TYPES[kind],
                 "status": PENDING,
                 "attempts": 0,
-                "next_attempt_at": at,
+                "next_attempt_at": due,
                 "created_at": at,
                 "updated_at": at,
             }
@@ -817,7 +823,7 @@ def run_once(
     sent to, when a store is given). Returns the counts."""
     appended = sync_feeds(engine, store) if sync_feed and store is not None else 0
     with session_scope(engine) as session:
-        queued = enqueue(session)
+        queued = enqueue(session, delay=config.schedule[0])
     with session_scope(engine) as session:
         report = send_due(session, config, store=store)
     return {"appended": appended, "queued": queued, **report.as_dict()}

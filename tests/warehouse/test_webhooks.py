@@ -419,3 +419,20 @@ def test_bad_endpoint_input_is_refused_naming_the_field(world: tuple[Engine, Sto
         with pytest.raises(webhooks.UnknownEndpoint, match="unknown lender 'nobody'"):
             webhooks.create_endpoint(session, "nobody", "http://127.0.0.1/", secret_key=SECRET_KEY)
         assert session.scalars(select(WebhookEndpoint)).all() == []
+
+
+def test_the_first_attempt_waits_the_schedules_first_entry(
+    world: tuple[Engine, Store], receiver: Receiver
+) -> None:
+    engine, store = world
+    add_endpoint(engine, receiver)
+    later = dataclasses.replace(FAST, schedule=(3600, 0))
+    report = step(engine, store, later)
+    assert (report["queued"], report["claimed"]) == (2, 0)
+    with session_scope(engine) as session:
+        waits = {
+            (m.next_attempt_at - m.created_at).total_seconds()
+            for m in session.scalars(select(WebhookMessage))
+        }
+    assert waits == {3600.0}
+    assert receiver.seen == []
