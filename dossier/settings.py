@@ -143,6 +143,17 @@ class Environment(BaseSettings):
     upload_max_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="Largest file an SME may upload through a connector link (bytes)."
     )
+    airflow_api_url: str = Field(
+        "",
+        description="Base URL of an Airflow 3 API server (e.g. http://127.0.0.1:8080): a grant then triggers "
+        "a DAG run scoped to its SME there; empty: the web service runs the pipeline for it in-process.",
+    )
+    airflow_username: str = Field("admin", description="Airflow user the web service logs in as (JWT).")
+    airflow_password: str = Field(
+        "",
+        description="Password of DOSSIER_AIRFLOW_USERNAME (empty: the one `make airflow` generated in "
+        "$DOSSIER_HOME/airflow/simple_auth_manager_passwords.json.generated).",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -156,7 +167,7 @@ class Environment(BaseSettings):
             raise ValueError(f"not a SQLAlchemy URL ({error})") from None
         return value
 
-    @field_validator("sandbox_url", "s3_endpoint_url", "public_url")
+    @field_validator("sandbox_url", "s3_endpoint_url", "public_url", "airflow_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -309,6 +320,9 @@ class Settings:
     lender_api_url: str = ""
     lender_api_key: str = ""
     upload_max_bytes: int = 20 * 1024 * 1024
+    airflow_api_url: str = ""
+    airflow_username: str = "admin"
+    airflow_password: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -354,6 +368,9 @@ class Settings:
             lender_api_url=parsed.lender_api_url.rstrip("/"),
             lender_api_key=parsed.lender_api_key,
             upload_max_bytes=parsed.upload_max_bytes,
+            airflow_api_url=parsed.airflow_api_url.rstrip("/"),
+            airflow_username=parsed.airflow_username,
+            airflow_password=parsed.airflow_password,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -25,6 +25,7 @@ from sqlalchemy import select
 
 from connectors import authorization, uploads
 from connectors.sandbox.authorize import OAUTH_SOURCES
+from dossier import grant_runs
 from dossier.settings import Settings
 from dossier.web.deps import Operator, SessionDep
 from warehouse import consent, links
@@ -333,11 +334,17 @@ def answer_link(
     token: str,
     request: Request,
     session: SessionDep,
+    background: BackgroundTasks,
     decision: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
     text_sha256: Annotated[str, Form()] = "",
 ) -> Response:
-    """Grant or decline a link (once; submitting the same answer again shows it again)."""
+    """Grant or decline a link (once; submitting the same answer again shows it again).
+
+    A grant records a run of the pipeline for the SME in the same transaction; the run is handed
+    to the service's runner once the transaction has committed (a background task after the
+    response), so the answer never waits for the pipeline.
+    """
     settings: Settings = request.app.state.settings
     if not _csrf_ok(request, csrf_token):
         return _problem_page(request, "Your answer was not recorded", _FORM_EXPIRED, 403)
@@ -359,6 +366,13 @@ def answer_link(
         return _problem_page(request, "Your answer was not recorded", str(error), error.status)
     except consent.ConsentError as error:
         return _problem_page(request, "Your answer was not recorded", f"{error}.", 422)
+    run_words = ""
+    if link.outcome == "granted" and link.consent_id:
+        run = grant_runs.record(
+            session, settings, sme_id=sme_id, consent_id=link.consent_id, link_id=link.link_id
+        )
+        background.add_task(request.app.state.grant_runs.submit, run.id)
+        run_words = grant_runs.words(run)
     key = links.issue_page_key(session, _key(request), sme_id, at=now)
     return _page(
         request,
@@ -367,6 +381,7 @@ def answer_link(
         outcome=link.outcome,
         consent_id=link.consent_id,
         page_url=page_url(settings, sme_id, key),
+        run_words=run_words,
     )
 
 
@@ -436,7 +451,14 @@ def _sme_view(session: SessionDep, sme_id: str, now: dt.datetime) -> dict[str, A
     ]
     if active:
         choices.append({"field": "everything", "value": "1", "label": "Take back every consent"})
-    return {"consents": consents, "deliveries": deliveries, "revoke_choices": choices}
+    runs = grant_runs.progress(session, sme_id)
+    return {
+        "consents": consents,
+        "deliveries": deliveries,
+        "revoke_choices": choices,
+        "runs": runs,
+        "refresh_seconds": 5 if any(r["status"] in grant_runs.WAITING for r in runs) else 0,
+    }
 
 
 def _render_sme_page(
