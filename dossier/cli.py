@@ -444,6 +444,66 @@ def cmd_link_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_link_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse import links
+    from warehouse.db import session_scope
+    from warehouse.models import ConnectorLink, FieldVisitRequest, GrantRun
+
+    if args.sme:
+        _known_sme(args.sme)
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        query = select(ConnectorLink).order_by(ConnectorLink.created_at, ConnectorLink.link_id)
+        if args.sme:
+            query = query.where(ConnectorLink.sme_id == args.sme)
+        visits = {v.link_id: v for v in session.scalars(select(FieldVisitRequest))}
+        runs = {r.consent_id: r for r in session.scalars(select(GrantRun))}
+        rows = [
+            {
+                "link_id": link.link_id,
+                "sme_id": link.sme_id,
+                "created_by": link.created_by,
+                "status": links.status_at(link, now),
+                "sources": list(link.sources),
+                "recipients": list(link.recipients),
+                "expires_at": link.expires_at.isoformat(),
+                "consent_id": link.consent_id,
+                "pipeline": runs[link.consent_id].status if link.consent_id in runs else None,
+                "field_visit": visits[link.link_id].status if link.link_id in visits else None,
+                "field_visit_requested_at": visits[link.link_id].requested_at.isoformat()
+                if link.link_id in visits
+                else None,
+                "field_visit_note": visits[link.link_id].note if link.link_id in visits else None,
+            }
+            for link in session.scalars(query)
+        ]
+    if args.visits:
+        rows = [row for row in rows if row["field_visit"]]
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = Table("link", "sme", "asked by", "status", "sources", "recipients", "pipeline", "field visit")
+    for row in rows:
+        visit = f"{row['field_visit']} {row['field_visit_requested_at'][:10]}" if row["field_visit"] else ""
+        if row["field_visit_note"]:
+            visit += f" ({row['field_visit_note']})"
+        table.add_row(
+            row["link_id"],
+            row["sme_id"],
+            row["created_by"],
+            row["status"],
+            ",".join(row["sources"]),
+            ",".join(row["recipients"]),
+            row["pipeline"] or "",
+            visit,
+        )
+    console.print(table)
+    console.print(f"{len(rows)} link(s)", markup=False)
+    return 0
+
+
 # --- lender -----------------------------------------------------------------------------------------
 
 
@@ -927,6 +987,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--valid-days", type=int, default=14, help="days the link can be answered (default 14)"
     )
     link_create.add_argument("--actor", default="operator", help="who asks (default operator)")
+    link_list = add(
+        link,
+        "list",
+        cmd_link_list,
+        "List connector links: who asked, status, the pipeline run a grant started, field visits asked for.",
+    )
+    link_list.add_argument("--sme", help="only this SME's links")
+    link_list.add_argument(
+        "--visits", action="store_true", help="only links through which a field visit was requested"
+    )
+    link_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
         dest="lender_command", required=True, metavar="COMMAND"

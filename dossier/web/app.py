@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from dossier.grant_runs import GrantRunner
 from dossier.settings import Settings, get_settings
-from dossier.web import lender, operator, problems, sme
+from dossier.web import lender, links_api, operator, problems, sme
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -52,5 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(operator.router)
     app.include_router(lender.router)
+    app.include_router(links_api.router)
     app.include_router(sme.router)
     return app

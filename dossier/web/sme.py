@@ -20,20 +20,20 @@ from urllib.parse import quote
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from connectors import authorization, uploads
 from connectors.sandbox.authorize import OAUTH_SOURCES
 from dossier import grant_runs
 from dossier.settings import Settings
-from dossier.web.deps import Operator, SessionDep
+from dossier.web.deps import SessionDep
 from warehouse import consent, links
 from warehouse.models import (
     ConnectorLink,
     Consent,
     Delivery,
     DossierVersion,
+    FieldVisitRequest,
     OAuthRequest,
     SourceConnection,
     Upload,
@@ -132,6 +132,10 @@ def _render_link(
             )
         },
         uploads=uploaded,
+        visit_action=f"{action}/visit" if links.VISIT_SOURCE in link.sources else "",
+        visit=session.scalars(
+            select(FieldVisitRequest).where(FieldVisitRequest.link_id == link.link_id)
+        ).first(),
         **extra,
     )
 
@@ -192,6 +196,35 @@ def upload_file(
     return _render_link(
         request, session, link, token, now=now, status=status, latest=upload, feedback=feedback(upload)
     )
+
+
+@router.post("/connect/{sme_id}/{token}/visit", response_class=HTMLResponse, tags=["sme"])
+def request_visit(
+    sme_id: str,
+    token: str,
+    request: Request,
+    session: SessionDep,
+    csrf_token: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Ask for a field visit (the survey source); asking twice keeps the first request."""
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "No visit was requested", _FORM_EXPIRED, 403)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        link = links.open_link(session, _key(request), sme_id, token, now=now)
+    except links.LinkError as error:
+        return _problem_page(request, "This link cannot be used", str(error), error.status)
+    try:
+        visit, new = links.request_field_visit(session, link, at=now, client=_client(request), note=note)
+    except links.LinkError as error:
+        return _render_link(request, session, link, token, now=now, status=error.status, problem=str(error))
+    message = (
+        "Your field visit is requested; the operator will contact you to arrange it."
+        if new
+        else f"You already asked for a field visit on {visit.requested_at:%d %B %Y}; it is still requested."
+    )
+    return _render_link(request, session, link, token, now=now, visit_message=message)
 
 
 RETURN_COOKIE = "dossier_return"
@@ -547,50 +580,4 @@ def sme_rotate(
     url = page_url(request.app.state.settings, sme_id, new_key)
     return _render_sme_page(
         request, session, sme_id, new_key, f"Your page has a new link; the old one no longer works: {url}"
-    )
-
-
-# --- the operator's API to make links -------------------------------------------------------------
-
-
-class LinkRequest(BaseModel):
-    """The terms an SME is asked to grant, and how long the link can be answered."""
-
-    sme_id: str = Field(examples=["SME-000042"])
-    sources: list[str] = Field(min_length=1, examples=[["accounting", "utility"]])
-    recipients: list[str] = Field(min_length=1, examples=[["northwind-capital"]])
-    purpose: str = Field(examples=["credit_decision"])
-    history_months: int = Field(ge=1, le=consent.MAX_HISTORY_MONTHS, examples=[24])
-    consent_days: int = Field(ge=1, examples=[365])
-    valid_days: int = Field(links.DEFAULT_VALID_DAYS, ge=1, le=links.MAX_VALID_DAYS)
-
-
-class LinkMade(BaseModel):
-    """A link made: its id, where the SME answers it (shown once; only its hash is kept), its expiry."""
-
-    link_id: str
-    sme_id: str
-    url: str
-    expires_at: dt.datetime
-
-
-@router.post("/v1/operator/links", response_model=LinkMade, status_code=201, tags=["operator"])
-def create_link(body: LinkRequest, request: Request, session: SessionDep, actor: Operator) -> LinkMade:
-    made = links.create_link(
-        session,
-        _key(request),
-        sme_id=body.sme_id,
-        sources=body.sources,
-        recipients=body.recipients,
-        purpose=body.purpose,
-        history_months=body.history_months,
-        consent_days=body.consent_days,
-        valid_days=body.valid_days,
-        actor=actor,
-    )
-    return LinkMade(
-        link_id=made.link.link_id,
-        sme_id=made.link.sme_id,
-        url=link_url(request.app.state.settings, body.sme_id, made.token),
-        expires_at=made.link.expires_at,
     )
