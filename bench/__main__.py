@@ -2,8 +2,12 @@
 
 import sys
 
-from bench import core_pipeline, format_parsing, lender_feed, statement_model
+from bench import core_pipeline, format_parsing, grant_to_delivered, lender_feed, statement_model
 
 sys.exit(
-    statement_model.main([]) or core_pipeline.main([]) or format_parsing.main([]) or lender_feed.main([])
+    statement_model.main([])
+    or core_pipeline.main([])
+    or format_parsing.main([])
+    or lender_feed.main([])
+    or grant_to_delivered.main([])
 )

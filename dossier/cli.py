@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Column, Table
 
-from dossier.settings import get_settings, record_sandbox
+from dossier.settings import Settings, get_settings, override, record_sandbox
 from warehouse.errors import DossierError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -748,24 +748,90 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- schema -----------------------------------------------------------------------------------------
 
 
+SERVE_LINK_SOURCES = ["accounting", "tax", "utility", "survey"]
+
+
+def sandbox_link(settings: Settings) -> tuple[str, str, list[str]] | None:
+    """A ready connector link for a sandbox SME with no active consent (else the first SME), asking
+    for every source on behalf of the sandbox's lenders: (SME id, URL, lenders); None when the
+    warehouse has no SMEs or none of the sandbox's lenders (not seeded)."""
+    from sqlalchemy import select
+
+    from connectors.sandbox.seed import LENDERS, PURPOSE
+    from dossier.web.sme import link_url
+    from warehouse import links
+    from warehouse.consent import active_consents
+    from warehouse.db import session_scope
+    from warehouse.models import Lender, Sme
+
+    with session_scope() as session:
+        lenders = sorted(session.scalars(select(Lender.lender_id).where(Lender.lender_id.in_(list(LENDERS)))))
+        smes = session.scalars(
+            select(Sme.sme_id).where(Sme.erased_at.is_(None)).order_by(Sme.sme_id).limit(200)
+        )
+        candidates = list(smes)
+        if not lenders or not candidates:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        sme_id = next((s for s in candidates if not active_consents(session, s, now)), candidates[0])
+        made = links.create_link(
+            session,
+            settings.kept_secret("secret_key"),
+            sme_id=sme_id,
+            sources=SERVE_LINK_SOURCES,
+            recipients=lenders,
+            purpose=PURPOSE,
+            history_months=24,
+            consent_days=365,
+            actor="operator",
+        )
+        return sme_id, link_url(settings, sme_id, made.token), lenders
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     import uvicorn
 
+    from dossier.demo import sandbox_running
     from dossier.web.app import create_app
 
     settings = get_settings()
     changes = {k: v for k, v in (("web_host", args.host), ("web_port", args.port)) if v is not None}
     settings = dataclasses.replace(settings, **changes)
-    app = create_app(settings)
-    token_file = settings.home / "operator.token"
-    console.print(
-        f"sme-dossier web service at {settings.base_url} (API docs {settings.base_url}/docs); "
-        f"operator token: {'DOSSIER_OPERATOR_TOKEN' if settings.operator_token else token_file}"
-    )
-    settings.kept_secret("operator_token")
-    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning")
+    with sandbox_running(settings, dt.datetime.now(dt.UTC).date()) as wired, override(wired):
+        app = create_app(wired)
+        token_file = wired.home / "operator.token"
+        print(
+            f"sme-dossier web service at {wired.base_url} (API docs {wired.base_url}/docs); "
+            f"operator token: {'DOSSIER_OPERATOR_TOKEN' if wired.operator_token else token_file}",
+            flush=True,
+        )
+        print(
+            f"providers: {wired.sandbox_url}"
+            + (
+                " (DOSSIER_SANDBOX_URL)"
+                if settings.sandbox_url
+                else " (the bundled sandbox, started beside the service)"
+            ),
+            flush=True,
+        )
+        wired.kept_secret("operator_token")
+        if not args.no_link:
+            ready = sandbox_link(wired)
+            if ready is None:
+                print(
+                    "no sandbox SMEs registered yet; run `dossier sandbox seed` for a ready link",
+                    flush=True,
+                )
+            else:
+                sme_id, url, lenders = ready
+                print(
+                    f"a connector link for sandbox SME {sme_id} (recipients {', '.join(lenders)}); open it in a browser:",
+                    flush=True,
+                )
+                print(url, flush=True)
+        uvicorn.run(app, host=wired.web_host, port=wired.web_port, log_level="warning")
     return 0
 
 
@@ -1121,6 +1187,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to bind (default DOSSIER_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default DOSSIER_WEB_PORT, 8000)")
+    serve.add_argument(
+        "--no-link", action="store_true", help="do not make and print a connector link for a sandbox SME"
+    )
 
     schema = add(
         commands, "schema", cmd_schema, "Print the canonical tables or the dossier schema as Markdown."

@@ -446,3 +446,68 @@ def run_for_smes(
         "new_or_changed": published["new_or_changed"],
         "published_rows": published["rows"],
     }
+
+
+def run_scope(sme_ids: Any = None, consent_at: Any = None) -> dict[str, Any]:
+    """The scope of a DAG run from its conf: every SME (``sme_ids`` None), or these SMEs with the
+    instant their consents are read at (``consent_at``, default now).
+
+    >>> run_scope()
+    {'sme_ids': None, 'consent_at': None}
+    >>> run_scope(["SME-2", "SME-1", "SME-2"], "2026-12-01T14:00:00+00:00")
+    {'sme_ids': ['SME-1', 'SME-2'], 'consent_at': '2026-12-01T14:00:00+00:00'}
+    >>> run_scope("SME-1")
+    Traceback (most recent call last):
+    ...
+    warehouse.errors.InputError: conf sme_ids must be a list of SME ids, not 'SME-1'
+    """
+    from warehouse.errors import InputError
+
+    if sme_ids is None:
+        return {"sme_ids": None, "consent_at": None}
+    if (
+        not isinstance(sme_ids, list | tuple)
+        or not sme_ids
+        or not all(isinstance(s, str) and s for s in sme_ids)
+    ):
+        raise InputError(f"conf sme_ids must be a list of SME ids, not {sme_ids!r}")
+    if consent_at in (None, ""):
+        instant = dt.datetime.now(dt.UTC)
+    else:
+        try:
+            instant = dt.datetime.fromisoformat(str(consent_at))
+        except ValueError:
+            raise InputError(f"conf consent_at {consent_at!r} is not an ISO 8601 instant") from None
+        if instant.tzinfo is None:
+            raise InputError(f"conf consent_at {consent_at!r} needs a time zone, e.g. +00:00")
+    return {"sme_ids": sorted(set(sme_ids)), "consent_at": instant.astimezone(dt.UTC).isoformat()}
+
+
+def carried_scope(extras: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """The scope the Asset events that triggered a run carry: the union of their SMEs and the
+    latest ``consent_at``, or every SME as soon as one event is not scoped (or none carries a scope).
+
+    >>> carried_scope([{"sme_ids": ["SME-2"], "consent_at": "2026-12-01T10:00:00+00:00"},
+    ...                {"sme_ids": ["SME-1"], "consent_at": "2026-12-01T11:00:00+00:00"}])
+    {'sme_ids': ['SME-1', 'SME-2'], 'consent_at': '2026-12-01T11:00:00+00:00'}
+    >>> carried_scope([{"sme_ids": ["SME-2"]}, {"as_of": "2026-12-01"}])
+    {'sme_ids': None, 'consent_at': None}
+    """
+    extras = list(extras)
+    if not extras or any(not extra or not extra.get("sme_ids") for extra in extras):
+        return run_scope()
+    smes = sorted({s for extra in extras for s in extra["sme_ids"]})
+    instants = sorted(dt.datetime.fromisoformat(e["consent_at"]) for e in extras if e.get("consent_at"))
+    return run_scope(smes, instants[-1].isoformat() if instants else None)
+
+
+def scoped_shards(scope: dict[str, Any]) -> list[int]:
+    """The shards a run of ``scope`` maps over: every shard, or those holding its SMEs."""
+    return plan_shards() if scope.get("sme_ids") is None else shards_of(scope["sme_ids"])
+
+
+def scope_arguments(scope: dict[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of :func:`ingest` and :func:`evaluate` for a run of ``scope``."""
+    if not scope or scope.get("sme_ids") is None:
+        return {}
+    return {"sme_ids": scope["sme_ids"], "consent_at": dt.datetime.fromisoformat(scope["consent_at"])}
