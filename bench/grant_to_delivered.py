@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import platform
 import re
+import socket
 import statistics
 import tempfile
 import threading
@@ -131,20 +132,29 @@ def benchmark(smes: int, grants: int, work: Path) -> dict[str, Any]:
     today = dt.datetime.now(dt.UTC).date()
     universe = Universe(base.sandbox_seed, smes, today)
     sandbox = SandboxServer(universe, fault_rate=base.sandbox_fault_rate, fault_seed=base.sandbox_seed)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     with sandbox:
-        settings = for_home(home, operator_token=OPERATOR_TOKEN, sandbox_url=sandbox.url)
+        settings = for_home(
+            home,
+            operator_token=OPERATOR_TOKEN,
+            sandbox_url=sandbox.url,
+            web_port=port,
+            public_url=f"http://127.0.0.1:{port}",
+        )
         with override(settings):
             day = _seed_and_run_the_day(settings, universe)
             with session_scope() as session:
                 token, _ = keys.issue_key(session, LENDER, at=dt.datetime.now(dt.UTC))
             chosen = _candidates(grants)
             app = create_app(settings)
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
             thread = threading.Thread(target=server.run, daemon=True)
             thread.start()
             while not server.started:
                 time.sleep(0.05)
-            url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+            url = settings.base_url
             lender = {"Authorization": f"Bearer {token}"}
             try:
                 http = requests.Session()

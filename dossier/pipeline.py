@@ -419,9 +419,17 @@ def run_for_smes(
     as_of = as_of or parse_as_of(None)
     consent_at = consent_at or dt.datetime.now(dt.UTC)
     shards = shards_of(wanted)
+    import time
+
+    seconds: dict[str, float] = {}
+    clock = [time.perf_counter(), ""]
 
     def step(name: str) -> None:
-        if on_step is not None:
+        now = time.perf_counter()
+        if clock[1]:
+            seconds[str(clock[1])] = round(now - float(clock[0]), 2)
+        clock[0], clock[1] = now, name
+        if on_step is not None and name:
             on_step(name)
 
     step("ingest")
@@ -435,6 +443,7 @@ def run_for_smes(
     evaluated = [evaluate(shard, as_of, sme_ids=wanted, consent_at=consent_at) for shard in shards]
     step("publish")
     published = publish(as_of)
+    step("")
     return {
         "sme_ids": wanted,
         "as_of": as_of.isoformat(),
@@ -445,6 +454,7 @@ def run_for_smes(
         "held": sum(e["held"] for e in evaluated),
         "new_or_changed": published["new_or_changed"],
         "published_rows": published["rows"],
+        "seconds": seconds,
     }
 
 

@@ -192,3 +192,45 @@ def test_the_scoped_steps_keep_the_other_smes_rows(world: dict[str, Any]) -> Non
     others_before = old[old["sme_id"] != target].reset_index(drop=True)
     others_after = after[after["sme_id"] != target].reset_index(drop=True)
     assert others_after.equals(others_before)
+
+
+def test_a_double_submitted_grant_runs_once_and_airflow_refusals_are_recorded(
+    world: dict[str, Any],
+) -> None:
+    """With DOSSIER_AIRFLOW_API_URL set the grant's run goes to Airflow; one that cannot be reached
+    leaves the grant recorded and the run failed, saying why; a second submit adds no run."""
+    import dataclasses
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = dataclasses.replace(
+        world["settings"], airflow_api_url=f"http://127.0.0.1:{closed}", airflow_password="secret"
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        made = client.post(
+            "/v1/operator/links",
+            json={
+                "sme_id": "SME-000003",
+                "sources": ["accounting"],
+                "recipients": [LENDER],
+                "purpose": "credit_decision",
+                "history_months": 12,
+                "consent_days": 30,
+            },
+            headers=AUTH,
+        ).json()
+        path = "/" + made["url"].split("/", 3)[3]
+        form = dict(re.findall(r'name="(csrf_token|text_sha256)" value="([^"]+)"', client.get(path).text))
+        first = client.post(path, data={**form, "decision": "grant"})
+        again = client.post(path, data={**form, "decision": "grant"})
+        assert (first.status_code, again.status_code) == (200, 200)
+        page = re.search(r'<a href="http://127.0.0.1:8000(/sme/[^"]+)">Your page</a>', first.text).group(1)
+        own = client.get(page.replace("&amp;", "&")).text
+    with session_scope(world["engine"]) as session:
+        runs = session.scalars(select(GrantRun)).all()
+        assert session.get(Consent, f"C-SME-000003-{made['link_id']}").status == "active"
+        assert [(r.runner, r.status, r.airflow_run_id) for r in runs] == [("airflow", "failed", None)]
+        assert runs[0].detail.startswith(f"cannot reach Airflow at http://127.0.0.1:{closed}: ")
+    assert "Preparing your dossier did not finish" in own
