@@ -118,6 +118,7 @@ def _grant_and_wait(
 def benchmark(smes: int, grants: int, work: Path) -> dict[str, Any]:
     import requests
     import uvicorn
+    from sqlalchemy import select
 
     from connectors.sandbox.server import SandboxServer
     from connectors.sandbox.universe import Universe
@@ -125,6 +126,7 @@ def benchmark(smes: int, grants: int, work: Path) -> dict[str, Any]:
     from dossier.web.app import create_app
     from warehouse import keys
     from warehouse.db import session_scope
+    from warehouse.models import GrantRun
 
     home = work / f"grant-{smes}"
     home.mkdir(parents=True, exist_ok=True)
@@ -176,6 +178,12 @@ def benchmark(smes: int, grants: int, work: Path) -> dict[str, Any]:
             finally:
                 server.should_exit = True
                 thread.join(timeout=60)
+    with override(settings), session_scope() as session:
+        steps = {
+            run.sme_id: json.loads(run.detail).get("seconds", {})
+            for run in session.scalars(select(GrantRun).where(GrantRun.sme_id.in_(list(seconds))))
+            if run.status == "done"
+        }
     median = statistics.median(seconds.values())
     return {
         "smes": smes,
@@ -185,6 +193,7 @@ def benchmark(smes: int, grants: int, work: Path) -> dict[str, Any]:
         "lender": LENDER,
         "grants": len(seconds),
         "seconds_per_sme": seconds,
+        "pipeline_step_seconds_per_sme": steps,
         "median_seconds": round(median, 2),
         "max_seconds": max(seconds.values()),
         "target_median_seconds_below": TARGET_SECONDS,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -419,18 +420,19 @@ def run_for_smes(
     as_of = as_of or parse_as_of(None)
     consent_at = consent_at or dt.datetime.now(dt.UTC)
     shards = shards_of(wanted)
-    import time
-
     seconds: dict[str, float] = {}
-    clock = [time.perf_counter(), ""]
+    current: list[tuple[str, float]] = []
 
     def step(name: str) -> None:
+        """Close the timing of the step running, then start ``name`` (empty: the end)."""
         now = time.perf_counter()
-        if clock[1]:
-            seconds[str(clock[1])] = round(now - float(clock[0]), 2)
-        clock[0], clock[1] = now, name
-        if on_step is not None and name:
-            on_step(name)
+        if current:
+            done, since = current.pop()
+            seconds[done] = round(now - since, 2)
+        if name:
+            current.append((name, now))
+            if on_step is not None:
+                on_step(name)
 
     step("ingest")
     pulled = {

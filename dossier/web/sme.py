@@ -490,6 +490,11 @@ def _sme_view(session: SessionDep, sme_id: str, now: dt.datetime) -> dict[str, A
         "deliveries": deliveries,
         "revoke_choices": choices,
         "runs": runs,
+        "visits": session.scalars(
+            select(FieldVisitRequest)
+            .where(FieldVisitRequest.sme_id == sme_id)
+            .order_by(FieldVisitRequest.requested_at)
+        ).all(),
         "refresh_seconds": 5 if any(r["status"] in grant_runs.WAITING for r in runs) else 0,
     }
 

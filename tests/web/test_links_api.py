@@ -16,7 +16,7 @@ from sqlalchemy import select
 from dossier.cli import EXIT_OK, main
 from dossier.settings import for_home, override
 from dossier.web.app import create_app
-from warehouse import keys
+from warehouse import keys, links
 from warehouse.db import make_engine, session_scope
 from warehouse.models import ConnectorLink, FieldVisitRequest, Lender, LinkEvent, Sme
 
@@ -197,6 +197,11 @@ def test_an_sme_requests_a_field_visit_once(
         ]
         link_id = visit.link_id
     assert events == [("field_visit_requested", {"client": "testclient", "note": "mornings, please"})]
+    with session_scope(engine) as session:
+        key = links.issue_page_key(session, world["settings"].kept_secret("secret_key"), "SME-1")
+    own = client.get("/sme/SME-1", params={"key": key}).text
+    assert "Field visit: requested on" in own
+    assert "(mornings, please)" in own
     listed = client.get("/v1/operator/links", headers=OPERATOR).json()["links"]
     assert [(v["link_id"], v["field_visit_requested_at"] is not None) for v in listed] == [(link_id, True)]
 

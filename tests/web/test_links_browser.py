@@ -209,6 +209,7 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
     page.get_by_text("Your dossier is ready and has been delivered to the lenders you chose.").wait_for(
         timeout=300_000
     )
+    assert page.get_by_text("Field visit: requested on").is_visible()
     check_page(page, "05-own-page")
     feed = requests.get(f"{service['base']}/v1/feed", headers=service["lender"], timeout=60).json()
     delivered = [e for e in feed["events"] if e["event"] == "delivered" and e["sme_id"] == sme_id]
