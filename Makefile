@@ -44,6 +44,7 @@ lint: $(STAMP)
 
 serve: $(STAMP)
 	@$(BIN)/dossier db upgrade
+	@$(BIN)/dossier sandbox seed > /dev/null
 	@$(BIN)/dossier serve
 
 airflow: $(STAMP)

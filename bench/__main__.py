@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import core_pipeline, format_parsing, lender_feed, statement_model, webhooks
+from bench import core_pipeline, format_parsing, grant_to_delivered, lender_feed, statement_model, webhooks
 
 sys.exit(
     statement_model.main([])
@@ -10,4 +10,5 @@ sys.exit(
     or format_parsing.main([])
     or lender_feed.main([])
     or webhooks.main([])
+    or grant_to_delivered.main([])
 )

@@ -26,7 +26,7 @@ import datetime as dt
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -395,8 +395,12 @@ def ingest_shard(
     clock: Clock | None = None,
     http_session_factory: Callable[[bool], requests.Session] | None = None,
     max_workers: int = PULL_THREADS,
+    sme_ids: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
+
+    With ``sme_ids``, only those SMEs of the shard are pulled, and the shard's canonical files keep
+    the rows the other SMEs already have there (a run for the SMEs that just granted).
 
     ``session_factory`` (default :func:`warehouse.db.session_scope`) opens warehouse transactions;
     ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
@@ -424,6 +428,9 @@ def ingest_shard(
 
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
+        if sme_ids is not None:
+            wanted = set(sme_ids)
+            connections = [c for c in connections if c.sme_id in wanted]
         windows = pull_windows(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
@@ -474,6 +481,8 @@ def ingest_shard(
                 )
 
     outcomes.sort(key=lambda o: o.connection.sme_id)
+    if sme_ids is not None:
+        _keep_other_smes(store, source, as_of, shard, set(sme_ids), table_parts)
     rows, paths = write_tables(store, source, as_of, shard, table_parts)
     with session_factory() as session:
         record_outcomes(session, source, as_of, outcomes, resolved_at=utcnow())
@@ -493,6 +502,22 @@ def ingest_shard(
     }
     log.info("ingest %s shard %d as of %s: %s", source, shard, as_of, summary)
     return summary
+
+
+def _keep_other_smes(
+    store: Store,
+    source: str,
+    as_of: dt.date,
+    shard: int,
+    sme_ids: set[str],
+    parts: dict[str, list[pd.DataFrame]],
+) -> None:
+    """Add to ``parts`` the rows of the shard's current files that belong to SMEs not in ``sme_ids``."""
+    for table in TABLES_BY_SOURCE[source]:
+        path = store.layout.canonical(table.name, as_of.isoformat(), shard)
+        if store.exists(path):
+            frame = store.read_table(path).to_pandas()
+            parts[table.name].append(frame[~frame["sme_id"].isin(sme_ids)])
 
 
 def _collect_rows(parsed: ParseResult, parts: dict[str, list[pd.DataFrame]], pulled: set[str]) -> None:

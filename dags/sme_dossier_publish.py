@@ -13,6 +13,10 @@ with `{"as_of": "YYYY-MM-DD"}`.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
 * `build_data_docs`: renders the validation results as Great Expectations Data Docs under `var/gx`.
+
+**A run for some SMEs**: when every triggering Asset event carries `sme_ids` (a grant's ingest run), or the
+conf names them, only the shards that hold them are validated, only those SMEs are evaluated (the other SMEs'
+staged scores stay), consents are read at `consent_at`, and the publish gives new versions to those SMEs alone.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from dossier.assets import CANONICAL, DOSSIERS
     tags=["sme-dossier", "publish"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
     params={
-        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)")
+        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)"),
+        "sme_ids": Param(None, type=["null", "array"], description="Only these SMEs (a grant's run)"),
+        "consent_at": Param(None, type=["null", "string"], description="Instant consents are read at"),
     },
 )
 def sme_dossier_publish() -> None:
@@ -56,10 +62,20 @@ def sme_dossier_publish() -> None:
         return parse_as_of(moment).isoformat()
 
     @task
-    def plan_shards() -> list[int]:
-        from dossier.pipeline import plan_shards as plan
+    def resolve_scope(params: dict | None = None, triggering_asset_events=None) -> dict:
+        from dossier.pipeline import carried_scope, run_scope
 
-        return plan()
+        explicit = (params or {}).get("sme_ids")
+        if explicit:
+            return run_scope(explicit, (params or {}).get("consent_at"))
+        events = [event for found in (triggering_asset_events or {}).values() for event in found]
+        return carried_scope(event.extra for event in events) if events else run_scope()
+
+    @task
+    def plan_shards(scope: dict) -> list[int]:
+        from dossier.pipeline import scoped_shards
+
+        return scoped_shards(scope)
 
     @task(map_index_template="{{ shard_label }}")
     def validate(shard: int, as_of: str) -> dict:
@@ -73,13 +89,16 @@ def sme_dossier_publish() -> None:
         return run_step(f"validate shard {shard} as of {as_of}", run_validate, shard, parse_as_of(as_of))
 
     @task
-    def evaluate(validation: dict) -> dict:
+    def evaluate(validation: dict, scope: dict) -> dict:
+        import functools
+
         from dossier.pipeline import evaluate as run_evaluate
-        from dossier.pipeline import parse_as_of
+        from dossier.pipeline import parse_as_of, scope_arguments
         from dossier.tasks import run_step
 
         shard, as_of = validation["shard"], validation["as_of"]
-        return run_step(f"evaluate shard {shard} as of {as_of}", run_evaluate, shard, parse_as_of(as_of))
+        step = functools.partial(run_evaluate, **scope_arguments(scope))
+        return run_step(f"evaluate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
 
     @task(outlets=[DOSSIERS])
     def publish(as_of: str, evaluations: list[dict], outlet_events=None) -> dict:
@@ -100,8 +119,9 @@ def sme_dossier_publish() -> None:
         return run_step(f"build_data_docs as of {as_of}", build, parse_as_of(as_of))
 
     as_of = resolve_as_of()
-    validations = validate.partial(as_of=as_of).expand(shard=plan_shards())
-    evaluations = evaluate.expand(validation=validations)
+    scope = resolve_scope()
+    validations = validate.partial(as_of=as_of).expand(shard=plan_shards(scope))
+    evaluations = evaluate.partial(scope=scope).expand(validation=validations)
     build_data_docs(as_of, publish(as_of, evaluations))
 
 

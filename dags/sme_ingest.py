@@ -14,6 +14,11 @@ providers, one mapped task per source per shard of SMEs.
 
 Re-running a date replaces the same files and rows (idempotent). Backfill a date by triggering with
 `{"as_of": "YYYY-MM-DD"}`.
+
+**A run for some SMEs** (what a grant triggers through the REST API): the conf
+`{"sme_ids": ["SME-000042"], "as_of": "YYYY-MM-DD", "consent_at": "<ISO instant>"}` pulls only those SMEs
+(in the shards that hold them), keeps the other SMEs' canonical rows, reads consents at `consent_at`, and
+passes the scope on to `sme_dossier_publish` in the Asset events.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from warehouse.canonical import SOURCES
     tags=["sme-dossier", "ingest"],
     default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=1)},
     params={
-        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)")
+        "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)"),
+        "sme_ids": Param(None, type=["null", "array"], description="Only these SMEs (a grant's run)"),
+        "consent_at": Param(None, type=["null", "string"], description="Instant consents are read at"),
     },
 )
 def sme_ingest() -> None:
@@ -50,26 +57,35 @@ def sme_ingest() -> None:
         return parse_as_of(explicit or moment).isoformat()
 
     @task
-    def plan_shards() -> list[int]:
-        from dossier.pipeline import plan_shards as plan
+    def resolve_scope(params: dict | None = None) -> dict:
+        from dossier.pipeline import run_scope
 
-        return plan()
+        return run_scope((params or {}).get("sme_ids"), (params or {}).get("consent_at"))
+
+    @task
+    def plan_shards(scope: dict) -> list[int]:
+        from dossier.pipeline import scoped_shards
+
+        return scoped_shards(scope)
 
     @task(map_index_template="{{ shard_label }}")
-    def ingest(source: str, shard: int, as_of: str) -> dict:
+    def ingest(source: str, shard: int, as_of: str, scope: dict) -> dict:
+        import functools
+
         from airflow.sdk import get_current_context
 
         from dossier.pipeline import ingest as run_ingest
-        from dossier.pipeline import parse_as_of
+        from dossier.pipeline import parse_as_of, scope_arguments
         from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"{source} shard {shard}"  # type: ignore[typeddict-unknown-key]
+        step = functools.partial(run_ingest, **scope_arguments(scope))
         return run_step(
-            f"ingest {source} shard {shard} as of {as_of}", run_ingest, source, shard, parse_as_of(as_of)
+            f"ingest {source} shard {shard} as of {as_of}", step, source, shard, parse_as_of(as_of)
         )
 
     @task
-    def complete(source: str, as_of: str, results: list[dict], outlet_events=None) -> dict:
+    def complete(source: str, as_of: str, scope: dict, results: list[dict], outlet_events=None) -> dict:
         from dossier.tasks import counts
 
         totals: dict[str, int] = {}
@@ -78,21 +94,23 @@ def sme_ingest() -> None:
             for key, value in result.items():
                 if isinstance(value, int) and not isinstance(value, bool) and key != "shard":
                     totals[key] = totals.get(key, 0) + value
-        outlet_events[CANONICAL[source]].extra = {"as_of": as_of, **totals}
+        carried = {k: v for k, v in scope.items() if v is not None}
+        outlet_events[CANONICAL[source]].extra = {"as_of": as_of, **carried, **totals}
         summary = {"source": source, "as_of": as_of, "shards": len(results), **totals}
         logging.getLogger("dossier.tasks").info("complete %s as of %s: %s", source, as_of, counts(summary))
         return summary
 
     as_of = resolve_as_of()
-    shards = plan_shards()
+    scope = resolve_scope()
+    shards = plan_shards(scope)
     for source in SOURCES:
         results = (
             ingest.override(task_id=f"ingest_{source}")
-            .partial(source=source, as_of=as_of)
+            .partial(source=source, as_of=as_of, scope=scope)
             .expand(shard=shards)
         )
         complete.override(task_id=f"complete_{source}", outlets=[CANONICAL[source]])(
-            source=source, as_of=as_of, results=results
+            source=source, as_of=as_of, scope=scope, results=results
         )
 
 

@@ -81,12 +81,15 @@ def load_dags() -> dict[str, Any]:
     return bag.dags
 
 
-def run_dag(dag_id: str, *, as_of: dt.date, log_file: Path | None = None) -> dict[str, Any]:
-    """Run one DAG to completion in this process for ``as_of``; returns its state and failed tasks."""
+def run_dag(
+    dag_id: str, *, as_of: dt.date, log_file: Path | None = None, conf: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Run one DAG to completion in this process for ``as_of`` (with more ``conf``, e.g. the
+    ``sme_ids`` of a grant's run); returns its state and failed tasks."""
     dags = load_dags()
     dag = dags[dag_id]
     with quiet_airflow(log_file):
-        dag_run = dag.test(run_conf={"as_of": as_of.isoformat()})
+        dag_run = dag.test(run_conf={"as_of": as_of.isoformat(), **(conf or {})})
     failed = [
         ti.task_id + ("" if ti.map_index < 0 else f"[{ti.map_index}]")
         for ti in dag_run.get_task_instances()

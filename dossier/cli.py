@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Column, Table
 
-from dossier.settings import get_settings, record_sandbox
+from dossier.settings import Settings, get_settings, override, record_sandbox
 from warehouse.errors import DossierError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -450,6 +450,66 @@ def cmd_link_create(args: argparse.Namespace) -> int:
             markup=False,
         )
     print(link_url(settings, args.sme, made.token))
+    return 0
+
+
+def cmd_link_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from warehouse import links
+    from warehouse.db import session_scope
+    from warehouse.models import ConnectorLink, FieldVisitRequest, GrantRun
+
+    if args.sme:
+        _known_sme(args.sme)
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        query = select(ConnectorLink).order_by(ConnectorLink.created_at, ConnectorLink.link_id)
+        if args.sme:
+            query = query.where(ConnectorLink.sme_id == args.sme)
+        visits = {v.link_id: v for v in session.scalars(select(FieldVisitRequest))}
+        runs = {r.consent_id: r for r in session.scalars(select(GrantRun))}
+        rows = [
+            {
+                "link_id": link.link_id,
+                "sme_id": link.sme_id,
+                "created_by": link.created_by,
+                "status": links.status_at(link, now),
+                "sources": list(link.sources),
+                "recipients": list(link.recipients),
+                "expires_at": link.expires_at.isoformat(),
+                "consent_id": link.consent_id,
+                "pipeline": runs[link.consent_id].status if link.consent_id in runs else None,
+                "field_visit": visits[link.link_id].status if link.link_id in visits else None,
+                "field_visit_requested_at": visits[link.link_id].requested_at.isoformat()
+                if link.link_id in visits
+                else None,
+                "field_visit_note": visits[link.link_id].note if link.link_id in visits else None,
+            }
+            for link in session.scalars(query)
+        ]
+    if args.visits:
+        rows = [row for row in rows if row["field_visit"]]
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = Table("link", "sme", "asked by", "status", "sources", "recipients", "pipeline", "field visit")
+    for row in rows:
+        visit = f"{row['field_visit']} {row['field_visit_requested_at'][:10]}" if row["field_visit"] else ""
+        if row["field_visit_note"]:
+            visit += f" ({row['field_visit_note']})"
+        table.add_row(
+            row["link_id"],
+            row["sme_id"],
+            row["created_by"],
+            row["status"],
+            ",".join(row["sources"]),
+            ",".join(row["recipients"]),
+            row["pipeline"] or "",
+            visit,
+        )
+    console.print(table)
+    console.print(f"{len(rows)} link(s)", markup=False)
     return 0
 
 
@@ -928,39 +988,105 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- schema -----------------------------------------------------------------------------------------
 
 
+SERVE_LINK_SOURCES = ["accounting", "tax", "utility", "survey"]
+
+
+def sandbox_link(settings: Settings) -> tuple[str, str, list[str]] | None:
+    """A ready connector link for a sandbox SME with no active consent (else the first SME), asking
+    for every source on behalf of the sandbox's lenders: (SME id, URL, lenders); None when the
+    warehouse has no SMEs or none of the sandbox's lenders (not seeded)."""
+    from sqlalchemy import select
+
+    from connectors.sandbox.seed import LENDERS, PURPOSE
+    from dossier.web.sme import link_url
+    from warehouse import links
+    from warehouse.consent import active_consents
+    from warehouse.db import session_scope
+    from warehouse.models import Lender, Sme
+
+    with session_scope() as session:
+        lenders = sorted(session.scalars(select(Lender.lender_id).where(Lender.lender_id.in_(list(LENDERS)))))
+        smes = session.scalars(
+            select(Sme.sme_id).where(Sme.erased_at.is_(None)).order_by(Sme.sme_id).limit(200)
+        )
+        candidates = list(smes)
+        if not lenders or not candidates:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        sme_id = next((s for s in candidates if not active_consents(session, s, now)), candidates[0])
+        made = links.create_link(
+            session,
+            settings.kept_secret("secret_key"),
+            sme_id=sme_id,
+            sources=SERVE_LINK_SOURCES,
+            recipients=lenders,
+            purpose=PURPOSE,
+            history_months=24,
+            consent_days=365,
+            actor="operator",
+        )
+        return sme_id, link_url(settings, sme_id, made.token), lenders
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     import uvicorn
 
+    from dossier.demo import sandbox_running
     from dossier.web.app import create_app
 
     settings = get_settings()
     changes = {k: v for k, v in (("web_host", args.host), ("web_port", args.port)) if v is not None}
     settings = dataclasses.replace(settings, **changes)
-    app = create_app(settings)
-    token_file = settings.home / "operator.token"
-    console.print(
-        f"sme-dossier web service at {settings.base_url} (API docs {settings.base_url}/docs); "
-        f"operator token: {'DOSSIER_OPERATOR_TOKEN' if settings.operator_token else token_file}"
-    )
-    settings.kept_secret("operator_token")
-    worker = None
-    if not args.no_webhooks:
-        from warehouse import webhooks
+    with sandbox_running(settings, dt.datetime.now(dt.UTC).date()) as wired, override(wired):
+        app = create_app(wired)
+        token_file = wired.home / "operator.token"
+        print(
+            f"sme-dossier web service at {wired.base_url} (API docs {wired.base_url}/docs); "
+            f"operator token: {'DOSSIER_OPERATOR_TOKEN' if wired.operator_token else token_file}",
+            flush=True,
+        )
+        print(
+            f"providers: {wired.sandbox_url}"
+            + (
+                " (DOSSIER_SANDBOX_URL)"
+                if settings.sandbox_url
+                else " (the bundled sandbox, started beside the service)"
+            ),
+            flush=True,
+        )
+        wired.kept_secret("operator_token")
+        if not args.no_link:
+            ready = sandbox_link(wired)
+            if ready is None:
+                print(
+                    "no sandbox SMEs registered yet; run `dossier sandbox seed` for a ready link",
+                    flush=True,
+                )
+            else:
+                sme_id, url, lenders = ready
+                print(
+                    f"a connector link for sandbox SME {sme_id} (recipients {', '.join(lenders)}); open it in a browser:",
+                    flush=True,
+                )
+                print(url, flush=True)
+        worker = None
+        if not args.no_webhooks:
+            from warehouse import webhooks
 
-        worker = webhooks.Worker(
-            app.state.engine,
-            app.state.store,
-            settings.webhook_config(),
-            poll=settings.webhook_poll_seconds,
-            sync_every=settings.webhook_sync_seconds,
-        ).start()
-    try:
-        uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_level="warning")
-    finally:
-        if worker is not None:
-            worker.stop()
+            worker = webhooks.Worker(
+                app.state.engine,
+                app.state.store,
+                wired.webhook_config(),
+                poll=wired.webhook_poll_seconds,
+                sync_every=wired.webhook_sync_seconds,
+            ).start()
+        try:
+            uvicorn.run(app, host=wired.web_host, port=wired.web_port, log_level="warning")
+        finally:
+            if worker is not None:
+                worker.stop()
     return 0
 
 
@@ -1182,6 +1308,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--valid-days", type=int, default=14, help="days the link can be answered (default 14)"
     )
     link_create.add_argument("--actor", default="operator", help="who asks (default operator)")
+    link_list = add(
+        link,
+        "list",
+        cmd_link_list,
+        "List connector links: who asked, status, the pipeline run a grant started, field visits asked for.",
+    )
+    link_list.add_argument("--sme", help="only this SME's links")
+    link_list.add_argument(
+        "--visits", action="store_true", help="only links through which a field visit was requested"
+    )
+    link_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     lender = commands.add_parser("lender", help="lenders, subscriptions and pulls").add_subparsers(
         dest="lender_command", required=True, metavar="COMMAND"
@@ -1322,6 +1459,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-webhooks",
         action="store_true",
         help="do not start the webhook worker beside the service (run `dossier webhooks send` instead)",
+    )
+    serve.add_argument(
+        "--no-link", action="store_true", help="do not make and print a connector link for a sandbox SME"
     )
 
     hooks = commands.add_parser("webhooks", help="lenders' signed webhook endpoints").add_subparsers(

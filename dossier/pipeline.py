@@ -9,12 +9,21 @@ they can travel through XCom.
     validate(shard)        ->  staging/validation/...   (+ validation_results, quarantine)
     evaluate(shard)        ->  staging/scores/...
     publish()              ->  dossiers/schema=<v>/as_of=<d>/part-*.parquet, then the manifest
+
+**A run for some SMEs** (:func:`run_for_smes`, what a grant starts) uses the same steps with
+``sme_ids``: ingest pulls only those SMEs and keeps the other SMEs' rows in the shard's canonical
+files; validate checks the whole shard as always (its results stay the shard's); evaluate scores
+only those SMEs and keeps the other SMEs' staged scores; publish republishes the date, so only the
+new or changed versions take a new ``feed_seq`` and every other version stays as it was. Its
+consents are read at the run's instant (``consent_at``), not at the start of the as-of day: the
+consent that starts the run did not exist then.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,11 +90,28 @@ def plan_shards() -> list[int]:
     return list(range(get_settings().shard_count))
 
 
-def ingest(source: str, shard: int, as_of: dt.date) -> dict[str, Any]:
-    """Pull one source for every consenting SME of one shard and write its canonical table(s)."""
+def shards_of(sme_ids: Iterable[str]) -> list[int]:
+    """The shards (``DOSSIER_SHARD_COUNT``) that hold ``sme_ids``."""
+    from warehouse.shards import shard_of
+
+    count = get_settings().shard_count
+    return sorted({shard_of(sme_id, count) for sme_id in sme_ids})
+
+
+def ingest(
+    source: str,
+    shard: int,
+    as_of: dt.date,
+    *,
+    sme_ids: Iterable[str] | None = None,
+    consent_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Pull one source for every consenting SME of one shard (or only ``sme_ids`` of it) and write
+    its canonical table(s)."""
     from connectors.ingest import ingest_shard
 
-    return ingest_shard(source, shard, as_of)
+    wanted = None if sme_ids is None else sorted(sme_ids)
+    return ingest_shard(source, shard, as_of, sme_ids=wanted, consent_at=consent_at)
 
 
 def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.DataFrame]:
@@ -172,7 +198,14 @@ class EvaluationPlan:
 
 
 def smes_to_evaluate(
-    session: Any, store: Store, as_of: dt.date, shard: int, *, now: dt.datetime
+    session: Any,
+    store: Store,
+    as_of: dt.date,
+    shard: int,
+    *,
+    now: dt.datetime,
+    sme_ids: Iterable[str] | None = None,
+    then: dt.datetime | None = None,
 ) -> EvaluationPlan:
     """The (SME, consent scope) pairs of the shard to evaluate, and the dossiers held back.
 
@@ -181,12 +214,19 @@ def smes_to_evaluate(
     It is **held** instead when a source of the scope could not be pulled that day (a failed or
     quarantined pull): failure is not absence, so no dossier is made that would read the source as
     missing, and the SME's previous dossier stays current.
+
+    With ``sme_ids`` only those SMEs are considered; ``then`` (default: the as-of instant) is the
+    other instant consents must be active at.
     """
     status = validation_status(store, as_of, shard)
+    wanted = None if sme_ids is None else set(sme_ids)
+    if wanted is not None:
+        status = status[status["sme_id"].isin(wanted)]
     passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
-    failures = failed_pulls(session, as_of)
+    failures = failed_pulls(session, as_of, None if wanted is None else sorted(wanted))
     considered = sorted(set(status["sme_id"]) | set(in_shard(failures, shard, get_settings().shard_count)))
-    scopes = consent.evaluation_scopes(session, considered, then=as_of_instant(as_of), now=now)
+    then = then or as_of_instant(as_of)
+    scopes = consent.evaluation_scopes(session, considered, then=then, now=now)
     rows: list[dict[str, Any]] = []
     holds: list[dict[str, Any]] = []
     for sme_id in sorted(scopes):
@@ -257,25 +297,40 @@ def record_holds(
     )
 
 
-def evaluate(shard: int, as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Score the shard's validated SMEs once per consent scope and stage their rows.
+def evaluate(
+    shard: int,
+    as_of: dt.date,
+    *,
+    now: dt.datetime | None = None,
+    sme_ids: Iterable[str] | None = None,
+    consent_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Score the shard's validated SMEs (or only ``sme_ids`` of them) once per consent scope and
+    stage their rows; with ``sme_ids`` the other SMEs' staged rows are kept.
 
-    ``now`` (default: the current instant) is when consents are read, together with the as-of
-    instant. Dossiers held for a failed pull are recorded in the quarantine (stage ``evaluate``).
+    ``now`` (default: the current instant) is when consents are read, together with ``consent_at``
+    (default: the as-of instant). Dossiers held for a failed pull are recorded in the quarantine
+    (stage ``evaluate``).
     """
     import evaluation
 
     store = Store.from_settings()
     at = now or dt.datetime.now(dt.UTC)
+    wanted = None if sme_ids is None else set(sme_ids)
     with session_scope() as session:
-        plan = smes_to_evaluate(session, store, as_of, shard, now=at)
+        plan = smes_to_evaluate(session, store, as_of, shard, now=at, sme_ids=wanted, then=consent_at)
         record_holds(session, as_of, plan.considered, plan.holds, at=at)
     tables = read_shard_tables(store, as_of, shard)
+    if wanted is not None:
+        tables = {name: frame[frame["sme_id"].isin(wanted)] for name, frame in tables.items()}
     scored = evaluation.evaluate_scopes(tables, plan.smes, as_of=as_of)
     no_data = scored["sources_used"].map(len) == 0
     scored = scored[~no_data].reset_index(drop=True)
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
-    store.write_table(path, _without_pandas_metadata(scored))
+    staged = _without_pandas_metadata(scored)
+    if wanted is not None and store.exists(path):
+        staged = _beside_others(store.read_table(path), staged, wanted)
+    store.write_table(path, staged)
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
@@ -287,6 +342,19 @@ def evaluate(shard: int, as_of: dt.date, *, now: dt.datetime | None = None) -> d
         "model_version": evaluation.MODEL_VERSION,
         "path": path,
     }
+
+
+def _beside_others(previous: pa.Table, fresh: pa.Table, sme_ids: set[str]) -> pa.Table:
+    """``fresh`` with the rows of ``previous`` that belong to other SMEs, sorted by SME and scope."""
+    import pyarrow.compute as pc
+
+    others = previous.filter(pc.invert(pc.is_in(previous.column("sme_id"), pa.array(sorted(sme_ids)))))
+    if fresh.num_rows == 0:
+        return others
+    if others.num_rows == 0:
+        return fresh
+    merged = pa.concat_tables([others, fresh.select(others.column_names)], promote_options="permissive")
+    return merged.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
 
 
 def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
@@ -331,3 +399,127 @@ def ingestion_summary(as_of: dt.date) -> dict[str, dict[str, int]]:
             counts.setdefault(source, {})
             counts[source][status] = counts[source].get(status, 0) + 1
     return counts
+
+
+def run_for_smes(
+    sme_ids: Iterable[str],
+    *,
+    as_of: dt.date | None = None,
+    consent_at: dt.datetime | None = None,
+    on_step: Any = None,
+) -> dict[str, Any]:
+    """Ingest, validate, evaluate and publish ``sme_ids`` now, with the steps above (in this process).
+
+    ``as_of`` defaults to today (UTC) and ``consent_at`` to the current instant; ``on_step(name)``
+    is called before each step (``ingest``, ``validate``, ``evaluate``, ``publish``). The other SMEs'
+    canonical rows, staged scores and published versions stay as they were.
+    """
+    wanted = sorted(set(sme_ids))
+    if not wanted:
+        raise ValueError("run_for_smes needs at least one SME id")
+    as_of = as_of or parse_as_of(None)
+    consent_at = consent_at or dt.datetime.now(dt.UTC)
+    shards = shards_of(wanted)
+    seconds: dict[str, float] = {}
+    current: list[tuple[str, float]] = []
+
+    def step(name: str) -> None:
+        """Close the timing of the step running, then start ``name`` (empty: the end)."""
+        now = time.perf_counter()
+        if current:
+            done, since = current.pop()
+            seconds[done] = round(now - since, 2)
+        if name:
+            current.append((name, now))
+            if on_step is not None:
+                on_step(name)
+
+    step("ingest")
+    pulled = {
+        source: [ingest(source, shard, as_of, sme_ids=wanted, consent_at=consent_at) for shard in shards]
+        for source in SOURCES
+    }
+    step("validate")
+    validated = [validate(shard, as_of) for shard in shards]
+    step("evaluate")
+    evaluated = [evaluate(shard, as_of, sme_ids=wanted, consent_at=consent_at) for shard in shards]
+    step("publish")
+    published = publish(as_of)
+    step("")
+    return {
+        "sme_ids": wanted,
+        "as_of": as_of.isoformat(),
+        "shards": shards,
+        "pulled": {source: sum(r["pulled"] for r in results) for source, results in pulled.items()},
+        "failed_validation": sum(v["failed"] for v in validated),
+        "evaluated": sum(e["evaluated"] for e in evaluated),
+        "held": sum(e["held"] for e in evaluated),
+        "new_or_changed": published["new_or_changed"],
+        "published_rows": published["rows"],
+        "seconds": seconds,
+    }
+
+
+def run_scope(sme_ids: Any = None, consent_at: Any = None) -> dict[str, Any]:
+    """The scope of a DAG run from its conf: every SME (``sme_ids`` None), or these SMEs with the
+    instant their consents are read at (``consent_at``, default now).
+
+    >>> run_scope()
+    {'sme_ids': None, 'consent_at': None}
+    >>> run_scope(["SME-2", "SME-1", "SME-2"], "2026-12-01T14:00:00+00:00")
+    {'sme_ids': ['SME-1', 'SME-2'], 'consent_at': '2026-12-01T14:00:00+00:00'}
+    >>> run_scope("SME-1")
+    Traceback (most recent call last):
+    ...
+    warehouse.errors.InputError: conf sme_ids must be a list of SME ids, not 'SME-1'
+    """
+    from warehouse.errors import InputError
+
+    if sme_ids is None:
+        return {"sme_ids": None, "consent_at": None}
+    if (
+        not isinstance(sme_ids, list | tuple)
+        or not sme_ids
+        or not all(isinstance(s, str) and s for s in sme_ids)
+    ):
+        raise InputError(f"conf sme_ids must be a list of SME ids, not {sme_ids!r}")
+    if consent_at in (None, ""):
+        instant = dt.datetime.now(dt.UTC)
+    else:
+        try:
+            instant = dt.datetime.fromisoformat(str(consent_at))
+        except ValueError:
+            raise InputError(f"conf consent_at {consent_at!r} is not an ISO 8601 instant") from None
+        if instant.tzinfo is None:
+            raise InputError(f"conf consent_at {consent_at!r} needs a time zone, e.g. +00:00")
+    return {"sme_ids": sorted(set(sme_ids)), "consent_at": instant.astimezone(dt.UTC).isoformat()}
+
+
+def carried_scope(extras: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """The scope the Asset events that triggered a run carry: the union of their SMEs and the
+    latest ``consent_at``, or every SME as soon as one event is not scoped (or none carries a scope).
+
+    >>> carried_scope([{"sme_ids": ["SME-2"], "consent_at": "2026-12-01T10:00:00+00:00"},
+    ...                {"sme_ids": ["SME-1"], "consent_at": "2026-12-01T11:00:00+00:00"}])
+    {'sme_ids': ['SME-1', 'SME-2'], 'consent_at': '2026-12-01T11:00:00+00:00'}
+    >>> carried_scope([{"sme_ids": ["SME-2"]}, {"as_of": "2026-12-01"}])
+    {'sme_ids': None, 'consent_at': None}
+    """
+    extras = list(extras)
+    if not extras or any(not extra or not extra.get("sme_ids") for extra in extras):
+        return run_scope()
+    smes = sorted({s for extra in extras for s in extra["sme_ids"]})
+    instants = sorted(dt.datetime.fromisoformat(e["consent_at"]) for e in extras if e.get("consent_at"))
+    return run_scope(smes, instants[-1].isoformat() if instants else None)
+
+
+def scoped_shards(scope: dict[str, Any]) -> list[int]:
+    """The shards a run of ``scope`` maps over: every shard, or those holding its SMEs."""
+    return plan_shards() if scope.get("sme_ids") is None else shards_of(scope["sme_ids"])
+
+
+def scope_arguments(scope: dict[str, Any] | None) -> dict[str, Any]:
+    """Keyword arguments of :func:`ingest` and :func:`evaluate` for a run of ``scope``."""
+    if not scope or scope.get("sme_ids") is None:
+        return {}
+    return {"sme_ids": scope["sme_ids"], "consent_at": dt.datetime.fromisoformat(scope["consent_at"])}

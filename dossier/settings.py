@@ -166,6 +166,17 @@ class Environment(BaseSettings):
         description="Seconds between two runs of the feed's delivery for the lenders with a webhook endpoint "
         "(new versions and withdrawals reach their feed, and so their webhooks, without a feed read).",
     )
+    airflow_api_url: str = Field(
+        "",
+        description="Base URL of an Airflow 3 API server (e.g. http://127.0.0.1:8080): a grant then triggers "
+        "a DAG run scoped to its SME there; empty: the web service runs the pipeline for it in-process.",
+    )
+    airflow_username: str = Field("admin", description="Airflow user the web service logs in as (JWT).")
+    airflow_password: str = Field(
+        "",
+        description="Password of DOSSIER_AIRFLOW_USERNAME (empty: the one `make airflow` generated in "
+        "$DOSSIER_HOME/airflow/simple_auth_manager_passwords.json.generated).",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -179,7 +190,7 @@ class Environment(BaseSettings):
             raise ValueError(f"not a SQLAlchemy URL ({error})") from None
         return value
 
-    @field_validator("sandbox_url", "s3_endpoint_url", "public_url")
+    @field_validator("sandbox_url", "s3_endpoint_url", "public_url", "airflow_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -349,6 +360,9 @@ class Settings:
     webhook_workers: int = 8
     webhook_poll_seconds: float = 2.0
     webhook_sync_seconds: float = 30.0
+    airflow_api_url: str = ""
+    airflow_username: str = "admin"
+    airflow_password: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -399,6 +413,9 @@ class Settings:
             webhook_workers=parsed.webhook_workers,
             webhook_poll_seconds=float(parsed.webhook_poll_seconds),
             webhook_sync_seconds=float(parsed.webhook_sync_seconds),
+            airflow_api_url=parsed.airflow_api_url.rstrip("/"),
+            airflow_username=parsed.airflow_username,
+            airflow_password=parsed.airflow_password,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

@@ -44,6 +44,7 @@ from warehouse.errors import DossierError
 from warehouse.models import (
     ConnectorLink,
     ConsentEvent,
+    FieldVisitRequest,
     Lender,
     LinkEvent,
     ShownText,
@@ -382,6 +383,62 @@ def answer(
     session.flush()
     append_event(session, link.link_id, link.outcome, at, "sme", details)
     return link
+
+
+def status_at(link: ConnectorLink, at: dt.datetime) -> str:
+    """``granted`` or ``declined`` once answered, else ``expired`` or ``open`` at ``at``."""
+    if link.outcome is not None:
+        return link.outcome
+    return "expired" if link.expires_at <= at else "open"
+
+
+# --- field visits ---------------------------------------------------------------------------------
+
+VISIT_SOURCE = "survey"
+MAX_VISIT_NOTE = 500
+
+
+def request_field_visit(
+    session: Session, link: ConnectorLink, *, at: dt.datetime, client: str, note: str = ""
+) -> tuple[FieldVisitRequest, bool]:
+    """Record that the SME asks for a field visit (the survey source) through ``link``:
+    a ``field_visit_requests`` row the operator lists and a ``field_visit_requested`` event in the
+    link's ledger. One request per link: asking again returns the first, ``(row, False)``.
+    """
+    if VISIT_SOURCE not in link.sources:
+        raise LinkError(
+            "This link does not ask for the field-visit survey, so no visit can be requested.", 400
+        )
+    note = " ".join(note.split())
+    if len(note) > MAX_VISIT_NOTE:
+        raise LinkError(f"The note is longer than {MAX_VISIT_NOTE} characters; shorten it.", 400)
+    session.get(ConnectorLink, link.link_id, with_for_update=True)
+    existing = session.scalars(
+        select(FieldVisitRequest).where(FieldVisitRequest.link_id == link.link_id)
+    ).first()
+    if existing is not None:
+        return existing, False
+    row = FieldVisitRequest(
+        link_id=link.link_id, sme_id=link.sme_id, requested_at=at, status="requested", note=note
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        found = session.scalars(
+            select(FieldVisitRequest).where(FieldVisitRequest.link_id == link.link_id)
+        ).one()
+        return found, False
+    append_event(session, link.link_id, "field_visit_requested", at, "sme", {"client": client, "note": note})
+    return row, True
+
+
+def field_visits(session: Session, *, status: str | None = None) -> list[FieldVisitRequest]:
+    """Every field-visit request (optionally of one ``status``), oldest first."""
+    query = select(FieldVisitRequest).order_by(FieldVisitRequest.requested_at, FieldVisitRequest.id)
+    if status:
+        query = query.where(FieldVisitRequest.status == status)
+    return list(session.scalars(query))
 
 
 # --- the SME's own page ---------------------------------------------------------------------------

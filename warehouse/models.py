@@ -555,3 +555,39 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int]
     next_attempt_at: Mapped[dt.datetime | None]
+
+
+class GrantRun(Base):
+    """The pipeline run a grant starts for its SME: queued, running, then done or failed.
+
+    ``runner`` is ``in_process`` (the web service's own worker) or ``airflow`` (a DAG run
+    triggered through Airflow's REST API, ``airflow_run_id``). One run per consent.
+    """
+
+    __tablename__ = "grant_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    consent_id: Mapped[str] = mapped_column(String(64), unique=True)
+    link_id: Mapped[str | None] = mapped_column(String(32))
+    runner: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    as_of_date: Mapped[dt.date | None] = mapped_column(Date)
+    airflow_run_id: Mapped[str | None] = mapped_column(String(250))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class FieldVisitRequest(Base):
+    """An SME's request, from a connector link, for a field visit (the survey source); one per link."""
+
+    __tablename__ = "field_visit_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    link_id: Mapped[str] = mapped_column(ForeignKey("connector_links.link_id"), unique=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="requested")
+    note: Mapped[str] = mapped_column(Text, default="")

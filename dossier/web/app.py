@@ -8,10 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
+from dossier.grant_runs import GrantRunner
 from dossier.settings import Settings, get_settings
-from dossier.web import lender, operator, problems, sharing, sme, webhooks
+from dossier.web import lender, links_api, operator, problems, sharing, sme, webhooks
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -21,13 +25,24 @@ API_VERSION = "1"
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The web service for ``settings`` (default: the environment's)."""
     settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.grant_runs.resume()
+        try:
+            yield
+        finally:
+            app.state.grant_runs.close()
+
     app = FastAPI(
         title="sme-dossier",
         version=API_VERSION,
         summary="Consent-driven credit dossiers for off-platform SMEs: connector links, lender API, operator API.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine_for(settings)
+    app.state.grant_runs = GrantRunner(settings, app.state.engine)
     app.state.store = Store(settings.store_url, settings.storage_options())
     problems.install(app)
 
@@ -38,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operator.router)
     app.include_router(lender.router)
     app.include_router(webhooks.router)
+    app.include_router(links_api.router)
     app.include_router(sme.router)
     sharing.install(app)
     return app

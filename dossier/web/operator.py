@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, Field
 from sqlalchemy import select
 
+from dossier.web import links_api
 from dossier.web.deps import Operator, SessionDep, StoreDep
 from warehouse import consent
 from warehouse.models import Consent
@@ -103,3 +104,22 @@ def revoke_consent(consent_id: str, body: Withdrawal, session: SessionDep, actor
 @router.post("/smes/{sme_id}/erase")
 def erase_sme(sme_id: str, session: SessionDep, store: StoreDep, actor: Operator) -> dict:
     return consent.erase(session, store, sme_id, at=dt.datetime.now(dt.UTC), actor=actor)
+
+
+# --- connector links ------------------------------------------------------------------------------
+
+
+@router.post("/links", response_model=links_api.LinkMade, status_code=201)
+def create_link(
+    body: links_api.LinkRequest, request: Request, session: SessionDep, actor: Operator
+) -> links_api.LinkMade:
+    """Ask an SME for a consent with these terms; the URL is shown once."""
+    return links_api.make(session, request, body, actor)
+
+
+@router.get("/links", response_model=links_api.LinkPage)
+def list_links(
+    session: SessionDep, actor: Operator, cursor: links_api.Cursor = None, limit: links_api.Limit = 100
+) -> links_api.LinkPage:
+    """Every link, oldest first, with its status and whether a field visit was asked for."""
+    return links_api.page_of(session, created_by=None, cursor=cursor, limit=limit)

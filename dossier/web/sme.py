@@ -17,22 +17,23 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from connectors import authorization, uploads
 from connectors.sandbox.authorize import OAUTH_SOURCES
+from dossier import grant_runs
 from dossier.settings import Settings
-from dossier.web.deps import Operator, SessionDep
+from dossier.web.deps import SessionDep
 from warehouse import consent, links
 from warehouse.models import (
     ConnectorLink,
     Consent,
     Delivery,
     DossierVersion,
+    FieldVisitRequest,
     OAuthRequest,
     SourceConnection,
     Upload,
@@ -131,6 +132,10 @@ def _render_link(
             )
         },
         uploads=uploaded,
+        visit_action=f"{action}/visit" if links.VISIT_SOURCE in link.sources else "",
+        visit=session.scalars(
+            select(FieldVisitRequest).where(FieldVisitRequest.link_id == link.link_id)
+        ).first(),
         **extra,
     )
 
@@ -191,6 +196,35 @@ def upload_file(
     return _render_link(
         request, session, link, token, now=now, status=status, latest=upload, feedback=feedback(upload)
     )
+
+
+@router.post("/connect/{sme_id}/{token}/visit", response_class=HTMLResponse, tags=["sme"])
+def request_visit(
+    sme_id: str,
+    token: str,
+    request: Request,
+    session: SessionDep,
+    csrf_token: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Ask for a field visit (the survey source); asking twice keeps the first request."""
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "No visit was requested", _FORM_EXPIRED, 403)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        link = links.open_link(session, _key(request), sme_id, token, now=now)
+    except links.LinkError as error:
+        return _problem_page(request, "This link cannot be used", str(error), error.status)
+    try:
+        visit, new = links.request_field_visit(session, link, at=now, client=_client(request), note=note)
+    except links.LinkError as error:
+        return _render_link(request, session, link, token, now=now, status=error.status, problem=str(error))
+    message = (
+        "Your field visit is requested; the operator will contact you to arrange it."
+        if new
+        else f"You already asked for a field visit on {visit.requested_at:%d %B %Y}; it is still requested."
+    )
+    return _render_link(request, session, link, token, now=now, visit_message=message)
 
 
 RETURN_COOKIE = "dossier_return"
@@ -333,11 +367,17 @@ def answer_link(
     token: str,
     request: Request,
     session: SessionDep,
+    background: BackgroundTasks,
     decision: Annotated[str, Form()] = "",
     csrf_token: Annotated[str, Form()] = "",
     text_sha256: Annotated[str, Form()] = "",
 ) -> Response:
-    """Grant or decline a link (once; submitting the same answer again shows it again)."""
+    """Grant or decline a link (once; submitting the same answer again shows it again).
+
+    A grant records a run of the pipeline for the SME in the same transaction; the run is handed
+    to the service's runner once the transaction has committed (a background task after the
+    response), so the answer never waits for the pipeline.
+    """
     settings: Settings = request.app.state.settings
     if not _csrf_ok(request, csrf_token):
         return _problem_page(request, "Your answer was not recorded", _FORM_EXPIRED, 403)
@@ -359,6 +399,13 @@ def answer_link(
         return _problem_page(request, "Your answer was not recorded", str(error), error.status)
     except consent.ConsentError as error:
         return _problem_page(request, "Your answer was not recorded", f"{error}.", 422)
+    run_words = ""
+    if link.outcome == "granted" and link.consent_id:
+        run = grant_runs.record(
+            session, settings, sme_id=sme_id, consent_id=link.consent_id, link_id=link.link_id
+        )
+        background.add_task(request.app.state.grant_runs.submit, run.id)
+        run_words = grant_runs.words(run)
     key = links.issue_page_key(session, _key(request), sme_id, at=now)
     return _page(
         request,
@@ -367,6 +414,7 @@ def answer_link(
         outcome=link.outcome,
         consent_id=link.consent_id,
         page_url=page_url(settings, sme_id, key),
+        run_words=run_words,
     )
 
 
@@ -436,7 +484,19 @@ def _sme_view(session: SessionDep, sme_id: str, now: dt.datetime) -> dict[str, A
     ]
     if active:
         choices.append({"field": "everything", "value": "1", "label": "Take back every consent"})
-    return {"consents": consents, "deliveries": deliveries, "revoke_choices": choices}
+    runs = grant_runs.progress(session, sme_id)
+    return {
+        "consents": consents,
+        "deliveries": deliveries,
+        "revoke_choices": choices,
+        "runs": runs,
+        "visits": session.scalars(
+            select(FieldVisitRequest)
+            .where(FieldVisitRequest.sme_id == sme_id)
+            .order_by(FieldVisitRequest.requested_at)
+        ).all(),
+        "refresh_seconds": 5 if any(r["status"] in grant_runs.WAITING for r in runs) else 0,
+    }
 
 
 def _render_sme_page(
@@ -525,50 +585,4 @@ def sme_rotate(
     url = page_url(request.app.state.settings, sme_id, new_key)
     return _render_sme_page(
         request, session, sme_id, new_key, f"Your page has a new link; the old one no longer works: {url}"
-    )
-
-
-# --- the operator's API to make links -------------------------------------------------------------
-
-
-class LinkRequest(BaseModel):
-    """The terms an SME is asked to grant, and how long the link can be answered."""
-
-    sme_id: str = Field(examples=["SME-000042"])
-    sources: list[str] = Field(min_length=1, examples=[["accounting", "utility"]])
-    recipients: list[str] = Field(min_length=1, examples=[["northwind-capital"]])
-    purpose: str = Field(examples=["credit_decision"])
-    history_months: int = Field(ge=1, le=consent.MAX_HISTORY_MONTHS, examples=[24])
-    consent_days: int = Field(ge=1, examples=[365])
-    valid_days: int = Field(links.DEFAULT_VALID_DAYS, ge=1, le=links.MAX_VALID_DAYS)
-
-
-class LinkMade(BaseModel):
-    """A link made: its id, where the SME answers it (shown once; only its hash is kept), its expiry."""
-
-    link_id: str
-    sme_id: str
-    url: str
-    expires_at: dt.datetime
-
-
-@router.post("/v1/operator/links", response_model=LinkMade, status_code=201, tags=["operator"])
-def create_link(body: LinkRequest, request: Request, session: SessionDep, actor: Operator) -> LinkMade:
-    made = links.create_link(
-        session,
-        _key(request),
-        sme_id=body.sme_id,
-        sources=body.sources,
-        recipients=body.recipients,
-        purpose=body.purpose,
-        history_months=body.history_months,
-        consent_days=body.consent_days,
-        valid_days=body.valid_days,
-        actor=actor,
-    )
-    return LinkMade(
-        link_id=made.link.link_id,
-        sme_id=made.link.sme_id,
-        url=link_url(request.app.state.settings, body.sme_id, made.token),
-        expires_at=made.link.expires_at,
     )

@@ -1,5 +1,7 @@
 """An SME in headless Chromium: opens a link, connects accounting on the sandbox provider's own
-approval page, uploads a Green Button file, grants, and takes the consent back on its own page.
+approval page, uploads a Green Button file, asks for a field visit, grants, watches its own page
+until the dossier is ready, sees it in the lender's pull (``GET /v1/feed``), and takes the consent
+back on its own page; the lender's next pull has the tombstone.
 
 Real components only: the web service and the sandbox are served over HTTP on 127.0.0.1, the
 browser is Debian's ``chromium`` driven by Playwright, and axe-core (from npm, pinned in
@@ -29,6 +31,7 @@ from connectors.sandbox.server import SandboxServer
 from connectors.sandbox.universe import Universe
 from dossier.settings import for_home
 from dossier.web.app import create_app
+from warehouse import keys
 from warehouse.db import make_engine, session_scope
 from warehouse.migrate import upgrade
 from warehouse.models import Consent, ProviderToken, SourceConnection, Upload
@@ -91,13 +94,14 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The sandbox and the web service, each on its own port of 127.0.0.1, on a seeded SQLite warehouse."""
-    with SandboxServer(Universe(20261125, 4, dt.date(2026, 11, 25))) as sandbox:
+    with SandboxServer(Universe(20261125, 4, dt.datetime.now(dt.UTC).date())) as sandbox:
         port = _free_port()
         url = f"sqlite:///{tmp_path / 'warehouse.db'}"
         engine = make_engine(url)
         upgrade(engine)
         with session_scope(engine) as session:
             seed_warehouse(session, sandbox.universe, now=dt.datetime.now(dt.UTC))
+            lender_key, _ = keys.issue_key(session, "harbor-credit", at=dt.datetime.now(dt.UTC))
         settings = for_home(
             tmp_path / "var",
             warehouse_url=url,
@@ -115,7 +119,12 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
             time.sleep(0.05)
         assert server.started, "the web service did not start"
         try:
-            yield {"base": settings.base_url, "engine": engine, "settings": settings}
+            yield {
+                "base": settings.base_url,
+                "engine": engine,
+                "settings": settings,
+                "lender": {"Authorization": f"Bearer {lender_key}"},
+            }
         finally:
             server.should_exit = True
             thread.join(timeout=10)
@@ -152,7 +161,7 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
         f"{service['base']}/v1/operator/links",
         json={
             "sme_id": sme_id,
-            "sources": ["accounting", "utility"],
+            "sources": ["accounting", "utility", "survey"],
             "recipients": ["harbor-credit"],
             "purpose": "credit_decision",
             "history_months": 12,
@@ -182,14 +191,30 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
     ).is_visible()
     check_page(page, "03-uploaded")
 
+    page.get_by_label("When suits you (optional)").fill("weekday mornings")
+    page.get_by_role("button", name="Request a field visit").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("Your field visit is requested").is_visible()
+    check_page(page, "03b-visit-requested")
+
     page.get_by_role("button", name="I agree to share this data").click()
     page.wait_for_load_state()
     assert page.get_by_role("heading", name="Your answer is recorded").is_visible()
+    assert page.get_by_text("Your dossier is being prepared").is_visible()
     check_page(page, "04-granted")
 
     page.get_by_role("link", name="Your page").click()
     page.wait_for_load_state()
+    # The page refreshes itself while the dossier is prepared (no JavaScript: a meta refresh).
+    page.get_by_text("Your dossier is ready and has been delivered to the lenders you chose.").wait_for(
+        timeout=300_000
+    )
+    assert page.get_by_text("Field visit: requested on").is_visible()
     check_page(page, "05-own-page")
+    feed = requests.get(f"{service['base']}/v1/feed", headers=service["lender"], timeout=60).json()
+    delivered = [e for e in feed["events"] if e["event"] == "delivered" and e["sme_id"] == sme_id]
+    assert len(delivered) == 1
+    assert delivered[0]["dossier"]["sme_id"] == sme_id
     page.get_by_role("button", name="Take back every consent").click()
     page.wait_for_load_state()
     with session_scope(engine) as session:
@@ -199,11 +224,20 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
     ).is_visible()
     check_page(page, "06-revoked")
     page.close()
+    after = requests.get(
+        f"{service['base']}/v1/feed",
+        params={"cursor": feed["next_cursor"]},
+        headers=service["lender"],
+        timeout=60,
+    ).json()
+    assert [(e["event"], e["dossier_id"], e["reason"]) for e in after["events"]] == [
+        ("withdrawn", delivered[0]["dossier_id"], "consent_revoked")
+    ]
 
     with session_scope(engine) as session:
         consent = session.scalars(select(Consent).where(Consent.consent_id.like(f"C-{sme_id}-%"))).one()
         assert (consent.sources, consent.recipients, consent.status) == (
-            ["accounting", "utility"],
+            ["accounting", "survey", "utility"],
             ["harbor-credit"],
             "revoked",
         )
