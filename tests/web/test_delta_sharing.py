@@ -540,3 +540,24 @@ def test_the_share_profile_command_writes_a_working_profile(
     for argv, message in cases:
         assert main(["lender", "share-profile", *argv]) == EXIT_ERROR
         assert message in capsys.readouterr().err
+
+
+def test_a_listing_is_made_again_when_the_log_changes_under_it() -> None:
+    from dossier.web.sharing import SharingProblem, _Changed, _listing
+
+    attempts: list[int] = []
+
+    def changing_once() -> list[dict[str, Any]]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise _Changed("s0-1-" + "0" * 20)
+        return [{"file": {"id": "x"}}]
+
+    assert (_listing(changing_once), len(attempts)) == ([{"file": {"id": "x"}}], 2)
+
+    def always_changing() -> list[dict[str, Any]]:
+        raise _Changed("s0-1-" + "0" * 20)
+
+    with pytest.raises(SharingProblem) as raised:
+        _listing(always_changing)
+    assert (raised.value.status, raised.value.code) == (503, "TEMPORARILY_UNAVAILABLE")
