@@ -38,6 +38,7 @@ from warehouse.errors import DossierError
 
 ENV_PREFIX = "DOSSIER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+RATE_LIMIT_STORAGES = ("memory", "redis", "rediss", "redis+unix")
 
 
 class SettingsError(DossierError, ValueError):
@@ -143,6 +144,17 @@ class Environment(BaseSettings):
     upload_max_bytes: int = Field(
         20 * 1024 * 1024, ge=1, description="Largest file an SME may upload through a connector link (bytes)."
     )
+    rate_limit_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Requests one lender API key may make per minute (0: no limit); past it the API "
+        "answers 429 with Retry-After.",
+    )
+    rate_limit_storage_url: str = Field(
+        "memory://",
+        description="Where the rate-limit counters are kept: memory:// (this service process) or a "
+        "redis://host:port/db URL shared by every service process.",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -161,6 +173,15 @@ class Environment(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _limits_storage(cls, value: str) -> str:
+        if value.split("://", 1)[0] not in RATE_LIMIT_STORAGES or "://" not in value:
+            raise ValueError(
+                f"expected a URL starting with one of {', '.join(s + '://' for s in RATE_LIMIT_STORAGES)}"
+            )
         return value
 
     @field_validator("log_level")
@@ -309,6 +330,8 @@ class Settings:
     lender_api_url: str = ""
     lender_api_key: str = ""
     upload_max_bytes: int = 20 * 1024 * 1024
+    rate_limit_per_minute: int = 600
+    rate_limit_storage_url: str = "memory://"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -354,6 +377,8 @@ class Settings:
             lender_api_url=parsed.lender_api_url.rstrip("/"),
             lender_api_key=parsed.lender_api_key,
             upload_max_bytes=parsed.upload_max_bytes,
+            rate_limit_per_minute=parsed.rate_limit_per_minute,
+            rate_limit_storage_url=parsed.rate_limit_storage_url,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

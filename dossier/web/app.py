@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from dossier.settings import Settings, get_settings
-from dossier.web import lender, operator, problems, sme
+from dossier.web import deps, lender, operator, problems, sme
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine_for(settings)
     app.state.store = Store(settings.store_url, settings.storage_options())
     problems.install(app)
+    deps.install(app)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:
