@@ -131,7 +131,8 @@ def complete_openapi(schema: dict[str, Any], rate_limited: set[tuple[str, str]])
     FastAPI documents a 422 with its own validation body, which this service never sends (it
     answers 400 with a problem naming the field); that goes, and each operation gets: 400 when it
     takes parameters or a body, 401 and 403 when it needs a credential, 404 when its path has
-    parameters, 429 when it is rate limited (``rate_limited``: (method, path) pairs), 500 always,
+    parameters, 422 when it changes consents (an operator route that is not a read), 429 when
+    it is rate limited (``rate_limited``: (method, path) pairs), 500 always,
     and every error response it declares itself as ``application/problem+json``. The pages for
     people (outside ``/v1``) answer other refusals with an HTML page (``4XX``).
     """
@@ -148,13 +149,18 @@ def complete_openapi(schema: dict[str, Any], rate_limited: set[tuple[str, str]])
             if operation.get("parameters") or operation.get("requestBody"):
                 wanted.add("400")
             if not path.startswith("/v1/"):
-                # A page for people: its refusals are pages too; only 400 and 500 are problems.
+                # A page for people: its refusals are pages too (a request that does not fit its
+                # parameters may also get a problem, like everywhere); 500 is a problem.
                 responses.setdefault(
                     "4XX", {"description": "A page saying what went wrong.", "content": PAGE}
                 )
                 for status in sorted(wanted):
                     responses[status] = _problem_response(status, responses.get(status))
+                if "400" in responses:
+                    responses["400"]["content"].update(PAGE)
                 continue
+            if path.startswith("/v1/operator/") and method != "get":
+                wanted.add("422")
             if operation.get("security"):
                 wanted |= {"401", "403"}
             if any(p.get("in") == "path" for p in operation.get("parameters", [])):
