@@ -168,3 +168,12 @@ def test_bad_rate_limit_settings_name_the_variable(variable: str, value: str, me
     with pytest.raises(SettingsError, match=f"{variable}={value!r} is not valid: .*{re.escape(message)}"):
         Settings.from_env({"DOSSIER_HOME": "/tmp/x", variable: value})
     assert Settings.from_env({"DOSSIER_HOME": "/tmp/x", variable: "0" if "MINUTE" in variable else REDIS_URL})
+
+
+def test_the_docstring_examples_hold() -> None:
+    import doctest
+
+    from dossier.web import deps
+
+    outcome = doctest.testmod(deps)
+    assert (outcome.attempted > 0, outcome.failed) == (True, 0)
