@@ -177,3 +177,54 @@ def test_the_docstring_examples_hold() -> None:
 
     outcome = doctest.testmod(deps)
     assert (outcome.attempted > 0, outcome.failed) == (True, 0)
+
+
+@pytest.fixture
+def served(tmp_path: Path, warehouse: tuple[str, dict[str, str]]) -> Any:
+    """The service with a limit of one request a minute, over real HTTP on a free loopback port;
+    yields (base url, app, tokens)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    url, tokens = warehouse
+    app = app_for(tmp_path, url, rate_limit_per_minute=1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}", app, tokens
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_pull_client_waits_out_a_429_for_its_retry_after(served: Any, tmp_path: Path) -> None:
+    from dossier.lender_client import pull_over_api
+
+    base, app, tokens = served
+    prefix = tokens["northwind"].split("_")[1]
+    waits: list[float] = []
+
+    def window_passes(seconds: float) -> None:
+        waits.append(seconds)
+        app.state.rate_limiter.clear(prefix)
+
+    summary = pull_over_api(base, tokens["northwind"], tmp_path / "inbox", sleep=window_passes)
+    assert (summary["lender_id"], summary["cursor_to"], summary["files"]) == ("northwind", "0", [])
+    assert len(waits) == 1
+    assert 1 <= waits[0] <= 60
+
+
+def test_the_pull_client_gives_up_after_waiting_out_five_429s(served: Any, tmp_path: Path) -> None:
+    from dossier.lender_client import RATE_LIMIT_WAITS, LenderApiError, pull_over_api
+
+    base, _app, tokens = served
+    waits: list[float] = []
+    with pytest.raises(LenderApiError, match=r"answered 429: rate limit of 1 requests per minute"):
+        pull_over_api(base, tokens["northwind"], tmp_path / "inbox", sleep=waits.append)
+    assert len(waits) == RATE_LIMIT_WAITS
