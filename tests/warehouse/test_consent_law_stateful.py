@@ -16,7 +16,7 @@ rows and the tombstones, are judged by the same oracle as a pull's files.
 
 CI runs ``DOSSIER_CONSENT_LAW_EXAMPLES`` examples per backend (default 75) of at most
 ``DOSSIER_CONSENT_LAW_STEPS`` steps (default 20), and ``DOSSIER_CONSENT_LAW_HTTP_EXAMPLES``
-(default 20) through the HTTP feed; ``make test-deep`` runs many more.
+(default 15) through the HTTP feed; ``make test-deep`` runs many more.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from dossier.settings import override
 
 EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_EXAMPLES", "75"))
 STEPS = int(os.environ.get("DOSSIER_CONSENT_LAW_STEPS", "20"))
-HTTP_EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_HTTP_EXAMPLES", "20"))
+HTTP_EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_HTTP_EXAMPLES", "15"))
 
 START = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 AS_OF_DATES = tuple(dt.date(2026, month, 1) for month in range(1, 7))
