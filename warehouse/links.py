@@ -241,8 +241,10 @@ def create_link(
     now = now or utcnow()
     if not 1 <= valid_days <= MAX_VALID_DAYS:
         raise LinkError(f"valid_days must be between 1 and {MAX_VALID_DAYS}, not {valid_days}")
-    if not 1 <= consent_days <= MAX_CONSENT_DAYS:
-        raise LinkError(f"consent_days must be between 1 and {MAX_CONSENT_DAYS}, not {consent_days}")
+    if consent_days < 1:
+        raise LinkError(f"consent_days must be at least 1, not {consent_days}")
+    if consent_days > MAX_CONSENT_DAYS:
+        raise LinkError(f"consent_days must be at most {MAX_CONSENT_DAYS} (ten years), not {consent_days}")
     sources, recipients = consent.check_terms(
         session,
         sme_id=sme_id,

@@ -170,3 +170,30 @@ def test_a_rate_limited_answer_is_a_documented_problem(tmp_path: Path) -> None:
     assert (first.status_code, second.status_code) == (200, 429)
     operation.validate_response(second)
     app.state.engine.dispose()
+
+
+def test_what_schemathesis_found_stays_fixed(service: Any, tmp_path: Path) -> None:
+    """A link asking for a consent of millions of days was a 500 (a date past year 9999); now the
+    API refuses it naming the field, and so does the link module itself (the CLI's path)."""
+    from fastapi.testclient import TestClient
+
+    from warehouse import links
+    from warehouse.links import LinkError
+
+    app, headers = service
+    body = {
+        "sme_id": "SME-000001",
+        "sources": ["accounting"],
+        "recipients": ["northwind"],
+        "purpose": "credit_decision",
+        "history_months": 12,
+        "consent_days": 2_912_109,
+    }
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/v1/operator/links", json=body, headers=headers["operator"])
+    assert (answer.status_code, answer.json()["errors"][0]["field"]) == (400, "consent_days")
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    upgrade(engine)
+    with session_scope(engine) as session, pytest.raises(LinkError, match="at most 3660"):
+        links.create_link(session, "k", **{**body, "recipients": ["northwind"]})
+    engine.dispose()
