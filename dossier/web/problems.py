@@ -112,6 +112,8 @@ ERRORS: dict[str, str] = {
 
 
 PAGE = {"text/html": {"schema": {"type": "string"}}}
+PAGES_TAG = "sme"
+"""The tag of the pages for people (:mod:`dossier.web.sme`), which answer in HTML."""
 
 
 def _problem_response(status: str, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -134,7 +136,7 @@ def complete_openapi(schema: dict[str, Any], rate_limited: set[tuple[str, str]])
     parameters, 422 when it changes consents (an operator route that is not a read), 429 when
     it is rate limited (``rate_limited``: (method, path) pairs), 500 always,
     and every error response it declares itself as ``application/problem+json``. The pages for
-    people (outside ``/v1``) answer other refusals with an HTML page (``4XX``).
+    people (tagged :data:`PAGES_TAG`) answer other refusals with an HTML page (``4XX``).
     """
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -148,7 +150,7 @@ def complete_openapi(schema: dict[str, Any], rate_limited: set[tuple[str, str]])
             wanted = {"500"}
             if operation.get("parameters") or operation.get("requestBody"):
                 wanted.add("400")
-            if not path.startswith("/v1/"):
+            if PAGES_TAG in operation.get("tags", []):
                 # A page for people: its refusals are pages too (a request that does not fit its
                 # parameters may also get a problem, like everywhere); 500 is a problem.
                 responses.setdefault(
