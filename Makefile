@@ -26,8 +26,10 @@ test: $(STAMP)
 # The consent law's stateful property with many more examples and longer runs than CI's.
 DEEP_EXAMPLES ?= 1500
 DEEP_STEPS ?= 30
+DEEP_HTTP_EXAMPLES ?= 300
 test-deep: $(STAMP)
 	@DOSSIER_CONSENT_LAW_EXAMPLES=$(DEEP_EXAMPLES) DOSSIER_CONSENT_LAW_STEPS=$(DEEP_STEPS) \
+		DOSSIER_CONSENT_LAW_HTTP_EXAMPLES=$(DEEP_HTTP_EXAMPLES) \
 		$(BIN)/python -m pytest -n 2 tests/warehouse/test_consent_law_stateful.py
 
 TRAIN_DATA ?= ../shared/data/credit/polish_bankruptcy_1y_train.csv

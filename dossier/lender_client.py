@@ -5,7 +5,8 @@ output folder (``.<lender>-feed-cursor.json``), writes each non-empty page as
 ``<lender>-feed-<first seq>-<last seq>.parquet`` (under a temporary name, then renamed) and only
 then records the page's next cursor. A crash between the two reads the same page again next time
 (the same cursor returns the same page) and writes the same file: nothing is lost or doubled.
-It needs only the base URL and the lender's API key; nothing of the broker's warehouse.
+It needs only the base URL and the lender's API key; nothing of the broker's warehouse. Past the
+key's rate limit it waits as the 429's ``Retry-After`` says and goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +30,31 @@ class LenderApiError(DossierError):
 
 
 PAGE = 1000
+RATE_LIMIT_WAITS = 5
+"""How many 429 answers in a row a pull waits out, each for its ``Retry-After`` (at most a minute)."""
 
 
-def _get(session: requests.Session, url: str, **params: Any) -> requests.Response:
+def _retry_after(answer: requests.Response) -> float:
     try:
-        answer = session.get(url, params=params, timeout=60)
-    except requests.RequestException as error:
-        raise LenderApiError(
-            f"cannot reach the lender API at {url} ({type(error).__name__}); check --api-url or "
-            "DOSSIER_LENDER_API_URL and that the service is up"
-        ) from None
+        return min(max(float(answer.headers.get("Retry-After", "1")), 0.0), 60.0)
+    except ValueError:
+        return 1.0
+
+
+def _get(
+    session: requests.Session, url: str, *, sleep: Callable[[float], None] = time.sleep, **params: Any
+) -> requests.Response:
+    for waited in range(RATE_LIMIT_WAITS + 1):
+        try:
+            answer = session.get(url, params=params, timeout=60)
+        except requests.RequestException as error:
+            raise LenderApiError(
+                f"cannot reach the lender API at {url} ({type(error).__name__}); check --api-url or "
+                "DOSSIER_LENDER_API_URL and that the service is up"
+            ) from None
+        if answer.status_code != 429 or waited == RATE_LIMIT_WAITS:
+            break
+        sleep(_retry_after(answer))
     if answer.status_code != 200:
         try:
             detail = answer.json().get("detail", answer.text)
@@ -76,8 +94,13 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def pull_over_api(api_url: str, api_key: str, out_dir: Path) -> dict[str, Any]:
-    """Read the lender's feed from its cursor to the end into ``out_dir``; returns a summary."""
+def pull_over_api(
+    api_url: str, api_key: str, out_dir: Path, *, sleep: Callable[[float], None] = time.sleep
+) -> dict[str, Any]:
+    """Read the lender's feed from its cursor to the end into ``out_dir``; returns a summary.
+
+    A 429 (the key's rate limit) is waited out for its ``Retry-After`` and the request sent again,
+    up to :data:`RATE_LIMIT_WAITS` times in a row (``sleep`` waits)."""
     if not api_url:
         raise LenderApiError("no lender API URL: pass --api-url or set DOSSIER_LENDER_API_URL")
     if not api_key:
@@ -85,12 +108,12 @@ def pull_over_api(api_url: str, api_key: str, out_dir: Path) -> dict[str, Any]:
     api_url = api_url.rstrip("/")
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {api_key}"
-    lender_id = _get(session, f"{api_url}/v1/lender").json()["lender_id"]
+    lender_id = _get(session, f"{api_url}/v1/lender", sleep=sleep).json()["lender_id"]
     out_dir.mkdir(parents=True, exist_ok=True)
     cursor = cursor_from = read_cursor(out_dir, lender_id, api_url)
     files, delivered, withdrawn = [], 0, 0
     while True:
-        answer = _get(session, f"{api_url}/v1/feed.parquet", cursor=cursor, limit=PAGE)
+        answer = _get(session, f"{api_url}/v1/feed.parquet", sleep=sleep, cursor=cursor, limit=PAGE)
         table = pq.read_table(io.BytesIO(answer.content))
         next_cursor = answer.headers["Feed-Next-Cursor"]
         if table.num_rows:

@@ -38,6 +38,7 @@ from warehouse.errors import DossierError
 
 ENV_PREFIX = "DOSSIER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+RATE_LIMIT_STORAGES = ("memory", "redis", "rediss", "redis+unix")
 
 
 class SettingsError(DossierError, ValueError):
@@ -177,6 +178,17 @@ class Environment(BaseSettings):
         description="Password of DOSSIER_AIRFLOW_USERNAME (empty: the one `make airflow` generated in "
         "$DOSSIER_HOME/airflow/simple_auth_manager_passwords.json.generated).",
     )
+    rate_limit_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Requests one lender API key may make per minute (0: no limit); past it the API "
+        "answers 429 with Retry-After.",
+    )
+    rate_limit_storage_url: str = Field(
+        "memory://",
+        description="Where the rate-limit counters are kept: memory:// (this service process) or a "
+        "redis://host:port/db URL shared by every service process.",
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -207,6 +219,15 @@ class Environment(BaseSettings):
             parse_schedule(value)
         except InputError as error:
             raise ValueError(str(error).split(": ", 1)[1]) from None
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _limits_storage(cls, value: str) -> str:
+        if value.split("://", 1)[0] not in RATE_LIMIT_STORAGES or "://" not in value:
+            raise ValueError(
+                f"expected a URL starting with one of {', '.join(s + '://' for s in RATE_LIMIT_STORAGES)}"
+            )
         return value
 
     @field_validator("log_level")
@@ -363,6 +384,8 @@ class Settings:
     airflow_api_url: str = ""
     airflow_username: str = "admin"
     airflow_password: str = ""
+    rate_limit_per_minute: int = 600
+    rate_limit_storage_url: str = "memory://"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -416,6 +439,8 @@ class Settings:
             airflow_api_url=parsed.airflow_api_url.rstrip("/"),
             airflow_username=parsed.airflow_username,
             airflow_password=parsed.airflow_password,
+            rate_limit_per_minute=parsed.rate_limit_per_minute,
+            rate_limit_storage_url=parsed.rate_limit_storage_url,
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

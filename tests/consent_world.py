@@ -5,10 +5,16 @@ canonical data for a date, runs the pipeline's ``evaluate`` and ``publish`` step
 pull, recording each action in its :class:`~consent_oracle.Ledger` and checking each pull with the
 :class:`~consent_oracle.Oracle`. It calls the actions (``grant``, ``revoke``, ``erase``,
 ``subscribe``, ``evaluate``, ``publish``, ``pull``) and never the consent or entitlement checks.
+
+A lender can also read its feed through the lender API instead of pulling files
+(:meth:`World.serve`, then :meth:`World.read_feed`): ``GET /v1/feed`` with its API key, over ASGI
+on the real application, page after page from the cursor its last read ended at, on the world's
+clock; the events read are judged by the same oracle as a pull's files.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from consent_oracle import (
     Ledger,
     Oracle,
@@ -28,11 +35,17 @@ from consent_oracle import (
 
 from dossier import pipeline
 from dossier.settings import for_home, override
-from warehouse import consent, feed
+from warehouse import consent, feed, keys
 from warehouse.db import make_engine, session_scope
+from warehouse.dossier_schema import ALL_COLUMNS
+from warehouse.events import rows_table
 from warehouse.migrate import upgrade
 from warehouse.models import Lender, Sme
 from warehouse.storage import Store
+
+FEED_PAGE = 4
+"""Events per feed page the lenders ask for (small, so that a read spans several pages)."""
+DOSSIER_ROW = pa.schema([pa.field(c.name, c.type) for c in ALL_COLUMNS])
 
 INDUSTRIES = ("retail", "food_service", "construction", "manufacturing", "transport")
 REGIONS = ("North West", "London", "Wales", "Scotland")
@@ -70,6 +83,10 @@ class World:
         self.oracle = Oracle(self.ledger)
         self.out_dir = home / "pulls"
         self.store: Store | None = None
+        self.client: Any = None
+        self.clock = dt.datetime.now(dt.UTC)
+        self.tokens: dict[str, str] = {}
+        self.cursors: dict[str, str] = {}
 
     # --- parties ----------------------------------------------------------------------------------
 
@@ -88,8 +105,12 @@ class World:
                 )
 
     def add_lenders(self, lender_ids: Iterable[str]) -> None:
+        """Register the lenders, each with an API key (for reading the feed over HTTP)."""
         with session_scope(self.engine) as session:
-            session.add_all(Lender(lender_id=lender, name=lender.title()) for lender in lender_ids)
+            for lender in lender_ids:
+                session.add(Lender(lender_id=lender, name=lender.title()))
+                session.flush()
+                self.tokens[lender], _key = keys.issue_key(session, lender, at=self.clock)
 
     def subscribe(self, lender: str, purpose: str, filters: Mapping[str, list[str]] | None = None) -> None:
         with session_scope(self.engine) as session:
@@ -187,8 +208,68 @@ class World:
         breaches = self.oracle.pulled(lender, at, dossiers, withdrawals, str(summary.get("pull_id", "")))
         return Pulled(summary, dossiers, withdrawals, breaches)
 
+    # --- lenders reading the feed over HTTP -------------------------------------------------------
+
+    def serve(self) -> None:
+        """Start the web service (the real application, over ASGI) whose feed :meth:`read_feed` reads;
+        its clock is the world's (each read happens at the instant it is given)."""
+        from fastapi.testclient import TestClient
+
+        from dossier.web import deps
+        from dossier.web.app import create_app
+
+        app = create_app(dataclasses.replace(self.settings, rate_limit_per_minute=0))
+        app.dependency_overrides[deps.now] = lambda: self.clock
+        self.client = TestClient(app)
+
+    def read_feed(self, lender: str, *, at: dt.datetime) -> Pulled:
+        """``lender`` reads ``GET /v1/feed`` at ``at`` from where its last read ended until no more
+        events follow; the oracle checks what it read as one pull (breaches are returned)."""
+        self.clock = at
+        cursor = self.cursors.get(lender, "")
+        auth = {"Authorization": f"Bearer {self.tokens[lender]}"}
+        read: list[dict[str, Any]] = []
+        breaches: list[str] = []
+        while True:
+            answer = self.client.get("/v1/feed", params={"cursor": cursor, "limit": FEED_PAGE}, headers=auth)
+            if answer.status_code != 200:
+                return Pulled({}, [], [], [f"GET /v1/feed of {lender}: {answer.status_code} {answer.text}"])
+            page = answer.json()
+            read += page["events"]
+            if len(page["events"]) > FEED_PAGE:
+                breaches.append(f"a page of {lender} holds {len(page['events'])} events, asked {FEED_PAGE}")
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                break
+        self.cursors[lender] = cursor
+        seqs = [e["seq"] for e in read]
+        if seqs != sorted(set(seqs)):
+            breaches.append(f"feed of {lender}: events out of order or repeated: {seqs}")
+        delivered = [e for e in read if e["event"] == "delivered"]
+        breaches += [
+            f"feed of {lender}: delivered event {e['seq']} ({e['dossier_id']}) came without its row"
+            for e in delivered
+            if e["dossier"] is None
+        ]
+        dossiers = events_rows([e["dossier"] for e in delivered if e["dossier"] is not None])
+        withdrawals = [
+            {"dossier_id": e["dossier_id"], "sme_id": e["sme_id"], "reason": e["reason"]}
+            for e in read
+            if e["event"] == "withdrawn"
+        ]
+        where = f"feed {seqs[0]}-{seqs[-1]}" if seqs else "feed (nothing new)"
+        breaches += self.oracle.pulled(lender, at, dossiers, withdrawals, where)
+        return Pulled({"events": len(read), "cursor": cursor}, dossiers, withdrawals, breaches)
+
     def close(self) -> None:
+        if self.client is not None:
+            self.client.app.state.engine.dispose()
         self.engine.dispose()
+
+
+def events_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Dossier rows as a feed page carries them (JSON), typed as the dossier schema types them."""
+    return rows_table(rows, DOSSIER_ROW).to_pylist() if rows else []
 
 
 @contextmanager

@@ -56,6 +56,8 @@ from warehouse.models import (
 DEFAULT_VALID_DAYS = 14
 """How long a link can be answered, unless its creator says otherwise."""
 MAX_VALID_DAYS = 90
+MAX_CONSENT_DAYS = 3660
+"""The longest consent a link asks for: ten years."""
 APPEND_ATTEMPTS = 5
 SIGNATURE_CHARS = 32
 SOURCE_WORDS: dict[str, str] = {
@@ -242,6 +244,8 @@ def create_link(
         raise LinkError(f"valid_days must be between 1 and {MAX_VALID_DAYS}, not {valid_days}")
     if consent_days < 1:
         raise LinkError(f"consent_days must be at least 1, not {consent_days}")
+    if consent_days > MAX_CONSENT_DAYS:
+        raise LinkError(f"consent_days must be at most {MAX_CONSENT_DAYS} (ten years), not {consent_days}")
     sources, recipients = consent.check_terms(
         session,
         sme_id=sme_id,

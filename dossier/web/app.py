@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from dossier.grant_runs import GrantRunner
 from dossier.settings import Settings, get_settings
-from dossier.web import lender, links_api, operator, problems, sharing, sme, webhooks
+from dossier.web import deps, lender, links_api, operator, problems, sharing, sme, webhooks
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.grant_runs = GrantRunner(settings, app.state.engine)
     app.state.store = Store(settings.store_url, settings.storage_options())
     problems.install(app)
+    deps.install(app)
 
     @app.get("/health", tags=["service"])
     def health() -> dict[str, str]:

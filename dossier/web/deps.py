@@ -1,18 +1,49 @@
-"""Dependencies shared by the routers: settings, a warehouse session per request, authentication."""
+"""Dependencies shared by the routers: settings, a warehouse session per request, the clock,
+authentication (operator token, lender API keys), per-key rate limits and list paging.
+
+Rate limits (:class:`RateLimiter`) count each lender API key's requests in fixed one-minute
+windows with the ``limits`` library, in this process's memory or, for several service processes,
+in Redis (``DOSSIER_RATE_LIMIT_STORAGE_URL``). Every response to a counted request carries the
+``RateLimit-Policy`` and ``RateLimit`` fields of the IETF RateLimit header fields draft; a request
+past the limit gets a 429 problem with ``Retry-After``.
+
+Lists are paged (:class:`Paging`): ``limit`` (1 to :data:`MAX_LIST_PAGE`) and an opaque
+``cursor``; the body stays the JSON array of the page, and when more follow the response carries
+``Link: <...>; rel="next"`` (RFC 8288) and ``Next-Cursor``.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime as dt
 import hmac
-from collections.abc import Iterator
-from typing import Annotated
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItemPerMinute
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy.orm import Session
 
 from dossier.settings import Settings
+from dossier.web import problems
+from warehouse import keys
 from warehouse.db import make_engine, session_scope
+from warehouse.models import LenderKey
 from warehouse.storage import Store
+
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -31,6 +62,12 @@ def session(request: Request) -> Iterator[Session]:
 
 def store(request: Request) -> Store:
     return request.app.state.store
+
+
+def now() -> dt.datetime:
+    """The instant a request is served at (UTC). Tests that play a clock of their own override it:
+    ``app.dependency_overrides[deps.now] = lambda: instant``."""
+    return dt.datetime.now(dt.UTC)
 
 
 def operator(
@@ -53,3 +90,281 @@ SessionDep = Annotated[Session, Depends(session, scope="function")]
 """A session committed when the route returns, before the response is sent (so the next request sees it)."""
 StoreDep = Annotated[Store, Depends(store)]
 Operator = Annotated[str, Depends(operator)]
+Now = Annotated[dt.datetime, Depends(now)]
+
+
+# --- rate limits ----------------------------------------------------------------------------------
+
+POLICY = "per-key"
+"""The name of the one rate-limit policy, as the ``RateLimit-Policy`` and ``RateLimit`` fields give it."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Where one key stands in its current window after a request."""
+
+    limit: int
+    remaining: int
+    reset_seconds: int
+    """Whole seconds until the window ends (at least 1)."""
+    window_seconds: int = 60
+
+    def headers(self) -> dict[str, str]:
+        """The RateLimit header fields (draft-ietf-httpapi-ratelimit-headers)."""
+        return {
+            "RateLimit-Policy": f'"{POLICY}";q={self.limit};w={self.window_seconds}',
+            "RateLimit": f'"{POLICY}";r={self.remaining};t={self.reset_seconds}',
+        }
+
+
+class RateLimiter:
+    """Fixed one-minute windows of ``per_minute`` requests per identity, counted in ``storage_url``
+    (``memory://`` or ``redis://...``); ``per_minute`` 0 means no limit.
+
+    >>> limiter = RateLimiter(2, "memory://")
+    >>> [(allowed, quota.remaining) for allowed, quota in (limiter.hit("k"), limiter.hit("k"), limiter.hit("k"))]
+    [(True, 1), (True, 0), (False, 0)]
+    >>> limiter.hit("other")[0]
+    True
+    """
+
+    def __init__(self, per_minute: int, storage_url: str, *, namespace: str = "sme-dossier") -> None:
+        self.per_minute = per_minute
+        self.namespace = namespace
+        self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
+        self.storage = storage_from_string(storage_url) if per_minute else None
+        self.strategy = FixedWindowRateLimiter(self.storage) if self.storage is not None else None
+
+    @classmethod
+    def of(cls, settings: Settings) -> RateLimiter:
+        return cls(settings.rate_limit_per_minute, settings.rate_limit_storage_url)
+
+    def hit(self, identity: str) -> tuple[bool, Quota | None]:
+        """Count one request of ``identity``: whether it is allowed, and the quota left (None when
+        there is no limit, or when the counter store cannot be reached: then the request is let
+        through and a warning logged, so a Redis outage does not stop the API)."""
+        if self.strategy is None or self.item is None:
+            return True, None
+        try:
+            allowed = self.strategy.hit(self.item, self.namespace, identity)
+            stats = self.strategy.get_window_stats(self.item, self.namespace, identity)
+        except Exception as error:  # the counter store is down: serve rather than refuse everyone
+            log.warning("rate-limit store unavailable (%s); request of %s not counted", error, identity)
+            return True, None
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        return allowed, Quota(self.per_minute, stats.remaining, min(reset, 60))
+
+    def clear(self, identity: str) -> None:
+        if self.strategy is not None and self.item is not None:
+            self.strategy.clear(self.item, self.namespace, identity)
+
+
+def rate_limiter(request: Request) -> RateLimiter:
+    """The application's limiter, made from its settings on first use."""
+    state = request.app.state
+    limiter = getattr(state, "rate_limiter", None)
+    if limiter is None:
+        limiter = state.rate_limiter = RateLimiter.of(state.settings)
+    return limiter
+
+
+def count_request(request: Request, identity: str) -> None:
+    """Count a request of ``identity`` (a key prefix); past the limit, a 429 with ``Retry-After``.
+
+    The quota goes into the request state, and :class:`RateLimitHeaders` puts it on the response
+    (whatever the route returns: a model, a Parquet file or a problem).
+    """
+    allowed, quota = rate_limiter(request).hit(identity)
+    if quota is None:
+        return
+    request.state.rate_limit = quota
+    if not allowed:
+        raise HTTPException(
+            429,
+            f"rate limit of {quota.limit} requests per minute for this key reached; retry in "
+            f"{quota.reset_seconds} s",
+            headers={"Retry-After": str(quota.reset_seconds)},
+        )
+
+
+class RateLimitHeaders:
+    """ASGI middleware: adds the RateLimit fields of a counted request to its response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                quota = scope.get("state", {}).get("rate_limit")
+                if quota is not None:
+                    extra = [(k.lower().encode(), v.encode()) for k, v in quota.headers().items()]
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def _uses(dependant: Any, call: Callable[..., Any]) -> bool:
+    return dependant.call is call or any(_uses(d, call) for d in dependant.dependencies)
+
+
+def install(app: FastAPI) -> None:
+    """Add what the dependencies need around the application: the rate-limit headers, and an
+    OpenAPI document whose operations describe their errors (:func:`problems.complete_openapi`;
+    429 on every route that takes a lender key)."""
+    app.add_middleware(RateLimitHeaders)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            limited = {
+                (method, route.path)
+                for route in app.routes
+                if isinstance(route, APIRoute) and _uses(route.dependant, lender_key)
+                for method in route.methods
+            }
+            app.openapi_schema = problems.complete_openapi(generate(), limited)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- lender keys ----------------------------------------------------------------------------------
+
+
+def lender_key(
+    request: Request,
+    session: SessionDep,
+    at: Now,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> LenderKey:
+    """Require a valid lender API key (``Authorization: Bearer sdk_...``); returns the key.
+
+    No key or an unknown one: 401; a revoked key or one past its rotation grace period: 403. Each
+    request of a valid key is counted against the key's rate limit (:func:`count_request`).
+    """
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(401, "API key required", headers=challenge)
+    try:
+        key = keys.authenticate(session, credentials.credentials, at=at)
+    except keys.UnknownKey as error:
+        raise HTTPException(401, str(error), headers=challenge) from None
+    except keys.KeyNotValid as error:
+        raise HTTPException(403, str(error)) from None
+    count_request(request, key.prefix)
+    return key
+
+
+LenderKeyDep = Annotated[LenderKey, Depends(lender_key)]
+
+
+# --- paging ---------------------------------------------------------------------------------------
+
+MAX_LIST_PAGE = 500
+"""The most items one page of a list holds."""
+DEFAULT_LIST_PAGE = 100
+
+T = TypeVar("T")
+
+
+def bad_cursor(message: str) -> RequestValidationError:
+    """The 400 of a cursor that no page of this list gave (it names ``cursor``)."""
+    return RequestValidationError(
+        [{"loc": ("query", "cursor"), "msg": message, "type": "value_error", "input": None}]
+    )
+
+
+def encode_cursor(position: Sequence[str]) -> str:
+    """The opaque cursor naming the item at ``position`` (its sort key).
+
+    >>> encode_cursor(["SME-000001", "C-1"])
+    'WyJTTUUtMDAwMDAxIiwiQy0xIl0'
+    >>> decode_cursor(encode_cursor(["SME-000001", "C-1"]), 2)
+    ('SME-000001', 'C-1')
+    """
+    raw = json.dumps(list(position), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> tuple[str, ...]:
+    """The sort key a cursor of this list names; anything else is a 400 naming ``cursor``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        position = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise bad_cursor("not a cursor this list returned") from None
+    if (
+        not isinstance(position, list)
+        or len(position) != width
+        or not all(isinstance(p, str) for p in position)
+    ):
+        raise bad_cursor("not a cursor this list returned")
+    return tuple(position)
+
+
+@dataclass(frozen=True)
+class Paging:
+    """The page a list request asks for: at most ``limit`` items after the one ``cursor`` names."""
+
+    limit: int
+    cursor: str | None
+
+    def after(self, width: int) -> tuple[str, ...] | None:
+        """The sort key (``width`` strings) of the last item already read; None for the first page."""
+        return None if not self.cursor else decode_cursor(self.cursor, width)
+
+    def page(
+        self, request: Request, response: Response, rows: Sequence[T], position: Callable[[T], Sequence[str]]
+    ) -> list[T]:
+        """The first ``limit`` of ``rows`` (read with ``limit + 1``, in sort-key order); when more
+        follow, the ``Link`` (rel="next") and ``Next-Cursor`` headers of the next page go on ``response``."""
+        found = list(rows[: self.limit])
+        if len(rows) > self.limit:
+            cursor = encode_cursor(position(found[-1]))
+            params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
+            link = f"{request.url.path}?{urlencode([*params, ('cursor', cursor)])}"
+            response.headers["Link"] = f'<{link}>; rel="next"'
+            response.headers["Next-Cursor"] = cursor
+        return found
+
+
+def paging(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIST_PAGE, description=f"Items per page (1 to {MAX_LIST_PAGE}).")
+    ] = DEFAULT_LIST_PAGE,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=512,
+            description='The Next-Cursor of the previous page (also in its Link rel="next"); '
+            "absent for the first page.",
+        ),
+    ] = None,
+) -> Paging:
+    return Paging(limit, cursor)
+
+
+PagingDep = Annotated[Paging, Depends(paging)]
+
+LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One page of the list, in order.",
+        "headers": {
+            "Link": {
+                "description": 'When more items follow: `<URL of the next page>; rel="next"` (RFC 8288).',
+                "schema": {"type": "string"},
+            },
+            "Next-Cursor": {
+                "description": "When more items follow: the cursor of the next page.",
+                "schema": {"type": "string"},
+            },
+        },
+    }
+}
+"""The documented response of a paged list route."""

@@ -24,38 +24,28 @@ from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dossier.web.deps import SessionDep, StoreDep, bearer
+from dossier.web.deps import (
+    LIST_RESPONSES,
+    LenderKeyDep,
+    Now,
+    PagingDep,
+    SessionDep,
+    StoreDep,
+    bad_cursor,
+)
+from dossier.web.deps import lender_key as lender_key
 from warehouse import events, keys
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
 from warehouse.feed import check_filters, subscribe, sync
-from warehouse.models import Delivery, Lender, LenderKey, Subscription
+from warehouse.models import Delivery, Lender, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
-
-
-def lender_key(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> LenderKey:
-    """Require a valid lender API key (``Authorization: Bearer sdk_...``); returns the key."""
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise HTTPException(401, "API key required", headers=challenge)
-    try:
-        return keys.authenticate(session, credentials.credentials, at=dt.datetime.now(dt.UTC))
-    except keys.UnknownKey as error:
-        raise HTTPException(401, str(error), headers=challenge) from None
-    except keys.KeyNotValid as error:
-        raise HTTPException(403, str(error)) from None
-
-
-LenderKeyDep = Annotated[LenderKey, Depends(lender_key)]
 
 
 class LenderView(BaseModel):
@@ -111,9 +101,20 @@ def who_am_i(session: SessionDep, key: LenderKeyDep) -> LenderView:
     )
 
 
-@router.get("/keys", response_model=list[KeyView])
-def list_keys(session: SessionDep, key: LenderKeyDep) -> list[KeyView]:
-    return [KeyView.of(v) for v in keys.list_keys(session, key.lender_id, at=dt.datetime.now(dt.UTC))]
+@router.get("/keys", response_model=list[KeyView], responses=LIST_RESPONSES)
+def list_keys(
+    request: Request, response: Response, session: SessionDep, key: LenderKeyDep, at: Now, paging: PagingDep
+) -> list[KeyView]:
+    """The lender's keys, oldest first, by prefix and status (never the keys themselves)."""
+    listed = keys.list_keys(session, key.lender_id, at=at)
+    after = paging.after(1)
+    if after is not None:
+        prefixes = [v.prefix for v in listed]
+        if after[0] not in prefixes:
+            raise bad_cursor("not a cursor this list returned")
+        listed = listed[prefixes.index(after[0]) + 1 :]
+    found = paging.page(request, response, listed[: paging.limit + 1], lambda v: [v.prefix])
+    return [KeyView.of(v) for v in found]
 
 
 @router.post("/keys/rotate", response_model=NewKey, status_code=201)
@@ -242,10 +243,17 @@ def _save(
     return saved
 
 
-@router.get("/subscriptions", response_model=list[SubscriptionView])
-def list_subscriptions(session: SessionDep, key: LenderKeyDep) -> list[SubscriptionView]:
-    query = select(Subscription).where(Subscription.lender_id == key.lender_id).order_by(Subscription.name)
-    return [SubscriptionView.of(row) for row in session.scalars(query)]
+@router.get("/subscriptions", response_model=list[SubscriptionView], responses=LIST_RESPONSES)
+def list_subscriptions(
+    request: Request, response: Response, session: SessionDep, key: LenderKeyDep, paging: PagingDep
+) -> list[SubscriptionView]:
+    """The lender's subscriptions by name."""
+    query = select(Subscription).where(Subscription.lender_id == key.lender_id)
+    after = paging.after(1)
+    if after is not None:
+        query = query.where(Subscription.name > after[0])
+    rows = session.scalars(query.order_by(Subscription.name).limit(paging.limit + 1)).all()
+    return [SubscriptionView.of(r) for r in paging.page(request, response, rows, lambda r: [r.name])]
 
 
 @router.get("/subscriptions/{name}", response_model=SubscriptionView)
@@ -353,9 +361,9 @@ class FeedPage(BaseModel):
 
 
 def _page(
-    session: Session, store: Any, lender_id: str, cursor: str | None, limit: int
+    session: Session, store: Any, lender_id: str, cursor: str | None, limit: int, at: dt.datetime
 ) -> tuple[list, int, bool]:
-    sync(session, store, lender_id)
+    sync(session, store, lender_id, now=at)
     newest = events.last_seq(session, lender_id)
     after = events.parse_cursor(cursor, newest)
     found = events.page(session, lender_id, after=after, limit=limit)
@@ -365,10 +373,15 @@ def _page(
 
 @router.get("/feed", response_model=FeedPage)
 def read_feed(
-    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = 100
+    session: SessionDep,
+    store: StoreDep,
+    key: LenderKeyDep,
+    at: Now,
+    cursor: Cursor = None,
+    limit: Limit = 100,
 ) -> FeedPage:
     """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order."""
-    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    found, last, more = _page(session, store, key.lender_id, cursor, limit, at)
     return FeedPage(
         events=[
             FeedEventView(
@@ -438,11 +451,16 @@ def page_schema(model_version: str) -> pa.Schema:
     },
 )
 def read_feed_parquet(
-    session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = MAX_PAGE
+    session: SessionDep,
+    store: StoreDep,
+    key: LenderKeyDep,
+    at: Now,
+    cursor: Cursor = None,
+    limit: Limit = MAX_PAGE,
 ) -> Response:
     """The same page as ``GET /v1/feed``, as one Parquet file; the next cursor is in the
     ``Feed-Next-Cursor`` header and the file metadata."""
-    found, last, more = _page(session, store, key.lender_id, cursor, limit)
+    found, last, more = _page(session, store, key.lender_id, cursor, limit, at)
     rows = []
     for e in found:
         row = dict(e.dossier) if e.dossier is not None else {"dossier_id": e.dossier_id, "sme_id": e.sme_id}

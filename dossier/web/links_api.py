@@ -38,7 +38,7 @@ class LinkRequest(BaseModel):
     recipients: list[str] = Field(min_length=1, examples=[["northwind-capital"]])
     purpose: str = Field(examples=["credit_decision"])
     history_months: int = Field(ge=1, le=consent.MAX_HISTORY_MONTHS, examples=[24])
-    consent_days: int = Field(ge=1, le=3650, examples=[365])
+    consent_days: int = Field(ge=1, le=links.MAX_CONSENT_DAYS, examples=[365])
     valid_days: int = Field(links.DEFAULT_VALID_DAYS, ge=1, le=links.MAX_VALID_DAYS)
 
 

@@ -1,20 +1,24 @@
-"""The operator API: consents (the same functions as ``dossier consent``), under ``/v1/operator``."""
+"""The operator API under ``/v1/operator``: consents (the same functions as ``dossier consent``),
+the connector links made (``POST /v1/operator/links`` lives with the SME pages in
+:mod:`dossier.web.sme`) and erasure. Lists are paged (:class:`dossier.web.deps.Paging`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from dossier.web import links_api
-from dossier.web.deps import Operator, SessionDep, StoreDep
+from dossier.web.deps import LIST_RESPONSES, Now, Operator, PagingDep, SessionDep, StoreDep
 from warehouse import consent
 from warehouse.models import Consent
 
 router = APIRouter(prefix="/v1/operator", tags=["operator"])
+REFUSED = "Refused by the consent law (unknown SME or consent, terms it does not allow)."
 
 
 class ConsentGrant(BaseModel):
@@ -68,16 +72,34 @@ class Withdrawal(BaseModel):
     reason: str = Field("", max_length=500)
 
 
-@router.get("/consents", response_model=list[ConsentView])
-def list_consents(session: SessionDep, actor: Operator, sme_id: str | None = None) -> list[ConsentView]:
-    query = select(Consent).order_by(Consent.sme_id, Consent.consent_id)
+SmeFilter = Annotated[str | None, Query(max_length=64, description="Only this SME's.")]
+
+
+@router.get("/consents", response_model=list[ConsentView], responses=LIST_RESPONSES)
+def list_consents(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    actor: Operator,
+    at: Now,
+    paging: PagingDep,
+    sme_id: SmeFilter = None,
+) -> list[ConsentView]:
+    """Consents by SME and consent id, with their status now."""
+    query = select(Consent)
     if sme_id:
         query = query.where(Consent.sme_id == sme_id)
-    now = dt.datetime.now(dt.UTC)
-    return [ConsentView.of(row, now) for row in session.scalars(query)]
+    after = paging.after(2)
+    if after is not None:
+        query = query.where(tuple_(Consent.sme_id, Consent.consent_id) > after)
+    query = query.order_by(Consent.sme_id, Consent.consent_id).limit(paging.limit + 1)
+    rows = paging.page(request, response, session.scalars(query).all(), lambda r: [r.sme_id, r.consent_id])
+    return [ConsentView.of(row, at) for row in rows]
 
 
-@router.post("/consents", response_model=ConsentView, status_code=201)
+@router.post(
+    "/consents", response_model=ConsentView, status_code=201, responses={422: {"description": REFUSED}}
+)
 def grant_consent(body: ConsentGrant, session: SessionDep, actor: Operator) -> ConsentView:
     now = dt.datetime.now(dt.UTC)
     row = consent.grant(
@@ -95,15 +117,26 @@ def grant_consent(body: ConsentGrant, session: SessionDep, actor: Operator) -> C
     return ConsentView.of(row, now)
 
 
-@router.post("/consents/{consent_id}/revoke", response_model=ConsentView)
+@router.post(
+    "/consents/{consent_id}/revoke", response_model=ConsentView, responses={422: {"description": REFUSED}}
+)
 def revoke_consent(consent_id: str, body: Withdrawal, session: SessionDep, actor: Operator) -> ConsentView:
     now = dt.datetime.now(dt.UTC)
     return ConsentView.of(consent.revoke(session, consent_id, at=now, actor=actor, reason=body.reason), now)
 
 
-@router.post("/smes/{sme_id}/erase")
-def erase_sme(sme_id: str, session: SessionDep, store: StoreDep, actor: Operator) -> dict:
-    return consent.erase(session, store, sme_id, at=dt.datetime.now(dt.UTC), actor=actor)
+class Erasure(BaseModel):
+    """What an erasure did: the consents it revoked and the rows and files it removed, by kind."""
+
+    sme_id: str
+    consents_revoked: int
+    removed: dict[str, int]
+
+
+@router.post("/smes/{sme_id}/erase", response_model=Erasure, responses={422: {"description": "Unknown SME."}})
+def erase_sme(sme_id: str, session: SessionDep, store: StoreDep, actor: Operator) -> Erasure:
+    """Revoke every consent of the SME, then remove its data everywhere (lenders get tombstones)."""
+    return Erasure(**consent.erase(session, store, sme_id, at=dt.datetime.now(dt.UTC), actor=actor))
 
 
 # --- connector links ------------------------------------------------------------------------------

@@ -9,8 +9,14 @@ test's own records and the pull files alone, that no delivered row breaks the ru
 delivered dossier that lost its cover is withdrawn in that lender's very next pull, and that no
 entitled current version is left undelivered.
 
+The same machine runs a second time with every lender reading its feed through the lender API
+instead of pulling files (``GET /v1/feed`` with its API key, over ASGI on the real application,
+page after page from its last cursor, on the machine's clock): each read's events, the delivered
+rows and the tombstones, are judged by the same oracle as a pull's files.
+
 CI runs ``DOSSIER_CONSENT_LAW_EXAMPLES`` examples per backend (default 75) of at most
-``DOSSIER_CONSENT_LAW_STEPS`` steps (default 20); ``make test-deep`` runs many more.
+``DOSSIER_CONSENT_LAW_STEPS`` steps (default 20), and ``DOSSIER_CONSENT_LAW_HTTP_EXAMPLES``
+(default 15) through the HTTP feed; ``make test-deep`` runs many more.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from consent_oracle import SOURCE_KINDS
-from consent_world import Data, World
+from consent_world import FEED_PAGE, Data, Pulled, World, opened
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,6 +45,7 @@ from dossier.settings import override
 
 EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_EXAMPLES", "75"))
 STEPS = int(os.environ.get("DOSSIER_CONSENT_LAW_STEPS", "20"))
+HTTP_EXAMPLES = int(os.environ.get("DOSSIER_CONSENT_LAW_HTTP_EXAMPLES", "15"))
 
 START = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
 AS_OF_DATES = tuple(dt.date(2026, month, 1) for month in range(1, 7))
@@ -97,12 +104,16 @@ class ConsentLaw(RuleBasedStateMachine):
     """One example: a fresh world on the backend of ``url``; every pull is judged by the oracle."""
 
     url: str = ""
+    through_http: bool = False
+    """Lenders read the HTTP feed (``GET /v1/feed``) instead of pulling files."""
 
     def __init__(self) -> None:
         super().__init__()
         self.home = Path(tempfile.mkdtemp(prefix="consent-law-"))
         self.world = World(self.url, self.home, migrate=False)
         clear(self.world)
+        if self.through_http:
+            self.world.serve()
         self.settings_scope = override(self.world.settings)
         self.settings_scope.__enter__()
         self.now = START
@@ -199,6 +210,12 @@ class ConsentLaw(RuleBasedStateMachine):
         self.world.subscribe(lender, self.lenders[lender])
         self.subscribed.add(lender)
 
+    def read(self, lender: str) -> Pulled:
+        """``lender`` takes what it may now hold: a pull, or a read of its HTTP feed."""
+        if self.through_http:
+            return self.world.read_feed(lender, at=self.now)
+        return self.world.pull(lender, at=self.now)
+
     def tick(self) -> None:
         """Each action happens at its own instant, after everything before it."""
         self.now += dt.timedelta(seconds=1)
@@ -264,7 +281,7 @@ class ConsentLaw(RuleBasedStateMachine):
         """Every subscribed lender pulls, in a random order."""
         for lender in data.draw(st.permutations(sorted(self.subscribed)), label="order"):
             self.now += dt.timedelta(minutes=1)
-            pulled = self.world.pull(lender, at=self.now)
+            pulled = self.read(lender)
             assert pulled.breaches == [], "\n".join(pulled.breaches)
 
     @precondition(lambda self: len(self.live_smes()) > 2)
@@ -309,13 +326,13 @@ class ConsentLaw(RuleBasedStateMachine):
         """A subscribed lender pulls, a minute or a few hours after the last action."""
         lender = data.draw(st.sampled_from(sorted(self.subscribed)), label="lender")
         self.now += later
-        pulled = self.world.pull(lender, at=self.now)
+        pulled = self.read(lender)
         self.pulls += 1
         assert pulled.breaches == [], "\n".join(pulled.breaches)
 
 
-def run_consent_law(url: str, examples: int) -> None:
-    machine = type("ConsentLawMachine", (ConsentLaw,), {"url": url})
+def run_consent_law(url: str, examples: int, *, through_http: bool = False) -> None:
+    machine = type("ConsentLawMachine", (ConsentLaw,), {"url": url, "through_http": through_http})
     run_state_machine_as_test(
         machine,
         settings=settings(
@@ -330,3 +347,60 @@ def run_consent_law(url: str, examples: int) -> None:
 @pytest.mark.slow
 def test_no_lender_ever_holds_what_its_consents_do_not_cover(warehouse_url: str) -> None:
     run_consent_law(warehouse_url, EXAMPLES)
+
+
+@pytest.mark.slow
+def test_no_lender_ever_reads_from_the_http_feed_what_its_consents_do_not_cover(warehouse_url: str) -> None:
+    run_consent_law(warehouse_url, HTTP_EXAMPLES, through_http=True)
+
+
+def test_the_http_feed_mode_reads_the_rows_a_pull_gives_and_the_tombstones(
+    warehouse_url: str, tmp_path: Path
+) -> None:
+    """The HTTP mode is not vacuous: it reads, over several pages, the same rows a file pull gives
+    another lender under the same terms, then the tombstone of a revoked consent, and its reads
+    pass the oracle."""
+    with opened(warehouse_url, tmp_path, migrate=False) as world:
+        world.serve()
+        smes = {f"SME-00000{n}": Data(frozenset({"accounting", "tax"}), 24) for n in range(1, 6)}
+        world.add_smes(smes)
+        world.add_lenders(["northwind", "harbor"])
+        for lender in ("northwind", "harbor"):
+            world.subscribe(lender, "credit_decision")
+        granted, expires = START - dt.timedelta(days=90), START + dt.timedelta(days=365)
+        for n, sme_id in enumerate(smes, start=1):
+            world.grant(
+                f"C-{n}",
+                sme_id,
+                sources=("accounting", "tax"),
+                recipients=("northwind", "harbor"),
+                purpose="credit_decision",
+                months=24,
+                granted_at=granted,
+                expires_at=expires,
+            )
+        world.publish(AS_OF_DATES[2], smes, at=START)
+
+        read = world.read_feed("northwind", at=START + dt.timedelta(hours=1))
+        pulled = world.pull("harbor", at=START + dt.timedelta(hours=1))
+        assert (read.breaches, pulled.breaches) == ([], [])
+        assert read.summary["events"] == len(smes) > FEED_PAGE
+        assert sorted(read.dossiers, key=lambda r: r["dossier_id"]) == sorted(
+            pulled.dossiers, key=lambda r: r["dossier_id"]
+        )
+
+        world.revoke("C-2", at=START + dt.timedelta(hours=2))
+        after = world.read_feed("northwind", at=START + dt.timedelta(hours=3))
+        assert after.breaches == []
+        assert (after.dossiers, after.withdrawals) == (
+            [],
+            [
+                {
+                    "dossier_id": next(r["dossier_id"] for r in read.dossiers if r["sme_id"] == "SME-000002"),
+                    "sme_id": "SME-000002",
+                    "reason": "consent_revoked",
+                }
+            ],
+        )
+        again = world.read_feed("northwind", at=START + dt.timedelta(hours=4))
+        assert (again.summary["events"], again.breaches) == (0, [])

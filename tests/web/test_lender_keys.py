@@ -220,3 +220,75 @@ def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: A
     for path in lender_paths:
         for operation in schema["paths"][path].values():
             assert operation["security"] == [{"HTTPBearer": []}], path
+
+
+def _lender_operations(client: TestClient) -> list[tuple[str, str]]:
+    """Every (method, path) of the OpenAPI document that takes a lender key (not the operator's)."""
+    schema = client.get("/openapi.json").json()
+    return [
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        if path.startswith("/v1/") and not path.startswith("/v1/operator")
+        for method, operation in operations.items()
+        if operation.get("security")
+    ]
+
+
+def test_every_lender_route_answers_bad_credentials_with_401_or_403_and_nothing_else(service: Any) -> None:
+    """No key, a malformed header, an unknown key, the operator token: 401 with the Bearer challenge;
+    a revoked key or one past its rotation grace: 403; never anything else, whatever the route,
+    its parameters or its body (authentication comes first)."""
+    client, tokens = service
+    northwind = tokens["northwind"]
+    rotated = client.post("/v1/keys/rotate", json={"grace_hours": 0}, headers=bearer(northwind)).json()["key"]
+    spare = client.post("/v1/keys/rotate", json={"grace_hours": 0}, headers=bearer(rotated)).json()
+    revoked = client.post("/v1/keys/rotate", json={"grace_hours": 24}, headers=bearer(spare["key"])).json()
+    client.post(f"/v1/keys/{revoked['prefix']}/revoke", headers=bearer(spare["key"]))
+    credentials = {
+        "no key": ({}, 401),
+        "not bearer": ({"Authorization": f"Basic {northwind}"}, 401),
+        "unknown key": (bearer("sdk_000000000000_" + "x" * 43), 401),
+        "operator token": (bearer("operator-secret"), 401),
+        "expired after rotation": (bearer(northwind), 403),
+        "revoked": (bearer(revoked["key"]), 403),
+    }
+    operations = _lender_operations(client)
+    assert len(operations) >= 14
+    answers = {}
+    for method, path in operations:
+        url = path.format(name="default", prefix=revoked["prefix"], dossier_id="SME-000001:2026-11-01")
+        for who, (headers, _status) in credentials.items():
+            answer = client.request(method, url, headers=headers, json={"filters": {"grades": ["Z"]}})
+            challenge = answer.headers.get("www-authenticate")
+            answers[(method, path, who)] = (answer.status_code, answer.headers["content-type"], challenge)
+    assert answers == {
+        (method, path, who): (status, "application/problem+json", "Bearer" if status == 401 else None)
+        for method, path in operations
+        for who, (_headers, status) in credentials.items()
+    }
+
+
+def test_another_lenders_keys_and_data_are_out_of_reach(service: Any) -> None:
+    """A lender's key reaches only its own lender's keys and data: another lender's key prefix is
+    refused with 403; its subscriptions and its dossiers are, to this lender, ones it does not
+    have (the same 404 as for none, so nothing is learned); its lists hold only its own."""
+    client, tokens = service
+    northwind, kestrel = bearer(tokens["northwind"]), bearer(tokens["kestrel"])
+    assert client.put("/v1/subscriptions/kestrel-only", json={}, headers=kestrel).status_code == 201
+    kestrel_prefix = tokens["kestrel"].split("_")[1]
+    refused = client.post(f"/v1/keys/{kestrel_prefix}/revoke", headers=northwind)
+    assert (refused.status_code, refused.headers["content-type"]) == (403, "application/problem+json")
+    for method, url in [
+        ("GET", "/v1/subscriptions/kestrel-only"),
+        ("PATCH", "/v1/subscriptions/kestrel-only"),
+        ("POST", "/v1/subscriptions/kestrel-only/pause"),
+        ("DELETE", "/v1/subscriptions/kestrel-only"),
+    ]:
+        answer = client.request(method, url, headers=northwind, json={})
+        assert (answer.status_code, answer.json()["detail"]) == (404, "no subscription named 'kestrel-only'")
+    assert client.get("/v1/subscriptions", headers=northwind).json() == []
+    assert [k["prefix"] for k in client.get("/v1/keys", headers=northwind).json()] == [
+        tokens["northwind"].split("_")[1]
+    ]
+    assert client.get("/v1/keys", headers=kestrel).json()[0]["status"] == "active"
+    assert client.get("/v1/subscriptions/kestrel-only", headers=kestrel).json()["active"] is True
