@@ -2,7 +2,15 @@
 
 import sys
 
-from bench import core_pipeline, format_parsing, grant_to_delivered, lender_feed, statement_model, webhooks
+from bench import (
+    core_pipeline,
+    delta_sharing,
+    format_parsing,
+    grant_to_delivered,
+    lender_feed,
+    statement_model,
+    webhooks,
+)
 
 sys.exit(
     statement_model.main([])
@@ -11,4 +19,5 @@ sys.exit(
     or lender_feed.main([])
     or webhooks.main([])
     or grant_to_delivered.main([])
+    or delta_sharing.main([])
 )

@@ -215,6 +215,16 @@ def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: A
         "/v1/feed",
         "/v1/feed.parquet",
         "/v1/dossiers/{dossier_id}",
+        "/v1/links",
+        "/v1/sharing/profile",
+        "/v1/webhooks",
+        "/v1/webhooks/{endpoint_id}",
+        "/v1/webhooks/{endpoint_id}/deliveries",
+        "/v1/webhooks/{endpoint_id}/deliveries/{message_id}",
+        "/v1/webhooks/{endpoint_id}/deliveries/{message_id}/replay",
+        "/v1/webhooks/{endpoint_id}/replay",
+        "/v1/webhooks/{endpoint_id}/rotate-secret",
+        "/v1/webhooks/{endpoint_id}/test",
     }
     assert schema["info"]["version"] == "1"
     for path in lender_paths:
