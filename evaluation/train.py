@@ -76,6 +76,24 @@ winner, so the smallest trees among the best (fastest TreeSHAP, smallest artifac
 
 MODEL_CARD = Path(__file__).parent / "MODEL_CARD.md"
 
+PRIOR_YEAR_MASKS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("attr21", "attr24"), 0.25),
+    (("attr24",), 0.25),
+)
+"""Shares of the training rows whose prior-year ratios are masked (set missing) before any fitting:
+a quarter lose both ``attr21`` (needs the year before) and ``attr24`` (needs three years), as our
+books do with under 18 months of history, and another quarter only ``attr24``, as with 18 to 30
+months. The training file's own missing ``attr21`` almost always marks an incomplete statement of a
+firm about to fail; in our books it marks a short history. Masking a label-blind share of rows
+teaches the trees what a missing prior year means here, so short histories are in distribution and
+are handled as trained (LightGBM's missing-value branch), never imputed."""
+
+REFERENCE_ROWS = 48
+"""Training rows (a stratified sample) kept in the artifact for the PD interval of firms with missing ratios."""
+
+PSI_BINS = 10
+"""Quantile bins of each ratio's and of the PD's training distribution kept as the PSI reference."""
+
 ALTMAN_Z2 = {"attr3": 6.56, "attr6": 3.26, "attr7": 6.72, "attr8": 1.05}
 """Altman's Z'' (1995, non-manufacturers and emerging markets): 6.56 X1 + 3.26 X2 + 6.72 X3 + 1.05 X4
 with X1 = working capital / TA (attr3), X2 = retained earnings / TA (attr6), X3 = EBIT / TA (attr7)
@@ -88,6 +106,35 @@ def read_labelled(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     if "bankrupt" not in frame.columns:
         raise ValueError(f"{path}: no 'bankrupt' column")
     return frame.drop(columns=["bankrupt"]), frame["bankrupt"].to_numpy(dtype=np.int64)
+
+
+def mask_prior_years(x: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``x`` with the prior-year ratios of a label-blind, seeded share of rows set missing
+    (:data:`PRIOR_YEAR_MASKS`); the masked groups are disjoint."""
+    generator = np.random.default_rng([seed, 21])
+    draw = generator.random(len(x))
+    masked = x.copy()
+    start = 0.0
+    for columns, share in PRIOR_YEAR_MASKS:
+        rows = (draw >= start) & (draw < start + share)
+        masked.loc[rows, list(columns)] = np.nan
+        start += share
+    return masked
+
+
+def psi_reference(values: pd.Series, bins: int = PSI_BINS) -> dict[str, Any]:
+    """Quantile bin edges of ``values`` (missing left out) and the share of rows in each bin and missing."""
+    present = values.dropna().to_numpy(dtype=np.float64)
+    edges = (
+        np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if len(present) else np.array([])
+    )
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    total = len(values)
+    return {
+        "edges": [float(f"{e:.6g}") for e in edges],
+        "shares": [round(float(c) / total, 6) for c in counts],
+        "missing": round(float(values.isna().sum()) / total, 6),
+    }
 
 
 def _lightgbm(monotone: bool, seed: int) -> Any:
@@ -239,9 +286,11 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
 
     raw_x, y = read_labelled(data)
     x = prepared(raw_x)
-    x_train, x_test, y_train, y_test = train_test_split(
+    x_train_as_filed, x_test, y_train, y_test = train_test_split(
         x, y, test_size=HELD_OUT_SHARE, stratify=y, random_state=seed
     )
+    x_train = mask_prior_years(x_train_as_filed, seed)
+    x_test_short = x_test.assign(attr21=np.nan, attr24=np.nan)
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
     oof = np.zeros(len(y_train))
     oof_unconstrained = np.zeros(len(y_train))
@@ -259,9 +308,19 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
     oof_isotonic = isotonic.predict(oof)
 
     final = _lightgbm(True, seed).fit(x_train.to_numpy(), y_train)
-    reference_logit = float(np.median(platt_a + platt_b * _raw(final, x_train)))
+    reference_logit = float(np.median(platt_a + platt_b * _raw(final, x_train_as_filed)))
     raw_test = _raw(final, x_test)
     pd_test = _sigmoid(platt_a + platt_b * raw_test)
+    pd_test_short = _sigmoid(platt_a + platt_b * _raw(final, x_test_short))
+    pd_train = _sigmoid(platt_a + platt_b * _raw(final, x_train_as_filed))
+    shap_train = np.asarray(final.booster_.predict(x_train.to_numpy(), pred_contrib=True))[:, :-1]
+    importance = np.abs(shap_train).mean(axis=0)
+    sample = (
+        pd.DataFrame({"y": y_train}, index=x_train_as_filed.index)
+        .groupby("y", group_keys=False)
+        .apply(lambda g: g.sample(n=max(1, round(REFERENCE_ROWS * len(g) / len(y_train))), random_state=seed))
+        .index
+    )
     unconstrained = _lightgbm(False, seed).fit(x_train.to_numpy(), y_train)
     logistic = _Logistic(seed).fit(x_train, y_train)
     raw_train_x = raw_x.loc[x_train.index]
@@ -281,6 +340,7 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
     }
     held_out = {
         "statement_model": _metrics(y_test, pd_test) | {"roc_auc_95": _bootstrap_auc(y_test, pd_test, seed)},
+        "statement_model_without_prior_year": _metrics(y_test, pd_test_short),
         "unconstrained_lightgbm": _metrics(y_test, _sigmoid(_raw(unconstrained, x_test))),
         "logistic_regression": _metrics(y_test, logistic.predict(x_test)),
         "altman_z2": _metrics(y_test, z2_test),
@@ -291,6 +351,15 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
         "reference_logit": reference_logit,
         "y_test": y_test,
         "pd_test": pd_test,
+        "reference": {
+            "psi": {r.attr: psi_reference(x_train_as_filed[r.attr]) for r in RATIOS}
+            | {"pd_12m": psi_reference(pd.Series(pd_train))},
+            "importance": {r.attr: round(float(v), 6) for r, v in zip(RATIOS, importance, strict=True)},
+            "rows": [
+                [None if np.isnan(v) else float(f"{v:.6g}") for v in row]
+                for row in x_train_as_filed.loc[sample].to_numpy()
+            ],
+        },
         "report": {
             "data": {
                 "file": data.name,
@@ -303,6 +372,7 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
                 "held_out_bankrupt": int(y_test.sum()),
                 "held_out_share": HELD_OUT_SHARE,
                 "seed": seed,
+                "prior_year_masks": [{"ratios": list(c), "share": share} for c, share in PRIOR_YEAR_MASKS],
             },
             "cross_validation": cross_validation,
             "held_out": held_out,
@@ -342,6 +412,7 @@ def train(data: Path, artifacts: Path = ARTIFACTS, card: Path = MODEL_CARD) -> d
             "reference_logit": round(result["reference_logit"], 6),
         },
         **report,
+        "reference": result["reference"],
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     card.write_text(model_card(meta, plot_path.relative_to(card.parent)))
