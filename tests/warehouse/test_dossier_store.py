@@ -25,7 +25,7 @@ from sqlalchemy import Engine, select
 
 from warehouse import consent
 from warehouse.db import make_engine, session_scope
-from warehouse.dossier_schema import ALL_COLUMNS, FEATURE_COLUMNS, SCORE_COLUMNS, build_schema
+from warehouse.dossier_schema import ALL_COLUMNS, FEATURE_COLUMNS, SCHEMA_VERSION, SCORE_COLUMNS, build_schema
 from warehouse.dossier_store import (
     DossierStoreError,
     content_sha256,
@@ -123,6 +123,12 @@ def scored_row(sme_id: str, *, sources: tuple[str, ...] = BOOKS_AND_VAT, bump: f
         reason_texts=[f"Reason {n}", "VAT returns filed late"],
         credit_limit=2500.0 * n,
         indicative_rate=0.07 + 0.005 * n,
+        pd_low=0.009 * n + bump,
+        pd_high=0.02 * n + bump,
+        coverage=round(1.0 - 0.05 * n, 4),
+        improvement_hint=f"Hint {n}",
+        consistency_score=None if n % 3 == 0 else round(1.0 - 0.1 * n, 4),
+        discrepancy_codes=["BOOKS_ABOVE_VAT"] if n % 2 else [],
     )
     return row
 
@@ -156,7 +162,7 @@ def expected_row(
     """The whole dossier row a publish must write for ``sme_id``, in schema column order."""
     name, industry, region, size, year = SMES[sme_id]
     row = {
-        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v2:{scope_of(sources)}",
+        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v3:{scope_of(sources)}",
         "sme_id": sme_id,
         "sme_name": name,
         "industry": industry,
@@ -164,7 +170,7 @@ def expected_row(
         "size_band": size,
         "founded_year": year,
         "as_of_date": as_of,
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": model_version,
         "sources_used": sorted(sources),
         "published_at": published_at,
@@ -185,7 +191,7 @@ def file_rows(path: Path | str) -> list[dict[str, Any]]:
 
 
 def part_path(store: Store, part: int, as_of: dt.date = AS_OF) -> Path:
-    return Path(store.layout.dossier_part(2, as_of.isoformat(), part))
+    return Path(store.layout.dossier_part(SCHEMA_VERSION, as_of.isoformat(), part))
 
 
 def catalog(engine: Engine) -> list[dict[str, Any]]:
@@ -241,21 +247,21 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     summary = run_publish(warehouse_engine, store, frames)
 
     parts = [
-        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
-        "dossiers/schema=2/as_of=2026-11-01/part-0001.parquet",
+        "dossiers/schema=3/as_of=2026-11-01/part-0000.parquet",
+        "dossiers/schema=3/as_of=2026-11-01/part-0001.parquet",
     ]
     assert summary == {
         "as_of": "2026-11-01",
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": MODEL,
         "published_at": "2026-11-02T09:30:00+00:00",
         "rows": 3,
         "new_or_changed": 3,
         "unchanged": 0,
         "unpublished": 0,
-        "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v2:accounting+tax@24m"]},
+        "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v3:accounting+tax@24m"]},
         "files": parts,
-        "manifest": "manifests/dossiers/schema=2/as_of=2026-11-01.json",
+        "manifest": "manifests/dossiers/schema=3/as_of=2026-11-01.json",
         "grades": {"A": 1, "B": 1, "C": 1},
     }
     assert json.loads(json.dumps(summary)) == summary
@@ -267,7 +273,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     root = Path(store.root)
     assert read_manifest(store, AS_OF) == {
         "dataset": "dossiers",
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": MODEL,
         "as_of": "2026-11-01",
         "published_at": "2026-11-02T09:30:00+00:00",
@@ -296,7 +302,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             publish_row.files,
             publish_row.rows,
             publish_row.published_at,
-        ) == (AS_OF, 2, MODEL, summary["manifest"], 2, 3, NOW)
+        ) == (AS_OF, SCHEMA_VERSION, MODEL, summary["manifest"], 2, 3, NOW)
         publish_id = publish_row.id
     hashes = content_sha256(pq.read_table(part_path(store, 0))) + content_sha256(
         pq.read_table(part_path(store, 1))
@@ -304,10 +310,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     rows = catalog(warehouse_engine)
     assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == [
         {
-            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "sme_id": "SME-000001",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
             "scope": "accounting+tax@24m",
@@ -321,10 +327,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000002:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000002:2026-11-01:v3:accounting+tax@24m",
             "sme_id": "SME-000002",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
             "scope": "accounting+tax@24m",
@@ -338,10 +344,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000003:2026-11-01:v2:accounting+tax+utility@24m",
+            "dossier_id": "SME-000003:2026-11-01:v3:accounting+tax+utility@24m",
             "sme_id": "SME-000003",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax", "utility"],
             "scope": "accounting+tax+utility@24m",
@@ -373,7 +379,7 @@ def test_parquet_metadata_describes_every_column(sqlite_engine: Engine, store: S
         c.name: (parquet_type(c.type), c.nullable) for c in ALL_COLUMNS
     }
     assert schema.metadata == {
-        b"dossier_schema_version": b"2",
+        b"dossier_schema_version": b"3",
         b"model_version": MODEL.encode(),
         b"grain": b"One row per SME per as-of date.",
     }
@@ -399,13 +405,13 @@ def test_dataset_folder_reads_as_is_with_pandas_duckdb_and_polars(
 
     frame = pd.read_parquet(folder).sort_values(["sme_id", "as_of_date"])
     assert list(zip(frame["sme_id"], frame["as_of"].astype(str), frame["pd_12m"], strict=True)) == expected
-    assert set(frame["schema"].astype(str)) == {"2"}
+    assert set(frame["schema"].astype(str)) == {str(SCHEMA_VERSION)}
 
     rows = duckdb.sql(
         f"SELECT sme_id, CAST(as_of AS VARCHAR), pd_12m, \"schema\" FROM read_parquet('{folder}/**/*.parquet', "
         "hive_partitioning=true) ORDER BY sme_id, as_of"
     ).fetchall()
-    assert rows == [(*row, 2) for row in expected]
+    assert rows == [(*row, SCHEMA_VERSION) for row in expected]
 
     lazy = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True)
     polars_rows = (
@@ -498,7 +504,7 @@ def test_dossiers_without_a_consent_covering_a_lender_and_all_sources_are_withhe
 
     summary = run_publish(warehouse_engine, store, [scored(["SME-000001", "SME-000002"])])
 
-    withheld = ["SME-000002:2026-11-01:v2:accounting+tax@24m"]
+    withheld = ["SME-000002:2026-11-01:v3:accounting+tax@24m"]
     assert summary["withheld_no_consent"] == {"count": 1, "examples": withheld}, case
     assert file_rows(part_path(store, 0)) == [expected_row("SME-000001", published_at=NOW)]
     assert [row["sme_id"] for row in catalog(warehouse_engine)] == ["SME-000001"]
@@ -582,7 +588,7 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     assert summary["unpublished"] == 1
     assert summary["withheld_no_consent"] == {
         "count": 1,
-        "examples": ["SME-000003:2026-11-01:v2:accounting+tax@24m"],
+        "examples": ["SME-000003:2026-11-01:v3:accounting+tax@24m"],
     }
     assert sorted(p.name for p in part_path(store, 0).parent.iterdir()) == [
         "part-0000.parquet",
@@ -591,8 +597,8 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     assert read_published(store, AS_OF)["sme_id"].tolist() == ["SME-000001", "SME-000002"]
     by_sme = {row["sme_id"]: (row["file_path"], row["feed_seq"]) for row in catalog(warehouse_engine)}
     assert by_sme == {
-        "SME-000001": ("dossiers/schema=2/as_of=2026-11-01/part-0000.parquet", 1),
-        "SME-000002": ("dossiers/schema=2/as_of=2026-11-01/part-0001.parquet", 2),
+        "SME-000001": ("dossiers/schema=3/as_of=2026-11-01/part-0000.parquet", 1),
+        "SME-000002": ("dossiers/schema=3/as_of=2026-11-01/part-0001.parquet", 2),
         "SME-000003": ("", 3),
     }
 
@@ -605,7 +611,7 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     )
     row = next(r for r in catalog(warehouse_engine) if r["sme_id"] == "SME-000003")
     assert (row["file_path"], row["feed_seq"], row["published_at"]) == (
-        "dossiers/schema=2/as_of=2026-11-01/part-0000.parquet",
+        "dossiers/schema=3/as_of=2026-11-01/part-0000.parquet",
         4,
         again,
     )
