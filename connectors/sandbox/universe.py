@@ -73,9 +73,9 @@ DEBT_MONTHS = (0.5, 5.0)
 OTHER_FIXED_MONTHS = 2.5
 """Premises, land and investments (not depreciated), in months of revenue (times 0.25-1.75)."""
 CASH_MONTHS = (0.1, 0.6)
+"""Opening cash in months of revenue: first + second * health (times 0.7-1.3)."""
 OTHER_RECEIVABLE_DAYS = 25.0
 """Other debtors and prepayments, in days of revenue, on top of the industry's trade receivables."""
-"""Opening cash in months of revenue: first + second * health (times 0.7-1.3)."""
 SHORT_TERM_DEBT_ONLY = 0.35
 """Share of firms (by their debt draw) whose loans are all due within a year."""
 SHORT_TERM_DEBT_SHARE = 0.5
