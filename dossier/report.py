@@ -356,9 +356,11 @@ def render_stability(stability: dict[str, Any] | None, console: Console, worst: 
         "input",
         "PSI",
         "reading",
-        title=f"Population stability against the training data ({stability['reference']}, "
-        f"{stability['rows']} dossiers; below 0.10 stable, above 0.25 shifted)",
+        title="Population stability (PSI) against the training data",
         title_justify="left",
+        caption=f"{stability['rows']} dossiers against {stability['reference']}; "
+        "below 0.10 stable, above 0.25 shifted",
+        caption_justify="left",
     )
     ranked = sorted((k for k in psi if k != "pd_12m"), key=lambda k: -(psi[k] or 0.0))
     for name in ["pd_12m", *ranked[:worst]]:
