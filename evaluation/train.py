@@ -740,6 +740,11 @@ first scorecard (see "Sandbox realism").
   firms like ours is the cure.
 * The PD interval covers missing evidence only, by the method above; it is not a confidence
   interval of the model.
+* The interval scores each firm with a missing ratio once per reference statement (raw scores, no
+  TreeSHAP): on 10,000 such firms it took 6.2 s against 4.3 s for the scoring itself, on the
+  shared 2-core machine.
+* PSI over a few dozen dossiers (the demo) is inflated by sampling noise in ten bins; read it over
+  hundreds of dossiers or more.
 * Held-out size: {data["held_out_bankrupt"]} bankruptcies; the metrics carry sampling error of a few points.
 * The behavioural adjustments are expert judgement, not fitted.
 """
