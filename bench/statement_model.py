@@ -5,6 +5,8 @@
   stored in the committed artifact (``"source": "artifact"``);
 * ``sandbox``: ROC AUC of ``pd_12m`` against the sandbox's ``defaults_within_12m`` for the dossier's
   model and for the first scorecard, on several sandbox universes;
+* ``sandbox_psi``: population stability (PSI) of each statement ratio and of the PD between the
+  sandbox firms (reference seed, 400 SMEs) and the training data (the artifact's reference bins);
 * ``speed``: rows of ratios scored per second by the statement model (TreeSHAP contributions
   included).
 
@@ -82,6 +84,32 @@ def sandbox() -> list[dict[str, Any]]:
     return rows
 
 
+def sandbox_psi(seed: int = 20261125, size: int = 400) -> dict[str, Any]:
+    """PSI of every ratio and of the PD, sandbox firms against the training reference, worst first."""
+    import numpy as np
+
+    from connectors.sandbox.universe import Universe
+    from evaluation import evaluate
+    from evaluation.monitoring import bin_counts, stability
+    from evaluation.statement_model import default_statement_model
+
+    reference = default_statement_model().meta["reference"]["psi"]
+    universe = Universe(seed=seed, size=size, as_of=AS_OF)
+    smes = universe.profiles()[["sme_id"]].assign(history_months=universe.max_months)
+    scored = evaluate(universe.truth(), smes, as_of=AS_OF, with_ratios=True)
+    psi = stability(bin_counts(scored, reference), reference)
+    ranked = dict(sorted(psi.items(), key=lambda item: -(item[1] or 0.0)))
+    ratios = [v for k, v in psi.items() if k != "pd_12m" and v is not None]
+    return {
+        "seed": seed,
+        "smes": size,
+        "mean_ratio_psi": round(float(np.mean(ratios)), 4),
+        "median_ratio_psi": round(float(np.median(ratios)), 4),
+        "grades": scored["grade"].value_counts().sort_index().to_dict(),
+        "psi": ranked,
+    }
+
+
 def speed(rows: int = 100_000) -> dict[str, Any]:
     """Rows of ratios per second through the statement model (contributions included)."""
     import numpy as np
@@ -108,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "held_out": held_out(args.data),
         "sandbox": sandbox(),
+        "sandbox_psi": sandbox_psi(),
         "speed": speed(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

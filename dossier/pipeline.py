@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 from sqlalchemy import select
 
+from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
 from warehouse import consent
 from warehouse.canonical import SOURCES, TABLES
@@ -323,9 +324,13 @@ def evaluate(
     tables = read_shard_tables(store, as_of, shard)
     if wanted is not None:
         tables = {name: frame[frame["sme_id"].isin(wanted)] for name, frame in tables.items()}
-    scored = evaluation.evaluate_scopes(tables, plan.smes, as_of=as_of)
+    scored = evaluation.evaluate_scopes(
+        tables, plan.smes, as_of=as_of, terms=lending_terms(get_settings()), with_ratios=True
+    )
     no_data = scored["sources_used"].map(len) == 0
     scored = scored[~no_data].reset_index(drop=True)
+    stage_counts(store, as_of, shard, scored)
+    scored = scored[list(evaluation.SCOPED_COLUMNS)]
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
     staged = _without_pandas_metadata(scored)
     if wanted is not None and store.exists(path):
@@ -357,6 +362,23 @@ def _beside_others(previous: pa.Table, fresh: pa.Table, sme_ids: set[str]) -> pa
     return merged.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
 
 
+def lending_terms(settings: Any) -> Any:
+    """The limit and rate constants of ``settings`` (``DOSSIER_LENDING_*``) for evaluation."""
+    from evaluation.scoring import LendingTerms
+
+    return LendingTerms(
+        dscr=settings.lending_dscr,
+        term_months=settings.lending_term_months,
+        revenue_cap=settings.lending_revenue_cap,
+        loss_given_default=settings.lending_loss_given_default,
+        funding_cost=settings.lending_funding_cost,
+        operating_cost=settings.lending_operating_cost,
+        capital_charge=settings.lending_capital_charge,
+        max_rate=settings.lending_max_rate,
+        max_pd=settings.lending_max_pd,
+    )
+
+
 def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
     """The staged score frames of every shard, one at a time (bounded memory)."""
     for path in store.list(store.layout.staging_dir(SCORES_STEP, as_of.isoformat()), suffix=".parquet"):
@@ -378,6 +400,7 @@ def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]
             model_version=evaluation.MODEL_VERSION,
             now=now or dt.datetime.now(dt.UTC),
         )
+    summary["psi"] = publish_stability(store, as_of)["psi"]
     return summary
 
 

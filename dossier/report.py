@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from dossier.monitoring import read_stability
 from dossier.pipeline import HOLD_STAGE, SCORES_STEP, as_of_instant
 from warehouse import consent
 from warehouse.canonical import SOURCES
@@ -21,7 +22,17 @@ from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.models import Consent, DossierVersion, IngestionRun, Lender, Publish, QuarantineEntry, Sme
 from warehouse.storage import Store
 
-SHOWN_COLUMNS = ["sme_id", "industry", "grade", "pd_12m", "credit_limit", "indicative_rate", "reason_codes"]
+SHOWN_COLUMNS = [
+    "sme_id",
+    "industry",
+    "grade",
+    "pd_12m",
+    "coverage",
+    "credit_limit",
+    "indicative_rate",
+    "consistency_score",
+    "reason_codes",
+]
 
 
 def quarantine_entries(
@@ -189,6 +200,8 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
             pd_12m=(rows["pd_12m"] * 100).map("{:.1f}%".format),
             credit_limit=rows["credit_limit"].map("{:,.0f}".format),
             indicative_rate=(rows["indicative_rate"] * 100).map("{:.1f}%".format),
+            coverage=rows["coverage"].map("{:.2f}".format),
+            consistency_score=rows["consistency_score"].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}"),
             reason_codes=rows["reason_codes"].map(lambda codes: ", ".join(list(codes)[:2])),
         )
         partition = (
@@ -222,6 +235,7 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         "manifest": manifest,
         "lenders": list(lenders),
         "sample_rows": rows,
+        "stability": read_stability(store, as_of),
     }
 
 
@@ -299,6 +313,7 @@ def render_report(
     grades.add_row(*(str(v) for v in report["grades"].values()))
     console.print(grades)
     console.print(f"Dossier Parquet: {report['dossier_partition']}\nManifest: {report['manifest']}")
+    render_stability(report.get("stability"), console)
 
     if pulls:
         table = Table(
@@ -330,6 +345,29 @@ def render_report(
         for record in sample.itertuples(index=False):
             rows.add_row(*(_fmt(v) for v in record))
         console.print(rows)
+
+
+def render_stability(stability: dict[str, Any] | None, console: Console, worst: int = 6) -> None:
+    """The publish's population stability: the PD's PSI and the inputs that moved most."""
+    if not stability or not stability["psi"]:
+        return
+    psi = stability["psi"]
+    table = Table(
+        "input",
+        "PSI",
+        "reading",
+        title="Population stability (PSI) against the training data",
+        title_justify="left",
+        caption=f"{stability['rows']} dossiers against {stability['reference']}; "
+        "below 0.10 stable, above 0.25 shifted",
+        caption_justify="left",
+    )
+    ranked = sorted((k for k in psi if k != "pd_12m"), key=lambda k: -(psi[k] or 0.0))
+    for name in ["pd_12m", *ranked[:worst]]:
+        if name in psi:
+            value = psi[name]
+            table.add_row(name, "-" if value is None else f"{value:.2f}", stability["verdicts"][name])
+    console.print(table)
 
 
 def _fmt(value: Any) -> str:

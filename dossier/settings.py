@@ -189,6 +189,33 @@ class Environment(BaseSettings):
         description="Where the rate-limit counters are kept: memory:// (this service process) or a "
         "redis://host:port/db URL shared by every service process.",
     )
+    lending_dscr: float = Field(
+        1.25,
+        gt=0,
+        description="Debt-service coverage the recommended limit keeps: annual service at most EBITDA / this.",
+    )
+    lending_term_months: int = Field(
+        36, ge=1, description="Loan term (months) the recommended limit is sized for."
+    )
+    lending_revenue_cap: float = Field(
+        0.20,
+        ge=0,
+        description="The recommended limit never exceeds this share of the last 12 months' revenue.",
+    )
+    lending_loss_given_default: float = Field(
+        0.45, ge=0, le=1, description="Loss given default in the indicative rate (PD x this)."
+    )
+    lending_funding_cost: float = Field(0.05, ge=0, description="Annual funding cost in the indicative rate.")
+    lending_operating_cost: float = Field(
+        0.02, ge=0, description="Annual operating cost in the indicative rate."
+    )
+    lending_capital_charge: float = Field(
+        0.015, ge=0, description="Annual capital charge in the indicative rate."
+    )
+    lending_max_rate: float = Field(0.35, gt=0, description="Cap of the indicative rate.")
+    lending_max_pd: float = Field(
+        0.30, gt=0, le=1, description="No limit is recommended at or above this PD."
+    )
 
     @field_validator("warehouse_url")
     @classmethod
@@ -386,6 +413,15 @@ class Settings:
     airflow_password: str = ""
     rate_limit_per_minute: int = 600
     rate_limit_storage_url: str = "memory://"
+    lending_dscr: float = 1.25
+    lending_term_months: int = 36
+    lending_revenue_cap: float = 0.20
+    lending_loss_given_default: float = 0.45
+    lending_funding_cost: float = 0.05
+    lending_operating_cost: float = 0.02
+    lending_capital_charge: float = 0.015
+    lending_max_rate: float = 0.35
+    lending_max_pd: float = 0.30
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -441,6 +477,15 @@ class Settings:
             airflow_password=parsed.airflow_password,
             rate_limit_per_minute=parsed.rate_limit_per_minute,
             rate_limit_storage_url=parsed.rate_limit_storage_url,
+            lending_dscr=float(parsed.lending_dscr),
+            lending_term_months=parsed.lending_term_months,
+            lending_revenue_cap=float(parsed.lending_revenue_cap),
+            lending_loss_given_default=float(parsed.lending_loss_given_default),
+            lending_funding_cost=float(parsed.lending_funding_cost),
+            lending_operating_cost=float(parsed.lending_operating_cost),
+            lending_capital_charge=float(parsed.lending_capital_charge),
+            lending_max_rate=float(parsed.lending_max_rate),
+            lending_max_pd=float(parsed.lending_max_pd),
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
 

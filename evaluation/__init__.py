@@ -18,17 +18,21 @@ import pandas as pd
 from evaluation.features import compute_features
 from evaluation.ratios import statement_ratios
 from evaluation.scoring import (
+    LENDING_TERMS,
     REASON_TEXTS,
+    LendingTerms,
     Prediction,
     ScoringModel,
     credit_limit,
     grade,
+    improvement_hints,
     indicative_rate,
     reason_codes,
     score_points,
 )
-from evaluation.statement_model import STATEMENT_MODEL_VERSION
-from evaluation.statement_scoring import EXPERT_VERSION, default_statement_scoring
+from evaluation.statement_model import RATIOS, STATEMENT_MODEL_VERSION
+from evaluation.statement_scoring import EXPERT_VERSION, StatementScoring, default_statement_scoring
+from evaluation.triangulation import consistency
 from warehouse.canonical import TABLES
 from warehouse.dossier_schema import FEATURE_COLUMNS, SCORE_COLUMNS
 
@@ -60,12 +64,24 @@ def _checked(prediction: Prediction, features: pd.DataFrame, version: str) -> pd
     return pd_12m
 
 
+RATIO_COLUMNS: tuple[str, ...] = tuple(r.attr for r in RATIOS)
+"""The statement ratios :func:`evaluate` appends with ``with_ratios=True`` (model inputs, for PSI)."""
+
+
+def _coverage(model: ScoringModel, features: pd.DataFrame) -> pd.Series:
+    """The model's coverage score, or the default statement model's for a model without one."""
+    scorer = model if isinstance(model, StatementScoring) else default_statement_scoring()
+    return scorer.coverage(features)
+
+
 def evaluate(
     tables: dict[str, pd.DataFrame],
     smes: pd.DataFrame,
     *,
     as_of: datetime.date,
     model: ScoringModel | None = None,
+    terms: LendingTerms = LENDING_TERMS,
+    with_ratios: bool = False,
 ) -> pd.DataFrame:
     """Features, scores and model version for every SME in ``smes`` (one row each, same order).
 
@@ -74,24 +90,38 @@ def evaluate(
     (:data:`MODEL_VERSION`); :data:`~evaluation.scoring.SCORECARD` is the first model. The model
     sees the features joined with the statement ratios (:func:`evaluation.ratios.statement_ratios`,
     ``attr1``..``attr64``); its reason texts come from its ``texts`` mapping when it has one. The result's columns are
-    :data:`OUTPUT_COLUMNS`, with dtypes that cast to the dossier schema.
+    :data:`OUTPUT_COLUMNS`, with dtypes that cast to the dossier schema, then (``with_ratios``) the
+    :data:`RATIO_COLUMNS`. ``terms`` are the constants of the limit and the rate.
     """
     model = default_statement_scoring() if model is None else model
     features = compute_features(tables, smes, as_of=as_of)
     ratios = statement_ratios(tables.get("monthly_financials"), smes, as_of=as_of)
-    prediction = model.predict(features.join(ratios.drop(columns=["sme_id"])))
-    pd_12m = _checked(prediction, features, model.version)
+    inputs = features.join(ratios.drop(columns=["sme_id"]))
+    prediction = model.predict(inputs)
+    pd_12m = _checked(prediction, features, model.version).astype(np.float64)
     reasons = reason_codes(prediction.contributions, top=4, texts=getattr(model, "texts", REASON_TEXTS))
+    rate = indicative_rate(pd_12m, terms)
+    low = pd_12m if prediction.pd_low is None else prediction.pd_low.astype(np.float64)
+    high = pd_12m if prediction.pd_high is None else prediction.pd_high.astype(np.float64)
+    checks = consistency(features)
     result = features.assign(
-        pd_12m=pd_12m.astype(np.float64),
+        pd_12m=pd_12m,
         score=score_points(pd_12m),
         grade=grade(pd_12m),
         reason_codes=reasons["reason_codes"],
         reason_texts=reasons["reason_texts"],
-        credit_limit=credit_limit(features, pd_12m),
-        indicative_rate=indicative_rate(pd_12m),
+        credit_limit=credit_limit(features, pd_12m, rate, terms),
+        indicative_rate=rate,
+        pd_low=np.minimum(low, pd_12m),
+        pd_high=np.maximum(high, pd_12m),
+        coverage=_coverage(model, inputs),
+        improvement_hint=improvement_hints(pd_12m, prediction.contributions),
+        consistency_score=checks["consistency_score"],
+        discrepancy_codes=checks["discrepancy_codes"],
         model_version=pd.array([model.version] * len(features), dtype="str"),
     )
+    if with_ratios:
+        return result[list(OUTPUT_COLUMNS)].join(ratios[list(RATIO_COLUMNS)])
     return result[list(OUTPUT_COLUMNS)]
 
 
@@ -111,14 +141,18 @@ def evaluate_scopes(
     *,
     as_of: datetime.date,
     model: ScoringModel | None = None,
+    terms: LendingTerms = LENDING_TERMS,
+    with_ratios: bool = False,
 ) -> pd.DataFrame:
     """One dossier row per (SME, consent scope): :func:`evaluate` run once per distinct scope.
 
     ``smes`` has ``sme_id``, ``scope`` (a key such as ``accounting+tax@36m``, see
     :class:`warehouse.consent.Scope`), ``history_months`` and ``sources`` (the scope's source
     kinds). Each scope sees only the tables of its sources and the months of its window, so every
-    value in its rows comes from inside that scope. Columns: :data:`SCOPED_COLUMNS`.
+    value in its rows comes from inside that scope. Columns: :data:`SCOPED_COLUMNS` (then, with
+    ``with_ratios``, the :data:`RATIO_COLUMNS`).
     """
+    columns = [*SCOPED_COLUMNS, *(RATIO_COLUMNS if with_ratios else ())]
     frames = []
     for scope, group in smes.groupby("scope", sort=True):
         sources = group["sources"].iloc[0]
@@ -127,7 +161,14 @@ def evaluate_scopes(
             name: frame[frame["sme_id"].isin(members)]
             for name, frame in tables_for_sources(tables, sources).items()
         }
-        scored = evaluate(scoped, group.reset_index(drop=True), as_of=as_of, model=model)
+        scored = evaluate(
+            scoped,
+            group.reset_index(drop=True),
+            as_of=as_of,
+            model=model,
+            terms=terms,
+            with_ratios=with_ratios,
+        )
         outside = scored["sources_used"].map(
             lambda used, allowed=frozenset(sources): not set(used) <= allowed
         )
@@ -137,17 +178,25 @@ def evaluate_scopes(
             )
         frames.append(scored.assign(scope=str(scope), history_months=group["history_months"].to_numpy()))
     if not frames:
-        empty = evaluate({}, pd.DataFrame({"sme_id": [], "history_months": []}), as_of=as_of, model=model)
-        return empty.assign(scope=pd.Series(dtype="str"), history_months=pd.Series(dtype="int64"))[
-            list(SCOPED_COLUMNS)
-        ]
-    return pd.concat(frames, ignore_index=True)[list(SCOPED_COLUMNS)]
+        empty = evaluate(
+            {},
+            pd.DataFrame({"sme_id": [], "history_months": []}),
+            as_of=as_of,
+            model=model,
+            terms=terms,
+            with_ratios=with_ratios,
+        )
+        return empty.assign(scope=pd.Series(dtype="str"), history_months=pd.Series(dtype="int64"))[columns]
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 __all__ = [
+    "LENDING_TERMS",
     "MODEL_VERSION",
     "OUTPUT_COLUMNS",
+    "RATIO_COLUMNS",
     "SCOPED_COLUMNS",
+    "LendingTerms",
     "Prediction",
     "ScoringModel",
     "compute_features",

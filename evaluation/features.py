@@ -370,6 +370,9 @@ def _book_features(books: _Books) -> dict[str, np.ndarray]:
             stock["total_liabilities"], stock["total_assets"], CAPS["debt_to_assets"]
         ),
         "interest_coverage": np.where(months12 > 0, coverage, np.nan),
+        "ebitda_12m": np.where(
+            months12 > 0, flow["revenue"] - flow["cost_of_sales"] - flow["operating_expenses"], np.nan
+        ),
     }
 
 

@@ -20,7 +20,7 @@ After the model come pure functions of the PD (and, for the limit, the features)
 :func:`indicative_rate`. ``evaluation/SCORING.md`` writes down every constant used here.
 
 >>> round(float(indicative_rate(pd.Series([0.02])).iloc[0]), 4)
-0.089
+0.094
 >>> list(grade(pd.Series([0.005, 0.2])))
 ['A', 'E']
 """
@@ -46,6 +46,11 @@ class Prediction:
 
     pd_12m: pd.Series
     contributions: pd.DataFrame
+    pd_low: pd.Series | None = None
+    """Lower end of the PD's interval (what the missing inputs could at best have said); a model
+    without one gives None and the interval is the PD itself."""
+    pd_high: pd.Series | None = None
+    """Upper end of the PD's interval."""
 
 
 @runtime_checkable
@@ -260,15 +265,39 @@ POINTS_TO_DOUBLE_ODDS = 40.0
 GRADE_BANDS: tuple[tuple[str, float], ...] = (("A", 0.01), ("B", 0.03), ("C", 0.07), ("D", 0.15))
 """Grade and the PD it must stay below; at or above the last bound the grade is E."""
 
-FUNDING_COST = 0.05
-LOSS_GIVEN_DEFAULT = 0.45
-MARGIN = 0.03
-MAX_RATE = 0.35
 
-LIMIT_MONTHS_OF_REVENUE = 1.0
-LIMIT_ZERO_PD = 0.30
-LIMIT_CAP = 250_000.0
-LIMIT_STEP = 100.0
+@dataclass(frozen=True)
+class LendingTerms:
+    """The constants of the recommended limit and the indicative rate (``evaluation/SCORING.md`` §4).
+
+    The application passes them in from its settings (``DOSSIER_LENDING_*``); these defaults are the
+    documented ones.
+    """
+
+    dscr: float = 1.25
+    """Debt-service coverage required: annual debt service may be at most EBITDA / dscr."""
+    term_months: int = 36
+    """Term of the loan the limit is sized for (monthly annuity)."""
+    revenue_cap: float = 0.20
+    """The limit never exceeds this share of the last 12 months' revenue."""
+    loss_given_default: float = 0.45
+    """Share of the amount lost when the SME defaults."""
+    funding_cost: float = 0.05
+    """Lender's annual cost of the money lent."""
+    operating_cost: float = 0.02
+    """Annual cost of originating and servicing the loan, per unit lent."""
+    capital_charge: float = 0.015
+    """Annual cost of the capital held against the loan, per unit lent."""
+    max_rate: float = 0.35
+    """Cap of the indicative rate."""
+    max_pd: float = 0.30
+    """No limit is recommended at or above this PD."""
+    step: float = 100.0
+    """The limit is rounded down to a multiple of this."""
+
+
+LENDING_TERMS = LendingTerms()
+"""The documented defaults."""
 
 
 def _logit(pd_12m: pd.Series) -> np.ndarray:
@@ -326,39 +355,138 @@ def reason_codes(
     )
 
 
-def credit_limit(features: pd.DataFrame, pd_12m: pd.Series) -> pd.Series:
-    """Recommended short-term credit: a month of revenue, scaled down as the PD rises, capped.
+def indicative_rate(pd_12m: pd.Series, terms: LendingTerms = LENDING_TERMS) -> pd.Series:
+    """Risk-based annual rate: expected loss + funding + operating cost + capital charge, capped.
 
-    ``limit = floor100(min(1.0 * revenue_12m / 12 * max(0, 1 - pd / 0.30), 250000))``; zero without
-    books (no months of accounts or no revenue in the last 12 months) and from a PD of 30% up.
+    ``rate = min(pd * lgd + funding_cost + operating_cost + capital_charge, max_rate)``; with the
+    defaults ``0.45 pd + 0.085``, at most 35%.
     """
-    monthly_revenue = features["revenue_12m"].to_numpy(dtype=np.float64, na_value=np.nan) / 12.0
+    rate = (
+        pd_12m.to_numpy(dtype=np.float64) * terms.loss_given_default
+        + terms.funding_cost
+        + terms.operating_cost
+        + terms.capital_charge
+    )
+    return pd.Series(np.minimum(rate, terms.max_rate), index=pd_12m.index, name="indicative_rate")
+
+
+def annuity_factor(annual_rate: np.ndarray, months: int) -> np.ndarray:
+    """Present value of 1 a month for ``months`` months at ``annual_rate / 12`` a month.
+
+    >>> round(float(annuity_factor(np.array([0.0]), 36)[0]), 6), round(float(annuity_factor(np.array([0.12]), 12)[0]), 4)
+    (36.0, 11.2551)
+    """
+    monthly = np.asarray(annual_rate, dtype=np.float64) / 12.0
+    safe = np.where(monthly > 0, monthly, 1.0)
+    return np.where(monthly > 0, (1.0 - (1.0 + safe) ** -months) / safe, float(months))
+
+
+def credit_limit(
+    features: pd.DataFrame, pd_12m: pd.Series, rate: pd.Series, terms: LendingTerms = LENDING_TERMS
+) -> pd.Series:
+    """Recommended limit from cash flow: the amount whose annuity the EBITDA can service.
+
+    ``max annual debt service = max(ebitda_12m, 0) / dscr``; the limit is the present value of that
+    service paid monthly over ``term_months`` at ``rate`` (the indicative rate), capped at
+    ``revenue_cap * revenue_12m``, rounded down to ``step``. Zero without books (no months of
+    accounts, no positive revenue or no EBITDA) and at or above ``max_pd``.
+    """
     has_books = features["months_of_accounts"].fillna(0).to_numpy() > 0
-    monthly_revenue = np.where(has_books & (monthly_revenue > 0), monthly_revenue, 0.0)
-    scale = np.clip(1.0 - pd_12m.to_numpy(dtype=np.float64) / LIMIT_ZERO_PD, 0.0, 1.0)
-    limit = np.minimum(LIMIT_MONTHS_OF_REVENUE * monthly_revenue * scale, LIMIT_CAP)
-    return pd.Series(np.floor(limit / LIMIT_STEP) * LIMIT_STEP, index=features.index, name="credit_limit")
+    revenue = features["revenue_12m"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ebitda = features["ebitda_12m"].to_numpy(dtype=np.float64, na_value=np.nan)
+    usable = has_books & (revenue > 0) & (ebitda > 0) & (pd_12m.to_numpy(dtype=np.float64) < terms.max_pd)
+    service = np.where(usable, ebitda, 0.0) / terms.dscr
+    amount = service / 12.0 * annuity_factor(rate.to_numpy(dtype=np.float64), terms.term_months)
+    limit = np.minimum(amount, terms.revenue_cap * np.where(usable, revenue, 0.0))
+    return pd.Series(np.floor(limit / terms.step) * terms.step, index=features.index, name="credit_limit")
 
 
-def indicative_rate(pd_12m: pd.Series) -> pd.Series:
-    """Annual rate: funding cost + expected loss + margin, capped.
+HINT_TEXTS: dict[str, str] = {
+    "LOW_RETURN_ON_ASSETS": "raise profit relative to the assets employed",
+    "LOW_MARGINS": "keep more of each sale as profit (prices, costs)",
+    "HIGH_LEVERAGE": "reduce liabilities or add equity",
+    "LOW_LIQUIDITY": "hold more current assets (cash, receivables) against short-term liabilities",
+    "LOW_DEBT_SERVICE": "grow earnings relative to debt, or repay debt",
+    "LOW_INTEREST_COVER": "raise operating profit relative to interest, or refinance expensive debt",
+    "REVENUE_DECLINING": "restore revenue to last year's level",
+    "SHORT_TERM_DEBT_HEAVY": "turn short-term debt into long-term funding, or pay it down",
+    "WEAK_LONG_TERM_FUNDING": "fund fixed assets with equity or long-term loans",
+    "STATEMENT_DATA_MISSING": "share books for a longer period (24 months or more) so every ratio can be computed",
+    "SHORT_BOOKS_HISTORY": "share at least 12 months of books",
+    "LOW_REVENUE": "grow revenue",
+    "REVENUE_TREND_DOWN": "reverse the fall in monthly revenue",
+    "REVENUE_VOLATILE": "steady monthly revenue",
+    "LOW_GROSS_MARGIN": "raise the gross margin",
+    "LOW_OPERATING_MARGIN": "raise the operating margin",
+    "LOSS_MAKING": "return to net profit",
+    "LOW_QUICK_RATIO": "hold more cash or receivables against short-term liabilities",
+    "LOW_CASH_RUNWAY": "hold more cash against monthly costs",
+    "VAT_FILED_LATE": "file VAT returns on time",
+    "VAT_BOOKS_MISMATCH": "reconcile the books with the VAT returns",
+    "UTILITY_PAID_LATE": "pay utility bills by their due date",
+    "UTILITY_USAGE_FALLING": "(activity at the premises has fallen; no single action)",
+    "USAGE_BELOW_BOOKS_GROWTH": "reconcile the books' revenue growth with activity at the premises",
+    "SURVEY_NOT_VERIFIED": "arrange a field visit that finds the business trading at its address",
+    "SURVEY_REVENUE_MISMATCH": "reconcile the revenue stated at the field visit with the books",
+    "NO_BOOKS": "share bookkeeping data",
+    "NO_TAX_DATA": "share VAT filings",
+    "NO_UTILITY_DATA": "share a utility account",
+    "NO_SURVEY": "agree to a field visit",
+}
+"""What the SME could do about each reason code: the start of the improvement hint."""
 
-    ``rate = min(0.05 + 0.45 * pd + 0.03, 0.35)``: 5% funding, loss given default 45%, 3% margin.
+
+def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Series:
+    """A short hint per row of what would improve the grade.
+
+    The next better grade needs the logit to fall below that grade's PD bound; the hint names the
+    action of the largest contribution (:data:`HINT_TEXTS`) and whether removing that contribution
+    alone would be enough. Grade A gets ``"Grade A is the best grade."``.
     """
-    rate = FUNDING_COST + LOSS_GIVEN_DEFAULT * pd_12m.to_numpy(dtype=np.float64) + MARGIN
-    return pd.Series(np.minimum(rate, MAX_RATE), index=pd_12m.index, name="indicative_rate")
+    bounds = np.array([0.0, *(b for _, b in GRADE_BANDS)])
+    letters = [letter for letter, _ in GRADE_BANDS] + ["E"]
+    values = pd_12m.to_numpy(dtype=np.float64)
+    band = np.searchsorted(bounds[1:], values, side="right")
+    logit = _logit(pd_12m)
+    known = [c for c in contributions.columns if c in HINT_TEXTS]
+    table = contributions[known].to_numpy(dtype=np.float64) if known else np.zeros((len(values), 0))
+    hints = []
+    for row in range(len(values)):
+        if band[row] == 0:
+            hints.append("Grade A is the best grade.")
+            continue
+        target_letter, target_pd = letters[band[row] - 1], bounds[band[row]]
+        needed = logit[row] - float(np.log(target_pd / (1 - target_pd)))
+        if table.shape[1] == 0 or table[row].max() <= MIN_REASON_CONTRIBUTION:
+            hints.append(
+                f"To reach grade {target_letter} (PD below {target_pd:.0%}) the evidence must improve broadly."
+            )
+            continue
+        top = int(np.argmax(table[row]))
+        enough = (
+            "this alone would be enough" if table[row, top] >= needed else "this alone would not be enough"
+        )
+        hints.append(
+            f"To reach grade {target_letter} (PD below {target_pd:.0%}): {HINT_TEXTS[known[top]]}; {enough}."
+        )
+    return pd.Series(pd.array(hints, dtype="str"), index=pd_12m.index, name="improvement_hint")
 
 
 __all__ = [
+    "HINT_TEXTS",
+    "LENDING_TERMS",
     "REASON_TEXTS",
     "SCORECARD",
     "AbsencePenalty",
     "Factor",
+    "LendingTerms",
     "Prediction",
     "Scorecard",
     "ScoringModel",
+    "annuity_factor",
     "credit_limit",
     "grade",
+    "improvement_hints",
     "indicative_rate",
     "reason_codes",
     "score_points",

@@ -37,7 +37,7 @@ import pandas as pd
 ARTIFACTS = Path(__file__).parent / "artifacts"
 """Where the committed model artifacts live."""
 
-STATEMENT_MODEL_VERSION = "statement-model-1.0.0"
+STATEMENT_MODEL_VERSION = "statement-model-1.1.0"
 """Version of the committed statement model; ``make train`` writes the artifact of this name."""
 
 
@@ -196,6 +196,55 @@ class StatementModel:
     def raw(self, ratios: pd.DataFrame) -> np.ndarray:
         """The trees' summed output (log-odds scale, before calibration)."""
         return np.asarray(self.booster.predict(prepared(ratios).to_numpy(), raw_score=True))
+
+    @property
+    def importance(self) -> np.ndarray:
+        """Mean absolute TreeSHAP contribution of each ratio on the training part (model order),
+        normalised to sum to 1: the weight of each ratio in the statement's coverage."""
+        values = np.array([self.meta["reference"]["importance"][r.attr] for r in RATIOS], dtype=np.float64)
+        return values / values.sum()
+
+    @property
+    def reference_rows(self) -> np.ndarray:
+        """The stratified sample of training statements kept in the artifact (rows x ratios)."""
+        rows = self.meta["reference"]["rows"]
+        return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+
+    def ratio_coverage(self, ratios: pd.DataFrame) -> pd.Series:
+        """Importance-weighted share of the model's ratios that are present for each firm (0 to 1)."""
+        present = prepared(ratios).notna().to_numpy()
+        return pd.Series(present @ self.importance, index=ratios.index, name="ratio_coverage")
+
+    def logit_range(
+        self, ratios: pd.DataFrame, low: float = 5.0, high: float = 95.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Range of the calibrated logit over what each firm's missing ratios could have been.
+
+        Every missing ratio of a firm is filled, all together, with the values of each reference
+        training statement in turn (:attr:`reference_rows`, its other ratios kept); the ``low`` and
+        ``high`` percentiles of those logits, widened to include the firm's own logit, bound it.
+        A firm with no missing ratio gets its own logit twice. The point PD never uses these
+        fills: it takes the trees' missing-value branch, as trained.
+        """
+        values = prepared(ratios).to_numpy()
+        logit = (
+            self.platt_a + self.platt_b * np.asarray(self.booster.predict(values, raw_score=True))
+            if len(values)
+            else np.zeros(0)
+        )
+        lower, upper = logit.copy(), logit.copy()
+        gaps = np.flatnonzero(np.isnan(values).any(axis=1))
+        if len(gaps):
+            reference = self.reference_rows
+            filled = np.repeat(values[gaps], len(reference), axis=0)
+            donors = np.tile(reference, (len(gaps), 1))
+            holes = np.isnan(filled)
+            filled[holes] = donors[holes]
+            fills = self.platt_a + self.platt_b * np.asarray(self.booster.predict(filled, raw_score=True))
+            fills = fills.reshape(len(gaps), len(reference))
+            lower[gaps] = np.minimum(np.percentile(fills, low, axis=1), logit[gaps])
+            upper[gaps] = np.maximum(np.percentile(fills, high, axis=1), logit[gaps])
+        return lower, upper
 
     def score(self, ratios: pd.DataFrame) -> StatementOutput:
         """Calibrated logit and per-reason-code contributions for each row of ``ratios``."""

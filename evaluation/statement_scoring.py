@@ -80,6 +80,15 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+COVERAGE_WEIGHTS: dict[str, float] = {"accounting": 0.55, "tax": 0.15, "utility": 0.15, "survey": 0.15}
+"""Weight of each source in the coverage score: the books carry the trained statement model, the
+other three the expert adjustments and the cross-checks."""
+
+
 @dataclass(frozen=True)
 class StatementScoring:
     """Statement model + expert adjustments (implements :class:`~evaluation.scoring.ScoringModel`)."""
@@ -116,16 +125,64 @@ class StatementScoring:
             statement.loc[books] = scored.contributions.to_numpy()
         no_books = np.where(books, 0.0, max(base - self.statement.reference_logit, 0.0))
         expert = self.expert.predict(features).contributions.copy()
-        untrusted = self._vat_distrust(expert) * np.maximum(base - logit, 0.0)
+        distrust = self._vat_distrust(expert)
+        untrusted = distrust * np.maximum(base - logit, 0.0)
         expert[UNTRUSTED_BOOKS_CODE] = expert[UNTRUSTED_BOOKS_CODE] + untrusted
         contributions = pd.concat(
             [statement, pd.DataFrame({"NO_BOOKS": no_books}, index=features.index), expert], axis=1
         )
         total = logit + expert.sum(axis=1).to_numpy()
-        return Prediction(
-            pd_12m=pd.Series(1.0 / (1.0 + np.exp(-total)), index=features.index, name="pd_12m"),
-            contributions=contributions[self.codes],
+        low, high = self._interval(
+            features, books, logit, expert.sum(axis=1).to_numpy() - untrusted, distrust
         )
+        return Prediction(
+            pd_12m=pd.Series(_sigmoid(total), index=features.index, name="pd_12m"),
+            contributions=contributions[self.codes],
+            pd_low=pd.Series(_sigmoid(np.minimum(low, total)), index=features.index, name="pd_low"),
+            pd_high=pd.Series(_sigmoid(np.maximum(high, total)), index=features.index, name="pd_high"),
+        )
+
+    def _interval(
+        self,
+        features: pd.DataFrame,
+        books: np.ndarray,
+        logit: np.ndarray,
+        expert: np.ndarray,
+        distrust: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Logit bounds over what the missing inputs could have said (``evaluation/MODEL_CARD.md``).
+
+        The statement part ranges over its missing ratios filled from the reference statements
+        (:meth:`~evaluation.statement_model.StatementModel.logit_range`; without books, over whole
+        reference statements); each source not shared widens both sides by its absence penalty."""
+        ratios = features[[r.attr for r in RATIOS]].copy()
+        ratios.loc[~books] = np.nan
+        low, high = self.statement.logit_range(ratios)
+        low, high = np.minimum(low, logit), np.maximum(high, logit)
+        base = _logit(self.statement.base_rate)
+
+        def total(statement_logit: np.ndarray) -> np.ndarray:
+            # Non-decreasing in the statement logit (distrust <= 1), so bounds map to bounds.
+            return statement_logit + expert + distrust * np.maximum(base - statement_logit, 0.0)
+
+        present = source_presence(features)
+        spread = np.zeros(len(features))
+        for penalty in self.expert.absence_penalties:
+            spread += np.where(present[penalty.source].to_numpy(), 0.0, penalty.weight)
+        return total(low) - spread, total(high) + spread
+
+    def coverage(self, features: pd.DataFrame) -> pd.Series:
+        """How much of the evidence the model can read was there, 0 to 1 (:data:`COVERAGE_WEIGHTS`).
+
+        Books count by the importance-weighted share of the statement ratios that could be computed
+        (:meth:`~evaluation.statement_model.StatementModel.ratio_coverage`); each other source counts
+        whole when shared."""
+        present = source_presence(features)
+        ratios = self.statement.ratio_coverage(features[[r.attr for r in RATIOS]]).to_numpy()
+        value = COVERAGE_WEIGHTS["accounting"] * np.where(present["accounting"].to_numpy(), ratios, 0.0)
+        for source in ("tax", "utility", "survey"):
+            value = value + COVERAGE_WEIGHTS[source] * present[source].to_numpy()
+        return pd.Series(np.round(value, 4), index=features.index, name="coverage")
 
     def _vat_distrust(self, expert: pd.DataFrame) -> np.ndarray:
         """How far the VAT returns contradict the books: the VAT_BOOKS_MISMATCH badness, 0 to 1."""
@@ -139,6 +196,7 @@ def default_statement_scoring() -> StatementScoring:
 
 
 __all__ = [
+    "COVERAGE_WEIGHTS",
     "EXPERT_CODES",
     "EXPERT_VERSION",
     "UNTRUSTED_BOOKS_CODE",

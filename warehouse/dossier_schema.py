@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from warehouse.canonical import SOURCES, Column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bump on any change a reader would notice (new, renamed, retyped or re-meant column)."""
 
 ALL_USED = "*"
@@ -184,6 +184,13 @@ FEATURE_COLUMNS: tuple[DossierColumn, ...] = (
         derives_from=("accounting",),
     ),
     _column(
+        "ebitda_12m",
+        pa.float64(),
+        "Revenue - cost of sales - operating expenses (before depreciation, interest and tax), last 12 months.",
+        True,
+        derives_from=("accounting",),
+    ),
+    _column(
         "vat_returns_due",
         pa.int32(),
         "VAT returns that fell due in the last 24 months.",
@@ -286,7 +293,48 @@ SCORE_COLUMNS: tuple[DossierColumn, ...] = (
     _column(
         "indicative_rate",
         pa.float64(),
-        "Indicative annual interest rate for the recommended limit (0.12 = 12%).",
+        "Indicative annual interest rate for the recommended limit (0.12 = 12%): PD x loss given "
+        "default + funding cost + operating cost + capital charge.",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "pd_low",
+        pa.float64(),
+        "Lower end of the PD interval: the PD had the missing inputs been as good as the reference firms' "
+        "(equal to pd_12m when nothing is missing).",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "pd_high",
+        pa.float64(),
+        "Upper end of the PD interval: wider the less of the evidence was available.",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "coverage",
+        pa.float64(),
+        "Share of the evidence the model reads that was available, 0 to 1 (books by the weight of "
+        "the ratios computed, other sources whole).",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "improvement_hint",
+        pa.string(),
+        "What would improve the grade: the action on the strongest reason, and whether it alone is enough.",
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "consistency_score",
+        pa.float64(),
+        "Agreement of the books with VAT turnover, metered activity and the field visit, 0 (contradicted) "
+        "to 1 (consistent); empty when no independent source could be compared.",
+        True,
+        derives_from=ALL_USED,
+    ),
+    _column(
+        "discrepancy_codes",
+        pa.list_(pa.string()),
+        "Machine-readable codes of the cross-source comparisons outside their tolerance (e.g. BOOKS_ABOVE_VAT).",
         derives_from=ALL_USED,
     ),
 )

@@ -30,7 +30,7 @@ holding the sha256 of its content: a re-publish with the same content keeps its 
 Re-running a publish keeps its byte-identical files and leaves the catalog as it was.
 
 >>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
-['SME-000042:2026-11-01:v2:accounting+tax@36m']
+['SME-000042:2026-11-01:v3:accounting+tax@36m']
 """
 
 from __future__ import annotations

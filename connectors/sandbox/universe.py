@@ -64,6 +64,28 @@ VAT_BOXES = money_columns(VAT_RETURNS)
 MALFORMED_AMOUNTS = ("n/a", "#REF!", "12O4.50", "1.234,56", "--")
 """Non-numeric amount strings a bookkeeping export really produces (a letter O, a locale comma...)."""
 
+# Ranges of the statements, set so that the ratios the statement model reads are distributed about
+# as in real small firms' statements (the training data; see bench/statement_model.py for the PSI).
+MARGIN = (0.0, 0.12)
+"""Planned operating margin before depreciation: first + second * health."""
+DEBT_MONTHS = (0.5, 5.0)
+"""Opening loans in months of revenue: first + second * (1 - health) (times 0.6-1.4)."""
+OTHER_FIXED_MONTHS = 2.5
+"""Premises, land and investments (not depreciated), in months of revenue (times 0.25-1.75)."""
+CASH_MONTHS = (0.1, 0.6)
+"""Opening cash in months of revenue: first + second * health (times 0.7-1.3)."""
+OTHER_RECEIVABLE_DAYS = 25.0
+"""Other debtors and prepayments, in days of revenue, on top of the industry's trade receivables."""
+SHORT_TERM_DEBT_ONLY = 0.35
+"""Share of firms (by their debt draw) whose loans are all due within a year."""
+SHORT_TERM_DEBT_SHARE = 0.5
+"""Share of the other firms' loans due within a year."""
+OVERHEAD_FIXED_SHARE = 0.3
+"""Share of overheads that stays put when revenue moves; the rest follows the revenue trend (a firm
+whose sales collapse cuts costs too)."""
+GROWTH_SPREAD = 0.01
+"""Spread (monthly standard deviation) of steady firms' growth rates around their trajectory's."""
+
 HEATING_PROFILE = np.array([1.8, 1.7, 1.4, 1.0, 0.6, 0.35, 0.3, 0.3, 0.45, 0.9, 1.4, 1.75])
 THERM_KWH = 29.3071
 
@@ -686,7 +708,9 @@ class _Batch:
         self.collapse_column = np.where(
             self.collapse_rate > 0, self.width - (9 + _floor_choice(u.collapse, 7)), self.width
         )
-        growth = (1.0 + self.growth + np.where(self.collapse_rate > 0, 0.0, 0.002 * z.growth))[:, None]
+        growth = (1.0 + self.growth + np.where(self.collapse_rate > 0, 0.0, GROWTH_SPREAD * z.growth))[
+            :, None
+        ]
         collapse = self.collapse_column[:, None]
         trend = np.where(
             self.collapse_rate[:, None] > 0,
@@ -704,48 +728,63 @@ class _Batch:
 
         cos_ratio = self._industry("cost_of_sales_ratio")[:, None]
         cost_of_sales = _pence(true_revenue * cos_ratio * np.exp(0.02 * zm.cost_of_sales))
-        margin = -0.02 + 0.14 * health
+        margin = MARGIN[0] + MARGIN[1] * health
         overheads = base * 100 * (1.0 - cos_ratio - margin)
         operating_expenses = (
-            _pence(overheads * 1.002 ** np.where(valid, t, 0) * np.exp(0.03 * zm.operating_expenses)) * valid
+            _pence(
+                overheads
+                * 1.002 ** np.where(valid, t, 0)
+                * (OVERHEAD_FIXED_SHARE + (1.0 - OVERHEAD_FIXED_SHARE) * trend)
+                * np.exp(0.03 * zm.operating_expenses)
+            )
+            * valid
         )
         fixed_assets_start = (
             base[:, 0] * 100 * self._industry("fixed_asset_months") * (0.7 + 0.6 * u.fixed_assets)
         )
         depreciation = _pence(fixed_assets_start / 120)[:, None] * valid
+        # Premises, land and investments: not depreciated, in months of revenue.
+        other_fixed = _pence(base[:, 0] * 100 * OTHER_FIXED_MONTHS * (0.25 + 1.5 * u.fixed_assets))
         capex = _pence(depreciation * (0.3 + 0.9 * health) * np.exp(0.3 * zm.capex))
-        debt_start = base[:, 0] * 100 * (0.5 + 5.0 * (1.0 - self.health)) * (0.6 + 0.8 * u.debt)
+        debt_start = (
+            base[:, 0] * 100 * (DEBT_MONTHS[0] + DEBT_MONTHS[1] * (1.0 - self.health)) * (0.6 + 0.8 * u.debt)
+        )
         debt = _pence(debt_start[:, None] * (1.0 - (t + 1) / 120)) * valid
         interest_expense = _pence(debt * 0.08 / 12)
         profit_before_tax = revenue - cost_of_sales - operating_expenses - depreciation - interest_expense
         tax_expense = _pence(np.maximum(profit_before_tax, 0) * 0.19)
         net_profit = profit_before_tax - tax_expense
 
-        receivables = _pence(true_revenue * self._industry("receivable_days")[:, None] / 30) + np.cumsum(
-            fictitious, axis=1
-        )
+        receivable_days = self._industry("receivable_days") + OTHER_RECEIVABLE_DAYS
+        receivables = _pence(true_revenue * receivable_days[:, None] / 30) + np.cumsum(fictitious, axis=1)
         inventory = _pence(cost_of_sales * self._industry("inventory_days")[:, None] / 30)
         payables = _pence(
             cost_of_sales * self._industry("payable_days")[:, None] / 30 + operating_expenses * 0.3
         )
-        cash_start = base[:, 0] * 100 * (0.2 + 1.8 * self.health) * (0.7 + 0.6 * u.cash)
+        cash_start = base[:, 0] * 100 * (CASH_MONTHS[0] + CASH_MONTHS[1] * self.health) * (0.7 + 0.6 * u.cash)
         cos_flat = cos_ratio[:, 0]
         working_capital_start = (
             base[:, 0]
             * 100
             * (
-                self._industry("receivable_days") / 30
+                receivable_days / 30
                 + cos_flat * (self._industry("inventory_days") - self._industry("payable_days")) / 30
-                - (1.0 - cos_flat - (-0.02 + 0.14 * self.health)) * 0.3
+                - (1.0 - cos_flat - (MARGIN[0] + MARGIN[1] * self.health)) * 0.3
             )
         )
-        equity_start = _pence(cash_start + working_capital_start + fixed_assets_start - debt_start)
+        equity_start = _pence(
+            cash_start + working_capital_start + fixed_assets_start + other_fixed - debt_start
+        )
         equity_path = equity_start[:, None] + np.cumsum(net_profit, axis=1)
-        fixed_assets = _pence(fixed_assets_start)[:, None] + np.cumsum(capex - depreciation, axis=1)
+        fixed_assets = _pence(fixed_assets_start + other_fixed)[:, None] + np.cumsum(
+            capex - depreciation, axis=1
+        )
         cash_before_overdraft = equity_path + payables + debt - fixed_assets - receivables - inventory
         overdraft = np.maximum(-cash_before_overdraft, 0)
         cash = cash_before_overdraft + overdraft
-        current_liabilities = payables + _pence(debt * 0.1) + overdraft
+        # Firms whose loans are all short-term (no long-term liabilities), as many small firms' are.
+        short_share = np.where(u.debt < SHORT_TERM_DEBT_ONLY, 1.0, SHORT_TERM_DEBT_SHARE)[:, None]
+        current_liabilities = payables + _pence(debt * short_share) + overdraft
         total_liabilities = payables + debt + overdraft
         current_assets = cash + receivables + inventory
         total_assets = current_assets + fixed_assets

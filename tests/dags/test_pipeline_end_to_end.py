@@ -31,9 +31,12 @@ from consent_oracle import (
 )
 from sqlalchemy import select, text
 
+import evaluation
 from dossier.cli import main
 from dossier.demo import run_pipeline
+from dossier.monitoring import read_stability
 from dossier.settings import for_home, override
+from evaluation.statement_model import RATIOS
 from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.models import DossierVersion
@@ -145,6 +148,16 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
         assert not {row["sme_id"] for row in everything} & quarantined
         assert {row["grade"] for row in everything} <= set("ABCDE")
         assert all(0 <= row["pd_12m"] <= 1 for row in everything)
+        # Every published dossier explains and prices itself, and the publish measured stability.
+        assert all(row["model_version"] == evaluation.MODEL_VERSION for row in everything)
+        assert all(row["improvement_hint"] for row in everything)
+        assert all(row["reason_codes"] or row["grade"] in ("A", "B") for row in everything)
+        assert all(row["pd_low"] <= row["pd_12m"] <= row["pd_high"] for row in everything)
+        assert all(0 <= row["coverage"] <= 1 for row in everything)
+        assert all(row["indicative_rate"] >= 0.085 and row["credit_limit"] >= 0 for row in everything)
+        stability = read_stability(Store.from_settings(), as_of)
+        assert stability["rows"] >= len(everything) // len(LENDERS)
+        assert set(stability["psi"]) == {r.attr for r in RATIOS} | {"pd_12m"}
 
         lender = "northwind-capital"
         files = sorted((tmp_path / "pulls").glob(f"{lender}-*.parquet"))

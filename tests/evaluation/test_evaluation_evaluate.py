@@ -22,9 +22,20 @@ def _sigmoid(logit: float) -> float:
     return 1 / (1 + math.exp(-logit))
 
 
-def _scores(contributions: dict[str, float], revenue_12m: float) -> dict[str, object]:
+def _limit(pd_12m: float, rate: float, revenue_12m: float, ebitda_12m: float) -> float:
+    """SCORING.md §4 with the default terms: EBITDA / 1.25 a year, as a 36-month annuity at the
+    indicative rate, at most 20% of revenue, none from a PD of 30%."""
+    if pd_12m >= 0.30 or ebitda_12m <= 0 or revenue_12m <= 0:
+        return 0.0
+    monthly = rate / 12
+    amount = ebitda_12m / 1.25 / 12 * (1 - (1 + monthly) ** -36) / monthly
+    return math.floor(min(amount, 0.20 * revenue_12m) / 100) * 100
+
+
+def _scores(contributions: dict[str, float], revenue_12m: float, ebitda_12m: float) -> dict[str, object]:
     """Score columns by the formulas of SCORING.md from a row's hand-computed contributions."""
     pd_12m = _sigmoid(-4.6 + sum(contributions.values()))
+    rate = 0.45 * pd_12m + 0.05 + 0.02 + 0.015
     logit, anchor = math.log(pd_12m / (1 - pd_12m)), math.log(0.02 / 0.98)
     ranked = sorted(contributions, key=lambda code: -contributions[code])[:4]
     return {
@@ -40,8 +51,8 @@ def _scores(contributions: dict[str, float], revenue_12m: float) -> dict[str, ob
         if pd_12m < 0.15
         else "E",
         "reason_codes": ranked,
-        "credit_limit": math.floor(revenue_12m / 12 * max(0.0, 1 - pd_12m / 0.30) / 100) * 100,
-        "indicative_rate": 0.05 + 0.45 * pd_12m + 0.03,
+        "credit_limit": _limit(pd_12m, rate, revenue_12m, ebitda_12m),
+        "indicative_rate": rate,
     }
 
 
@@ -79,9 +90,9 @@ def test_hand_built_smes_get_hand_computed_scores_from_the_scorecard(hand_built)
     result = evaluate(tables, smes, as_of=AS_OF, model=SCORECARD)
 
     expected = [
-        _scores(SME_A_CONTRIBUTIONS, 18600.0),
-        _scores(SME_B_CONTRIBUTIONS, 0.0),
-        _scores(SME_C_CONTRIBUTIONS, 3000.0),
+        _scores(SME_A_CONTRIBUTIONS, 18600.0, 18600.0 - 7440 - 3600),
+        _scores(SME_B_CONTRIBUTIONS, 0.0, 0.0),
+        _scores(SME_C_CONTRIBUTIONS, 3000.0, 1800.0),
     ]
     codes = [row.pop("reason_codes") for row in expected]
     assert result[list(expected[0])].to_dict("records") == [pytest.approx(row) for row in expected]

@@ -44,6 +44,7 @@ SME_A = {
     "cash_to_monthly_costs": 2000 / ((7440 + 3600 + 240 + 120) / 12),
     "debt_to_assets": 6000 / 10000,
     "interest_coverage": (18600 - 7440 - 3600 - 600) / 240,
+    "ebitda_12m": 18600 - 7440 - 3600,  # before depreciation
     "vat_returns_due": 8,  # 2023Q4 .. 2025Q3; 2025Q4 is due after as-of
     "vat_on_time_rate": 5 / 8,  # 2024Q2 and Q3 late, 2025Q3 open past due
     # 2024Q1..2025Q2: sales 4 * 2700 + 2970 + 3780 against books 4 * 3000 + 3300 + 4200
@@ -83,6 +84,7 @@ SME_C = SME_B | {
     "quick_ratio": 10.0,
     "cash_to_monthly_costs": 0.0,
     "interest_coverage": 50.0,  # cap: operating profit, no interest
+    "ebitda_12m": 3000.0 - 600 - 600,
 }
 
 
@@ -129,7 +131,7 @@ def test_books_alone_leave_other_sources_null(hand_built) -> None:
     row = _comparable(features).iloc[0].to_dict()
     assert row["sources_used"] == ["accounting"]
     names = [c.name for c in FEATURE_COLUMNS]
-    book_columns = names[: names.index("interest_coverage") + 1]
+    book_columns = names[: names.index("ebitda_12m") + 1]
     assert {k: row[k] for k in book_columns} == pytest.approx({k: SME_A[k] for k in book_columns})
     others = {k: row[k] for k in row if k not in book_columns and k not in ("sme_id", "sources_used")}
     assert all(pd.isna(v) for v in others.values()), others

@@ -79,3 +79,51 @@ def test_inflated_books_raise_the_pd_of_the_same_firm() -> None:
     assert inflated["pd_12m"].median() >= 2 * honest["pd_12m"].median()
     flagged = inflated["reason_codes"].map(lambda codes: "VAT_BOOKS_MISMATCH" in list(codes))
     assert flagged.mean() >= 0.9
+
+
+def test_triangulation_catches_every_inflated_firm_and_few_honest_ones(scored_universe) -> None:
+    profiles, scored = scored_universe
+    inflated = profiles["fraud"].map(lambda f: "inflated_books" in f).to_numpy()
+    assert 5 <= inflated.sum() <= 100, "the universe needs inflated and honest firms"
+    codes = scored["discrepancy_codes"].map(list)
+
+    caught = codes.map(lambda c: "BOOKS_ABOVE_VAT" in c).to_numpy()
+
+    assert caught[inflated].all(), list(scored["sme_id"][inflated & ~caught])
+    assert caught[~inflated].mean() < 0.05
+    assert scored["consistency_score"][inflated].max() < scored["consistency_score"][~inflated].median()
+    assert scored["consistency_score"].between(0, 1).all()
+
+
+def test_every_dossier_row_carries_the_reasons_hint_interval_coverage_and_lending_terms(
+    scored_universe,
+) -> None:
+    _, scored = scored_universe
+
+    assert scored["improvement_hint"].str.len().min() > 10
+    risky = scored["grade"].isin(["D", "E"])
+    assert scored.loc[risky, "reason_codes"].map(len).min() >= 1
+    assert scored["reason_codes"].map(len).max() <= 4
+    assert (scored["pd_low"] <= scored["pd_12m"]).all()
+    assert (scored["pd_12m"] <= scored["pd_high"]).all()
+    assert scored["coverage"].between(0, 1).all()
+    assert scored["indicative_rate"].between(0.085, 0.35).all()
+    lendable = scored["pd_12m"] < 0.30
+    assert (scored.loc[lendable, "credit_limit"] > 0).mean() > 0.8
+    assert (scored["credit_limit"] <= 0.20 * scored["revenue_12m"].fillna(0) + 1e-6).all()
+
+
+def test_a_short_scope_widens_the_interval_and_lowers_coverage_without_sinking_the_grade() -> None:
+    universe = Universe(seed=SEED, size=120, as_of=AS_OF)
+    profiles = universe.profiles()
+    truth = {"monthly_financials": universe.truth()["monthly_financials"]}
+    long = evaluate(truth, profiles[["sme_id"]].assign(history_months=36), as_of=AS_OF)
+    short = evaluate(truth, profiles[["sme_id"]].assign(history_months=12), as_of=AS_OF)
+
+    assert (short["coverage"] < long["coverage"]).mean() > 0.9
+    width = lambda frame: frame["pd_high"] - frame["pd_low"]  # noqa: E731
+    assert (width(short) >= width(long) - 1e-9).mean() > 0.9
+    # A year of books is no longer read as an incomplete statement of a failing firm.
+    healthy = (profiles["trajectory"] == "healthy").to_numpy()
+    assert short.loc[healthy, "pd_12m"].median() < 3 * long.loc[healthy, "pd_12m"].median()
+    assert short.loc[healthy, "pd_12m"].median() < 0.07

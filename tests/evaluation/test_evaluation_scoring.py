@@ -14,9 +14,11 @@ from evaluation.scoring import (
     REASON_TEXTS,
     SCORECARD,
     Factor,
+    LendingTerms,
     ScoringModel,
     credit_limit,
     grade,
+    improvement_hints,
     indicative_rate,
     reason_codes,
     score_points,
@@ -45,6 +47,7 @@ def _sound_firm(**changes: float | None) -> pd.DataFrame:
         "cash_to_monthly_costs": 4.0,
         "debt_to_assets": 0.3,
         "interest_coverage": 8.0,
+        "ebitda_12m": 200_000.0,
         "vat_returns_due": 8,
         "vat_on_time_rate": 1.0,
         "vat_books_revenue_ratio": 1.0,
@@ -275,31 +278,54 @@ def test_grade_bands() -> None:
     assert grade(pd_12m).tolist() == ["A", "A", "B", "B", "C", "C", "D", "D", "E", "E"]
 
 
-def test_credit_limit_is_a_month_of_revenue_scaled_by_pd_capped_and_zero_without_books() -> None:
+def test_credit_limit_is_the_annuity_the_ebitda_can_service_capped_by_revenue() -> None:
     features = pd.DataFrame(
         {
-            "months_of_accounts": [24, 24, 24, 24, 0, 24],
-            "revenue_12m": [120_000.0, 123_456.0, 120_000.0, 6_000_000.0, None, -50.0],
+            "months_of_accounts": [24, 24, 24, 24, 0, 24, 24],
+            "revenue_12m": [1_000_000.0, 100_000.0, 1_000_000.0, 1_000_000.0, None, -50.0, 500_000.0],
+            "ebitda_12m": [125_000.0, 125_000.0, 125_000.0, -10.0, 50_000.0, 10_000.0, 125_000.0],
         }
     )
-    pd_12m = pd.Series([0.06, 0.0, 0.30, 0.0, 0.01, 0.01])
+    pd_12m = pd.Series([0.02, 0.02, 0.30, 0.02, 0.01, 0.01, 0.02])
+    rate = pd.Series([0.12, 0.12, 0.12, 0.12, 0.12, 0.12, 0.0])
 
-    limits = credit_limit(features, pd_12m)
+    limits = credit_limit(features, pd_12m, rate)
 
+    # 125,000 / 1.25 = 100,000 a year = 8,333.33 a month for 36 months at 1% a month.
+    annuity = 100_000 / 12 * (1 - 1.01**-36) / 0.01
+    assert round(annuity, 2) == 250_895.88
     assert limits.tolist() == [
-        10_000 * (1 - 0.06 / 0.30),  # 8000
-        10_200.0,  # 10288 rounded down to the 100
+        200_000.0,  # capped at 20% of revenue (the annuity would be 250,896)
+        20_000.0,  # 20% of a revenue of 100,000
         0.0,  # PD at the 30% cut-off
-        250_000.0,  # cap
+        0.0,  # no EBITDA to service debt with
         0.0,  # no books
         0.0,  # no positive revenue
+        100_000.0,  # at a 0% rate 36 payments of 8,333.33 = 300,000, capped at 20% of 500,000
     ]
+    terms = LendingTerms(revenue_cap=1.0, dscr=2.0, term_months=12)
+    wider = credit_limit(features.iloc[:1], pd_12m.iloc[:1], rate.iloc[:1], terms)
+    assert wider.tolist() == [math.floor(125_000 / 2 / 12 * (1 - 1.01**-12) / 0.01 / 100) * 100]
 
 
-def test_indicative_rate_is_funding_plus_expected_loss_plus_margin_capped() -> None:
+def test_indicative_rate_is_expected_loss_plus_funding_operating_and_capital_costs_capped() -> None:
     rates = indicative_rate(pd.Series([0.0, 0.02, 0.1, 0.9]))
 
-    assert rates.tolist() == pytest.approx([0.08, 0.05 + 0.45 * 0.02 + 0.03, 0.125, 0.35])
+    assert rates.tolist() == pytest.approx([0.085, 0.45 * 0.02 + 0.085, 0.13, 0.35])
+    custom = LendingTerms(loss_given_default=0.6, funding_cost=0.04, operating_cost=0.01, capital_charge=0.02)
+    assert indicative_rate(pd.Series([0.1]), custom).tolist() == pytest.approx([0.13])
+
+
+def test_the_hint_names_the_strongest_action_and_whether_it_is_enough() -> None:
+    contributions = pd.DataFrame({"HIGH_LEVERAGE": [0.0, 2.0, 0.2, 0.0], "NO_TAX_DATA": [0.0, 0.4, 0.1, 0.0]})
+    hints = improvement_hints(pd.Series([0.005, 0.2, 0.05, 0.05]), contributions)
+
+    assert hints.tolist() == [
+        "Grade A is the best grade.",
+        "To reach grade D (PD below 15%): reduce liabilities or add equity; this alone would be enough.",
+        "To reach grade B (PD below 3%): reduce liabilities or add equity; this alone would not be enough.",
+        "To reach grade B (PD below 3%) the evidence must improve broadly.",
+    ]
 
 
 def _markdown_rows(text: str) -> dict[str, list[str]]:

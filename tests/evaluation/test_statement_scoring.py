@@ -44,7 +44,7 @@ def test_it_is_a_scoring_model_whose_every_code_has_a_text() -> None:
     model = default_statement_scoring()
 
     assert isinstance(model, ScoringModel)
-    assert model.version == MODEL_VERSION == "statement-model-1.0.0+expert-1"
+    assert model.version == MODEL_VERSION == "statement-model-1.1.0+expert-1"
     assert model.codes == [*STATEMENT_CODES, "NO_BOOKS", *EXPERT_CODES]
     assert set(model.texts) == set(model.codes)
     assert all(model.texts[c] == REASON_TEXTS[c] for c in ("NO_BOOKS", *EXPERT_CODES))
@@ -70,7 +70,7 @@ def test_the_pd_is_the_statement_logit_plus_the_expert_adjustments(hand_built) -
         _sigmoid(statement_logit[2] + sum(SME_C_EXPERT.values())),
     ]
     assert result["pd_12m"].tolist() == pytest.approx(expected)
-    assert result["model_version"].tolist() == ["statement-model-1.0.0+expert-1"] * 3
+    assert result["model_version"].tolist() == ["statement-model-1.1.0+expert-1"] * 3
     assert result["reason_codes"].iloc[1] == ["NO_BOOKS", "NO_TAX_DATA", "NO_UTILITY_DATA", "NO_SURVEY"]
     assert result["reason_texts"].iloc[1][0] == "No bookkeeping data was shared."
 

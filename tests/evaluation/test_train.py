@@ -36,3 +36,34 @@ def test_a_missing_data_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> N
     assert main(["--data", str(tmp_path / "absent.csv")]) == 2
 
     assert capsys.readouterr().err == f"train: {tmp_path / 'absent.csv'}: no such file\n"
+
+
+def test_prior_year_masking_is_seeded_label_blind_and_in_the_documented_shares() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from evaluation.train import PRIOR_YEAR_MASKS, mask_prior_years
+
+    x = pd.DataFrame({"attr1": np.arange(4000.0), "attr21": 1.0, "attr24": 2.0})
+
+    masked = mask_prior_years(x, seed=7)
+
+    assert masked.equals(mask_prior_years(x, seed=7))
+    assert masked["attr1"].equals(x["attr1"])
+    both = masked["attr21"].isna() & masked["attr24"].isna()
+    only_24 = masked["attr21"].notna() & masked["attr24"].isna()
+    assert not (masked["attr21"].isna() & masked["attr24"].notna()).any()
+    assert [both.mean(), only_24.mean()] == pytest.approx([share for _, share in PRIOR_YEAR_MASKS], abs=0.03)
+
+
+def test_psi_reference_bins_hold_every_row() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from evaluation.train import psi_reference
+
+    reference = psi_reference(pd.Series([*np.arange(100.0), np.nan, np.nan]), bins=4)
+
+    assert reference["edges"] == [24.75, 49.5, 74.25]
+    assert reference["shares"] == pytest.approx([25 / 102] * 4)
+    assert reference["missing"] == pytest.approx(2 / 102, abs=1e-6)

@@ -183,14 +183,14 @@ def test_each_lender_gets_the_version_of_its_own_scope(world: dict[str, Any]) ->
     northwind = rows_of(pull_as(world, "northwind", NOW + dt.timedelta(hours=1))["file"])
     harbor = rows_of(pull_as(world, "harbor", NOW + dt.timedelta(hours=1))["file"])
     assert [(r["dossier_id"], r["sources_used"], r["history_months"]) for r in northwind] == [
-        ("SME-000001:2026-11-01:v2:accounting@12m", ["accounting"], 12)
+        ("SME-000001:2026-11-01:v3:accounting@12m", ["accounting"], 12)
     ]
     assert northwind[0]["months_of_accounts"] == 12
     assert northwind[0]["revenue_growth_yoy"] is None  # needs 24 months: outside this scope
     assert northwind[0]["vat_on_time_rate"] is None
     assert northwind[0]["vat_books_revenue_ratio"] is None
     assert [(r["dossier_id"], r["sources_used"]) for r in harbor] == [
-        ("SME-000001:2026-11-01:v2:accounting+tax@36m", ["accounting", "tax"])
+        ("SME-000001:2026-11-01:v3:accounting+tax@36m", ["accounting", "tax"])
     ]
     assert harbor[0]["months_of_accounts"] == 30
     assert harbor[0]["vat_on_time_rate"] == 1.0
@@ -394,7 +394,7 @@ def test_every_lookup_takes_a_shard_of_seventy_thousand_ids(warehouse_url: str, 
         assert failed_pulls(session, AS_OF, ids) == {}
         record_holds(session, AS_OF, ids, [], at=NOW)
         assert sme_identity(session, ids).empty
-        assert catalog_rows(session, [f"{i}:2026-11-01:v2:accounting@12m" for i in ids]).empty
+        assert catalog_rows(session, [f"{i}:2026-11-01:v3:accounting@12m" for i in ids]).empty
         nobody = pd.DataFrame(
             {
                 "sme_id": ids[:1],

@@ -124,6 +124,12 @@ def scored_row(sme_id: str, *, sources: tuple[str, ...] = BOOKS_AND_VAT, bump: f
         reason_texts=[f"Reason {n}", "VAT returns filed late"],
         credit_limit=2500.0 * n,
         indicative_rate=0.07 + 0.005 * n,
+        pd_low=0.009 * n + bump,
+        pd_high=0.02 * n + bump,
+        coverage=round(1.0 - 0.05 * n, 4),
+        improvement_hint=f"Hint {n}",
+        consistency_score=None if n % 3 == 0 else round(1.0 - 0.1 * n, 4),
+        discrepancy_codes=["BOOKS_ABOVE_VAT"] if n % 2 else [],
     )
     return row
 
@@ -157,7 +163,7 @@ def expected_row(
     """The whole dossier row a publish must write for ``sme_id``, in schema column order."""
     name, industry, region, size, year = SMES[sme_id]
     row = {
-        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v2:{scope_of(sources)}",
+        "dossier_id": f"{sme_id}:{as_of.isoformat()}:v3:{scope_of(sources)}",
         "sme_id": sme_id,
         "sme_name": name,
         "industry": industry,
@@ -165,7 +171,7 @@ def expected_row(
         "size_band": size,
         "founded_year": year,
         "as_of_date": as_of,
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": model_version,
         "sources_used": sorted(sources),
         "published_at": published_at,
@@ -262,16 +268,16 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     assert len({path.rsplit("-", 1)[1] for path in parts}) == 1  # one attempt wrote both
     assert summary == {
         "as_of": "2026-11-01",
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": MODEL,
         "published_at": "2026-11-02T09:30:00+00:00",
         "rows": 3,
         "new_or_changed": 3,
         "unchanged": 0,
         "unpublished": 0,
-        "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v2:accounting+tax@24m"]},
+        "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v3:accounting+tax@24m"]},
         "files": parts,
-        "manifest": "manifests/dossiers/schema=2/as_of=2026-11-01.json",
+        "manifest": "manifests/dossiers/schema=3/as_of=2026-11-01.json",
         "grades": {"A": 1, "B": 1, "C": 1},
     }
     assert json.loads(json.dumps(summary)) == summary
@@ -283,7 +289,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     root = Path(store.root)
     assert read_manifest(store, AS_OF) == {
         "dataset": "dossiers",
-        "schema_version": 2,
+        "schema_version": 3,
         "model_version": MODEL,
         "as_of": "2026-11-01",
         "published_at": "2026-11-02T09:30:00+00:00",
@@ -312,7 +318,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             publish_row.files,
             publish_row.rows,
             publish_row.published_at,
-        ) == (AS_OF, 2, MODEL, summary["manifest"], 2, 3, NOW)
+        ) == (AS_OF, SCHEMA_VERSION, MODEL, summary["manifest"], 2, 3, NOW)
         publish_id = publish_row.id
     hashes = content_sha256(pq.read_table(part_path(store, 0))) + content_sha256(
         pq.read_table(part_path(store, 1))
@@ -320,10 +326,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     rows = catalog(warehouse_engine)
     assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == [
         {
-            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "sme_id": "SME-000001",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
             "scope": "accounting+tax@24m",
@@ -337,10 +343,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000002:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000002:2026-11-01:v3:accounting+tax@24m",
             "sme_id": "SME-000002",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax"],
             "scope": "accounting+tax@24m",
@@ -354,10 +360,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "published_at": NOW,
         },
         {
-            "dossier_id": "SME-000003:2026-11-01:v2:accounting+tax+utility@24m",
+            "dossier_id": "SME-000003:2026-11-01:v3:accounting+tax+utility@24m",
             "sme_id": "SME-000003",
             "as_of_date": AS_OF,
-            "schema_version": 2,
+            "schema_version": 3,
             "model_version": MODEL,
             "sources_used": ["accounting", "tax", "utility"],
             "scope": "accounting+tax+utility@24m",
@@ -389,7 +395,7 @@ def test_parquet_metadata_describes_every_column(sqlite_engine: Engine, store: S
         c.name: (parquet_type(c.type), c.nullable) for c in ALL_COLUMNS
     }
     assert schema.metadata == {
-        b"dossier_schema_version": b"2",
+        b"dossier_schema_version": b"3",
         b"model_version": MODEL.encode(),
         b"grain": b"One row per SME per as-of date.",
     }
@@ -415,13 +421,13 @@ def test_dataset_folder_reads_as_is_with_pandas_duckdb_and_polars(
 
     frame = pd.read_parquet(folder).sort_values(["sme_id", "as_of_date"])
     assert list(zip(frame["sme_id"], frame["as_of"].astype(str), frame["pd_12m"], strict=True)) == expected
-    assert set(frame["schema"].astype(str)) == {"2"}
+    assert set(frame["schema"].astype(str)) == {str(SCHEMA_VERSION)}
 
     rows = duckdb.sql(
         f"SELECT sme_id, CAST(as_of AS VARCHAR), pd_12m, \"schema\" FROM read_parquet('{folder}/**/*.parquet', "
         "hive_partitioning=true) ORDER BY sme_id, as_of"
     ).fetchall()
-    assert rows == [(*row, 2) for row in expected]
+    assert rows == [(*row, SCHEMA_VERSION) for row in expected]
 
     lazy = pl.scan_parquet(f"{folder}/**/*.parquet", hive_partitioning=True)
     polars_rows = (
@@ -538,7 +544,7 @@ def test_dossiers_without_a_consent_covering_a_lender_and_all_sources_are_withhe
 
     summary = run_publish(warehouse_engine, store, [scored(["SME-000001", "SME-000002"])])
 
-    withheld = ["SME-000002:2026-11-01:v2:accounting+tax@24m"]
+    withheld = ["SME-000002:2026-11-01:v3:accounting+tax@24m"]
     assert summary["withheld_no_consent"] == {"count": 1, "examples": withheld}, case
     assert file_rows(part_path(store, 0)) == [expected_row("SME-000001", published_at=NOW)]
     assert [row["sme_id"] for row in catalog(warehouse_engine)] == ["SME-000001"]
@@ -625,7 +631,7 @@ def test_fewer_frames_remove_stale_parts_and_unpublish_missing_dossiers(
     assert summary["unpublished"] == 1
     assert summary["withheld_no_consent"] == {
         "count": 1,
-        "examples": ["SME-000003:2026-11-01:v2:accounting+tax@24m"],
+        "examples": ["SME-000003:2026-11-01:v3:accounting+tax@24m"],
     }
     parts = listed_parts(store)
     assert sorted(p.name for p in part_path(store, 0).parent.iterdir()) == sorted(

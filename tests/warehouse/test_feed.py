@@ -130,20 +130,20 @@ def test_pull_writes_the_entitled_dossiers_and_records_deliveries(
         c.name: (parquet_type(c.type), c.description) for c in ALL_COLUMNS
     }
     assert (schema.metadata[b"dossier_schema_version"], schema.metadata[b"model_version"]) == (
-        b"2",
+        b"3",
         MODEL.encode(),
     )
     assert deliveries(warehouse_engine) == [
         (
             "northwind",
-            "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "default",
             "20261102T103000000000Z",
             PULL_AT,
         ),
         (
             "northwind",
-            "SME-000003:2026-11-01:v2:accounting+tax@24m",
+            "SME-000003:2026-11-01:v3:accounting+tax@24m",
             "default",
             "20261102T103000000000Z",
             PULL_AT,
@@ -210,7 +210,7 @@ def test_consent_lost_between_publish_and_pull_stops_the_dossier(
 
     assert (summary["delivered"], summary["not_entitled"], summary["cursor_to"]) == (1, 2, 3), case
     assert [row["sme_id"] for row in file_rows(summary["file"])] == ["SME-000003"]
-    assert [row[1] for row in deliveries(warehouse_engine)] == ["SME-000003:2026-11-01:v2:accounting+tax@24m"]
+    assert [row[1] for row in deliveries(warehouse_engine)] == ["SME-000003:2026-11-01:v3:accounting+tax@24m"]
 
 
 def test_partial_source_consent_and_wrong_recipient_never_reach_the_lender(
@@ -235,8 +235,8 @@ def test_partial_source_consent_and_wrong_recipient_never_reach_the_lender(
     assert (northwind["delivered"], northwind["not_entitled"], northwind["file"]) == (0, 2, None)
     assert [row["sme_id"] for row in file_rows(harbor["file"])] == ["SME-000005", "SME-000006"]
     assert [(row[0], row[1]) for row in deliveries(warehouse_engine)] == [
-        ("harbor", "SME-000005:2026-11-01:v2:accounting+tax@24m"),
-        ("harbor", "SME-000006:2026-11-01:v2:accounting+tax@24m"),
+        ("harbor", "SME-000005:2026-11-01:v3:accounting+tax@24m"),
+        ("harbor", "SME-000006:2026-11-01:v3:accounting+tax@24m"),
     ]
 
 
@@ -264,9 +264,9 @@ def test_filters_restrict_what_a_subscription_receives(
     # Delivery state is per lender and version: SME 4, already held through "default", is not sent again.
     assert [row["sme_id"] for row in file_rows(food["file"])] == ["SME-000001"]
     assert [(row[1], row[2]) for row in deliveries(warehouse_engine)] == [
-        ("SME-000001:2026-11-01:v2:accounting+tax@24m", "food"),
-        ("SME-000004:2026-11-01:v2:accounting+tax@24m", "default"),
-        ("SME-000006:2026-11-01:v2:accounting+tax@24m", "default"),
+        ("SME-000001:2026-11-01:v3:accounting+tax@24m", "food"),
+        ("SME-000004:2026-11-01:v3:accounting+tax@24m", "default"),
+        ("SME-000006:2026-11-01:v3:accounting+tax@24m", "default"),
     ]
 
 
@@ -300,14 +300,14 @@ def test_republished_dossiers_reach_lenders_again_only_when_changed(
     assert deliveries(warehouse_engine) == [
         (
             "northwind",
-            "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "default",
             "20261102T103000000000Z",
             PULL_AT,
         ),
         (
             "northwind",
-            "SME-000003:2026-11-01:v2:accounting+tax@24m",
+            "SME-000003:2026-11-01:v3:accounting+tax@24m",
             "default",
             "20261102T133000000000Z",
             redelivered_at,
@@ -344,13 +344,13 @@ def test_withdrawn_consent_is_reported_once_per_delivered_dossier(
     assert file_rows(path) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "withdrawn_at": revoked_at,
             "reason": "consent_revoked",
         },
         {
             "sme_id": "SME-000003",
-            "dossier_id": "SME-000003:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000003:2026-11-01:v3:accounting+tax@24m",
             "withdrawn_at": PULL_AT + dt.timedelta(minutes=40),
             "reason": "consent_expired",
         },
@@ -391,7 +391,7 @@ def test_consent_narrowed_after_delivery_is_a_withdrawal_too(
     assert file_rows(summary["withdrawals_file"]) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "withdrawn_at": at,
             "reason": "consent_no_longer_covers",
         }
@@ -423,7 +423,7 @@ def test_a_dossier_delivered_again_is_withdrawn_again(
     assert file_rows(second["withdrawals_file"]) == [
         {
             "sme_id": "SME-000001",
-            "dossier_id": "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "dossier_id": "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "withdrawn_at": PULL_AT + dt.timedelta(minutes=6),
             "reason": "consent_revoked",
         }

@@ -73,7 +73,7 @@ def test_the_page_shows_consents_and_who_pulled_which_version(world: dict[str, A
     assert rows_of(page.text, "Each dossier version a lender pulled, when, and what it said") == [
         [
             "northwind",
-            "SME-000001:2026-11-01:v2:accounting+tax@24m",
+            "SME-000001:2026-11-01:v3:accounting+tax@24m",
             "02 November 2026 10:30 UTC",
             "A",
             "1.1 %",
@@ -108,7 +108,7 @@ def test_revoking_a_lender_takes_effect_at_the_next_pull(world: dict[str, Any]) 
     assert summary["withdrawals"] == 1
     tombstones = pq.read_table(next(world["pulls"].glob("*-withdrawals.parquet"))).to_pylist()
     assert [(t["dossier_id"], t["reason"]) for t in tombstones] == [
-        ("SME-000001:2026-11-01:v2:accounting+tax@24m", "consent_revoked")
+        ("SME-000001:2026-11-01:v3:accounting+tax@24m", "consent_revoked")
     ]
 
 
