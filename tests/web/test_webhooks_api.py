@@ -40,6 +40,7 @@ def service(warehouse_url: str, tmp_path: Path) -> Any:
         secret_key="service-secret",
         webhook_retry_schedule="0,0,0",
         webhook_timeout=2.0,
+        webhook_allow_private=True,  # the receiver is on 127.0.0.1
     )
     engine = make_engine(warehouse_url)
     seed(engine)
@@ -318,3 +319,43 @@ def test_other_lenders_and_bad_keys_get_401_403_404_and_nothing_else(service: An
             "northwind",
         )
         assert session.scalar(select(func.count(WebhookMessage.id))) == 1
+
+
+def test_endpoints_on_non_public_addresses_get_400_naming_url(service: Any) -> None:
+    """DOSSIER_WEBHOOK_ALLOW_PRIVATE unset: registering, or changing to, a loopback, private or
+    link-local URL is a 400 problem naming ``url``; a public one is accepted."""
+    _client, engine, headers, settings, _receiver = service
+    guarded = dataclasses.replace(settings, webhook_allow_private=False)
+    auth = headers["northwind"]
+    with TestClient(create_app(guarded), raise_server_exceptions=False) as client:
+        for url in (
+            "http://127.0.0.1:8000/hooks",
+            "http://localhost/hooks",
+            "http://169.254.169.254/",
+            "http://[fd00::1]/",
+        ):
+            answer = client.post("/v1/webhooks", json={"url": url}, headers=auth)
+            assert (answer.status_code, answer.headers["content-type"]) == (400, "application/problem+json")
+            problem = answer.json()
+            assert (problem["status"], problem["title"], problem["instance"]) == (
+                400,
+                "DestinationRefused",
+                "/v1/webhooks",
+            )
+            assert problem["detail"].startswith("url: host "), problem
+            assert "not a public address" in problem["detail"], problem
+        created = client.post("/v1/webhooks", json={"url": "https://93.184.215.14/hooks"}, headers=auth)
+        assert created.status_code == 201, created.text
+        endpoint_id = created.json()["endpoint_id"]
+        changed = client.patch(f"/v1/webhooks/{endpoint_id}", json={"url": "http://10.0.0.7/"}, headers=auth)
+        assert (changed.status_code, changed.json()["detail"]) == (
+            400,
+            "url: host '10.0.0.7' resolves to 10.0.0.7, not a public address "
+            "(loopback, private, link-local and other non-global addresses are refused)",
+        )
+        assert (
+            client.get(f"/v1/webhooks/{endpoint_id}", headers=auth).json()["url"]
+            == "https://93.184.215.14/hooks"
+        )
+    with session_scope(engine) as session:
+        assert session.scalars(select(WebhookEndpoint.url)).all() == ["https://93.184.215.14/hooks"]
