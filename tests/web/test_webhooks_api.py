@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warehouse"))
 from test_dossier_store import NOW, give_consent, run_publish, scored, seed
 from test_webhooks import Receiver
 
-from dossier.settings import for_home
+from dossier.pipeline import push_webhooks
+from dossier.settings import for_home, override
 from dossier.web.app import create_app
 from warehouse import keys, webhooks
 from warehouse.db import make_engine, session_scope
@@ -359,3 +360,36 @@ def test_endpoints_on_non_public_addresses_get_400_naming_url(service: Any) -> N
         )
     with session_scope(engine) as session:
         assert session.scalars(select(WebhookEndpoint.url)).all() == ["https://93.184.215.14/hooks"]
+
+
+def test_the_publish_dags_webhook_step_pushes_without_the_service(service: Any) -> None:
+    """``send_webhooks`` of the publish DAG (``dossier.pipeline.push_webhooks``), no worker running:
+    the feed's delivery, the queue and one send pass push exactly the HTTP feed, signed; what failed
+    goes out at the next pass."""
+    client, _engine, headers, settings, receiver = service
+    auth = headers["northwind"]
+    endpoint_id = create(client, auth, receiver)["endpoint_id"]
+    receiver.script = {2: [503]}
+    with override(settings):
+        first = push_webhooks()
+        assert first == {
+            "appended": 2,
+            "queued": 2,
+            "claimed": 2,
+            "delivered": 1,
+            "retrying": 1,
+            "failed": 0,
+            "disabled": [],
+        }
+        second = push_webhooks()
+    assert (second["appended"], second["queued"], second["claimed"], second["delivered"]) == (0, 0, 1, 1)
+    feed = client.get("/v1/feed", headers=auth).json()["events"]
+    assert [seen[2] for seen in receiver.seen] == [[0], [0], [0]]
+    assert [p["data"]["seq"] for _i, p, _v in receiver.seen] in ([1, 2, 2], [2, 1, 2])
+    pushed = {p["data"]["seq"]: p["data"] for _i, p, _v in receiver.seen}
+    assert [pushed[e["seq"]] for e in feed] == [{**e, "as_of_date": "2026-11-01"} for e in feed]
+    page = client.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=auth).json()["deliveries"]
+    assert [(m["seq"], m["status"], m["attempts"]) for m in page] == [
+        (2, "delivered", 2),
+        (1, "delivered", 1),
+    ]
