@@ -202,10 +202,17 @@ def scenario(work: Path, name: str, messages: int, workers: int, hanging: int) -
     url = f"sqlite:///{work / f'{name}.db'}"
     _prepare(url, messages)
     engine = make_engine(url)
-    config = webhooks.SendConfig(secret_key=SECRET_KEY, schedule=(0, 0, 0), timeout=TIMEOUT, workers=workers)
+    config = webhooks.SendConfig(
+        secret_key=SECRET_KEY, schedule=(0, 0, 0), timeout=TIMEOUT, workers=workers, allow_private=True
+    )
     with session_scope(engine) as session:
         secret, endpoint = webhooks.create_endpoint(
-            session, "northwind", "http://127.0.0.1/", secret_key=SECRET_KEY, at=dt.datetime.now(dt.UTC)
+            session,
+            "northwind",
+            "http://127.0.0.1/",
+            secret_key=SECRET_KEY,
+            allow_private=True,
+            at=dt.datetime.now(dt.UTC),
         )
         endpoint.last_seq = 0  # queue the whole feed: enqueue is part of what is measured
     engine.dispose()

@@ -13,6 +13,8 @@ with `{"as_of": "YYYY-MM-DD"}`.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
 * `build_data_docs`: renders the validation results as Great Expectations Data Docs under `var/gx`.
+* `send_webhooks`: after the publish, pushes the lenders' new feed events to their webhook endpoints (one
+  send pass of the webhook worker), so a deployment without the web service still pushes.
 
 **A run for some SMEs**: when every triggering Asset event carries `sme_ids` (a grant's ingest run), or the
 conf names them, only the shards that hold them are validated, only those SMEs are evaluated (the other SMEs'
@@ -118,11 +120,20 @@ def sme_dossier_publish() -> None:
 
         return run_step(f"build_data_docs as of {as_of}", build, parse_as_of(as_of))
 
+    @task
+    def send_webhooks(as_of: str, published: dict) -> dict:
+        from dossier.pipeline import push_webhooks
+        from dossier.tasks import run_step
+
+        return run_step(f"send webhooks after the publish as of {as_of}", push_webhooks)
+
     as_of = resolve_as_of()
     scope = resolve_scope()
     validations = validate.partial(as_of=as_of).expand(shard=plan_shards(scope))
     evaluations = evaluate.partial(scope=scope).expand(validation=validations)
-    build_data_docs(as_of, publish(as_of, evaluations))
+    published = publish(as_of, evaluations)
+    build_data_docs(as_of, published)
+    send_webhooks(as_of, published)
 
 
 sme_dossier_publish()

@@ -836,6 +836,7 @@ def cmd_webhooks_add(args: argparse.Namespace) -> int:
             secret_key=get_settings().kept_secret("secret_key"),
             event_types=types,
             description=args.description or "",
+            allow_private=get_settings().webhook_allow_private,
         )
     console.print(
         f"endpoint {endpoint.endpoint_id} of {endpoint.lender_id} for {', '.join(endpoint.event_types)} "

@@ -404,6 +404,17 @@ def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]
     return summary
 
 
+def push_webhooks() -> dict[str, Any]:
+    """Push lenders' feeds to their webhook endpoints once (:func:`warehouse.webhooks.run_once`): the
+    feed's delivery for every lender with an enabled endpoint, the new feed events queued, and one
+    send pass over what is due. For deployments without the web service's worker; what fails now is
+    retried on the schedule by the next pass (the next publish, ``dossier webhooks send`` or a worker)."""
+    from warehouse import webhooks
+    from warehouse.db import get_engine
+
+    return webhooks.run_once(get_engine(), Store.from_settings(), get_settings().webhook_config())
+
+
 def build_data_docs(as_of: dt.date) -> dict[str, Any]:
     """Render the Great Expectations Data Docs of ``as_of``'s validations into the home folder."""
     from expectations.runner import build_data_docs as build

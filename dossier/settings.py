@@ -167,6 +167,12 @@ class Environment(BaseSettings):
         description="Seconds between two runs of the feed's delivery for the lenders with a webhook endpoint "
         "(new versions and withdrawals reach their feed, and so their webhooks, without a feed read).",
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhook endpoints be on loopback, private, link-local or other non-global addresses "
+        "(tests and local development); by default such a URL is refused when an endpoint is registered or "
+        "changed, and again when the worker connects.",
+    )
     airflow_api_url: str = Field(
         "",
         description="Base URL of an Airflow 3 API server (e.g. http://127.0.0.1:8080): a grant then triggers "
@@ -408,6 +414,7 @@ class Settings:
     webhook_workers: int = 8
     webhook_poll_seconds: float = 2.0
     webhook_sync_seconds: float = 30.0
+    webhook_allow_private: bool = False
     airflow_api_url: str = ""
     airflow_username: str = "admin"
     airflow_password: str = ""
@@ -472,6 +479,7 @@ class Settings:
             webhook_workers=parsed.webhook_workers,
             webhook_poll_seconds=float(parsed.webhook_poll_seconds),
             webhook_sync_seconds=float(parsed.webhook_sync_seconds),
+            webhook_allow_private=parsed.webhook_allow_private,
             airflow_api_url=parsed.airflow_api_url.rstrip("/"),
             airflow_username=parsed.airflow_username,
             airflow_password=parsed.airflow_password,
@@ -518,6 +526,7 @@ class Settings:
             schedule=parse_schedule(self.webhook_retry_schedule),
             timeout=self.webhook_timeout,
             workers=self.webhook_workers,
+            allow_private=self.webhook_allow_private,
         )
 
     @property

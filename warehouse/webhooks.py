@@ -25,6 +25,14 @@ specification's example: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h);
 spent the message is ``failed``. ``410 Gone`` disables the endpoint at once. :func:`replay` and
 :func:`replay_range` send messages again (a new round of the schedule, the same ``webhook-id``).
 
+Messages go only to public addresses (against server-side request forgery): an endpoint URL whose
+host is, or resolves to, a loopback, private, link-local or other non-global address is refused
+when it is registered or changed (:func:`check_destination`), and again when each connection is
+made (:class:`GuardedTransport`: the address checked is the one connected to, so a DNS answer that
+changed since is caught); such an attempt fails like an unreachable receiver and is retried on the
+schedule. ``allow_private`` (:class:`SendConfig`, the functions that take a URL) lifts the rule for
+tests and local development.
+
 >>> parse_schedule("0, 5, 300")
 (0.0, 5.0, 300.0)
 >>> next_attempt_delay((0.0, 5.0, 300.0), attempts=1), next_attempt_delay((0.0, 5.0, 300.0), attempts=3)
@@ -36,9 +44,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 import uuid
@@ -48,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select, update
@@ -127,6 +138,9 @@ class SendConfig:
     timeout: float = 15.0
     workers: int = 8
     batch: int = 200
+    allow_private: bool = False
+    """Send to loopback, private, link-local and other non-global addresses too (tests, local
+    development); by default such a destination is refused when each connection is made."""
 
 
 # --- secrets ------------------------------------------------------------------------------------------
@@ -177,11 +191,134 @@ def sign(secrets_: Iterable[str], message_id: str, timestamp: dt.datetime, body:
 def check_url(url: str) -> str:
     """``url`` if it is an absolute http(s) URL with a host, else :class:`WebhookError`."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > MAX_URL:
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or out of range
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or len(url) > MAX_URL:
         raise WebhookError(
             f"url: {url!r} is not an absolute http:// or https:// URL (at most {MAX_URL} characters)"
         )
     return url
+
+
+# --- where messages may go (server-side request forgery) --------------------------------------------
+
+
+class DestinationRefused(WebhookError):
+    """An endpoint URL whose host is, or resolves to, an address that is not a public one."""
+
+
+def is_public_address(address: str) -> bool:
+    """Whether ``address`` is a global unicast address: loopback, private, link-local, shared
+    (carrier-grade NAT), reserved, unspecified and multicast addresses are not, nor an IPv6 address
+    that embeds one of those (IPv4-mapped, 6to4, NAT64 translated).
+
+    >>> [is_public_address(a) for a in ("93.184.215.14", "127.0.0.1", "10.1.2.3", "169.254.169.254")]
+    [True, False, False, False]
+    >>> [is_public_address(a) for a in ("2606:4700::1111", "::1", "fe80::1%eth0", "::ffff:127.0.0.1")]
+    [True, False, False, False]
+    >>> [is_public_address(a) for a in ("100.64.0.1", "0.0.0.0", "224.0.0.251", "64:ff9b::a00:1")]
+    [False, False, False, False]
+    """
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in ipaddress.IPv6Network("64:ff9b::/96"):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and not is_public_address(str(embedded)):
+            return False
+    return ip.is_global and not ip.is_multicast
+
+
+def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to now, if every one is public (:func:`is_public_address`),
+    else :class:`DestinationRefused` naming the first that is not (or saying the host does not resolve)."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise DestinationRefused(f"url: host {host!r} does not resolve ({error})") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+    refused = [a for a in addresses if not is_public_address(a)]
+    if refused or not addresses:
+        raise DestinationRefused(
+            f"url: host {host!r} resolves to {refused[0] if refused else 'nothing'}, not a public address "
+            "(loopback, private, link-local and other non-global addresses are refused)"
+        )
+    return addresses
+
+
+def check_destination(url: str, *, allow_private: bool = False) -> str:
+    """``url`` if it is a valid endpoint URL (:func:`check_url`) whose host resolves only to public
+    addresses; with ``allow_private`` (tests, local development) any host will do. The same rule is
+    applied again to every connection the worker makes (DNS can change after the check)."""
+    check_url(url)
+    if not allow_private:
+        parts = urlsplit(url)
+        public_addresses(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    return url
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to public addresses: the host is resolved here, checked, and the connection
+    made to the checked address (TLS still verifies the host name), so a name that resolves to a
+    public address when checked and a private one when connecting never reaches the private one."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            addresses = public_addresses(host, port)
+        except DestinationRefused as error:
+            raise httpcore.ConnectError(str(error)) from None
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                failure = error
+        assert failure is not None
+        raise failure
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("a Unix socket is not a webhook destination")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport, connecting through :class:`_GuardedBackend` (no proxy: a message goes
+    straight to the endpoint's public address)."""
+
+    def __init__(self) -> None:
+        super().__init__(trust_env=False)
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_GuardedBackend(),
+        )
+
+
+def sending_client(config: SendConfig) -> httpx.Client:
+    """The HTTP client the worker sends with: redirects are not followed, and unless
+    ``config.allow_private`` every connection goes only to a public address (:class:`GuardedTransport`)."""
+    if config.allow_private:
+        return httpx.Client(follow_redirects=False)
+    return httpx.Client(follow_redirects=False, transport=GuardedTransport())
 
 
 def check_event_types(types: Iterable[str] | None) -> list[str]:
@@ -201,10 +338,12 @@ def create_endpoint(
     secret_key: str,
     event_types: Iterable[str] | None = None,
     description: str = "",
+    allow_private: bool = False,
     at: dt.datetime | None = None,
 ) -> tuple[str, WebhookEndpoint]:
     """Register an endpoint; returns its secret (shown this once) and the row. It receives the
-    lender's feed events appended from now on (:func:`replay_range` sends earlier ones)."""
+    lender's feed events appended from now on (:func:`replay_range` sends earlier ones). The URL
+    must resolve to public addresses only, unless ``allow_private`` (:func:`check_destination`)."""
     at = at or utcnow()
     if session.get(Lender, lender_id) is None:
         raise UnknownEndpoint(f"unknown lender {lender_id!r}")
@@ -212,7 +351,7 @@ def create_endpoint(
     endpoint = WebhookEndpoint(
         endpoint_id="ep_" + uuid.uuid4().hex[:24],
         lender_id=lender_id,
-        url=check_url(url),
+        url=check_destination(url, allow_private=allow_private),
         description=description,
         event_types=check_event_types(event_types),
         enabled=True,
@@ -252,11 +391,13 @@ def change_endpoint(
     event_types: Iterable[str] | None = None,
     description: str | None = None,
     enabled: bool | None = None,
+    allow_private: bool = False,
     at: dt.datetime | None = None,
 ) -> WebhookEndpoint:
-    """Change what is given; enabling an endpoint (one a 410 disabled, say) clears why it was disabled."""
+    """Change what is given; enabling an endpoint (one a 410 disabled, say) clears why it was disabled.
+    A new URL is checked as at creation (:func:`check_destination`)."""
     if url is not None:
-        endpoint.url = check_url(url)
+        endpoint.url = check_destination(url, allow_private=allow_private)
     if event_types is not None:
         endpoint.event_types = check_event_types(event_types)
     if description is not None:
@@ -758,7 +899,7 @@ def send_due(
     if not jobs:
         return report
     own = client is None
-    client = client or httpx.Client(follow_redirects=False)
+    client = client or sending_client(config)
     try:
         with ThreadPoolExecutor(max_workers=max(1, min(config.workers, len(jobs)))) as pool:
             futures = {pool.submit(post, client, job, timeout=config.timeout): job for job in jobs}

@@ -200,7 +200,9 @@ OwnEndpoint = Annotated[WebhookEndpoint, Depends(_endpoint)]
 def create_endpoint(
     body: EndpointBody, session: SessionDep, key: LenderKeyDep, settings: SettingsDep
 ) -> NewEndpoint:
-    """Register an endpoint; it receives the feed events appended from now on."""
+    """Register an endpoint; it receives the feed events appended from now on. A URL whose host
+    resolves to a loopback, private, link-local or other non-global address is refused (400 naming
+    ``url``) unless the service allows private destinations (DOSSIER_WEBHOOK_ALLOW_PRIVATE)."""
     secret, row = webhooks.create_endpoint(
         session,
         key.lender_id,
@@ -208,6 +210,7 @@ def create_endpoint(
         secret_key=settings.kept_secret("secret_key"),
         event_types=body.event_types,
         description=body.description,
+        allow_private=settings.webhook_allow_private,
     )
     return NewEndpoint(**EndpointView.of(row).model_dump(), secret=secret)
 
@@ -223,13 +226,16 @@ def get_endpoint(endpoint: OwnEndpoint) -> EndpointView:
 
 
 @router.patch("/{endpoint_id}", response_model=EndpointView)
-def change_endpoint(body: EndpointChange, endpoint: OwnEndpoint, session: SessionDep) -> EndpointView:
+def change_endpoint(
+    body: EndpointChange, endpoint: OwnEndpoint, session: SessionDep, settings: SettingsDep
+) -> EndpointView:
     webhooks.change_endpoint(
         endpoint,
         url=body.url,
         event_types=body.event_types,
         description=body.description,
         enabled=body.enabled,
+        allow_private=settings.webhook_allow_private,
     )
     session.flush()
     return EndpointView.of(endpoint)

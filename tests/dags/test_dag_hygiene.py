@@ -78,3 +78,9 @@ def test_ingest_maps_one_task_per_source_over_shards(dagbag) -> None:
     mapped = {t.task_id for t in ingest.tasks if t.task_id.startswith("ingest_")}
     assert mapped == {f"ingest_{s}" for s in SOURCES}
     assert all(ingest.get_task(t).is_mapped for t in mapped)
+
+
+def test_publish_dag_sends_webhooks_right_after_the_publish(dagbag) -> None:
+    publish = dagbag.dags["sme_dossier_publish"]
+    assert publish.get_task("send_webhooks").upstream_task_ids == {"publish", "resolve_as_of"}
+    assert publish.get_task("send_webhooks").downstream_task_ids == set()

@@ -31,8 +31,13 @@ from warehouse.models import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from warehouse.storage import Store
 
 SECRET_KEY = "test-secret-key"
-FAST = webhooks.SendConfig(secret_key=SECRET_KEY, schedule=(0, 0, 0, 0), timeout=1.0, workers=4)
-"""Every retry due at once, so a test steps through the schedule by calling send_due again."""
+FAST = webhooks.SendConfig(
+    secret_key=SECRET_KEY, schedule=(0, 0, 0, 0), timeout=1.0, workers=4, allow_private=True
+)
+"""Every retry due at once, so a test steps through the schedule by calling send_due again; the
+receivers are on 127.0.0.1, so private destinations are allowed (as DOSSIER_WEBHOOK_ALLOW_PRIVATE)."""
+PUBLIC_URL = "https://93.184.215.14/hooks"
+"""A public address (a literal: checking it needs no DNS lookup, and nothing is ever sent to it)."""
 
 
 class Receiver:
@@ -117,7 +122,7 @@ def world(warehouse_engine: Engine, tmp_path: Path) -> tuple[Engine, Store]:
 def add_endpoint(engine: Engine, receiver: Receiver, lender_id: str = "northwind", **options: Any) -> str:
     with session_scope(engine) as session:
         secret, endpoint = webhooks.create_endpoint(
-            session, lender_id, receiver.url, secret_key=SECRET_KEY, **options
+            session, lender_id, receiver.url, secret_key=SECRET_KEY, **{"allow_private": True, **options}
         )
     receiver.secrets.append(secret)
     return endpoint.endpoint_id
@@ -414,10 +419,10 @@ def test_bad_endpoint_input_is_refused_naming_the_field(world: tuple[Engine, Sto
             webhooks.create_endpoint(session, "northwind", "ftp://x", secret_key=SECRET_KEY)
         with pytest.raises(webhooks.WebhookError, match=r"^event_types: unknown 'dossier\.read'"):
             webhooks.create_endpoint(
-                session, "northwind", "http://127.0.0.1/", secret_key=SECRET_KEY, event_types=["dossier.read"]
+                session, "northwind", PUBLIC_URL, secret_key=SECRET_KEY, event_types=["dossier.read"]
             )
         with pytest.raises(webhooks.UnknownEndpoint, match="unknown lender 'nobody'"):
-            webhooks.create_endpoint(session, "nobody", "http://127.0.0.1/", secret_key=SECRET_KEY)
+            webhooks.create_endpoint(session, "nobody", PUBLIC_URL, secret_key=SECRET_KEY)
         assert session.scalars(select(WebhookEndpoint)).all() == []
 
 
@@ -436,3 +441,72 @@ def test_the_first_attempt_waits_the_schedules_first_entry(
         }
     assert waits == {3600.0}
     assert receiver.seen == []
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://127.0.0.1:9/hooks", "127.0.0.1"),
+        ("http://localhost/hooks", None),  # the hosts file: 127.0.0.1 or ::1
+        ("http://[::1]/hooks", "::1"),
+        ("http://10.0.0.7/hooks", "10.0.0.7"),
+        ("http://192.168.1.20/hooks", "192.168.1.20"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://100.64.0.1/", "100.64.0.1"),
+        ("http://0.0.0.0/", "0.0.0.0"),
+        ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1"),
+        ("http://[fd00::1]/", "fd00::1"),
+        ("http://2130706433/", "127.0.0.1"),  # 127.0.0.1 written as one number
+    ],
+)
+def test_endpoints_on_non_public_addresses_are_refused(
+    world: tuple[Engine, Store], url: str, refused: str | None
+) -> None:
+    engine, _store = world
+    with session_scope(engine) as session:
+        with pytest.raises(webhooks.DestinationRefused) as raised:
+            webhooks.create_endpoint(session, "northwind", url, secret_key=SECRET_KEY)
+        detail = str(raised.value)
+        assert detail.startswith("url: host "), detail
+        assert "not a public address" in detail, detail
+        if refused is not None:
+            assert f" resolves to {refused}, " in detail, detail
+        _secret, endpoint = webhooks.create_endpoint(session, "northwind", PUBLIC_URL, secret_key=SECRET_KEY)
+        with pytest.raises(webhooks.DestinationRefused, match=r"^url: host "):
+            webhooks.change_endpoint(endpoint, url=url)
+        assert endpoint.url == PUBLIC_URL
+        assert [e.url for e in session.scalars(select(WebhookEndpoint))] == [PUBLIC_URL]
+        allowed = webhooks.change_endpoint(endpoint, url=url, allow_private=True)
+        assert allowed.url == url
+
+
+def test_a_non_public_destination_is_refused_again_when_sending(
+    world: tuple[Engine, Store], receiver: Receiver
+) -> None:
+    """The URL passed at registration (allowed then, or its name resolved elsewhere since): the
+    worker refuses to connect, logs why, retries on the schedule, and the receiver sees nothing."""
+    engine, store = world
+    endpoint_id = add_endpoint(engine, receiver)
+    guarded = dataclasses.replace(FAST, allow_private=False, schedule=(0, 3600))
+    with session_scope(engine) as session:
+        endpoint = webhooks.get_endpoint(session, endpoint_id)
+        message_id = webhooks.send_test(session, endpoint).message_id
+    report = step(engine, store, guarded)
+    assert (report["claimed"], report["delivered"], report["retrying"]) == (3, 0, 3)
+    assert receiver.seen == []
+    with session_scope(engine) as session:
+        endpoint = webhooks.get_endpoint(session, endpoint_id)
+        message = webhooks.get_message(session, endpoint, message_id)
+        attempts = webhooks.attempts_of(session, message)
+        assert (message.status, message.attempts, message.last_status_code) == ("pending", 1, None)
+        assert [(a.status_code, a.error) for a in attempts] == [
+            (
+                None,
+                "ConnectError: url: host '127.0.0.1' resolves to 127.0.0.1, not a public address "
+                "(loopback, private, link-local and other non-global addresses are refused)",
+            )
+        ]
+        assert endpoint.enabled
+        webhooks.replay(session, endpoint, message_id)
+    assert step(engine, store, FAST)["delivered"] == 1, "allowed, the same message goes out"
+    assert [seen[0] for seen in receiver.seen] == [message_id]

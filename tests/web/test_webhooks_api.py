@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warehouse"))
 from test_dossier_store import NOW, give_consent, run_publish, scored, seed
 from test_webhooks import Receiver
 
-from dossier.settings import for_home
+from dossier.pipeline import push_webhooks
+from dossier.settings import for_home, override
 from dossier.web.app import create_app
 from warehouse import keys, webhooks
 from warehouse.db import make_engine, session_scope
@@ -40,6 +41,7 @@ def service(warehouse_url: str, tmp_path: Path) -> Any:
         secret_key="service-secret",
         webhook_retry_schedule="0,0,0",
         webhook_timeout=2.0,
+        webhook_allow_private=True,  # the receiver is on 127.0.0.1
     )
     engine = make_engine(warehouse_url)
     seed(engine)
@@ -318,3 +320,76 @@ def test_other_lenders_and_bad_keys_get_401_403_404_and_nothing_else(service: An
             "northwind",
         )
         assert session.scalar(select(func.count(WebhookMessage.id))) == 1
+
+
+def test_endpoints_on_non_public_addresses_get_400_naming_url(service: Any) -> None:
+    """DOSSIER_WEBHOOK_ALLOW_PRIVATE unset: registering, or changing to, a loopback, private or
+    link-local URL is a 400 problem naming ``url``; a public one is accepted."""
+    _client, engine, headers, settings, _receiver = service
+    guarded = dataclasses.replace(settings, webhook_allow_private=False)
+    auth = headers["northwind"]
+    with TestClient(create_app(guarded), raise_server_exceptions=False) as client:
+        for url in (
+            "http://127.0.0.1:8000/hooks",
+            "http://localhost/hooks",
+            "http://169.254.169.254/",
+            "http://[fd00::1]/",
+        ):
+            answer = client.post("/v1/webhooks", json={"url": url}, headers=auth)
+            assert (answer.status_code, answer.headers["content-type"]) == (400, "application/problem+json")
+            problem = answer.json()
+            assert (problem["status"], problem["title"], problem["instance"]) == (
+                400,
+                "DestinationRefused",
+                "/v1/webhooks",
+            )
+            assert problem["detail"].startswith("url: host "), problem
+            assert "not a public address" in problem["detail"], problem
+        created = client.post("/v1/webhooks", json={"url": "https://93.184.215.14/hooks"}, headers=auth)
+        assert created.status_code == 201, created.text
+        endpoint_id = created.json()["endpoint_id"]
+        changed = client.patch(f"/v1/webhooks/{endpoint_id}", json={"url": "http://10.0.0.7/"}, headers=auth)
+        assert (changed.status_code, changed.json()["detail"]) == (
+            400,
+            "url: host '10.0.0.7' resolves to 10.0.0.7, not a public address "
+            "(loopback, private, link-local and other non-global addresses are refused)",
+        )
+        assert (
+            client.get(f"/v1/webhooks/{endpoint_id}", headers=auth).json()["url"]
+            == "https://93.184.215.14/hooks"
+        )
+    with session_scope(engine) as session:
+        assert session.scalars(select(WebhookEndpoint.url)).all() == ["https://93.184.215.14/hooks"]
+
+
+def test_the_publish_dags_webhook_step_pushes_without_the_service(service: Any) -> None:
+    """``send_webhooks`` of the publish DAG (``dossier.pipeline.push_webhooks``), no worker running:
+    the feed's delivery, the queue and one send pass push exactly the HTTP feed, signed; what failed
+    goes out at the next pass."""
+    client, _engine, headers, settings, receiver = service
+    auth = headers["northwind"]
+    endpoint_id = create(client, auth, receiver)["endpoint_id"]
+    receiver.script = {2: [503]}
+    with override(settings):
+        first = push_webhooks()
+        assert first == {
+            "appended": 2,
+            "queued": 2,
+            "claimed": 2,
+            "delivered": 1,
+            "retrying": 1,
+            "failed": 0,
+            "disabled": [],
+        }
+        second = push_webhooks()
+    assert (second["appended"], second["queued"], second["claimed"], second["delivered"]) == (0, 0, 1, 1)
+    feed = client.get("/v1/feed", headers=auth).json()["events"]
+    assert [seen[2] for seen in receiver.seen] == [[0], [0], [0]]
+    assert [p["data"]["seq"] for _i, p, _v in receiver.seen] in ([1, 2, 2], [2, 1, 2])
+    pushed = {p["data"]["seq"]: p["data"] for _i, p, _v in receiver.seen}
+    assert [pushed[e["seq"]] for e in feed] == [{**e, "as_of_date": "2026-11-01"} for e in feed]
+    page = client.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=auth).json()["deliveries"]
+    assert [(m["seq"], m["status"], m["attempts"]) for m in page] == [
+        (2, "delivered", 2),
+        (1, "delivered", 1),
+    ]

@@ -3,6 +3,7 @@ receiver that verifies the signature, read the log, replay, remove; mistakes get
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warehouse"))
 from test_webhooks import Receiver
 
 from dossier.cli import EXIT_ERROR, EXIT_OK, main
-from dossier.settings import Settings
+from dossier.settings import Settings, override
 
 
 @pytest.fixture
@@ -24,10 +25,26 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def lender(capsys: pytest.CaptureFixture[str], home: Settings) -> str:
+def lender(capsys: pytest.CaptureFixture[str], home: Settings) -> Iterator[str]:
+    """A lender; the receiver is on 127.0.0.1, so private destinations are allowed (as
+    DOSSIER_WEBHOOK_ALLOW_PRIVATE=true does)."""
+    with override(dataclasses.replace(home, webhook_allow_private=True)):
+        assert main(["lender", "add", "northwind-capital"]) == EXIT_OK
+        capsys.readouterr()
+        yield "northwind-capital"
+
+
+def test_a_loopback_endpoint_is_refused_by_default(capsys, home: Settings) -> None:
     assert main(["lender", "add", "northwind-capital"]) == EXIT_OK
     capsys.readouterr()
-    return "northwind-capital"
+    status, out, err = run(
+        capsys, "webhooks", "add", "--lender", "northwind-capital", "--url", "http://127.0.0.1:9/hooks"
+    )
+    assert (status, out) == (EXIT_ERROR, "")
+    assert err.splitlines() == [
+        "dossier: error: url: host '127.0.0.1' resolves to 127.0.0.1, not a public address "
+        "(loopback, private, link-local and other non-global addresses are refused)"
+    ]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
