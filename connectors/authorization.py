@@ -20,13 +20,13 @@ import base64
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import requests
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session
 
+from connectors.core.providers import ProviderEndpoint
 from warehouse.errors import DossierError
 from warehouse.models import ConnectorLink, OAuthRequest, ProviderToken
 
@@ -48,21 +48,8 @@ def fernet_for(secret_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-@dataclass(frozen=True)
-class Provider:
-    """Where one source's provider is reached and who we are to it (from settings)."""
-
-    base_url: str
-    client_id: str
-    client_secret: str
-
-    @property
-    def authorize_url(self) -> str:
-        return f"{self.base_url}/oauth/authorize"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base_url}/oauth/token"
+Provider = ProviderEndpoint
+"""Where one source's provider is reached and who we are to it (from settings)."""
 
 
 def start(

@@ -22,6 +22,7 @@ the others. A re-run of the same shard and date gives the same files and the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -44,7 +45,8 @@ from connectors.core.http import SYSTEM_CLOCK, Clock, make_session
 from connectors.core.landing import LandedPayload, land_page, record_payloads, run_hash
 from connectors.core.parsing import ParseResult, SmePages, no_rejects
 from connectors.core.streams import RawPage
-from connectors.registry import connector_for, provider_base_url
+from connectors.registry import connector_for, provider_endpoint
+from connectors.tax.fraud_prevention import FraudPrevention
 from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.consent import as_of_instant, pull_window, pull_windows
@@ -399,7 +401,8 @@ def ingest_shard(
     """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
 
     ``session_factory`` (default :func:`warehouse.db.session_scope`) opens warehouse transactions;
-    ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
+    ``store`` defaults to the configured store; the provider (base URL, token endpoint, client id
+    and secret) is :func:`provider_endpoint`'s, unless ``base_url`` names another. ``consent_at``
     is the instant consents must be active at (default: the start of the as-of day, UTC, so that
     every re-run of a day decides alike; a revoked consent is never active, whatever the instant).
     The pull happens ``now`` (default: the current instant, read again before each SME), and the
@@ -415,7 +418,10 @@ def ingest_shard(
         raise ValueError(f"shard {shard} outside 0..{settings.shard_count - 1} (DOSSIER_SHARD_COUNT)")
     session_factory = session_factory or session_scope
     store = store or Store.from_settings()
-    base_url = provider_base_url(source, settings) if base_url is None else base_url
+    endpoint = provider_endpoint(source, settings)
+    if base_url is not None and base_url != endpoint.base_url:  # a caller's own provider (tests, a backfill)
+        endpoint = dataclasses.replace(endpoint, base_url=base_url, token_endpoint="")
+    fraud = FraudPrevention.of_this_machine(settings.device_id(), settings.vendor_license_ids)
     consent_at = consent_at or as_of_instant(as_of)
     clock = clock or SYSTEM_CLOCK
 
@@ -453,13 +459,15 @@ def ingest_shard(
         window = PullWindow.for_history(as_of, months)
         data_session, token_session = sessions.pair()
         http = HttpContext(
-            base_url,
+            endpoint.base_url,
             data_session,
             token_session,
             settings.http_timeout,
             clock,
-            client_id=settings.oauth_client_id,
-            client_secret=settings.oauth_client_secret,
+            client_id=endpoint.client_id,
+            client_secret=endpoint.client_secret,
+            token_url=endpoint.token_url,
+            fraud_prevention=fraud,
         )
         return pull_one(connector, connection, window, http, store)
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -31,6 +31,9 @@ from connectors.core.auth import OAuth2RefreshAuth, require_credential
 from connectors.core.http import SYSTEM_CLOCK, Clock, ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import RawPage
+
+if TYPE_CHECKING:
+    from connectors.tax.fraud_prevention import FraudPrevention
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -91,6 +94,10 @@ class HttpContext:
     clock: Clock = SYSTEM_CLOCK
     client_id: str = ""
     client_secret: str = ""
+    token_url: str = ""
+    """The provider's OAuth token endpoint; empty: ``{base_url}/oauth/token``."""
+    fraud_prevention: FraudPrevention | None = None
+    """What the HMRC connector sends as fraud-prevention headers (None: this machine's defaults)."""
 
 
 class Connector(ABC):
@@ -120,7 +127,12 @@ class Connector(ABC):
             auth=self.authenticate(connection, http),
             timeout=http.timeout,
             headers=self.headers,
+            fresh_headers=self.fresh_headers(http),
         )
+
+    def fresh_headers(self, http: HttpContext) -> Callable[[], Mapping[str, str]] | None:
+        """Headers this source's provider wants collected anew for each request (none by default)."""
+        return None
 
 
 class OAuth2Connector(Connector):
@@ -138,7 +150,7 @@ class OAuth2Connector(Connector):
             return require_credential(credentials, name, sme_id=connection.sme_id, source=self.source)
 
         return OAuth2RefreshAuth(
-            http.base_url.rstrip("/") + self.token_path,
+            http.token_url or http.base_url.rstrip("/") + self.token_path,
             client_id=credential("client_id"),
             client_secret=credential("client_secret"),
             refresh_token=credential("refresh_token"),

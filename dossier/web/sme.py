@@ -197,12 +197,11 @@ RETURN_COOKIE = "dossier_return"
 
 
 def _provider(settings: Settings, source: str) -> authorization.Provider | None:
-    """The OAuth provider of ``source`` (today every source hangs off ``DOSSIER_SANDBOX_URL``)."""
-    if not settings.sandbox_url or source not in OAUTH_SOURCES:
+    """The OAuth provider of ``source`` as configured (``DOSSIER_PROVIDERS``, else the sandbox)."""
+    provider = settings.provider(source)
+    if not provider.configured or source not in OAUTH_SOURCES:
         return None
-    return authorization.Provider(
-        f"{settings.sandbox_url}/{source}", settings.oauth_client_id, settings.oauth_client_secret
-    )
+    return provider
 
 
 def _account_at(session: SessionDep, sme_id: str, source: str) -> str | None:
