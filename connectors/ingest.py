@@ -35,12 +35,14 @@ from typing import Any
 
 import pandas as pd
 import requests
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from connectors.authorization import fernet_for
 from connectors.core.auth import OAuth2RefreshAuth
 from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
-from connectors.core.errors import ConnectorError
+from connectors.core.errors import AuthError, ConnectorError
 from connectors.core.http import SYSTEM_CLOCK, Clock, make_session
 from connectors.core.landing import LandedPayload, land_page, record_payloads, run_hash
 from connectors.core.parsing import ParseResult, SmePages, no_rejects
@@ -51,7 +53,7 @@ from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.consent import as_of_instant, pull_window, pull_windows
 from warehouse.db import in_chunks, session_scope, upsert
-from warehouse.models import IngestionRun, QuarantineEntry, SourceConnection, utcnow
+from warehouse.models import IngestionRun, ProviderToken, QuarantineEntry, SourceConnection, utcnow
 from warehouse.shards import in_shard
 from warehouse.storage import Store
 
@@ -81,6 +83,10 @@ class Pulled:
     rotated_credentials: dict[str, Any] | None = None
     no_consent: bool = False
     """Consent was re-read just before the first request and no longer allows the pull."""
+    token_update: dict[str, Any] | None = None
+    """New encrypted tokens for the SME's ``provider_tokens`` row (its own OAuth connection)."""
+    token_refused: str | None = None
+    """The provider refused the SME's stored token: reauthorization is needed (why)."""
 
 
 @dataclass
@@ -99,6 +105,60 @@ class SmeOutcome:
     records_canonical: int = 0
     rejects: pd.DataFrame = field(default_factory=no_rejects)
     rotated_credentials: dict[str, Any] | None = None
+    token_update: dict[str, Any] | None = None
+    token_refused: str | None = None
+
+
+REAUTHORIZE = "reauthorization needed"
+"""Start of the reason an SME's own provider connection stopped working (it has to reconnect)."""
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """An SME's own provider tokens (``provider_tokens``), decrypted for one run."""
+
+    refresh_token: str
+    access_token: str | None
+    access_expires_at: dt.datetime | None
+    refused: str | None
+    """Why the provider refused the refresh token, when it did and the SME has not reconnected since."""
+
+
+def stored_tokens(
+    session: Session, source: str, sme_ids: Sequence[str], box: Fernet
+) -> dict[str, StoredToken]:
+    """The decrypted ``provider_tokens`` of ``sme_ids`` at ``source`` (one query per chunk).
+
+    A token this installation's key cannot decrypt (the secret key changed) counts as refused.
+    """
+    found: dict[str, StoredToken] = {}
+    for chunk in in_chunks(list(sme_ids)):
+        rows = session.scalars(
+            select(ProviderToken).where(ProviderToken.source == source, ProviderToken.sme_id.in_(chunk))
+        )
+        for row in rows:
+            refused = row.refused_reason or REAUTHORIZE if row.refused_at is not None else None
+            try:
+                refresh = box.decrypt(row.refresh_token_encrypted.encode()).decode()
+                access = (
+                    box.decrypt(row.access_token_encrypted.encode()).decode()
+                    if row.access_token_encrypted
+                    else None
+                )
+            except InvalidToken:
+                refresh, access = "", None
+                refused = f"{REAUTHORIZE}: the stored {source} token cannot be decrypted with this installation's secret key"
+            found[row.sme_id] = StoredToken(refresh, access, row.access_expires_at, refused)
+    return found
+
+
+def with_stored_token(connection: Connection, token: StoredToken) -> Connection:
+    """The connection authenticating with the SME's own tokens instead of the registration's."""
+    credentials: dict[str, Any] = {"refresh_token": token.refresh_token}
+    if token.access_token and token.access_expires_at is not None:
+        credentials["access_token"] = token.access_token
+        credentials["access_expires_at"] = token.access_expires_at.astimezone(dt.UTC).isoformat()
+    return dataclasses.replace(connection, credentials=credentials, stored_token=True)
 
 
 class HttpSessions:
@@ -149,9 +209,19 @@ def _rotated(connection: Connection, auth: object) -> dict[str, Any] | None:
 
 
 def pull_one(
-    connector: Connector, connection: Connection, window: PullWindow, http: HttpContext, store: Store
+    connector: Connector,
+    connection: Connection,
+    window: PullWindow,
+    http: HttpContext,
+    store: Store,
+    box: Fernet | None = None,
 ) -> Pulled:
-    """Pull and land one SME's source; a failure is recorded in the result, never raised."""
+    """Pull and land one SME's source; a failure is recorded in the result, never raised.
+
+    With the SME's own stored tokens (``connection.stored_token``), a refreshed access token comes
+    back encrypted with ``box`` in :attr:`Pulled.token_update`, and a refused one as
+    :attr:`Pulled.token_refused` (the SME has to reconnect).
+    """
     pulled = Pulled(connection, utcnow(), utcnow())
     auth = None
     try:
@@ -160,6 +230,11 @@ def pull_one(
         for page in connector.pull(client, connection, window):
             pulled.landed.append(land_page(store, connector.source, page, len(pulled.landed)))
             pulled.pages.append(page)
+    except AuthError as error:
+        log.warning("%s", error)
+        pulled.error = error
+        if connection.stored_token:
+            pulled.token_refused = f"{REAUTHORIZE}: {error.message}"
     except ConnectorError as error:
         log.warning("%s", error)
         pulled.error = error
@@ -170,9 +245,31 @@ def pull_one(
         pulled.error = ConnectorError(
             f"unexpected {type(error).__name__}: {error}", sme_id=connection.sme_id, source=connector.source
         )
-    pulled.rotated_credentials = _rotated(connection, auth)
+    if connection.stored_token:
+        pulled.token_update = _token_update(auth, box)
+    else:
+        pulled.rotated_credentials = _rotated(connection, auth)
     pulled.finished_at = utcnow()
     return pulled
+
+
+def _token_update(auth: object, box: Fernet | None) -> dict[str, Any] | None:
+    """The encrypted new tokens after a refresh during the pull (None when none happened)."""
+    if (
+        not isinstance(auth, OAuth2RefreshAuth)
+        or auth.refreshes == 0
+        or auth.access_token is None
+        or box is None
+    ):
+        return None
+    update: dict[str, Any] = {
+        "access_token_encrypted": box.encrypt(auth.access_token.encode()).decode(),
+        "access_expires_at": auth.access_expires_at,
+        "refreshed_at": utcnow(),
+    }
+    if auth.rotated:
+        update["refresh_token_encrypted"] = box.encrypt(auth.refresh_token.encode()).decode()
+    return update
 
 
 def parse_pulled(
@@ -220,12 +317,16 @@ def _outcome(source: str, pulled: Pulled, parsed: ParseResult | Exception | None
         pulled.finished_at,
         landed=pulled.landed,
         rotated_credentials=pulled.rotated_credentials,
+        token_update=pulled.token_update,
+        token_refused=pulled.token_refused,
     )
     if pulled.no_consent:
         outcome.status = "skipped_no_consent"
         return outcome
     if pulled.error is not None:
         outcome.error_class, outcome.error_message = pulled.error.kind, str(pulled.error)
+        if pulled.token_refused:
+            outcome.error_message = f"{sme_id}/{source}: {pulled.token_refused}"
         return outcome
     if not isinstance(parsed, ParseResult):
         outcome.error_class = "fatal"
@@ -327,6 +428,57 @@ def record_outcomes(
             .values(credentials=bindparam("new_credentials")),
             rotated,
         )
+    _record_tokens(session, source, outcomes, at=resolved_at)
+
+
+def _record_tokens(session: Session, source: str, outcomes: Sequence[SmeOutcome], *, at: dt.datetime) -> None:
+    """Store refreshed tokens (encrypted) and mark refused ones, in a few batched statements."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for o in outcomes:
+        if o.token_update is not None:
+            changes = {**o.token_update, "refused_at": None, "refused_reason": ""}
+            groups.setdefault(tuple(sorted(changes)), []).append(
+                {"match_sme": o.connection.sme_id, **changes}
+            )
+    for columns, rows in groups.items():
+        session.connection().execute(
+            update(ProviderToken)
+            .where(ProviderToken.sme_id == bindparam("match_sme"), ProviderToken.source == source)
+            .values({column: bindparam(column) for column in columns}),
+            rows,
+        )
+    refused = [
+        {"match_sme": o.connection.sme_id, "why": o.token_refused}
+        for o in outcomes
+        if o.token_refused is not None
+    ]
+    if refused:
+        session.connection().execute(
+            update(ProviderToken)
+            .where(
+                ProviderToken.sme_id == bindparam("match_sme"),
+                ProviderToken.source == source,
+                ProviderToken.refused_at.is_(None),
+            )
+            .values(refused_at=at, refused_reason=bindparam("why")),
+            refused,
+        )
+
+
+def _reauthorize_row(outcome: SmeOutcome, source: str, as_of: dt.date) -> dict[str, Any]:
+    """The quarantine entry of an SME whose own provider connection needs reauthorizing."""
+    return {
+        "sme_id": outcome.connection.sme_id,
+        "as_of_date": as_of,
+        "stage": STAGE,
+        "source": source,
+        "table_name": ",".join(t.name for t in TABLES_BY_SOURCE[source]),
+        "record": "provider_tokens",
+        "field": "refresh_token",
+        "reason": str(outcome.token_refused)[:512],
+        "raw_sha256": None,
+        "resolved_at": None,
+    }
 
 
 def _record_quarantine(
@@ -338,6 +490,7 @@ def _record_quarantine(
     """
     parsed = [o.connection.sme_id for o in outcomes if o.parsed]
     rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
+    rows += [_reauthorize_row(o, source, as_of) for o in outcomes if o.token_refused is not None]
     still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
     for chunk in in_chunks(parsed):
         open_entries = session.scalars(
@@ -397,6 +550,7 @@ def ingest_shard(
     clock: Clock | None = None,
     http_session_factory: Callable[[bool], requests.Session] | None = None,
     max_workers: int = PULL_THREADS,
+    token_key: str | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
 
@@ -411,6 +565,13 @@ def ingest_shard(
     ``clock`` is what HTTP retries wait on, and ``http_session_factory(retry_reads)`` makes each
     thread's sessions (default :func:`connectors.core.http.make_session`); tests pass their own to
     stay fast and to observe every request.
+
+    An SME that connected the source itself (the OAuth flow of its connector link) is pulled with
+    its own tokens from ``provider_tokens``, decrypted with ``token_key`` (default: the service's
+    secret key): the stored access token while it is valid, else a refresh against the provider's
+    token endpoint, whose new token is stored encrypted. A refused refresh fails the pull with
+    ``reauthorization needed`` (a quarantine entry, and the SME's dossier is held) until the SME
+    reconnects; no further request is made with that token.
     """
     settings = get_settings()
     connector = connector_for(source)
@@ -428,18 +589,41 @@ def ingest_shard(
     def default_session(retry_reads: bool) -> requests.Session:
         return make_session(settings.http_retries, clock, retry_reads=retry_reads)
 
+    box = fernet_for(token_key if token_key is not None else settings.kept_secret("secret_key"))
+
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
         windows = pull_windows(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
+        tokens = stored_tokens(session, source, [c.sme_id for c in connections], box)
 
     outcomes: list[SmeOutcome] = []
     planned: list[Connection] = []
     for connection in connections:
+        token = tokens.get(connection.sme_id)
+        if token is not None:
+            connection = with_stored_token(connection, token)
         if connection.sme_id not in windows:
             checked = utcnow()
             outcomes.append(SmeOutcome(connection, "skipped_no_consent", checked, checked))
+        elif token is not None and token.refused is not None:
+            # Held until the SME reconnects: asking the provider again with a refused token is pointless.
+            checked = utcnow()
+            why = (
+                token.refused if token.refused.startswith(REAUTHORIZE) else f"{REAUTHORIZE}: {token.refused}"
+            )
+            outcomes.append(
+                SmeOutcome(
+                    connection,
+                    "failed",
+                    checked,
+                    checked,
+                    error_class="config",
+                    error_message=f"{connection.sme_id}/{source}: {why}",
+                    token_refused=why,
+                )
+            )
         else:
             planned.append(connection)
 
@@ -469,7 +653,7 @@ def ingest_shard(
             token_url=endpoint.token_url,
             fraud_prevention=fraud,
         )
-        return pull_one(connector, connection, window, http, store)
+        return pull_one(connector, connection, window, http, store, box)
 
     table_parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in TABLES_BY_SOURCE[source]}
     with contextlib.closing(sessions), ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:

@@ -80,6 +80,9 @@ class Connection:
     provider: str
     account_ref: str
     credentials: Mapping[str, Any] = field(default_factory=dict)
+    stored_token: bool = False
+    """The credentials are the SME's own OAuth tokens from connecting through its link
+    (``provider_tokens``, decrypted), not the registration's ``source_connections.credentials``."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,13 @@ class OAuth2Connector(Connector):
         def credential(name: str) -> str:
             return require_credential(credentials, name, sme_id=connection.sme_id, source=self.source)
 
+        expires = connection.credentials.get("access_expires_at")
+        valid_for = (
+            (dt.datetime.fromisoformat(expires) - dt.datetime.now(dt.UTC)).total_seconds()
+            if isinstance(expires, str) and expires
+            else None
+        )
+        access = connection.credentials.get("access_token")
         return OAuth2RefreshAuth(
             http.token_url or http.base_url.rstrip("/") + self.token_path,
             client_id=credential("client_id"),
@@ -159,4 +169,6 @@ class OAuth2Connector(Connector):
             sme_id=connection.sme_id,
             source=self.source,
             clock=http.clock,
+            access_token=access if isinstance(access, str) else None,
+            access_valid_for=valid_for,
         )

@@ -164,7 +164,7 @@ class ConsentLaw(RuleBasedStateMachine):
             if off_purpose:
                 purpose = next(p for p in PURPOSES if p != purpose)
             sources = (sources & self.smes[sme_id].sources) or self.smes[sme_id].sources
-            self.give(sme_id, None, sources, recipients, purpose, months, dt.timedelta(days=130), expires)
+            self.give(sme_id, None, sources, recipients, purpose, months, dt.timedelta(days=40), expires)
 
     def give(
         self,
@@ -252,6 +252,15 @@ class ConsentLaw(RuleBasedStateMachine):
         consent_id = data.draw(st.sampled_from(self.live_consents()), label="consent")
         self.tick()
         self.world.revoke(consent_id, at=self.now)
+
+    @precondition(lambda self: self.live_consents())
+    @rule(data=st.data())
+    def reconfirm(self, data: st.DataObject) -> None:
+        """An SME reconfirms one of its consents (the law refuses, and nothing is recorded, once it
+        has lapsed, expired or not yet started)."""
+        consent_id = data.draw(st.sampled_from(self.live_consents()), label="consent")
+        self.tick()
+        self.world.reconfirm(consent_id, at=self.now)
 
     @rule(step=advances)
     def advance(self, step: dt.timedelta) -> None:
