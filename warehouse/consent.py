@@ -560,6 +560,16 @@ def reconfirmable(consent: Consent | Terms, at: dt.datetime) -> bool:
     )
 
 
+def reconfirm_wording(terms: Terms) -> str:
+    """The plain words an SME is shown, and agrees to, when reconfirming ``terms``."""
+    return (
+        f"Keep sharing your {', '.join(sorted(terms.sources))} data ({terms.history_months} months of "
+        f"history) with {', '.join(sorted(terms.recipients))} for {PURPOSES.get(terms.purpose, terms.purpose)}. "
+        f"Without this, sharing stops on {terms.lapses_at:%d %B %Y}; with it, it continues for 90 days from "
+        f"today (but not past {terms.expires_at:%d %B %Y}), when you will be asked again."
+    )
+
+
 def lapsing(session: Session, *, at: dt.datetime, within: dt.timedelta) -> list[Terms]:
     """Consents active at ``at`` whose access stops for want of reconfirmation within ``within``
     (and before they expire), soonest first: what an operator follows up."""
