@@ -27,7 +27,7 @@ import datetime as dt
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -122,6 +122,8 @@ class StoredToken:
     access_expires_at: dt.datetime | None
     refused: str | None
     """Why the provider refused the refresh token, when it did and the SME has not reconnected since."""
+    obtained_at: dt.datetime | None = None
+    """When the SME connected (a reconnection during the run makes these tokens stale)."""
 
 
 def stored_tokens(
@@ -148,7 +150,7 @@ def stored_tokens(
             except InvalidToken:
                 refresh, access = "", None
                 refused = f"{REAUTHORIZE}: the stored {source} token cannot be decrypted with this installation's secret key"
-            found[row.sme_id] = StoredToken(refresh, access, row.access_expires_at, refused)
+            found[row.sme_id] = StoredToken(refresh, access, row.access_expires_at, refused, row.obtained_at)
     return found
 
 
@@ -388,7 +390,13 @@ def _quarantine_rows(outcome: SmeOutcome, source: str, as_of: dt.date) -> list[d
 
 
 def record_outcomes(
-    session: Session, source: str, as_of: dt.date, outcomes: Sequence[SmeOutcome], *, resolved_at: dt.datetime
+    session: Session,
+    source: str,
+    as_of: dt.date,
+    outcomes: Sequence[SmeOutcome],
+    *,
+    resolved_at: dt.datetime,
+    obtained: Mapping[str, dt.datetime] | None = None,
 ) -> None:
     """Upsert runs, their raw payloads, quarantine entries (opened, or resolved at ``resolved_at``)
     and rotated refresh tokens, in a few batched statements however many SMEs the shard holds."""
@@ -428,38 +436,54 @@ def record_outcomes(
             .values(credentials=bindparam("new_credentials")),
             rotated,
         )
-    _record_tokens(session, source, outcomes, at=resolved_at)
+    _record_tokens(session, source, outcomes, at=resolved_at, obtained=obtained or {})
 
 
-def _record_tokens(session: Session, source: str, outcomes: Sequence[SmeOutcome], *, at: dt.datetime) -> None:
-    """Store refreshed tokens (encrypted) and mark refused ones, in a few batched statements."""
+def _record_tokens(
+    session: Session,
+    source: str,
+    outcomes: Sequence[SmeOutcome],
+    *,
+    at: dt.datetime,
+    obtained: Mapping[str, dt.datetime],
+) -> None:
+    """Store refreshed tokens (encrypted) and mark refused ones, in a few batched statements.
+
+    Only the connection the run read is changed: an SME that reconnected meanwhile (a newer
+    ``obtained_at``) keeps its new tokens.
+    """
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for o in outcomes:
-        if o.token_update is not None:
+        if o.token_update is not None and o.connection.sme_id in obtained:
             changes = {**o.token_update, "refused_at": None, "refused_reason": ""}
             groups.setdefault(tuple(sorted(changes)), []).append(
-                {"match_sme": o.connection.sme_id, **changes}
+                {"match_sme": o.connection.sme_id, "match_obtained": obtained[o.connection.sme_id], **changes}
             )
+    same_connection = (
+        ProviderToken.sme_id == bindparam("match_sme"),
+        ProviderToken.source == source,
+        ProviderToken.obtained_at == bindparam("match_obtained", type_=ProviderToken.obtained_at.type),
+    )
     for columns, rows in groups.items():
         session.connection().execute(
             update(ProviderToken)
-            .where(ProviderToken.sme_id == bindparam("match_sme"), ProviderToken.source == source)
+            .where(*same_connection)
             .values({column: bindparam(column) for column in columns}),
             rows,
         )
     refused = [
-        {"match_sme": o.connection.sme_id, "why": o.token_refused}
+        {
+            "match_sme": o.connection.sme_id,
+            "match_obtained": obtained[o.connection.sme_id],
+            "why": o.token_refused,
+        }
         for o in outcomes
-        if o.token_refused is not None
+        if o.token_refused is not None and o.connection.sme_id in obtained
     ]
     if refused:
         session.connection().execute(
             update(ProviderToken)
-            .where(
-                ProviderToken.sme_id == bindparam("match_sme"),
-                ProviderToken.source == source,
-                ProviderToken.refused_at.is_(None),
-            )
+            .where(*same_connection, ProviderToken.refused_at.is_(None))
             .values(refused_at=at, refused_reason=bindparam("why")),
             refused,
         )
@@ -668,7 +692,14 @@ def ingest_shard(
     outcomes.sort(key=lambda o: o.connection.sme_id)
     rows, paths = write_tables(store, source, as_of, shard, table_parts)
     with session_factory() as session:
-        record_outcomes(session, source, as_of, outcomes, resolved_at=utcnow())
+        record_outcomes(
+            session,
+            source,
+            as_of,
+            outcomes,
+            resolved_at=utcnow(),
+            obtained={sme: t.obtained_at for sme, t in tokens.items() if t.obtained_at is not None},
+        )
 
     statuses = [o.status for o in outcomes]
     summary = {
