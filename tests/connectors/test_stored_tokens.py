@@ -23,8 +23,9 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
 from connectors.authorization import fernet_for
+from connectors.core.connector import Connection
 from connectors.core.http import make_session
-from connectors.ingest import ingest_shard
+from connectors.ingest import SmeOutcome, ingest_shard, record_outcomes
 from connectors.sandbox.seed import seed_warehouse
 from connectors.sandbox.server import SandboxServer
 from connectors.sandbox.universe import Universe
@@ -279,3 +280,43 @@ def test_a_token_this_installation_cannot_decrypt_asks_for_reauthorization(world
         "decrypted with this installation's secret key",
     )
     assert not [u for u, _ in bearers.sent if world["tenant"] in u]
+
+
+def test_a_reconnection_during_a_run_keeps_the_new_tokens(world: dict[str, Any]) -> None:
+    connect(world)
+    read_by_the_run = stored(world)
+    connect(world)  # the SME connects again while the run is pulling with the tokens it read
+    current = stored(world)
+    assert current.obtained_at != read_by_the_run.obtained_at
+    now = dt.datetime.now(dt.UTC)
+    refused = SmeOutcome(
+        Connection(world["sme_id"], "accounting", "books", world["tenant"], stored_token=True),
+        "failed",
+        now,
+        now,
+        token_refused="reauthorization needed: refused",
+    )
+    with session_scope(world["engine"]) as session:
+        record_outcomes(
+            session,
+            "accounting",
+            now.date(),
+            [refused],
+            resolved_at=now,
+            obtained={world["sme_id"]: read_by_the_run.obtained_at},
+        )
+    kept = stored(world)
+    assert (kept.refused_at, kept.access_token_encrypted) == (None, current.access_token_encrypted)
+    with session_scope(world["engine"]) as session:
+        record_outcomes(
+            session,
+            "accounting",
+            now.date(),
+            [refused],
+            resolved_at=now,
+            obtained={world["sme_id"]: current.obtained_at},
+        )
+    assert (stored(world).refused_at, stored(world).refused_reason) == (
+        now,
+        "reauthorization needed: refused",
+    )
