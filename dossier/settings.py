@@ -509,7 +509,14 @@ class Settings:
         path = self.home / "device.id"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(f"{uuid.uuid4()}\n")
+            made = path.with_name(f"device.id.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            made.write_text(f"{uuid.uuid4()}\n")
+            try:  # linked whole or not at all: parallel tasks agree on the first one made
+                os.link(made, path)
+            except FileExistsError:
+                pass
+            finally:
+                made.unlink()
         return path.read_text().strip()
 
     @property
