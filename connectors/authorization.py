@@ -5,8 +5,9 @@
 provider's authorization endpoint with the verifier's S256 ``code_challenge``. The provider shows
 its own approval page and redirects back; :func:`finish` accepts the callback only for a known,
 unanswered ``state`` of the same SME's open link, trades the code and the verifier for tokens at
-the provider's token endpoint, and keeps the refresh token **encrypted at rest** (Fernet, keyed
-from the service's secret key: :func:`fernet_for`). A wrong ``state``, an error from the provider
+the provider's token endpoint, and keeps the refresh and access tokens **encrypted at rest** (Fernet,
+keyed from the service's secret key: :func:`fernet_for`); the ingest then pulls with them
+(:mod:`connectors.ingest`). A wrong ``state``, an error from the provider
 or a refused exchange raises :class:`AuthorizationError` and is recorded on the request.
 
 >>> box = fernet_for("a secret key")
@@ -20,13 +21,13 @@ import base64
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import requests
 from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session
 
+from connectors.core.providers import ProviderEndpoint
 from warehouse.errors import DossierError
 from warehouse.models import ConnectorLink, OAuthRequest, ProviderToken
 
@@ -48,21 +49,8 @@ def fernet_for(secret_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-@dataclass(frozen=True)
-class Provider:
-    """Where one source's provider is reached and who we are to it (from settings)."""
-
-    base_url: str
-    client_id: str
-    client_secret: str
-
-    @property
-    def authorize_url(self) -> str:
-        return f"{self.base_url}/oauth/authorize"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base_url}/oauth/token"
+Provider = ProviderEndpoint
+"""Where one source's provider is reached and who we are to it (from settings)."""
 
 
 def start(
@@ -162,11 +150,18 @@ def finish(
     token = session.get(ProviderToken, (request.sme_id, request.source)) or ProviderToken(
         sme_id=request.sme_id, source=request.source
     )
+    box = fernet_for(secret_key)
     token.provider_url = provider.base_url
-    token.refresh_token_encrypted = (
-        fernet_for(secret_key).encrypt(str(body["refresh_token"]).encode()).decode()
-    )
+    token.refresh_token_encrypted = box.encrypt(str(body["refresh_token"]).encode()).decode()
     token.obtained_at = at
+    token.access_token_encrypted = None
+    token.access_expires_at = None
+    if body.get("access_token") and isinstance(body.get("expires_in"), int | float):
+        token.access_token_encrypted = box.encrypt(str(body["access_token"]).encode()).decode()
+        token.access_expires_at = at + dt.timedelta(seconds=float(body["expires_in"]))
+    token.refreshed_at = None
+    token.refused_at = None
+    token.refused_reason = ""
     session.add(token)
     request.outcome, request.detail = "connected", ""
     session.flush()

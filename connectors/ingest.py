@@ -22,11 +22,12 @@ the others. A re-run of the same shard and date gives the same files and the sam
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import threading
 import traceback
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -34,22 +35,25 @@ from typing import Any
 
 import pandas as pd
 import requests
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from connectors.authorization import fernet_for
 from connectors.core.auth import OAuth2RefreshAuth
 from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
-from connectors.core.errors import ConnectorError
+from connectors.core.errors import AuthError, ConnectorError
 from connectors.core.http import SYSTEM_CLOCK, Clock, make_session
 from connectors.core.landing import LandedPayload, land_page, record_payloads, run_hash
 from connectors.core.parsing import ParseResult, SmePages, no_rejects
 from connectors.core.streams import RawPage
-from connectors.registry import connector_for, provider_base_url
+from connectors.registry import connector_for, provider_endpoint
+from connectors.tax.fraud_prevention import FraudPrevention
 from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.consent import as_of_instant, pull_window, pull_windows
 from warehouse.db import in_chunks, session_scope, upsert
-from warehouse.models import IngestionRun, QuarantineEntry, SourceConnection, utcnow
+from warehouse.models import IngestionRun, ProviderToken, QuarantineEntry, SourceConnection, utcnow
 from warehouse.shards import in_shard
 from warehouse.storage import Store
 
@@ -79,6 +83,10 @@ class Pulled:
     rotated_credentials: dict[str, Any] | None = None
     no_consent: bool = False
     """Consent was re-read just before the first request and no longer allows the pull."""
+    token_update: dict[str, Any] | None = None
+    """New encrypted tokens for the SME's ``provider_tokens`` row (its own OAuth connection)."""
+    token_refused: str | None = None
+    """The provider refused the SME's stored token: reauthorization is needed (why)."""
 
 
 @dataclass
@@ -97,6 +105,62 @@ class SmeOutcome:
     records_canonical: int = 0
     rejects: pd.DataFrame = field(default_factory=no_rejects)
     rotated_credentials: dict[str, Any] | None = None
+    token_update: dict[str, Any] | None = None
+    token_refused: str | None = None
+
+
+REAUTHORIZE = "reauthorization needed"
+"""Start of the reason an SME's own provider connection stopped working (it has to reconnect)."""
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """An SME's own provider tokens (``provider_tokens``), decrypted for one run."""
+
+    refresh_token: str
+    access_token: str | None
+    access_expires_at: dt.datetime | None
+    refused: str | None
+    """Why the provider refused the refresh token, when it did and the SME has not reconnected since."""
+    obtained_at: dt.datetime | None = None
+    """When the SME connected (a reconnection during the run makes these tokens stale)."""
+
+
+def stored_tokens(
+    session: Session, source: str, sme_ids: Sequence[str], box: Fernet
+) -> dict[str, StoredToken]:
+    """The decrypted ``provider_tokens`` of ``sme_ids`` at ``source`` (one query per chunk).
+
+    A token this installation's key cannot decrypt (the secret key changed) counts as refused.
+    """
+    found: dict[str, StoredToken] = {}
+    for chunk in in_chunks(list(sme_ids)):
+        rows = session.scalars(
+            select(ProviderToken).where(ProviderToken.source == source, ProviderToken.sme_id.in_(chunk))
+        )
+        for row in rows:
+            refused = row.refused_reason or REAUTHORIZE if row.refused_at is not None else None
+            try:
+                refresh = box.decrypt(row.refresh_token_encrypted.encode()).decode()
+                access = (
+                    box.decrypt(row.access_token_encrypted.encode()).decode()
+                    if row.access_token_encrypted
+                    else None
+                )
+            except InvalidToken:
+                refresh, access = "", None
+                refused = f"{REAUTHORIZE}: the stored {source} token cannot be decrypted with this installation's secret key"
+            found[row.sme_id] = StoredToken(refresh, access, row.access_expires_at, refused, row.obtained_at)
+    return found
+
+
+def with_stored_token(connection: Connection, token: StoredToken) -> Connection:
+    """The connection authenticating with the SME's own tokens instead of the registration's."""
+    credentials: dict[str, Any] = {"refresh_token": token.refresh_token}
+    if token.access_token and token.access_expires_at is not None:
+        credentials["access_token"] = token.access_token
+        credentials["access_expires_at"] = token.access_expires_at.astimezone(dt.UTC).isoformat()
+    return dataclasses.replace(connection, credentials=credentials, stored_token=True)
 
 
 class HttpSessions:
@@ -147,9 +211,19 @@ def _rotated(connection: Connection, auth: object) -> dict[str, Any] | None:
 
 
 def pull_one(
-    connector: Connector, connection: Connection, window: PullWindow, http: HttpContext, store: Store
+    connector: Connector,
+    connection: Connection,
+    window: PullWindow,
+    http: HttpContext,
+    store: Store,
+    box: Fernet | None = None,
 ) -> Pulled:
-    """Pull and land one SME's source; a failure is recorded in the result, never raised."""
+    """Pull and land one SME's source; a failure is recorded in the result, never raised.
+
+    With the SME's own stored tokens (``connection.stored_token``), a refreshed access token comes
+    back encrypted with ``box`` in :attr:`Pulled.token_update`, and a refused one as
+    :attr:`Pulled.token_refused` (the SME has to reconnect).
+    """
     pulled = Pulled(connection, utcnow(), utcnow())
     auth = None
     try:
@@ -158,6 +232,11 @@ def pull_one(
         for page in connector.pull(client, connection, window):
             pulled.landed.append(land_page(store, connector.source, page, len(pulled.landed)))
             pulled.pages.append(page)
+    except AuthError as error:
+        log.warning("%s", error)
+        pulled.error = error
+        if connection.stored_token:
+            pulled.token_refused = f"{REAUTHORIZE}: {error.message}"
     except ConnectorError as error:
         log.warning("%s", error)
         pulled.error = error
@@ -168,9 +247,31 @@ def pull_one(
         pulled.error = ConnectorError(
             f"unexpected {type(error).__name__}: {error}", sme_id=connection.sme_id, source=connector.source
         )
-    pulled.rotated_credentials = _rotated(connection, auth)
+    if connection.stored_token:
+        pulled.token_update = _token_update(auth, box)
+    else:
+        pulled.rotated_credentials = _rotated(connection, auth)
     pulled.finished_at = utcnow()
     return pulled
+
+
+def _token_update(auth: object, box: Fernet | None) -> dict[str, Any] | None:
+    """The encrypted new tokens after a refresh during the pull (None when none happened)."""
+    if (
+        not isinstance(auth, OAuth2RefreshAuth)
+        or auth.refreshes == 0
+        or auth.access_token is None
+        or box is None
+    ):
+        return None
+    update: dict[str, Any] = {
+        "access_token_encrypted": box.encrypt(auth.access_token.encode()).decode(),
+        "access_expires_at": auth.access_expires_at,
+        "refreshed_at": utcnow(),
+    }
+    if auth.rotated:
+        update["refresh_token_encrypted"] = box.encrypt(auth.refresh_token.encode()).decode()
+    return update
 
 
 def parse_pulled(
@@ -218,12 +319,16 @@ def _outcome(source: str, pulled: Pulled, parsed: ParseResult | Exception | None
         pulled.finished_at,
         landed=pulled.landed,
         rotated_credentials=pulled.rotated_credentials,
+        token_update=pulled.token_update,
+        token_refused=pulled.token_refused,
     )
     if pulled.no_consent:
         outcome.status = "skipped_no_consent"
         return outcome
     if pulled.error is not None:
         outcome.error_class, outcome.error_message = pulled.error.kind, str(pulled.error)
+        if pulled.token_refused:
+            outcome.error_message = f"{sme_id}/{source}: {pulled.token_refused}"
         return outcome
     if not isinstance(parsed, ParseResult):
         outcome.error_class = "fatal"
@@ -285,7 +390,13 @@ def _quarantine_rows(outcome: SmeOutcome, source: str, as_of: dt.date) -> list[d
 
 
 def record_outcomes(
-    session: Session, source: str, as_of: dt.date, outcomes: Sequence[SmeOutcome], *, resolved_at: dt.datetime
+    session: Session,
+    source: str,
+    as_of: dt.date,
+    outcomes: Sequence[SmeOutcome],
+    *,
+    resolved_at: dt.datetime,
+    obtained: Mapping[str, dt.datetime] | None = None,
 ) -> None:
     """Upsert runs, their raw payloads, quarantine entries (opened, or resolved at ``resolved_at``)
     and rotated refresh tokens, in a few batched statements however many SMEs the shard holds."""
@@ -325,6 +436,73 @@ def record_outcomes(
             .values(credentials=bindparam("new_credentials")),
             rotated,
         )
+    _record_tokens(session, source, outcomes, at=resolved_at, obtained=obtained or {})
+
+
+def _record_tokens(
+    session: Session,
+    source: str,
+    outcomes: Sequence[SmeOutcome],
+    *,
+    at: dt.datetime,
+    obtained: Mapping[str, dt.datetime],
+) -> None:
+    """Store refreshed tokens (encrypted) and mark refused ones, in a few batched statements.
+
+    Only the connection the run read is changed: an SME that reconnected meanwhile (a newer
+    ``obtained_at``) keeps its new tokens.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for o in outcomes:
+        if o.token_update is not None and o.connection.sme_id in obtained:
+            changes = {**o.token_update, "refused_at": None, "refused_reason": ""}
+            groups.setdefault(tuple(sorted(changes)), []).append(
+                {"match_sme": o.connection.sme_id, "match_obtained": obtained[o.connection.sme_id], **changes}
+            )
+    same_connection = (
+        ProviderToken.sme_id == bindparam("match_sme"),
+        ProviderToken.source == source,
+        ProviderToken.obtained_at == bindparam("match_obtained", type_=ProviderToken.obtained_at.type),
+    )
+    for columns, rows in groups.items():
+        session.connection().execute(
+            update(ProviderToken)
+            .where(*same_connection)
+            .values({column: bindparam(column) for column in columns}),
+            rows,
+        )
+    refused = [
+        {
+            "match_sme": o.connection.sme_id,
+            "match_obtained": obtained[o.connection.sme_id],
+            "why": o.token_refused,
+        }
+        for o in outcomes
+        if o.token_refused is not None and o.connection.sme_id in obtained
+    ]
+    if refused:
+        session.connection().execute(
+            update(ProviderToken)
+            .where(*same_connection, ProviderToken.refused_at.is_(None))
+            .values(refused_at=at, refused_reason=bindparam("why")),
+            refused,
+        )
+
+
+def _reauthorize_row(outcome: SmeOutcome, source: str, as_of: dt.date) -> dict[str, Any]:
+    """The quarantine entry of an SME whose own provider connection needs reauthorizing."""
+    return {
+        "sme_id": outcome.connection.sme_id,
+        "as_of_date": as_of,
+        "stage": STAGE,
+        "source": source,
+        "table_name": ",".join(t.name for t in TABLES_BY_SOURCE[source]),
+        "record": "provider_tokens",
+        "field": "refresh_token",
+        "reason": str(outcome.token_refused)[:512],
+        "raw_sha256": None,
+        "resolved_at": None,
+    }
 
 
 def _record_quarantine(
@@ -336,6 +514,7 @@ def _record_quarantine(
     """
     parsed = [o.connection.sme_id for o in outcomes if o.parsed]
     rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
+    rows += [_reauthorize_row(o, source, as_of) for o in outcomes if o.token_refused is not None]
     still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
     for chunk in in_chunks(parsed):
         open_entries = session.scalars(
@@ -396,6 +575,7 @@ def ingest_shard(
     http_session_factory: Callable[[bool], requests.Session] | None = None,
     max_workers: int = PULL_THREADS,
     sme_ids: Collection[str] | None = None,
+    token_key: str | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
 
@@ -403,7 +583,8 @@ def ingest_shard(
     the rows the other SMEs already have there (a run for the SMEs that just granted).
 
     ``session_factory`` (default :func:`warehouse.db.session_scope`) opens warehouse transactions;
-    ``store`` defaults to the configured store; ``base_url`` to :func:`provider_base_url`. ``consent_at``
+    ``store`` defaults to the configured store; the provider (base URL, token endpoint, client id
+    and secret) is :func:`provider_endpoint`'s, unless ``base_url`` names another. ``consent_at``
     is the instant consents must be active at (default: the start of the as-of day, UTC, so that
     every re-run of a day decides alike; a revoked consent is never active, whatever the instant).
     The pull happens ``now`` (default: the current instant, read again before each SME), and the
@@ -412,6 +593,13 @@ def ingest_shard(
     ``clock`` is what HTTP retries wait on, and ``http_session_factory(retry_reads)`` makes each
     thread's sessions (default :func:`connectors.core.http.make_session`); tests pass their own to
     stay fast and to observe every request.
+
+    An SME that connected the source itself (the OAuth flow of its connector link) is pulled with
+    its own tokens from ``provider_tokens``, decrypted with ``token_key`` (default: the service's
+    secret key): the stored access token while it is valid, else a refresh against the provider's
+    token endpoint, whose new token is stored encrypted. A refused refresh fails the pull with
+    ``reauthorization needed`` (a quarantine entry, and the SME's dossier is held) until the SME
+    reconnects; no further request is made with that token.
     """
     settings = get_settings()
     connector = connector_for(source)
@@ -419,12 +607,17 @@ def ingest_shard(
         raise ValueError(f"shard {shard} outside 0..{settings.shard_count - 1} (DOSSIER_SHARD_COUNT)")
     session_factory = session_factory or session_scope
     store = store or Store.from_settings()
-    base_url = provider_base_url(source, settings) if base_url is None else base_url
+    endpoint = provider_endpoint(source, settings)
+    if base_url is not None and base_url != endpoint.base_url:  # a caller's own provider (tests, a backfill)
+        endpoint = dataclasses.replace(endpoint, base_url=base_url, token_endpoint="")
+    fraud = FraudPrevention.of_this_machine(settings.device_id(), settings.vendor_license_ids)
     consent_at = consent_at or as_of_instant(as_of)
     clock = clock or SYSTEM_CLOCK
 
     def default_session(retry_reads: bool) -> requests.Session:
         return make_session(settings.http_retries, clock, retry_reads=retry_reads)
+
+    box = fernet_for(token_key if token_key is not None else settings.kept_secret("secret_key"))
 
     with session_factory() as session:
         connections = connections_in_shard(session, source, shard, settings.shard_count)
@@ -434,13 +627,34 @@ def ingest_shard(
         windows = pull_windows(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
+        tokens = stored_tokens(session, source, [c.sme_id for c in connections], box)
 
     outcomes: list[SmeOutcome] = []
     planned: list[Connection] = []
     for connection in connections:
+        token = tokens.get(connection.sme_id)
+        if token is not None:
+            connection = with_stored_token(connection, token)
         if connection.sme_id not in windows:
             checked = utcnow()
             outcomes.append(SmeOutcome(connection, "skipped_no_consent", checked, checked))
+        elif token is not None and token.refused is not None:
+            # Held until the SME reconnects: asking the provider again with a refused token is pointless.
+            checked = utcnow()
+            why = (
+                token.refused if token.refused.startswith(REAUTHORIZE) else f"{REAUTHORIZE}: {token.refused}"
+            )
+            outcomes.append(
+                SmeOutcome(
+                    connection,
+                    "failed",
+                    checked,
+                    checked,
+                    error_class="config",
+                    error_message=f"{connection.sme_id}/{source}: {why}",
+                    token_refused=why,
+                )
+            )
         else:
             planned.append(connection)
 
@@ -460,15 +674,17 @@ def ingest_shard(
         window = PullWindow.for_history(as_of, months)
         data_session, token_session = sessions.pair()
         http = HttpContext(
-            base_url,
+            endpoint.base_url,
             data_session,
             token_session,
             settings.http_timeout,
             clock,
-            client_id=settings.oauth_client_id,
-            client_secret=settings.oauth_client_secret,
+            client_id=endpoint.client_id,
+            client_secret=endpoint.client_secret,
+            token_url=endpoint.token_url,
+            fraud_prevention=fraud,
         )
-        return pull_one(connector, connection, window, http, store)
+        return pull_one(connector, connection, window, http, store, box)
 
     table_parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in TABLES_BY_SOURCE[source]}
     with contextlib.closing(sessions), ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
@@ -485,7 +701,14 @@ def ingest_shard(
         _keep_other_smes(store, source, as_of, shard, set(sme_ids), table_parts)
     rows, paths = write_tables(store, source, as_of, shard, table_parts)
     with session_factory() as session:
-        record_outcomes(session, source, as_of, outcomes, resolved_at=utcnow())
+        record_outcomes(
+            session,
+            source,
+            as_of,
+            outcomes,
+            resolved_at=utcnow(),
+            obtained={sme: t.obtained_at for sme, t in tokens.items() if t.obtained_at is not None},
+        )
 
     statuses = [o.status for o in outcomes]
     summary = {

@@ -1,8 +1,9 @@
 """Which connector serves which source kind, and where each provider lives.
 
 There is exactly one connector per source in :data:`warehouse.canonical.SOURCES`;
-:func:`provider_base_url` is the single place that turns settings into a provider's base URL (the
-bundled sandbox serves every provider under one server, prefixed by the source kind).
+:func:`provider_endpoint` is the single place that turns settings into a provider's endpoints
+(``DOSSIER_PROVIDERS`` per source; by default the bundled sandbox, which serves every provider
+under one server, prefixed by the source kind).
 
 >>> sorted(CONNECTORS) == sorted(SOURCES)
 True
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from connectors.accounting.connector import AccountingConnector
 from connectors.core.connector import Connector
+from connectors.core.providers import ProviderEndpoint
 from connectors.survey.connector import SurveyConnector
 from connectors.tax.connector import TaxConnector
 from connectors.utility.connector import UtilityConnector
@@ -40,10 +42,13 @@ def connector_for(source: str) -> Connector:
         raise ValueError(f"unknown source {source!r}; known sources: {list(SOURCES)}") from None
 
 
-def provider_base_url(source: str, settings: Settings | None = None) -> str:
-    """Base URL of ``source``'s provider: ``<sandbox_url>/<source>`` ('' when none is configured)."""
+def provider_endpoint(source: str, settings: Settings | None = None) -> ProviderEndpoint:
+    """``source``'s provider as configured (``DOSSIER_PROVIDERS``, else the bundled sandbox layout)."""
     settings = settings or get_settings()
     connector_for(source)
-    if not settings.sandbox_url:
-        return ""
-    return f"{settings.sandbox_url.rstrip('/')}/{source}"
+    return settings.provider(source)
+
+
+def provider_base_url(source: str, settings: Settings | None = None) -> str:
+    """Base URL of ``source``'s provider ('' when none is configured): :func:`provider_endpoint`'s."""
+    return provider_endpoint(source, settings).base_url

@@ -336,6 +336,46 @@ def cmd_consent_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent_lapsing(args: argparse.Namespace) -> int:
+    from warehouse import consent
+    from warehouse.db import session_scope
+
+    if args.days < 0:
+        raise consent.ConsentError(f"--days must be 0 or more, not {args.days}")
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        found = consent.lapsing(session, at=now, within=dt.timedelta(days=args.days))
+    if args.json:
+        _print_json(
+            [
+                {
+                    "consent_id": c.consent_id,
+                    "sme_id": c.sme_id,
+                    "reconfirm_by": c.lapses_at.isoformat(),
+                    "days_left": (c.lapses_at - now).days,
+                    "sources": sorted(c.sources),
+                    "recipients": sorted(c.recipients),
+                    "expires_at": c.expires_at.isoformat(),
+                }
+                for c in found
+            ]
+        )
+        return 0
+    table = Table("consent", "sme", "reconfirm by", "days left", "sources", "recipients")
+    for c in found:
+        table.add_row(
+            c.consent_id,
+            c.sme_id,
+            f"{c.lapses_at:%Y-%m-%d %H:%M}",
+            str((c.lapses_at - now).days),
+            ",".join(sorted(c.sources)),
+            ",".join(sorted(c.recipients)),
+        )
+    console.print(table)
+    console.print(f"{len(found)} consent(s) stop within {args.days} days unless the SME reconfirms")
+    return 0
+
+
 def cmd_consent_grant(args: argparse.Namespace) -> int:
     import uuid
 
@@ -1243,6 +1283,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     consent_list.add_argument("--sme", help="only this SME")
     consent_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lapsing = add(
+        consent,
+        "lapsing",
+        cmd_consent_lapsing,
+        "List active consents that stop within --days unless the SME reconfirms them (90-day rule).",
+    )
+    lapsing.add_argument("--days", type=int, default=14, help="look this many days ahead (default 14)")
+    lapsing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     grant = add(consent, "grant", cmd_consent_grant, "Record an SME's consent (appended to the ledger).")
     grant.add_argument("--sme", required=True, help="the SME granting, e.g. SME-000042")
     grant.add_argument(

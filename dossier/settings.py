@@ -29,12 +29,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warehouse.errors import DossierError
+
+if TYPE_CHECKING:
+    from connectors.core.providers import ProviderEndpoint
 
 ENV_PREFIX = "DOSSIER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -105,6 +108,24 @@ class Environment(BaseSettings):
     )
     oauth_client_secret: str = Field(
         "sme-dossier-sandbox-secret", description="OAuth2 client secret matching DOSSIER_OAUTH_CLIENT_ID."
+    )
+    providers: str = Field(
+        "",
+        description="Per-source provider configuration as a JSON object, e.g. "
+        '`{"tax": {"base_url": "https://api.service.hmrc.gov.uk", "token_url": "…", "client_id": "…", '
+        '"client_secret": "…"}}`; keys per source: base_url, authorize_url, token_url, client_id, '
+        "client_secret, each optional (unset: `$DOSSIER_SANDBOX_URL/<source>`, its /oauth/authorize and "
+        "/oauth/token, DOSSIER_OAUTH_CLIENT_ID and _SECRET).",
+    )
+    hmrc_device_id: str = Field(
+        "",
+        description="UUID this installation sends HMRC as Gov-Client-Device-ID (empty: a random UUID kept in "
+        "$DOSSIER_HOME/device.id, made on first use).",
+    )
+    vendor_license_ids: str = Field(
+        "",
+        description="Licence keys of the software, `name=key` pairs separated by commas; HMRC receives their "
+        "SHA-256 hashes as Gov-Vendor-License-IDs (empty: the header carries no pair).",
     )
     http_timeout: float = Field(
         10, gt=0, description="Seconds before a provider request times out (connect and read)."
@@ -263,12 +284,93 @@ class Environment(BaseSettings):
             )
         return value
 
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, value: str) -> str:
+        parse_providers(value)
+        return value
+
+    @field_validator("hmrc_device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        if value:
+            import uuid
+
+            try:
+                uuid.UUID(value)
+            except ValueError:
+                raise ValueError("expected a UUID such as beec798b-b366-47fa-b1f8-92cede14a1ce") from None
+        return value
+
+    @field_validator("vendor_license_ids")
+    @classmethod
+    def _license_ids(cls, value: str) -> str:
+        parse_license_ids(value)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+
+PROVIDER_KEYS = ("base_url", "authorize_url", "token_url", "client_id", "client_secret")
+"""What ``DOSSIER_PROVIDERS`` may say about each source's provider."""
+
+
+def parse_providers(value: str) -> dict[str, dict[str, str]]:
+    """``DOSSIER_PROVIDERS`` as ``{source: {key: value}}``; ``ValueError`` saying what is wrong.
+
+    >>> parse_providers('{"tax": {"base_url": "https://api.example/"}}')
+    {'tax': {'base_url': 'https://api.example'}}
+    >>> parse_providers('{"bank": {}}')
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown source 'bank' (known: accounting, survey, tax, utility)
+    """
+    if not value:
+        return {}
+    from warehouse.canonical import SOURCES
+
+    try:
+        document = json.loads(value)
+    except ValueError as error:
+        raise ValueError(f"not JSON ({error})") from None
+    if not isinstance(document, dict):
+        raise ValueError("expected a JSON object keyed by source")
+    parsed: dict[str, dict[str, str]] = {}
+    for source, entry in document.items():
+        if source not in SOURCES:
+            raise ValueError(f"unknown source {source!r} (known: {', '.join(sorted(SOURCES))})")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{source}: expected an object with keys among {', '.join(PROVIDER_KEYS)}")
+        unknown = sorted(set(entry) - set(PROVIDER_KEYS))
+        if unknown:
+            raise ValueError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(PROVIDER_KEYS)})")
+        for key, item in entry.items():
+            if not isinstance(item, str):
+                raise ValueError(f"{source}.{key}: expected a string")
+            if key.endswith("_url") and item and not item.startswith(("http://", "https://")):
+                raise ValueError(f"{source}.{key}: expected an http:// or https:// URL")
+        parsed[source] = {k: (v.rstrip("/") if k.endswith("_url") else v) for k, v in entry.items()}
+    return parsed
+
+
+def parse_license_ids(value: str) -> dict[str, str]:
+    """``DOSSIER_VENDOR_LICENSE_IDS`` (``name=key,name=key``) as a mapping; ``ValueError`` when malformed.
+
+    >>> parse_license_ids("sme-dossier=ABC-123")
+    {'sme-dossier': 'ABC-123'}
+    """
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, sep, key = item.partition("=")
+        if not sep or not name.strip() or not key.strip():
+            raise ValueError(f"expected name=key pairs separated by commas, got {item!r}")
+        pairs[name.strip()] = key.strip()
+    return pairs
 
 
 class _GivenEnvironment(Environment):
@@ -282,6 +384,12 @@ class _GivenEnvironment(Environment):
 
 
 HINTS: dict[type, str] = {int: "a whole number", float: "a number"}
+FIELD_HINTS: dict[str, str] = {
+    "providers": 'a JSON object such as {"tax": {"base_url": "https://…"}}',
+    "vendor_license_ids": "name=key pairs separated by commas",
+}
+SECRET_FIELDS = frozenset({"providers", "vendor_license_ids", "oauth_client_secret", "s3_secret"})
+"""Variables whose value an error message does not repeat (it may hold a secret)."""
 
 
 @dataclass(frozen=True)
@@ -308,14 +416,16 @@ SANDBOX_RECORD = "sandbox-universe.json"
 
 def _hint(name: str) -> str:
     """What a valid value of variable ``name`` looks like, from its type and bounds."""
-    info = Environment.model_fields[name.removeprefix(ENV_PREFIX).lower()]
-    kind = HINTS.get(info.annotation, "a value")  # type: ignore[arg-type]
+    field_name = name.removeprefix(ENV_PREFIX).lower()
+    info = Environment.model_fields[field_name]
+    kind = FIELD_HINTS.get(field_name) or HINTS.get(info.annotation, "a value")  # type: ignore[arg-type]
     bounds = []
     for rule in info.metadata:
         for attribute, word in (("ge", "at least"), ("gt", "above"), ("le", "at most"), ("lt", "below")):
             if getattr(rule, attribute, None) is not None:
                 bounds.append(f"{word} {getattr(rule, attribute)}")
-    return f"set {kind}{' ' + ' and '.join(bounds) if bounds else ''} (default {info.default}), or unset it"
+    default = info.default if info.default != "" else "empty"
+    return f"set {kind}{' ' + ' and '.join(bounds) if bounds else ''} (default {default}), or unset it"
 
 
 def _settings_error(error: ValidationError, env: Mapping[str, str]) -> SettingsError:
@@ -324,7 +434,8 @@ def _settings_error(error: ValidationError, env: Mapping[str, str]) -> SettingsE
     for problem in error.errors():
         name = ENV_PREFIX + str(problem["loc"][0]).upper()
         message = str(problem["msg"]).removeprefix("Value error, ")
-        parts.append(f"{name}={env.get(name, '')!r} is not valid: {message}; {_hint(name)}")
+        shown = "(value not shown)" if str(problem["loc"][0]) in SECRET_FIELDS else repr(env.get(name, ""))
+        parts.append(f"{name}={shown} is not valid: {message}; {_hint(name)}")
     return SettingsError("; ".join(parts))
 
 
@@ -429,6 +540,10 @@ class Settings:
     lending_capital_charge: float = 0.015
     lending_max_rate: float = 0.35
     lending_max_pd: float = 0.30
+    providers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Per source, what ``DOSSIER_PROVIDERS`` says of its provider (see :meth:`provider`)."""
+    hmrc_device_id: str = ""
+    vendor_license_ids: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -494,8 +609,55 @@ class Settings:
             lending_capital_charge=float(parsed.lending_capital_charge),
             lending_max_rate=float(parsed.lending_max_rate),
             lending_max_pd=float(parsed.lending_max_pd),
+            providers=parse_providers(parsed.providers),
+            hmrc_device_id=parsed.hmrc_device_id,
+            vendor_license_ids=parse_license_ids(parsed.vendor_license_ids),
             extra={k: v for k, v in env.items() if k.startswith("AIRFLOW__")},
         )
+
+    def provider(self, source: str) -> ProviderEndpoint:
+        """Where ``source``'s provider is and who we are to it: ``DOSSIER_PROVIDERS``, else the bundled
+        sandbox layout (``$DOSSIER_SANDBOX_URL/<source>``) and ``DOSSIER_OAUTH_CLIENT_ID``/``_SECRET``.
+
+        >>> s = Settings.from_env({"DOSSIER_SANDBOX_URL": "http://127.0.0.1:9000",
+        ...     "DOSSIER_PROVIDERS": '{"tax": {"base_url": "https://api.example", "client_id": "hmrc-app"}}'})
+        >>> s.provider("tax").token_url, s.provider("tax").client_id, s.provider("tax").client_secret
+        ('https://api.example/oauth/token', 'hmrc-app', 'sme-dossier-sandbox-secret')
+        >>> s.provider("utility").base_url
+        'http://127.0.0.1:9000/utility'
+        """
+        from connectors.core.providers import ProviderEndpoint
+
+        given = self.providers.get(source, {})
+        sandbox = f"{self.sandbox_url.rstrip('/')}/{source}" if self.sandbox_url else ""
+        return ProviderEndpoint(
+            source,
+            given.get("base_url") or sandbox,
+            client_id=given.get("client_id") or self.oauth_client_id,
+            client_secret=given.get("client_secret") or self.oauth_client_secret,
+            authorize_endpoint=given.get("authorize_url", ""),
+            token_endpoint=given.get("token_url", ""),
+        )
+
+    def device_id(self) -> str:
+        """This installation's Gov-Client-Device-ID: as configured, else a UUID kept in the home
+        folder (made on first use, never changed after)."""
+        if self.hmrc_device_id:
+            return self.hmrc_device_id
+        import uuid
+
+        path = self.home / "device.id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made = path.with_name(f"device.id.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            made.write_text(f"{uuid.uuid4()}\n")
+            try:  # linked whole or not at all: parallel tasks agree on the first one made
+                os.link(made, path)
+            except FileExistsError:
+                pass
+            finally:
+                made.unlink()
+        return path.read_text().strip()
 
     @property
     def base_url(self) -> str:
@@ -591,6 +753,14 @@ class Settings:
             env["DOSSIER_S3_ENDPOINT_URL"] = self.s3_endpoint_url
             env["DOSSIER_S3_KEY"] = self.s3_key
             env["DOSSIER_S3_SECRET"] = self.s3_secret
+        if self.providers:
+            env["DOSSIER_PROVIDERS"] = json.dumps(self.providers)
+        if self.hmrc_device_id:
+            env["DOSSIER_HMRC_DEVICE_ID"] = self.hmrc_device_id
+        if self.vendor_license_ids:
+            env["DOSSIER_VENDOR_LICENSE_IDS"] = ",".join(
+                f"{k}={v}" for k, v in self.vendor_license_ids.items()
+            )
         env.update(self.extra)
         return env
 

@@ -7,7 +7,9 @@ calls the production consent or entitlement logic: it states the rule again, on 
 The rule, for a lender L and a dossier row D that L received in a pull at instant t:
 
 * some consent C of D's SME was active at t (granted_at <= t < expires_at, not revoked at or
-  before t, not replaced, SME not erased), names L, states the purpose of L's subscription,
+  before t, not replaced, SME not erased, and - the UK open-banking reconfirmation rule - confirmed
+  by the SME within the 90 days before t: at the grant, or by a reconfirmation made while the
+  consent was still active; a lapsed consent is not revived by a later one), names L, states the purpose of L's subscription,
   covers every source in D.sources_used, and D.history_months <= C.history_months;
 * D.months_of_accounts <= D.history_months;
 * every column derived from a source outside D.sources_used is null (months_of_accounts is 0).
@@ -33,6 +35,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import text
 
 SOURCE_KINDS = ("accounting", "tax", "utility", "survey")
+RECONFIRM_WITHIN = dt.timedelta(days=90)
+"""Access the SME has not (re)confirmed for this long stops."""
 
 DERIVED_FROM: dict[str, frozenset[str]] = {
     **{
@@ -101,14 +105,25 @@ class Episode:
     """When a revocation, a re-grant or an erasure ended these terms (None: they still hold)."""
     recorded_at: dt.datetime | None = None
     """When the grant was made (its ``granted_at`` may lie before): the warehouse knows it from then."""
+    reconfirmations: list[dt.datetime] = field(default_factory=list)
+    """When the SME reconfirmed these terms."""
 
     def known_at(self, t: dt.datetime) -> bool:
         return self.recorded_at is None or self.recorded_at <= t
 
+    def confirmed_until(self, t: dt.datetime) -> dt.datetime:
+        """The end of access as the confirmations made up to ``t`` leave it: 90 days after the grant,
+        pushed on by each reconfirmation made before that end came."""
+        until = self.terms.granted_at + RECONFIRM_WITHIN
+        for made in sorted(self.reconfirmations):
+            if made <= t and self.terms.granted_at <= made < until:
+                until = made + RECONFIRM_WITHIN
+        return until
+
     def active_at(self, t: dt.datetime) -> bool:
         terms = self.terms
         ended = self.ended_at is not None and self.ended_at <= t
-        return terms.granted_at <= t < terms.expires_at and not ended
+        return terms.granted_at <= t < terms.expires_at and t < self.confirmed_until(t) and not ended
 
     def allows(self, lender: str, purpose: str, sources: Iterable[str], history_months: int) -> bool:
         terms = self.terms
@@ -133,6 +148,9 @@ class Ledger:
         if history and history[-1].ended_at is None:
             history[-1].ended_at = at
         history.append(Episode(terms, recorded_at=at))
+
+    def reconfirm(self, consent_id: str, *, at: dt.datetime) -> None:
+        self.episodes[consent_id][-1].reconfirmations.append(at)
 
     def revoke(self, consent_id: str, *, at: dt.datetime) -> None:
         current = self.episodes[consent_id][-1]
@@ -205,6 +223,12 @@ def ledger_from_sql(connection: Any) -> Ledger:
         if row.status != "active":
             ended = utc_instant(row.revoked_at) or terms.granted_at
         ledger.episodes[row.consent_id] = [Episode(terms, ended)]
+    reconfirmed = connection.execute(
+        text("SELECT consent_id, occurred_at FROM consent_events WHERE event_type = 'reconfirmed'")
+    )
+    for row in reconfirmed:
+        if row.consent_id in ledger.episodes:
+            ledger.episodes[row.consent_id][-1].reconfirmations.append(utc_instant(row.occurred_at))
     return ledger
 
 

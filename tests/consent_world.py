@@ -157,6 +157,16 @@ class World:
             )
         self.ledger.grant(terms, at=at or granted_at)
 
+    def reconfirm(self, consent_id: str, *, at: dt.datetime) -> bool:
+        """The SME reconfirms ``consent_id`` at ``at``; False (nothing recorded) when the law refuses."""
+        try:
+            with session_scope(self.engine) as session:
+                consent.reconfirm(session, consent_id, at=at)
+        except consent.ConsentError:
+            return False
+        self.ledger.reconfirm(consent_id, at=at)
+        return True
+
     def revoke(self, consent_id: str, *, at: dt.datetime) -> None:
         with session_scope(self.engine) as session:
             consent.revoke(session, consent_id, at=at)

@@ -2,7 +2,12 @@
 
 A consent's **scope** is: SME, sources, recipients (lenders), purpose (:data:`PURPOSES`), history
 window in months, and the interval ``[granted_at, expires_at)``; it is *active* at an instant inside
-that interval while its status is ``active`` (a revoked consent is never active again).
+that interval while its status is ``active`` (a revoked consent is never active again) and it has
+been **reconfirmed** within :data:`RECONFIRM_AFTER` (90 days, the UK open-banking reconfirmation
+rule): ``reconfirm_by`` is 90 days after the grant or the SME's last reconfirmation
+(:func:`reconfirm`), and from that instant the consent stops exactly as at its expiry - no pull,
+no delivery, and every version delivered under it is withdrawn at the lender's next pull (reason
+``consent_expired``). A lapsed consent cannot be reconfirmed; the SME grants again.
 
 The rule, stated once and enforced here:
 
@@ -67,6 +72,10 @@ states the same purpose.
 """
 
 DEFAULT_PURPOSE = "credit_decision"
+RECONFIRM_AFTER = dt.timedelta(days=90)
+"""Access not reconfirmed for this long stops (UK open banking: reconfirm every 90 days)."""
+RECONFIRM_NOTICE = dt.timedelta(days=14)
+"""From this long before ``reconfirm_by`` the SME is offered a one-click reconfirmation."""
 MAX_HISTORY_MONTHS = 120
 """Longest history window a consent may allow (ten years of books)."""
 
@@ -111,13 +120,25 @@ class Terms:
     expires_at: dt.datetime
     status: str
     revoked_at: dt.datetime | None = None
+    reconfirm_by: dt.datetime | None = None
+    """When access stops unless reconfirmed (None: :data:`RECONFIRM_AFTER` after ``granted_at``)."""
 
     @property
     def scope(self) -> Scope:
         return Scope(self.sources, self.history_months)
 
+    @property
+    def lapses_at(self) -> dt.datetime:
+        """When access stops unless reconfirmed."""
+        return self.reconfirm_by or self.granted_at + RECONFIRM_AFTER
+
+    @property
+    def ends_at(self) -> dt.datetime:
+        """The end of the consent's active interval: its expiry, or its lapse when that comes first."""
+        return min(self.expires_at, self.lapses_at)
+
     def active_at(self, at: dt.datetime) -> bool:
-        return self.status == "active" and self.granted_at <= at < self.expires_at
+        return self.status == "active" and self.granted_at <= at < self.ends_at
 
     def allows(self, lender_id: str, purpose: str, sources_used: Iterable[str], months: int) -> bool:
         """Whether these terms let ``lender_id`` hold, for ``purpose``, values from these sources and months."""
@@ -141,6 +162,7 @@ class Terms:
             consent.expires_at,
             consent.status,
             consent.revoked_at,
+            consent.reconfirm_by,
         )
 
 
@@ -159,6 +181,7 @@ def terms_of(
             Consent.status == "active",
             Consent.granted_at <= min(instants),
             Consent.expires_at > max(instants),
+            Consent.reconfirm_by > max(instants),
         )
     by_sme: dict[str, list[Terms]] = defaultdict(list)
     wanted = list(sme_ids)
@@ -282,15 +305,14 @@ def why_not(
     """Explain (not decide) why ``lender_id`` lost a dossier: the reason and when its cover ended.
 
     Among the SME's consents whose terms would allow the dossier, the one that ended last gives the
-    answer (revoked: its ``revoked_at``; expired: its ``expires_at``). When none would, the consents
-    were narrowed (or never allowed this purpose) and ``at`` stands in.
+    answer (revoked: its ``revoked_at``; expired, or lapsed for want of reconfirmation: the end of its
+    active interval). When none would, the consents were narrowed (or never allowed this purpose)
+    and ``at`` stands in.
     """
     used = list(sources_used)
     covering = [t for t in consents if t.allows(lender_id, purpose, used, months)]
     endings = [("consent_revoked", t.revoked_at) for t in covering if t.status == "revoked" and t.revoked_at]
-    endings += [
-        ("consent_expired", t.expires_at) for t in covering if t.status != "revoked" and t.expires_at <= at
-    ]
+    endings += [("consent_expired", t.ends_at) for t in covering if t.status != "revoked" and t.ends_at <= at]
     if not endings:
         return "consent_no_longer_covers", at
     return max(endings, key=lambda ending: ending[1])
@@ -489,9 +511,80 @@ def grant(
     consent.expires_at = expires_at
     consent.status = "active"
     consent.revoked_at = None
+    consent.reconfirmed_at = None
+    consent.reconfirm_by = granted_at + RECONFIRM_AFTER
     session.flush()
     _append_event(session, consent_id, "granted", granted_at, actor, _terms_record(consent))
     return consent
+
+
+def reconfirm(session: Session, consent_id: str, *, at: dt.datetime, actor: str = "sme") -> Consent:
+    """The SME confirms at ``at`` that access may go on: ``reconfirm_by`` becomes ``at`` + 90 days.
+
+    Only an active consent can be reconfirmed; a revoked, expired, not yet started or already
+    lapsed one raises :class:`ConsentError` (after a lapse the SME grants again). A ``reconfirmed``
+    event records the new ``reconfirm_by``.
+    """
+    consent = session.get(Consent, consent_id)
+    if consent is None:
+        raise ConsentError(f"consent {consent_id!r} does not exist; see: dossier consent list")
+    if at.tzinfo is None:
+        raise ConsentError("consent instants must be UTC (timezone-aware)")
+    state = status_at(consent, at)
+    if state != "active":
+        raise ConsentError(
+            f"consent {consent_id} is {state} at {at:%Y-%m-%d %H:%M} UTC; it cannot be reconfirmed"
+        )
+    consent.reconfirmed_at = at
+    consent.reconfirm_by = at + RECONFIRM_AFTER
+    session.flush()
+    _append_event(
+        session,
+        consent_id,
+        "reconfirmed",
+        at,
+        actor,
+        {"reconfirm_by": consent.reconfirm_by.astimezone(dt.UTC).isoformat()},
+    )
+    return consent
+
+
+def reconfirmable(consent: Consent | Terms, at: dt.datetime) -> bool:
+    """Whether the SME is offered reconfirmation at ``at``: active, within :data:`RECONFIRM_NOTICE`
+    of ``reconfirm_by``, and not expiring before it anyway."""
+    lapses_at = consent.reconfirm_by or consent.granted_at + RECONFIRM_AFTER
+    return (
+        status_at(consent, at) == "active"
+        and lapses_at - at <= RECONFIRM_NOTICE
+        and lapses_at < consent.expires_at
+    )
+
+
+def reconfirm_wording(terms: Terms) -> str:
+    """The plain words an SME is shown, and agrees to, when reconfirming ``terms``."""
+    return (
+        f"Keep sharing your {', '.join(sorted(terms.sources))} data ({terms.history_months} months of "
+        f"history) with {', '.join(sorted(terms.recipients))} for {PURPOSES.get(terms.purpose, terms.purpose)}. "
+        f"Without this, sharing stops on {terms.lapses_at:%d %B %Y}; with it, it continues for 90 days from "
+        f"today (but not past {terms.expires_at:%d %B %Y}), when you will be asked again."
+    )
+
+
+def lapsing(session: Session, *, at: dt.datetime, within: dt.timedelta) -> list[Terms]:
+    """Consents active at ``at`` whose access stops for want of reconfirmation within ``within``
+    (and before they expire), soonest first: what an operator follows up."""
+    query = (
+        select(Consent)
+        .where(
+            Consent.status == "active",
+            Consent.granted_at <= at,
+            Consent.reconfirm_by > at,
+            Consent.reconfirm_by <= at + within,
+            Consent.reconfirm_by < Consent.expires_at,
+        )
+        .order_by(Consent.reconfirm_by, Consent.consent_id)
+    )
+    return [Terms.of(consent) for consent in session.scalars(query)]
 
 
 def revoke(
@@ -583,11 +676,14 @@ def erase(
 
 
 def status_at(consent: Consent | Terms, at: dt.datetime) -> str:
-    """``active``, ``revoked``, ``expired`` or ``pending`` (granted for later) at ``at``."""
+    """``active``, ``revoked``, ``expired``, ``lapsed`` (not reconfirmed in time) or ``pending``
+    (granted for later) at ``at``."""
     if consent.status == "revoked":
         return "revoked"
     if consent.expires_at <= at:
         return "expired"
+    if consent.reconfirm_by is not None and consent.reconfirm_by <= at:
+        return "lapsed"
     if consent.granted_at > at:
         return "pending"
     return "active"

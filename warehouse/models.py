@@ -111,6 +111,10 @@ class Consent(Base):
     expires_at: Mapped[dt.datetime]
     status: Mapped[str] = mapped_column(String(16))
     revoked_at: Mapped[dt.datetime | None]
+    reconfirmed_at: Mapped[dt.datetime | None]
+    """When the SME last reconfirmed this access (None: not since the grant)."""
+    reconfirm_by: Mapped[dt.datetime] = mapped_column(index=True)
+    """Access stops here unless reconfirmed: 90 days after the grant or the last reconfirmation."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -488,6 +492,14 @@ class ProviderToken(Base):
     provider_url: Mapped[str] = mapped_column(String(512))
     refresh_token_encrypted: Mapped[str] = mapped_column(Text)
     obtained_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    """The latest access token (Fernet), reused by the ingest until ``access_expires_at``."""
+    access_expires_at: Mapped[dt.datetime | None]
+    refreshed_at: Mapped[dt.datetime | None]
+    """When the ingest last traded the refresh token for a new access token."""
+    refused_at: Mapped[dt.datetime | None]
+    """When the provider refused the refresh token: the SME has to reconnect (None: not refused)."""
+    refused_reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class WebhookEndpoint(Base):

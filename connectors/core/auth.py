@@ -1,7 +1,8 @@
 """Authentication as its own object: each one a ``requests.auth.AuthBase`` that signs requests.
 
-* :class:`OAuth2RefreshAuth` - OAuth2 refresh-token grant (accounting, tax, utility). It fetches an
-  access token before the first request, again shortly before the token expires, and once more
+* :class:`OAuth2RefreshAuth` - OAuth2 refresh-token grant (accounting, tax, utility). It uses a
+  still-valid access token it is given (one stored from an earlier run), else fetches one before the
+  first request, again shortly before the token expires, and once more
   when the provider answers 401 anyway (the request is then re-sent once with the new token, the
   way ``requests``' own digest auth handles its 401 challenge). A provider that rotates refresh
   tokens hands back a new one; :attr:`OAuth2RefreshAuth.refresh_token` always holds the latest, and
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import threading
 from collections.abc import Mapping
@@ -44,6 +46,8 @@ class OAuth2RefreshAuth(AuthBase):
         sme_id: str,
         source: str,
         clock: Clock | None = None,
+        access_token: str | None = None,
+        access_valid_for: float | None = None,
     ) -> None:
         self.token_url = token_url
         self.client_id = client_id
@@ -58,7 +62,13 @@ class OAuth2RefreshAuth(AuthBase):
         self.refresh_at = 0.0
         self.refreshes = 0
         self.rotated = False
+        self.access_expires_at: dt.datetime | None = None
+        """Wall-clock expiry of the latest token this object obtained (None: unstated, or none obtained)."""
         self._lock = threading.Lock()
+        if access_token and access_valid_for is not None and access_valid_for > EXPIRY_LEEWAY_SECONDS:
+            # A still-valid access token from an earlier run is used until shortly before it expires.
+            self.access_token = access_token
+            self.refresh_at = self._refresh_time(access_valid_for)
 
     def _needs_refresh(self) -> bool:
         return self.access_token is None or self.clock.monotonic() >= self.refresh_at
@@ -100,6 +110,12 @@ class OAuth2RefreshAuth(AuthBase):
             token = self._read_token(response)
             self.access_token = str(token["access_token"])
             self.refresh_at = self._refresh_time(token.get("expires_in"))
+            lifetime = token.get("expires_in")
+            self.access_expires_at = (
+                dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(lifetime))
+                if lifetime is not None
+                else None
+            )
             new_refresh = token.get("refresh_token")
             if new_refresh and new_refresh != self.refresh_token:
                 self.refresh_token = str(new_refresh)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -31,6 +31,9 @@ from connectors.core.auth import OAuth2RefreshAuth, require_credential
 from connectors.core.http import SYSTEM_CLOCK, Clock, ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import RawPage
+
+if TYPE_CHECKING:
+    from connectors.tax.fraud_prevention import FraudPrevention
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -77,6 +80,9 @@ class Connection:
     provider: str
     account_ref: str
     credentials: Mapping[str, Any] = field(default_factory=dict)
+    stored_token: bool = False
+    """The credentials are the SME's own OAuth tokens from connecting through its link
+    (``provider_tokens``, decrypted), not the registration's ``source_connections.credentials``."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,10 @@ class HttpContext:
     clock: Clock = SYSTEM_CLOCK
     client_id: str = ""
     client_secret: str = ""
+    token_url: str = ""
+    """The provider's OAuth token endpoint; empty: ``{base_url}/oauth/token``."""
+    fraud_prevention: FraudPrevention | None = None
+    """What the HMRC connector sends as fraud-prevention headers (None: this machine's defaults)."""
 
 
 class Connector(ABC):
@@ -120,7 +130,12 @@ class Connector(ABC):
             auth=self.authenticate(connection, http),
             timeout=http.timeout,
             headers=self.headers,
+            fresh_headers=self.fresh_headers(http),
         )
+
+    def fresh_headers(self, http: HttpContext) -> Callable[[], Mapping[str, str]] | None:
+        """Headers this source's provider wants collected anew for each request (none by default)."""
+        return None
 
 
 class OAuth2Connector(Connector):
@@ -137,8 +152,15 @@ class OAuth2Connector(Connector):
         def credential(name: str) -> str:
             return require_credential(credentials, name, sme_id=connection.sme_id, source=self.source)
 
+        expires = connection.credentials.get("access_expires_at")
+        valid_for = (
+            (dt.datetime.fromisoformat(expires) - dt.datetime.now(dt.UTC)).total_seconds()
+            if isinstance(expires, str) and expires
+            else None
+        )
+        access = connection.credentials.get("access_token")
         return OAuth2RefreshAuth(
-            http.base_url.rstrip("/") + self.token_path,
+            http.token_url or http.base_url.rstrip("/") + self.token_path,
             client_id=credential("client_id"),
             client_secret=credential("client_secret"),
             refresh_token=credential("refresh_token"),
@@ -147,4 +169,6 @@ class OAuth2Connector(Connector):
             sme_id=connection.sme_id,
             source=self.source,
             clock=http.clock,
+            access_token=access if isinstance(access, str) else None,
+            access_valid_for=valid_for,
         )

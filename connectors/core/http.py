@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -139,6 +139,14 @@ def provider_error_text(body: str) -> str:
         code = payload.get("code") or payload.get("error") or ""
         message = payload.get("message") or payload.get("error_description") or payload.get("detail") or ""
         text = ": ".join(str(part) for part in (code, message) if part)
+        errors = payload.get("errors")
+        if text and isinstance(errors, list):
+            named = [
+                f"{e.get('code', '')} {','.join(map(str, e.get('headers') or [e.get('path', '')]))}".strip()
+                for e in errors
+                if isinstance(e, Mapping)
+            ]
+            text += f" ({'; '.join(named)})" if named else ""
         if text:
             return text
     return body.strip()[:200]
@@ -198,6 +206,7 @@ class ProviderClient:
         auth: requests.auth.AuthBase | None,
         timeout: float,
         headers: Mapping[str, str] | None = None,
+        fresh_headers: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         if not base_url:
             raise ConfigError("no provider base URL is configured", sme_id=sme_id, source=source)
@@ -208,6 +217,8 @@ class ProviderClient:
         self.auth = auth
         self.timeout = timeout
         self.headers = dict(headers or {})
+        self.fresh_headers = fresh_headers
+        """Headers collected anew just before each request (HMRC's fraud-prevention headers)."""
 
     def url_for(self, path_or_url: str) -> str:
         """Absolute URL of a provider path (``/v1/...``) or of a link the provider returned."""
@@ -228,9 +239,10 @@ class ProviderClient:
     def get(self, path_or_url: str, params: Mapping[str, str] | None = None) -> requests.Response:
         """GET and return a 2xx response, or raise the classified :class:`ConnectorError`."""
         url = self.url_for(path_or_url)
+        headers = {**self.headers, **(self.fresh_headers() if self.fresh_headers else {})}
         try:
             response = self.session.get(
-                url, params=params, auth=self.auth, headers=self.headers, timeout=self.timeout
+                url, params=params, auth=self.auth, headers=headers, timeout=self.timeout
             )
         except ConnectorError:
             raise

@@ -3,7 +3,8 @@
 Each provider lives under its source's prefix (``/accounting``, ``/tax``, ``/utility``,
 ``/survey``) and speaks the wire shape of ``connectors/PROVIDERS.md``: OAuth2 refresh-token grants
 with short-lived bearer tokens (accounting, tax, utility), a KoboToolbox API token (survey), paging,
-the HMRC 366-day range rule and HMRC's error bodies. With ``fault_rate`` > 0 a share of responses
+the HMRC 366-day range rule, HMRC's fraud-prevention headers (``BATCH_PROCESS_DIRECT``,
+:mod:`connectors.sandbox.fraud_check`) and HMRC's error bodies. With ``fault_rate`` > 0 a share of responses
 is a 429 with ``Retry-After`` or a transient 5xx, decided by a hash of (``fault_seed``, request,
 attempt number), so a run is reproducible and a retried request eventually gets through.
 
@@ -38,7 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from connectors.core.http import UNKNOWN_ACCOUNT
-from connectors.sandbox import providers
+from connectors.sandbox import fraud_check, providers
 from connectors.sandbox.auth import (
     SCOPES,
     AccessCheck,
@@ -491,6 +492,9 @@ class SandboxServer:
                         401, "MISSING_CREDENTIALS", "Authentication information is not provided"
                     )
                 raise _hmrc_error(401, "INVALID_CREDENTIALS", "Invalid Authentication information provided")
+            wrong_headers = fraud_check.problems(request.headers)
+            if wrong_headers:
+                raise ProviderError(400, fraud_check.error_body(wrong_headers))
             if not re.fullmatch(r"\d{9}", vrn):
                 raise _hmrc_error(400, "VRN_INVALID", "The provided VRN is invalid")
             if access.account_ref != vrn:

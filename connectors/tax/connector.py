@@ -4,18 +4,20 @@
 consent's history window - through the as-of date itself, so the period in progress and its
 open obligation are seen - is cut into such windows (each one a request); every fulfilled (``F``)
 obligation's return is then fetched once from ``GET /organisations/vat/{vrn}/returns/{periodKey}``.
-The VRN is the connection's ``account_ref``.
+The VRN is the connection's ``account_ref``. Every request carries HMRC's fraud-prevention headers
+for a batch process (:mod:`connectors.tax.fraud_prevention`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
-from connectors.core.connector import Connection, OAuth2Connector, PullWindow
+from connectors.core.connector import Connection, HttpContext, OAuth2Connector, PullWindow
 from connectors.core.http import ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import RawPage, SinglePage, Stream, date_windows
+from connectors.tax.fraud_prevention import FraudPrevention
 from connectors.tax.hmrc_vat import filed_period_keys, parse_batch
 
 MAX_WINDOW_DAYS = 366
@@ -38,6 +40,10 @@ class TaxConnector(OAuth2Connector):
         paginator=SinglePage(),
         media_type=HMRC_MEDIA_TYPE,
     )
+
+    def fresh_headers(self, http: HttpContext) -> Callable[[], Mapping[str, str]]:
+        """HMRC's fraud-prevention headers (``BATCH_PROCESS_DIRECT``), collected for each request."""
+        return (http.fraud_prevention or FraudPrevention.of_this_machine()).headers
 
     def pull(self, client: ProviderClient, connection: Connection, window: PullWindow) -> Iterator[RawPage]:
         vrn = quote(connection.account_ref, safe="")

@@ -46,6 +46,7 @@ class ConsentView(BaseModel):
     granted_at: dt.datetime
     expires_at: dt.datetime
     revoked_at: dt.datetime | None
+    reconfirm_by: dt.datetime
     status: str
 
     @classmethod
@@ -62,8 +63,20 @@ class ConsentView(BaseModel):
             granted_at=terms.granted_at,
             expires_at=terms.expires_at,
             revoked_at=terms.revoked_at,
+            reconfirm_by=terms.lapses_at,
             status=consent.status_at(terms, at),
         )
+
+
+class LapsingView(BaseModel):
+    """A consent that stops unless the SME reconfirms it (the 90-day reconfirmation rule)."""
+
+    consent_id: str
+    sme_id: str
+    sources: list[str]
+    recipients: list[str]
+    reconfirm_by: dt.datetime
+    expires_at: dt.datetime
 
 
 class Withdrawal(BaseModel):
@@ -95,6 +108,25 @@ def list_consents(
     query = query.order_by(Consent.sme_id, Consent.consent_id).limit(paging.limit + 1)
     rows = paging.page(request, response, session.scalars(query).all(), lambda r: [r.sme_id, r.consent_id])
     return [ConsentView.of(row, at) for row in rows]
+
+
+@router.get("/consents/lapsing", response_model=list[LapsingView])
+def lapsing_consents(
+    session: SessionDep, actor: Operator, days: Annotated[int, Query(ge=0, le=90)] = 14
+) -> list[LapsingView]:
+    """Active consents whose access stops within ``days`` unless the SME reconfirms, soonest first."""
+    found = consent.lapsing(session, at=dt.datetime.now(dt.UTC), within=dt.timedelta(days=days))
+    return [
+        LapsingView(
+            consent_id=t.consent_id,
+            sme_id=t.sme_id,
+            sources=sorted(t.sources),
+            recipients=sorted(t.recipients),
+            reconfirm_by=t.lapses_at,
+            expires_at=t.expires_at,
+        )
+        for t in found
+    ]
 
 
 @router.post(

@@ -231,12 +231,11 @@ RETURN_COOKIE = "dossier_return"
 
 
 def _provider(settings: Settings, source: str) -> authorization.Provider | None:
-    """The OAuth provider of ``source`` (today every source hangs off ``DOSSIER_SANDBOX_URL``)."""
-    if not settings.sandbox_url or source not in OAUTH_SOURCES:
+    """The OAuth provider of ``source`` as configured (``DOSSIER_PROVIDERS``, else the sandbox)."""
+    provider = settings.provider(source)
+    if not provider.configured or source not in OAUTH_SOURCES:
         return None
-    return authorization.Provider(
-        f"{settings.sandbox_url}/{source}", settings.oauth_client_id, settings.oauth_client_secret
-    )
+    return provider
 
 
 def _account_at(session: SessionDep, sme_id: str, source: str) -> str | None:
@@ -448,6 +447,7 @@ def _sme_view(session: SessionDep, sme_id: str, now: dt.datetime) -> dict[str, A
             "status": consent.status_at(t, now),
             "sources": sorted(t.sources),
             "recipients": sorted(t.recipients),
+            "reconfirm_text": consent.reconfirm_wording(t) if consent.reconfirmable(t, now) else "",
         }
         for t in (
             consent.Terms.of(c)
@@ -513,6 +513,7 @@ def _render_sme_page(
         csrf_token=csrf,
         revoke_action=f"/sme/{quote(sme_id)}/revoke",
         rotate_action=f"/sme/{quote(sme_id)}/rotate",
+        reconfirm_action=f"/sme/{quote(sme_id)}/reconfirm",
         **_sme_view(session, sme_id, dt.datetime.now(dt.UTC)),
     )
 
@@ -562,6 +563,50 @@ def sme_revoke(
     what = f"sharing {source}" if source else f"sharing with {lender}" if lender else "every consent"
     message = (
         f"Done: you stopped {what} ({len(changed)} consent(s) changed)." if changed else "Nothing to stop."
+    )
+    return _render_sme_page(request, session, sme_id, key, message)
+
+
+@router.post("/sme/{sme_id}/reconfirm", response_class=HTMLResponse, tags=["sme"])
+def sme_reconfirm(
+    sme_id: str,
+    request: Request,
+    session: SessionDep,
+    key: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    consent_id: Annotated[str, Form()] = "",
+) -> Response:
+    """One-click reconfirmation (the 90-day rule): :func:`warehouse.consent.reconfirm`, and a
+    ``reconfirmed`` event in the link's ledger with the hash of the words the SME agreed to."""
+    try:
+        links.check_page_key(session, _key(request), sme_id, key)
+    except links.LinkError as error:
+        return _problem_page(request, "This page link cannot be used", str(error), error.status)
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "Nothing was changed", _FORM_EXPIRED, 403)
+    row = session.get(Consent, consent_id) if consent_id else None
+    now = dt.datetime.now(dt.UTC)
+    if row is None or row.sme_id != sme_id or not consent.reconfirmable(row, now):
+        return _problem_page(request, "Nothing was changed", "This consent cannot be reconfirmed now.", 409)
+    wording = consent.reconfirm_wording(consent.Terms.of(row))
+    consent.reconfirm(session, consent_id, at=now, actor="sme")
+    link = session.scalars(select(ConnectorLink).where(ConnectorLink.consent_id == consent_id)).first()
+    if link is not None:
+        links.append_event(
+            session,
+            link.link_id,
+            "reconfirmed",
+            now,
+            "sme",
+            {
+                "consent_id": consent_id,
+                "text_sha256": links.keep_text(session, wording, now),
+                "reconfirm_by": row.reconfirm_by.isoformat(),
+                "client": _client(request),
+            },
+        )
+    message = (
+        f"Done: sharing under {consent_id} continues until {min(row.reconfirm_by, row.expires_at):%d %B %Y}."
     )
     return _render_sme_page(request, session, sme_id, key, message)
 

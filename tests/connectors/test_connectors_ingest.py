@@ -88,7 +88,7 @@ def warehouse(warehouse_url: str, tmp_path: Path) -> Any:
                 recipients=["lender"],
                 purpose="credit_decision",
                 history_months=12,
-                granted_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                granted_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),  # reconfirmation due 90 days later
                 expires_at=dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
             )
     with override(for_home(tmp_path / "var", shard_count=1, http_retries=3)):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from hmrc_headers import BATCH_HEADERS
 
 from connectors.sandbox.auth import SandboxCredentials
 from connectors.sandbox.server import SandboxServer
@@ -68,6 +69,7 @@ class ProviderSession:
         headers = {"Authorization": f"Bearer {self.token(source)}"}
         if source == "tax":
             headers["Accept"] = "application/vnd.hmrc.1.0+json"
+            headers.update(BATCH_HEADERS)
         return headers
 
     def kobo(self) -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+from hmrc_headers import BATCH_HEADERS
 from lxml import etree
 
 from connectors.sandbox.auth import SandboxCredentials
@@ -20,7 +21,7 @@ from connectors.sandbox.universe import Universe
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ESPI = "{http://naesb.org/espi}"
-HMRC = {"Accept": "application/vnd.hmrc.1.0+json"}
+HMRC = {"Accept": "application/vnd.hmrc.1.0+json", **BATCH_HEADERS}
 
 
 def _sme_with(universe: Universe, *, defect: str | None = None, gas: bool | None = None) -> str:

@@ -99,7 +99,7 @@ def test_grant_refuses_bad_terms_and_changes_nothing(
 def test_pull_window_needs_one_consent_active_at_the_as_of_instant_and_now(warehouse_engine: Engine) -> None:
     """Case 2 of the rule: an expired 36-month consent and an active 12-month one never pull 36 months."""
     _seed(warehouse_engine)
-    as_of = T0 + 100 * DAY
+    as_of = T0 + 60 * DAY  # within the 90 days before reconfirmation is due
     with session_scope(warehouse_engine) as session:
         _grant(session, consent_id="C-old", history_months=36, expires_at=as_of + 10 * DAY)
         _grant(session, consent_id="C-new", history_months=12, granted_at=as_of - 5 * DAY)

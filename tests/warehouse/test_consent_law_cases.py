@@ -35,7 +35,8 @@ from warehouse.db import session_scope
 from warehouse.models import IngestionRun, Sme, SourceConnection
 
 AS_OF = dt.date(2026, 6, 1)
-GRANTED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+GRANTED = dt.datetime(2026, 4, 15, tzinfo=dt.UTC)
+"""Within the 90 days before reconfirmation is due, for every instant these cases look at around AS_OF."""
 EXPIRES = dt.datetime(2027, 6, 1, tzinfo=dt.UTC)
 PUBLISH_AT = dt.datetime(2026, 6, 1, 6, tzinfo=dt.UTC)
 PULL_AT = dt.datetime(2026, 6, 1, 9, tzinfo=dt.UTC)
@@ -100,6 +101,8 @@ def test_1_a_lender_granted_12_months_never_receives_a_36_month_dossier(world: W
 # --- 2. backfill under an expired consent ------------------------------------------------------
 
 UNIVERSE_AS_OF = dt.date(2026, 11, 25)
+UNIVERSE_GRANTED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+"""Grants of the cases that ingest from the sandbox universe (reconfirmation due 90 days later)."""
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +204,15 @@ def test_2_a_backfill_pulls_only_the_window_of_a_consent_active_then_and_now(
     world.subscribe("northwind", CREDIT)
     as_of_start = dt.datetime.combine(UNIVERSE_AS_OF, dt.time(), tzinfo=dt.UTC)
     # 36 months, active at the as-of instant but expired since; 12 months, active throughout.
-    grant(world, "C-36", sme_id, months=36, expires_at=as_of_start + dt.timedelta(days=1))
-    grant(world, "C-12", sme_id, months=12)
+    grant(
+        world,
+        "C-36",
+        sme_id,
+        months=36,
+        expires_at=as_of_start + dt.timedelta(days=1),
+        granted_at=UNIVERSE_GRANTED,
+    )
+    grant(world, "C-12", sme_id, months=12, granted_at=UNIVERSE_GRANTED)
     backfill_at = as_of_start + dt.timedelta(days=10)
 
     summary = ingest(world, "accounting", sandbox.url, now=backfill_at)
@@ -308,8 +318,8 @@ def test_5_a_revocation_during_a_shards_pulls_stops_the_next_smes_requests(
 ) -> None:
     first, second = clean_smes(universe, 2, min_months=12)
     connect(world, universe, [first, second], ("accounting",))
-    grant(world, "C-first", first, months=12)
-    grant(world, "C-second", second, months=12)
+    grant(world, "C-first", first, months=12, granted_at=UNIVERSE_GRANTED)
+    grant(world, "C-second", second, months=12, granted_at=UNIVERSE_GRANTED)
     pulled_at = dt.datetime.combine(UNIVERSE_AS_OF, dt.time(8), tzinfo=dt.UTC)
     tenants = {s: universe.sme(s).profile.tenant_id for s in (first, second)}
     urls: list[str] = []
@@ -576,7 +586,7 @@ def test_10_a_provider_failure_holds_the_dossier_and_keeps_the_previous_version(
     (sme_id,) = clean_smes(universe, 1, min_months=24)
     connect(world, universe, [sme_id], ("accounting", "tax"))
     world.subscribe("northwind", CREDIT)
-    grant(world, "C-1", sme_id, sources={"accounting", "tax"}, months=24)
+    grant(world, "C-1", sme_id, sources={"accounting", "tax"}, months=24, granted_at=UNIVERSE_GRANTED)
     day = dt.datetime.combine(UNIVERSE_AS_OF, dt.time(), tzinfo=dt.UTC)
 
     for source in ("accounting", "tax"):

@@ -59,6 +59,7 @@ granted_offsets = st.sampled_from(
         dt.timedelta(hours=1),
         dt.timedelta(days=3),
         dt.timedelta(days=40),
+        dt.timedelta(days=88),  # reconfirmation falls due two days later
         dt.timedelta(days=130),
     ]
 )
@@ -143,6 +144,7 @@ class ConsentLaw(RuleBasedStateMachine):
                 st.booleans(),
                 st.sampled_from([1, 6, 12, 24, 36]),
                 lasting_expiry_offsets,
+                st.sampled_from([dt.timedelta(days=40), dt.timedelta(days=85)]),
             ),
             min_size=5,
             max_size=5,
@@ -153,7 +155,7 @@ class ConsentLaw(RuleBasedStateMachine):
         data: list[tuple[frozenset[str], int]],
         purposes: list[str],
         late_subscriber: bool,
-        first_consents: list[tuple[frozenset[str], set[str], bool, int, dt.timedelta]],
+        first_consents: list[tuple[frozenset[str], set[str], bool, int, dt.timedelta, dt.timedelta]],
     ) -> None:
         """SMEs with their data, lenders (all but maybe the last subscribed), one consent per SME."""
         self.smes = {
@@ -165,7 +167,7 @@ class ConsentLaw(RuleBasedStateMachine):
         for i, lender in enumerate(self.lenders):
             if not (late_subscriber and i == len(self.lenders) - 1):
                 self.subscribe_lender(lender)
-        for sme_id, (sources, recipients, off_purpose, months, expires) in zip(
+        for sme_id, (sources, recipients, off_purpose, months, expires, granted) in zip(
             self.smes, first_consents, strict=False
         ):
             # The first consents state the purpose of a lender they name (unless ``off_purpose``) and
@@ -175,7 +177,7 @@ class ConsentLaw(RuleBasedStateMachine):
             if off_purpose:
                 purpose = next(p for p in PURPOSES if p != purpose)
             sources = (sources & self.smes[sme_id].sources) or self.smes[sme_id].sources
-            self.give(sme_id, None, sources, recipients, purpose, months, dt.timedelta(days=130), expires)
+            self.give(sme_id, None, sources, recipients, purpose, months, granted, expires)
 
     def give(
         self,
@@ -269,6 +271,15 @@ class ConsentLaw(RuleBasedStateMachine):
         consent_id = data.draw(st.sampled_from(self.live_consents()), label="consent")
         self.tick()
         self.world.revoke(consent_id, at=self.now)
+
+    @precondition(lambda self: self.live_consents())
+    @rule(data=st.data())
+    def reconfirm(self, data: st.DataObject) -> None:
+        """An SME reconfirms one of its consents (the law refuses, and nothing is recorded, once it
+        has lapsed, expired or not yet started)."""
+        consent_id = data.draw(st.sampled_from(self.live_consents()), label="consent")
+        self.tick()
+        self.world.reconfirm(consent_id, at=self.now)
 
     @rule(step=advances)
     def advance(self, step: dt.timedelta) -> None:
