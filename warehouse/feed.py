@@ -42,17 +42,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
 from warehouse import events
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
-from warehouse.db import in_chunks
+from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
 from warehouse.dossier_store import UNPUBLISHED, content_sha256, store_absolute, utc_seconds
 from warehouse.errors import DossierError, InputError
-from warehouse.models import Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
+from warehouse.models import (
+    Consent,
+    Delivery,
+    DossierVersion,
+    FeedChange,
+    FeedWatermark,
+    Lender,
+    Sme,
+    Subscription,
+    Withdrawal,
+    utcnow,
+)
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -560,7 +571,7 @@ def sync(session: Session, store: Store, lender_id: str, *, now: dt.datetime | N
         .order_by(Subscription.name)
     ).all()
     pull_id = pull_id_for(at)
-    counts = {"delivered": 0, "withdrawn": 0}
+    counts = {"delivered": 0, "withdrawn": 0, "unavailable": 0}
     for name in names:
         plan = plan_pull(session, lender_id, at=at, subscription=name)
         rows: dict[str, dict[str, Any]] = {}
@@ -569,7 +580,118 @@ def sync(session: Session, store: Store, lender_id: str, *, now: dt.datetime | N
         record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
         counts["delivered"] += len(delivered)
         counts["withdrawn"] += len(plan.withdrawals)
+        counts["unavailable"] += len(plan.wanted) - len(delivered)
     return counts
+
+
+# --- syncing only when something changed ----------------------------------------------------------
+
+RETRY_UNAVAILABLE = dt.timedelta(seconds=30)
+"""How soon a lender's feed is planned again when versions it should receive had no readable file
+(a publish in progress or interrupted); the publish that completes them plans it anyway."""
+
+
+def changes(session: Session) -> int | None:
+    """The sum of the feed's change counters (:class:`~warehouse.models.FeedChange`): it moves in
+    every transaction that changes the catalog, a consent, the SME register or a subscription.
+    None when the warehouse keeps no counters (then every read plans)."""
+    return session.scalar(select(func.sum(FeedChange.version)))
+
+
+def next_boundary(session: Session, at: dt.datetime) -> dt.datetime | None:
+    """The first instant after ``at`` at which an active consent starts or ends: until then, with
+    no change counted, the consent rule answers every question as it does at ``at``."""
+    starts = session.scalar(
+        select(func.min(Consent.granted_at)).where(Consent.status == "active", Consent.granted_at > at)
+    )
+    ends = session.scalar(
+        select(func.min(Consent.expires_at)).where(Consent.status == "active", Consent.expires_at > at)
+    )
+    found = [when for when in (starts, ends) if when is not None]
+    return min(found) if found else None
+
+
+def is_fresh(session: Session, lender_id: str, at: dt.datetime) -> bool:
+    """Whether the lender's last sync still holds at ``at``: no change counted since, ``at`` not
+    before it and not past its ``valid_until``. One small query."""
+    total = select(func.sum(FeedChange.version)).scalar_subquery()
+    mark = session.execute(
+        select(FeedWatermark.changes, FeedWatermark.synced_at, FeedWatermark.valid_until, total).where(
+            FeedWatermark.lender_id == lender_id
+        )
+    ).first()
+    if mark is None or mark[3] is None:
+        return False
+    counted, synced_at, valid_until, now_counted = mark
+    return bool(counted == now_counted and synced_at <= at and (valid_until is None or at < valid_until))
+
+
+def lock_lender(session: Session, lender_id: str) -> None:
+    """Hold the lender's row until the transaction ends: one sync of a lender at a time (on SQLite,
+    which locks the whole database for a write, by starting the write transaction)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Lender).where(Lender.lender_id == lender_id).values(name=Lender.name))
+    else:
+        session.scalars(select(Lender).where(Lender.lender_id == lender_id).with_for_update()).one()
+
+
+def refresh(
+    session: Session, store: Store, lender_id: str, *, now: dt.datetime | None = None
+) -> dict[str, int] | None:
+    """:func:`sync` the lender's feed if anything that can change its deliveries changed since its
+    last sync; else nothing (:func:`is_fresh`, one query). Not committed. Returns the counts of
+    the sync, None when none was needed.
+
+    What can change a lender's deliveries is counted by :func:`changes` (every publish, consent
+    grant, revocation, narrowing and erasure, SME register change and subscription change) or is
+    time: a consent starting or expiring (:func:`next_boundary`). A sync holds until one of these.
+    Concurrent readers of a stale feed queue on the lender's row (:func:`lock_lender`): the first
+    plans, the others find its sync committed and only read.
+    """
+    at = now or utcnow()
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: a sync needs a UTC instant")
+    if is_fresh(session, lender_id, at):
+        return None
+    _lender(session, lender_id)
+    lock_lender(session, lender_id)
+    if is_fresh(session, lender_id, at):
+        return None
+    counted = changes(session)
+    counts = sync(session, store, lender_id, now=at)
+    valid_until = next_boundary(session, at)
+    if counts["unavailable"]:
+        retry = at + RETRY_UNAVAILABLE
+        valid_until = min(valid_until, retry) if valid_until is not None else retry
+    if counted is not None:
+        upsert(
+            session,
+            FeedWatermark,
+            [{"lender_id": lender_id, "changes": counted, "synced_at": at, "valid_until": valid_until}],
+            key=["lender_id"],
+        )
+    return counts
+
+
+def refresh_lenders(
+    engine: Engine, store: Store, *, lender_ids: Iterable[str] | None = None, now: dt.datetime | None = None
+) -> dict[str, dict[str, int] | None]:
+    """:func:`refresh` each lender with an active subscription (or those of ``lender_ids``), each in
+    its own committed transaction, so that feed reads after a publish or a consent change rarely
+    plan. A lender whose refresh fails is logged and left to its next read, which plans on its own."""
+    with session_scope(engine) as session:
+        query = select(Subscription.lender_id).where(Subscription.active.is_(True)).distinct()
+        if lender_ids is not None:
+            query = query.where(Subscription.lender_id.in_(sorted(set(lender_ids))))
+        wanted = sorted(session.scalars(query))
+    done: dict[str, dict[str, int] | None] = {}
+    for lender_id in wanted:
+        try:
+            with session_scope(engine) as session:
+                done[lender_id] = refresh(session, store, lender_id, now=now)
+        except Exception:
+            log.exception("feed of %s not refreshed; its next read plans it", lender_id)
+    return done
 
 
 # --- the pull -------------------------------------------------------------------------------------
@@ -667,6 +789,7 @@ def pull(
             written_files.append(withdrawals_path)
         cursor_from = chosen.cursor
         record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
+        session.execute(delete(FeedWatermark).where(FeedWatermark.lender_id == lender_id))
         session.commit()
     except BaseException:
         session.rollback()

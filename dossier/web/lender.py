@@ -10,9 +10,11 @@ checked by :func:`warehouse.feed.check_filters` (the same as ``dossier lender su
 subscription receives is decided by the feed alone, never here.
 
 The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed log
-(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.sync` (the feed's own
-planning, in the request's transaction), so what a consent no longer allows is withdrawn before any
-page is served; the events themselves never change order or identity, so a full page read again
+(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.refresh`: when anything that
+can change the lender's deliveries changed since its last sync (a publish, a consent change, a
+consent starting or expiring, the SME register, a subscription), the feed's own planning runs in
+the request's transaction, so what a consent no longer allows is withdrawn before any page is
+served; otherwise the read costs a look at the change counters and the page query. The events themselves never change order or identity, so a full page read again
 with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
 """
 
@@ -34,7 +36,7 @@ from dossier.web.deps import SessionDep, StoreDep, bearer
 from warehouse import events, keys
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
-from warehouse.feed import check_filters, subscribe, sync
+from warehouse.feed import check_filters, refresh, subscribe
 from warehouse.models import Delivery, Lender, LenderKey, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
@@ -355,7 +357,7 @@ class FeedPage(BaseModel):
 def _page(
     session: Session, store: Any, lender_id: str, cursor: str | None, limit: int
 ) -> tuple[list, int, bool]:
-    sync(session, store, lender_id)
+    refresh(session, store, lender_id)
     newest = events.last_seq(session, lender_id)
     after = events.parse_cursor(cursor, newest)
     found = events.page(session, lender_id, after=after, limit=limit)
@@ -470,7 +472,7 @@ def read_feed_parquet(
 def read_dossier(dossier_id: str, session: SessionDep, store: StoreDep, key: LenderKeyDep) -> dict[str, Any]:
     """One dossier version as delivered to this lender, while it holds it (else 404); like a feed
     read, it first withdraws what the consents no longer allow."""
-    sync(session, store, key.lender_id)
+    refresh(session, store, key.lender_id)
     row = events.held_row(session, key.lender_id, dossier_id)
     if row is None:
         raise HTTPException(404, f"you hold no dossier {dossier_id!r}")
