@@ -186,26 +186,75 @@ def parse_cursor(cursor: str | None, newest: int) -> int:
     return position
 
 
-def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Event]:
-    """Up to ``limit`` of the lender's events after position ``after``, in order."""
+PAGE_COLUMNS = (
+    FeedEvent.seq,
+    FeedEvent.kind,
+    FeedEvent.dossier_id,
+    FeedEvent.sme_id,
+    FeedEvent.occurred_at,
+    FeedEvent.reason,
+    FeedEvent.dossier_json,
+)
+
+
+def page_rows(session: Session, lender_id: str, *, after: int, limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` of the lender's events after position ``after``, in order, as plain tuples
+    of :data:`PAGE_COLUMNS` (the dossier row still as its JSON text): one indexed range query."""
     query = (
-        select(FeedEvent)
+        select(*PAGE_COLUMNS)
         .where(FeedEvent.lender_id == lender_id, FeedEvent.seq > after)
         .order_by(FeedEvent.seq)
         .limit(limit)
     )
+    return [tuple(row) for row in session.execute(query)]
+
+
+def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Event]:
+    """Up to ``limit`` of the lender's events after position ``after``, in order."""
     return [
         Event(
-            e.seq,
-            e.kind,
-            e.dossier_id,
-            e.sme_id,
-            e.occurred_at,
-            e.reason,
-            json.loads(e.dossier_json) if e.dossier_json is not None else None,
+            seq, kind, dossier_id, sme_id, occurred_at, reason, json.loads(text) if text is not None else None
         )
-        for e in session.scalars(query)
+        for seq, kind, dossier_id, sme_id, occurred_at, reason, text in page_rows(
+            session, lender_id, after=after, limit=limit
+        )
     ]
+
+
+def _instant_json(instant: dt.datetime) -> str:
+    return json.dumps(instant.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"))
+
+
+def safe_row_json(text: str) -> str:
+    """A stored row's JSON text (:func:`row_json`) as strict JSON: NaN and infinities as null.
+
+    The text is used as it is unless it spells one of them somewhere.
+
+    >>> safe_row_json('{"a": NaN, "b": "NaN", "c": 1.5}')
+    '{"a": null, "b": "NaN", "c": 1.5}'
+    """
+    if "NaN" not in text and "Infinity" not in text:
+        return text
+    return json.dumps(json_safe(json.loads(text)))
+
+
+def page_json(rows: Iterable[tuple[Any, ...]], *, next_cursor: str, has_more: bool) -> bytes:
+    """A feed page (rows of :func:`page_rows`) as the JSON body of ``GET /v1/feed``: the events
+    (seq, event, dossier_id, sme_id, occurred_at, reason, dossier) and the next cursor.
+
+    Each stored dossier row goes into the body as the text it was kept as (:func:`safe_row_json`),
+    so a page costs its query and a concatenation, not a parse and a dump of every row.
+    """
+    parts = []
+    for seq, kind, dossier_id, sme_id, occurred_at, reason, text in rows:
+        head = (
+            f'{{"seq":{int(seq)},"event":{json.dumps(kind)},"dossier_id":{json.dumps(dossier_id)},'
+            f'"sme_id":{json.dumps(sme_id)},"occurred_at":{_instant_json(occurred_at)},'
+            f'"reason":{json.dumps(reason)},"dossier":'
+        )
+        parts.append(f"{head}{safe_row_json(text) if text is not None else 'null'}}}")
+    tail = f'],"next_cursor":{json.dumps(next_cursor)},"has_more":{json.dumps(has_more)}}}'
+    return ('{"events":[' + ",".join(parts) + tail).encode()
 
 
 def held_row(session: Session, lender_id: str, dossier_id: str) -> dict[str, Any] | None:

@@ -354,39 +354,46 @@ class FeedPage(BaseModel):
     has_more: bool = Field(description="True when more events follow this page now.")
 
 
+def _position(session: Session, store: Any, lender_id: str, cursor: str | None) -> tuple[int, int]:
+    """Refresh the lender's feed, then (the position ``cursor`` names, the newest event)."""
+    refresh(session, store, lender_id)
+    newest = events.last_seq(session, lender_id)
+    return events.parse_cursor(cursor, newest), newest
+
+
 def _page(
     session: Session, store: Any, lender_id: str, cursor: str | None, limit: int
 ) -> tuple[list, int, bool]:
-    refresh(session, store, lender_id)
-    newest = events.last_seq(session, lender_id)
-    after = events.parse_cursor(cursor, newest)
+    after, newest = _position(session, store, lender_id, cursor)
     found = events.page(session, lender_id, after=after, limit=limit)
     last = found[-1].seq if found else after
     return found, last, last < newest
 
 
-@router.get("/feed", response_model=FeedPage)
+@router.get(
+    "/feed",
+    response_model=FeedPage,
+    responses={
+        200: {
+            "headers": {
+                "Feed-Next-Cursor": {"description": "The page's next_cursor.", "schema": {"type": "string"}},
+                "Feed-Has-More": {"description": "true or false, as has_more.", "schema": {"type": "string"}},
+            }
+        }
+    },
+)
 def read_feed(
     session: SessionDep, store: StoreDep, key: LenderKeyDep, cursor: Cursor = None, limit: Limit = 100
-) -> FeedPage:
-    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order."""
-    found, last, more = _page(session, store, key.lender_id, cursor, limit)
-    return FeedPage(
-        events=[
-            FeedEventView(
-                seq=e.seq,
-                event=e.kind,
-                dossier_id=e.dossier_id,
-                sme_id=e.sme_id,
-                occurred_at=e.occurred_at,
-                reason=e.reason,
-                dossier=events.json_safe(e.dossier) if e.dossier is not None else None,
-            )
-            for e in found
-        ],
-        next_cursor=str(last),
-        has_more=more,
-    )
+) -> Response:
+    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order
+    (a :class:`FeedPage`; the next cursor is also in the ``Feed-Next-Cursor`` header)."""
+    after, newest = _position(session, store, key.lender_id, cursor)
+    rows = events.page_rows(session, key.lender_id, after=after, limit=limit)
+    last = rows[-1][0] if rows else after
+    more = last < newest
+    body = events.page_json(rows, next_cursor=str(last), has_more=more)
+    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 EVENT_FIELDS = [
