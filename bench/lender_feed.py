@@ -216,17 +216,24 @@ def _publish_one_more(home: Path, smes: int, day: int, shards: int) -> None:
             )
 
 
-def _revoke_one(home: Path) -> None:
+def _revoke_one(home: Path, consent_id: str) -> None:
     from dossier.settings import for_home, override
     from warehouse import consent
     from warehouse.db import get_engine, session_scope
 
     with override(for_home(home)), session_scope(get_engine()) as session:
-        consent.revoke(session, "C-SME-000001", at=dt.datetime.now(dt.UTC), reason="benchmark")
+        consent.revoke(session, consent_id, at=dt.datetime.now(dt.UTC), reason="benchmark")
 
 
 def _client(url: str, token: str, cursor: str, limit: int, pages: int, results: Any) -> None:
     """One lender client (its own process): ``pages`` page requests from ``cursor``; latencies out."""
+    try:
+        results.put(_read_pages(url, token, cursor, limit, pages))
+    except Exception as error:  # reported by the parent, which waits for every client
+        results.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def _read_pages(url: str, token: str, cursor: str, limit: int, pages: int) -> dict[str, Any]:
     import requests
 
     session = requests.Session()
@@ -242,12 +249,14 @@ def _client(url: str, token: str, cursor: str, limit: int, pages: int, results: 
         if number == 0:
             page = json.loads(body)
             assert page["next_cursor"] == answer.headers["feed-next-cursor"], "cursor header differs"
-            assert all(e["dossier"] is not None for e in page["events"] if e["event"] == "delivered")
+            seqs = [e["seq"] for e in page["events"]]
+            assert seqs == list(range(int(cursor or 0) + 1, int(cursor or 0) + 1 + len(seqs))), "not in order"
+            assert len(seqs) == limit or not page["has_more"], "short page"
             events += len(page["events"])
         cursor = answer.headers["feed-next-cursor"]
         if answer.headers["feed-has-more"] != "true":
             break
-    results.put({"latencies": latencies, "bytes": sizes, "checked_events": events})
+    return {"latencies": latencies, "bytes": sizes, "checked_events": events}
 
 
 def _timed_read(url: str, token: str, limit: int) -> float:
@@ -265,7 +274,15 @@ def _timed_read(url: str, token: str, limit: int) -> float:
 
 
 def benchmark(
-    smes: int, dates: int, clients: int, pages: int, limit: int, work: Path, shards: int
+    smes: int,
+    dates: int,
+    clients: int,
+    pages: int,
+    limit: int,
+    work: Path,
+    shards: int,
+    *,
+    build_only: bool = False,
 ) -> dict[str, Any]:
     import requests
     import uvicorn
@@ -277,7 +294,14 @@ def benchmark(
     from warehouse.models import Delivery, FeedEvent
 
     home = work / f"feed-{smes}x{dates}"
-    built = build_feed(home, smes, dates, shards)
+    marker = home / "built.json"
+    # a home built by an earlier run with the same sizes (--work) is read again, not rebuilt
+    built = json.loads(marker.read_text()) if marker.exists() else build_feed(home, smes, dates, shards)
+    run = built.get("runs", 0)
+    built["runs"] = run + 1  # each run publishes one more date and revokes one more SME's consent
+    marker.write_text(json.dumps(built))
+    if build_only:
+        return {}
     token = built["token"]
     settings = for_home(home)
     with override(settings):
@@ -293,9 +317,9 @@ def benchmark(
         url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
         try:
             fresh_read = _timed_read(url, token, limit)
-            _publish_one_more(home, smes, built["next_day"], shards)
+            _publish_one_more(home, smes, built["next_day"] + run, shards)
             after_publish = _timed_read(url, token, limit)
-            _revoke_one(home)
+            _revoke_one(home, f"C-SME-{run + 1:06d}")
             after_revoke = _timed_read(url, token, limit)
             with session_scope(get_engine()) as session:
                 newest = session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == LENDER))
@@ -326,6 +350,9 @@ def benchmark(
             wall = time.perf_counter() - started
             for worker in workers:
                 worker.join(timeout=60)
+            failed = [run["error"] for run in runs if "error" in run]
+            if failed:
+                raise RuntimeError(f"{len(failed)} clients failed, first: {failed[0]}")
         finally:
             server.should_exit = True
             thread.join(timeout=30)
@@ -376,9 +403,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=4, help="scored frames per publish (default 4)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
+    parser.add_argument("--build-only", action="store_true", help="build the feed in --work and stop")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sme-dossier-bench-"))
-    result = benchmark(args.smes, args.dates, args.clients, args.pages, args.limit, work, args.shards)
+    result = benchmark(
+        args.smes,
+        args.dates,
+        args.clients,
+        args.pages,
+        args.limit,
+        work,
+        args.shards,
+        build_only=args.build_only,
+    )
+    if args.build_only:
+        return 0
     report = {
         "benchmark": "lender_feed",
         "measured_at": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import json.encoder
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -200,13 +201,14 @@ PAGE_COLUMNS = (
 def page_rows(session: Session, lender_id: str, *, after: int, limit: int) -> list[tuple[Any, ...]]:
     """Up to ``limit`` of the lender's events after position ``after``, in order, as plain tuples
     of :data:`PAGE_COLUMNS` (the dossier row still as its JSON text): one indexed range query."""
+    table = FeedEvent.__table__
     query = (
-        select(*PAGE_COLUMNS)
-        .where(FeedEvent.lender_id == lender_id, FeedEvent.seq > after)
-        .order_by(FeedEvent.seq)
+        select(*(table.c[column.key] for column in PAGE_COLUMNS))
+        .where(table.c.lender_id == lender_id, table.c.seq > after)
+        .order_by(table.c.seq)
         .limit(limit)
     )
-    return [tuple(row) for row in session.execute(query)]
+    return [tuple(row) for row in session.connection().execute(query)]
 
 
 def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Event]:
@@ -221,8 +223,12 @@ def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Ev
     ]
 
 
+_quoted = json.encoder.encode_basestring_ascii
+"""A string as a JSON string literal (the json module's own, C-accelerated)."""
+
+
 def _instant_json(instant: dt.datetime) -> str:
-    return json.dumps(instant.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"))
+    return '"' + instant.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") + '"'
 
 
 def safe_row_json(text: str) -> str:
@@ -245,15 +251,20 @@ def page_json(rows: Iterable[tuple[Any, ...]], *, next_cursor: str, has_more: bo
     Each stored dossier row goes into the body as the text it was kept as (:func:`safe_row_json`),
     so a page costs its query and a concatenation, not a parse and a dump of every row.
     """
+    instants: dict[dt.datetime, str] = {}  # a pull's events share one instant
     parts = []
     for seq, kind, dossier_id, sme_id, occurred_at, reason, text in rows:
-        head = (
-            f'{{"seq":{int(seq)},"event":{json.dumps(kind)},"dossier_id":{json.dumps(dossier_id)},'
-            f'"sme_id":{json.dumps(sme_id)},"occurred_at":{_instant_json(occurred_at)},'
-            f'"reason":{json.dumps(reason)},"dossier":'
+        when = instants.get(occurred_at)
+        if when is None:
+            when = instants[occurred_at] = _instant_json(occurred_at)
+        quoted_reason = "null" if reason is None else _quoted(reason)
+        dossier = "null" if text is None else safe_row_json(text)
+        parts.append(
+            f'{{"seq":{seq},"event":{_quoted(kind)},"dossier_id":{_quoted(dossier_id)},'
+            f'"sme_id":{_quoted(sme_id)},"occurred_at":{when},"reason":{quoted_reason},"dossier":{dossier}}}'
         )
-        parts.append(f"{head}{safe_row_json(text) if text is not None else 'null'}}}")
-    tail = f'],"next_cursor":{json.dumps(next_cursor)},"has_more":{json.dumps(has_more)}}}'
+    more = "true" if has_more else "false"
+    tail = f'],"next_cursor":{_quoted(next_cursor)},"has_more":{more}}}'
     return ('{"events":[' + ",".join(parts) + tail).encode()
 
 

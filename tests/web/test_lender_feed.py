@@ -316,3 +316,41 @@ def test_lender_pull_over_the_api_answers_bad_keys_and_urls_in_one_line(
     for extra, line in cases:
         assert main(["lender", "pull", "--api", "--out", out, *extra]) == EXIT_ERROR
         assert capsys.readouterr().err.strip() == line
+
+
+def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_null() -> None:
+    from dossier.web.lender import FeedPage
+    from warehouse import events
+
+    at = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+    kept = events.row_json({"dossier_id": 'SME-1:"q"', "pd_12m": float("nan"), "name": "NaN Ltd", "n": 2})
+    rows = [
+        (4, "delivered", 'SME-1:"q"', "SME-1", at, None, kept),
+        (5, "withdrawn", "SME-2:x", "SME-2", at + dt.timedelta(seconds=1), "consent_revoked", None),
+    ]
+    body = json.loads(events.page_json(rows, next_cursor="5", has_more=False))
+    assert body == {
+        "events": [
+            {
+                "seq": 4,
+                "event": "delivered",
+                "dossier_id": 'SME-1:"q"',
+                "sme_id": "SME-1",
+                "occurred_at": "2026-11-02T09:30:00Z",
+                "reason": None,
+                "dossier": {"dossier_id": 'SME-1:"q"', "pd_12m": None, "name": "NaN Ltd", "n": 2},
+            },
+            {
+                "seq": 5,
+                "event": "withdrawn",
+                "dossier_id": "SME-2:x",
+                "sme_id": "SME-2",
+                "occurred_at": "2026-11-02T09:30:01Z",
+                "reason": "consent_revoked",
+                "dossier": None,
+            },
+        ],
+        "next_cursor": "5",
+        "has_more": False,
+    }
+    assert FeedPage.model_validate(body).model_dump(mode="json") == body
