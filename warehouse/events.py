@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from warehouse.errors import InputError
@@ -149,8 +149,7 @@ def append(
             }
         )
     if events:
-        session.add_all(FeedEvent(**event) for event in events)
-        session.flush()
+        session.execute(insert(FeedEvent), events)
     return seq
 
 
