@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
 from warehouse import events
+from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
 from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
@@ -74,7 +75,14 @@ FILTERS: dict[str, str] = {
     "regions": "region",
     "size_bands": "size_band",
 }
-"""Subscription filter keys and the dossier column each one restricts."""
+"""Subscription filters that list the values a dossier column may take, and that column."""
+
+MIN_GRADE = "min_grade"
+"""Filter: the worst grade a dossier may have (``"B"`` lets A and B through; grades run A best to E)."""
+REQUIRED_SOURCES = "required_sources"
+"""Filter: sources a dossier's ``sources_used`` must all include."""
+FILTER_KEYS: tuple[str, ...] = (*FILTERS, MIN_GRADE, REQUIRED_SOURCES)
+"""Every subscription filter key, as stored in a subscription's ``filters``."""
 
 WITHDRAWAL_SCHEMA = pa.schema(
     [
@@ -122,19 +130,34 @@ def _lender(session: Session, lender_id: str) -> Lender:
     return lender
 
 
-def normalize_filters(filters: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]]:
-    """Filters as ``{key: sorted distinct values}`` without empty entries; rejects unknown keys.
+def _shape_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be filter ``key`` (one string for min_grade, else a list of strings)."""
+    if key not in FILTER_KEYS:
+        return f"unknown subscription filter {key!r}; known: {', '.join(FILTER_KEYS)}"
+    if key == MIN_GRADE:
+        if value is not None and not isinstance(value, str):
+            return f"subscription filter {key!r} must be one grade (a string), not {value!r}"
+    elif isinstance(value, str) or not all(isinstance(v, str) for v in value or []):
+        return f"subscription filter {key!r} must be a list of strings, not {value!r}"
+    return None
 
-    >>> normalize_filters({"grades": ["B", "A", "A"], "regions": []})
-    {'grades': ['A', 'B']}
+
+def normalize_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Filters as stored: ``{key: sorted distinct values}``, ``min_grade`` one string, without
+    empty entries; rejects unknown keys and values of the wrong shape.
+
+    >>> normalize_filters({"grades": ["B", "A", "A"], "regions": [], "min_grade": "C"})
+    {'grades': ['A', 'B'], 'min_grade': 'C'}
     """
-    normalized: dict[str, list[str]] = {}
+    normalized: dict[str, Any] = {}
     for key, values in (filters or {}).items():
-        if key not in FILTERS:
-            raise FeedError(f"unknown subscription filter {key!r}; known: {sorted(FILTERS)}")
-        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
-            raise FeedError(f"subscription filter {key!r} must be a list of strings, not {values!r}")
-        if values:
+        problem = _shape_problem(key, values)
+        if problem:
+            raise FeedError(problem)
+        if key == MIN_GRADE:
+            if values:
+                normalized[key] = values
+        elif values:
             normalized[key] = sorted(set(values))
     return normalized
 
@@ -144,7 +167,7 @@ def subscribe(
     lender_id: str,
     *,
     name: str = "default",
-    filters: Mapping[str, Iterable[str]] | None = None,
+    filters: Mapping[str, Any] | None = None,
     purpose: str = DEFAULT_PURPOSE,
 ) -> Subscription:
     """Create or update the lender's subscription ``name`` (active, with ``filters`` and ``purpose``)."""
@@ -172,35 +195,47 @@ SIZE_BANDS: tuple[str, ...] = ("micro", "small", "medium")
 """The size bands by headcount (the dossier schema's ``size_band``)."""
 
 
+GRADE_RANK: dict[str, int] = {grade: rank for rank, grade in enumerate(GRADES)}
+"""Each grade's place, best (A, 0) first."""
+
+
 def filter_vocabulary(session: Session, key: str) -> list[str]:
-    """The values filter ``key`` may take: the grades and size bands, or the regions and
+    """The values filter ``key`` may take: the grades, size bands and sources, or the regions and
     industries of the SMEs registered in the warehouse."""
-    if key == "grades":
+    if key in ("grades", MIN_GRADE):
         return list(GRADES)
+    if key == REQUIRED_SOURCES:
+        return list(SOURCES)
     if key == "size_bands":
         return list(SIZE_BANDS)
     column = getattr(Sme, FILTERS[key])
     return list(session.scalars(select(column).distinct().order_by(column)))
 
 
-def check_filters(session: Session, filters: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+def check_filters(session: Session, filters: Mapping[str, Any]) -> dict[str, Any]:
     """``filters`` with each value checked against its vocabulary (:func:`filter_vocabulary`).
 
     Values match regardless of case and come back in the vocabulary's spelling; a value outside it
-    raises :class:`~warehouse.errors.InputError` listing the valid ones, since a subscription that
-    filters on a value no dossier carries would silently receive nothing.
+    (or of the wrong shape: ``min_grade`` is one grade, the others lists) raises
+    :class:`~warehouse.errors.InputError` naming the filter and listing the valid values, since a
+    subscription that filters on a value no dossier carries would silently receive nothing.
     """
-    checked: dict[str, list[str]] = {}
-    for key, values in filters.items():
-        if key not in FILTERS:
-            raise InputError(f"unknown subscription filter {key!r}; known: {', '.join(sorted(FILTERS))}")
+    checked: dict[str, Any] = {}
+    for key, given in filters.items():
+        problem = _shape_problem(key, given)
+        if problem:
+            raise InputError(problem)
+        if given is None:
+            continue
+        values = [given] if key == MIN_GRADE else list(given)
         vocabulary = filter_vocabulary(session, key)
         spelling = {v.casefold(): v for v in vocabulary}
         unknown = [v for v in values if v.strip().casefold() not in spelling]
         if unknown:
             known = ", ".join(vocabulary) if vocabulary else "none yet (no SMEs are registered)"
             raise InputError(f"{key} {', '.join(map(repr, unknown))} not known; valid {key}: {known}")
-        checked[key] = [spelling[v.strip().casefold()] for v in values]
+        spelled = [spelling[v.strip().casefold()] for v in values]
+        checked[key] = spelled[0] if key == MIN_GRADE else spelled
     return normalize_filters(checked)
 
 
@@ -257,11 +292,20 @@ def published_versions(session: Session) -> pd.DataFrame:
     return _frame(session.execute(query), [c.key for c in CATALOG_COLUMNS])
 
 
-def matches_filters(feed: pd.DataFrame, filters: Mapping[str, list[str]]) -> pd.Series:
-    """Rows of ``feed`` that pass every filter (an absent or empty filter passes all)."""
+def matches_filters(feed: pd.DataFrame, filters: Mapping[str, Any]) -> pd.Series:
+    """Rows of ``feed`` that pass every filter (an absent or empty filter passes all): a listed
+    value of each list filter, a grade no worse than ``min_grade``, every ``required_sources``
+    among the row's ``sources_used``."""
     keep = pd.Series(True, index=feed.index)
     for key, values in filters.items():
-        if values:
+        if not values:
+            continue
+        if key == MIN_GRADE:
+            keep &= feed["grade"].map(GRADE_RANK).fillna(len(GRADES)) <= GRADE_RANK[values]
+        elif key == REQUIRED_SOURCES:
+            required = set(values)
+            keep &= feed["sources_used"].map(required.issubset).astype(bool)
+        else:
             keep &= feed[FILTERS[key]].isin(values)
     return keep
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from dossier.web.deps import SessionDep, StoreDep, bearer
 from warehouse import events, keys
+from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
 from warehouse.feed import check_filters, refresh, subscribe
@@ -148,10 +149,11 @@ SubscriptionName = Annotated[
 
 
 class Filters(BaseModel):
-    """What a subscription restricts (an empty or absent list lets every value through).
+    """What a subscription restricts (an empty or absent list, or a null ``min_grade``, lets every
+    value through).
 
-    Values are checked against their vocabulary: grades A-E, size bands micro/small/medium, and the
-    regions and industries of the registered SMEs; they match regardless of case.
+    Values are checked against their vocabulary: grades A-E, size bands micro/small/medium, the
+    sources, and the regions and industries of the registered SMEs; they match regardless of case.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -160,6 +162,16 @@ class Filters(BaseModel):
     industries: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list, examples=[["London"]])
     size_bands: list[str] = Field(default_factory=list, examples=[["micro", "small"]])
+    min_grade: str | None = Field(
+        None,
+        examples=["B"],
+        description="The worst grade delivered: grades run from A (best) to E; B lets A and B through.",
+    )
+    required_sources: list[str] = Field(
+        default_factory=list,
+        examples=[["accounting", "tax"]],
+        description=f"Sources a dossier must have used, all of them (of: {', '.join(SOURCES)}).",
+    )
 
 
 def _check_purpose(value: str | None) -> str | None:
@@ -184,14 +196,16 @@ class SubscriptionChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filters: dict[str, list[str]] = Field(default_factory=dict, examples=[{"grades": ["A", "B", "C"]}])
+    filters: dict[str, list[str] | str | None] = Field(
+        default_factory=dict, examples=[{"grades": ["A", "B", "C"]}, {"min_grade": "C"}]
+    )
     purpose: str | None = None
 
     _purpose = field_validator("purpose")(_check_purpose)
 
     @field_validator("filters")
     @classmethod
-    def _known_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - set(Filters.model_fields))
         if unknown:
             raise ValueError(f"unknown filter {unknown[0]!r}; known: {', '.join(Filters.model_fields)}")
@@ -229,9 +243,7 @@ def _own_subscription(session: Session, lender_id: str, name: str) -> Subscripti
     return found
 
 
-def _save(
-    session: Session, lender_id: str, name: str, filters: dict[str, list[str]], purpose: str
-) -> Subscription:
+def _save(session: Session, lender_id: str, name: str, filters: dict[str, Any], purpose: str) -> Subscription:
     """Create or change subscription ``name`` through the feed, keeping a paused one paused."""
     existing = session.scalars(
         select(Subscription).where(Subscription.lender_id == lender_id, Subscription.name == name)
