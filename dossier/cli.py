@@ -596,12 +596,27 @@ SUBSCRIBE_OPTIONS = {
     "industries": "--industries",
     "regions": "--regions",
     "size_bands": "--size-bands",
+    "min_grade": "--min-grade",
+    "required_sources": "--required-sources",
 }
 
 
-def _describe_filters(filters: dict[str, list[str]]) -> str:
+def _shown(value: Any) -> str:
+    """A filter's value as said back: its values listed, or ``all`` when it lets everything through."""
+    if not value:
+        return "all"
+    return value if isinstance(value, str) else ", ".join(value)
+
+
+ALWAYS_DESCRIBED = ("grades", "industries", "regions", "size_bands")
+"""Filters said back even when they let everything through (the others only when set)."""
+
+
+def _describe_filters(filters: dict[str, Any]) -> str:
     return "; ".join(
-        f"{key} {', '.join(filters[key]) if filters.get(key) else 'all'}" for key in SUBSCRIBE_OPTIONS
+        f"{key} {_shown(filters.get(key))}"
+        for key in SUBSCRIBE_OPTIONS
+        if key in ALWAYS_DESCRIBED or filters.get(key)
     )
 
 
@@ -613,10 +628,12 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
     from warehouse.feed import check_filters, subscribe
     from warehouse.models import Subscription
 
-    given: dict[str, list[str]] = {}
+    given: dict[str, Any] = {}
     for key in SUBSCRIBE_OPTIONS:
         value = getattr(args, key)
-        if value is not None:
+        if value is not None and key == "min_grade":
+            given[key] = value.strip() or None
+        elif value is not None:
             given[key] = [v.strip() for v in value.split(",") if v.strip()]
     with session_scope() as session:
         given = check_filters(session, given)
@@ -625,8 +642,9 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
         ).first()
         before = dict(existing.filters or {}) if existing is not None else {}
         purpose_before = existing.purpose if existing is not None else None
-        if args.mode == "add":
-            after = {**before, **{k: sorted({*before.get(k, []), *v}) for k, v in given.items()}}
+        if args.mode == "add":  # a minimum grade has one value: the one given replaces it
+            added = {k: v if k == "min_grade" else sorted({*before.get(k, []), *v}) for k, v in given.items()}
+            after = {**before, **added}
         elif args.mode == "replace" or not before:
             after = given
         elif given != before:
@@ -650,12 +668,14 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
                 else []
             )
             changes += [
-                f"{key} {', '.join(before.get(key, [])) or 'all'} -> {', '.join(after.get(key, [])) or 'all'}"
+                f"{key} {_shown(before.get(key))} -> {_shown(after.get(key))}"
                 for key in SUBSCRIBE_OPTIONS
                 if before.get(key) != after.get(key)
             ]
             change = "; ".join(changes)
-        console.print(f"subscription {subscription.name} of {subscription.lender_id}: {change}")
+        console.print(
+            f"subscription {subscription.name} of {subscription.lender_id}: {change}", soft_wrap=True
+        )
     return 0
 
 
@@ -998,6 +1018,15 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--regions", help="comma-separated regions of registered SMEs (default: all)")
     subscribe.add_argument(
         "--size-bands", help="comma-separated size bands: micro, small, medium (default: all)"
+    )
+    subscribe.add_argument(
+        "--min-grade",
+        help="the worst grade delivered, A (best) to E: B delivers A and B (default: every grade)",
+    )
+    subscribe.add_argument(
+        "--required-sources",
+        help="comma-separated sources a dossier must have used, all of them: "
+        "accounting, tax, utility, survey (default: none required)",
     )
     subscribe.add_argument(
         "--purpose",

@@ -266,3 +266,52 @@ def test_minimum_grade_and_required_sources_are_kept_changed_and_cleared(service
     with session_scope(engine) as session:
         stored = session.scalars(select(Subscription.filters).where(Subscription.name == "prime")).one()
     assert stored == {}
+
+
+def test_the_command_sets_minimum_grade_and_required_sources_as_the_api_sees_them(
+    service: Any, home_on: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dossier.cli import main
+
+    client, _engine, headers = service
+
+    def subscribe(*extra: str) -> tuple[int, str, str]:
+        code = main(["lender", "subscribe", "--lender", "northwind", *extra])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert subscribe("--min-grade", "c", "--required-sources", "tax,Accounting") == (
+        0,
+        "subscription default of northwind: created with purpose credit_decision; grades all; "
+        "industries all; regions all; size_bands all; min_grade C; required_sources accounting, tax\n",
+        "",
+    )
+    assert subscribe("--min-grade", "B", "--required-sources", "utility", "--add") == (
+        0,
+        "subscription default of northwind: min_grade C -> B; "
+        "required_sources accounting, tax -> accounting, tax, utility\n",
+        "",
+    )
+    seen = client.get("/v1/subscriptions/default", headers=headers["northwind"])
+    assert view(seen)["filters"] == {
+        **NO_FILTERS,
+        "min_grade": "B",
+        "required_sources": ["accounting", "tax", "utility"],
+    }
+    assert subscribe("--min-grade", "F", "--replace") == (
+        2,
+        "",
+        "dossier: error: min_grade 'F' not known; valid min_grade: A, B, C, D, E\n",
+    )
+    assert subscribe("--required-sources", "bank", "--replace") == (
+        2,
+        "",
+        "dossier: error: required_sources 'bank' not known; valid required_sources: accounting, tax, "
+        "utility, survey\n",
+    )
+    assert subscribe("--grades", "A", "--replace") == (
+        0,
+        "subscription default of northwind: grades all -> A; min_grade B -> all; "
+        "required_sources accounting, tax, utility -> all\n",
+        "",
+    )
