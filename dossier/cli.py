@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -356,7 +356,16 @@ def cmd_consent_grant(args: argparse.Namespace) -> int:
             f"to {','.join(granted.recipients)} for {granted.purpose}, {granted.history_months} months "
             f"of history, until {granted.expires_at:%Y-%m-%d}"
         )
+    _refresh_feeds(granted.recipients)
     return 0
+
+
+def _refresh_feeds(lender_ids: Iterable[str]) -> None:
+    """After a committed consent change, sync the API feeds of the lenders it concerns."""
+    from dossier.pipeline import refresh_feeds
+    from warehouse.storage import Store
+
+    refresh_feeds(Store.from_settings(), sorted(set(lender_ids)))
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> int:
@@ -389,18 +398,30 @@ def cmd_consent_revoke(args: argparse.Namespace) -> int:
         for c in changed:
             terms = f"{','.join(c.sources)} to {','.join(c.recipients)}"
             console.print(f"consent {c.consent_id} of {c.sme_id}: {c.status} ({terms})")
+        concerned = {lender for c in changed for lender in c.recipients}
+    if changed:
+        _refresh_feeds(concerned | ({args.lender} if args.lender else set()))
     return 0
 
 
 def cmd_consent_erase(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from warehouse import consent
     from warehouse.db import session_scope
+    from warehouse.models import Consent
     from warehouse.storage import Store
 
     with session_scope() as session:
+        concerned = {
+            lender
+            for recipients in session.scalars(select(Consent.recipients).where(Consent.sme_id == args.sme))
+            for lender in recipients
+        }
         result = consent.erase(
             session, Store.from_settings(), args.sme, at=dt.datetime.now(dt.UTC), actor=args.actor
         )
+    _refresh_feeds(concerned)
     _print_json(result)
     return 0
 

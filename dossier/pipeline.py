@@ -310,7 +310,21 @@ def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]
             model_version=evaluation.MODEL_VERSION,
             now=now or dt.datetime.now(dt.UTC),
         )
+    refresh_feeds(store)
     return summary
+
+
+def refresh_feeds(store: Store, lender_ids: Iterable[str] | None = None) -> None:
+    """Once a change is committed, sync the feeds of the lenders reading theirs over the API, so
+    that their next reads only read (:func:`warehouse.feed.refresh_lenders`; a read is correct
+    without it, so a failure here is only logged)."""
+    from warehouse.db import get_engine
+    from warehouse.feed import refresh_lenders
+
+    try:
+        refresh_lenders(get_engine(), store, lender_ids=lender_ids)
+    except Exception:
+        log.exception("lender feeds not refreshed; their next reads plan them")
 
 
 def build_data_docs(as_of: dt.date) -> dict[str, Any]:

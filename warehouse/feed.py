@@ -748,13 +748,16 @@ def refresh(
 def refresh_lenders(
     engine: Engine, store: Store, *, lender_ids: Iterable[str] | None = None, now: dt.datetime | None = None
 ) -> dict[str, dict[str, int] | None]:
-    """:func:`refresh` each lender with an active subscription (or those of ``lender_ids``), each in
+    """:func:`refresh` each lender that reads its feed over the API (it has a watermark: it was
+    synced by a read, and has not taken a file pull since), of ``lender_ids`` when given, each in
     its own committed transaction, so that feed reads after a publish or a consent change rarely
-    plan. A lender whose refresh fails is logged and left to its next read, which plans on its own."""
+    plan. Lenders that take file pulls are left alone: a sync would record as delivered what their
+    next pull file is to hold. A lender whose refresh fails is logged and left to its next read,
+    which plans on its own. Returns each lender's sync counts (None: nothing had changed)."""
     with session_scope(engine) as session:
-        query = select(Subscription.lender_id).where(Subscription.active.is_(True)).distinct()
+        query = select(FeedWatermark.lender_id)
         if lender_ids is not None:
-            query = query.where(Subscription.lender_id.in_(sorted(set(lender_ids))))
+            query = query.where(FeedWatermark.lender_id.in_(sorted(set(lender_ids))))
         wanted = sorted(session.scalars(query))
     done: dict[str, dict[str, int] | None] = {}
     for lender_id in wanted:

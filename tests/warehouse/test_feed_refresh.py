@@ -16,7 +16,7 @@ from test_dossier_store import NOW, give_consent, run_publish, scored, seed
 
 from warehouse import consent
 from warehouse.db import session_scope
-from warehouse.feed import changes, lock_lender, refresh, refresh_lenders, subscribe
+from warehouse.feed import changes, lock_lender, pull, refresh, refresh_lenders, subscribe
 from warehouse.models import FeedEvent, FeedWatermark, Lender, Sme, Subscription
 from warehouse.storage import Store
 
@@ -167,28 +167,32 @@ def test_concurrent_readers_of_a_stale_feed_wait_for_one_sync(warehouse_engine: 
     assert [e[0] for e in feed(engine)] == [1, 2]
 
 
-def test_refresh_lenders_syncs_every_subscribed_lender_and_records_its_watermark(
-    warehouse_engine: Engine, store: Store
+def test_refresh_lenders_syncs_the_lenders_that_read_the_feed_and_leaves_file_pullers_alone(
+    warehouse_engine: Engine, store: Store, tmp_path: Path
 ) -> None:
     engine = warehouse_engine
     three(engine, store)
     with session_scope(engine) as session:
         subscribe(session, "harbor")
-        subscribe(session, "harbor", name="paused")
-        session.execute(update(Subscription).where(Subscription.name == "paused").values(active=False))
-    assert refresh_lenders(engine, store, now=T1) == {
-        "harbor": {**NOTHING, "delivered": 2},
-        "northwind": {**NOTHING, "delivered": 2},
-    }
+    assert read(engine, store, T1) == {**NOTHING, "delivered": 2}  # northwind reads the feed
+    with session_scope(engine) as session:
+        consent.revoke(session, "C-3", at=T1)
+    later = T1 + dt.timedelta(minutes=1)
+    assert refresh_lenders(engine, store, now=later) == {"northwind": {**NOTHING, "withdrawn": 1}}
     with session_scope(engine) as session:
         marks = session.execute(
-            select(FeedWatermark.lender_id, FeedWatermark.changes, FeedWatermark.synced_at).order_by(
-                FeedWatermark.lender_id
-            )
+            select(FeedWatermark.lender_id, FeedWatermark.changes, FeedWatermark.synced_at)
         ).all()
         total = changes(session)
-    assert [tuple(m) for m in marks] == [("harbor", total, T1), ("northwind", total, T1)]
-    assert refresh_lenders(engine, store, lender_ids=["northwind"], now=T1) == {"northwind": None}
+    assert [tuple(m) for m in marks] == [("northwind", total, later)]
+    assert read(engine, store, later) is None  # the read after it only reads
+    assert refresh_lenders(engine, store, lender_ids=["northwind", "harbor"], now=later) == {
+        "northwind": None
+    }
+    # harbor takes file pulls: its dossiers are in its pull file, not taken by a sync
+    with session_scope(engine) as session:
+        pulled = pull(session, store, lender_id="harbor", out_dir=tmp_path / "inbox", now=later)
+    assert pulled["delivered"] == 1
     with session_scope(engine) as session:
         lock_lender(session, "harbor")  # a lock only: changes nothing
-    assert read(engine, store, T1, lender="harbor") is None
+    assert counted(engine) == total

@@ -354,3 +354,33 @@ def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_nul
         "has_more": False,
     }
     assert FeedPage.model_validate(body).model_dump(mode="json") == body
+
+
+def test_a_consent_change_syncs_the_feed_of_a_lender_reading_it_before_its_next_read(
+    service: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dossier.settings import override
+
+    client, engine, headers, settings = service
+    assert len(client.get("/v1/feed", headers=headers["northwind"]).json()["events"]) == 2
+
+    def logged() -> list[tuple[str, int, str, str | None]]:
+        with session_scope(engine) as session:
+            rows = session.execute(
+                select(FeedEvent.lender_id, FeedEvent.seq, FeedEvent.kind, FeedEvent.reason).order_by(
+                    FeedEvent.lender_id, FeedEvent.seq
+                )
+            ).all()
+        return [tuple(row) for row in rows]
+
+    with override(settings):
+        assert main(["consent", "revoke", "--consent", "C-3"]) == EXIT_OK
+    capsys.readouterr()
+    # northwind reads its feed: its tombstone is already logged; harbor never read: left to its pulls
+    assert logged() == [
+        ("northwind", 1, "delivered", None),
+        ("northwind", 2, "delivered", None),
+        ("northwind", 3, "withdrawn", "consent_revoked"),
+    ]
+    events = client.get("/v1/feed", params={"cursor": "2"}, headers=headers["northwind"]).json()["events"]
+    assert [(e["seq"], e["event"], e["sme_id"]) for e in events] == [(3, "withdrawn", "SME-000003")]
