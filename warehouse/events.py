@@ -119,6 +119,7 @@ def append(
             update(FeedEvent)
             .where(
                 FeedEvent.lender_id == lender_id,
+                FeedEvent.dossier_id == row.dossier_id,  # the (lender_id, dossier_id) index
                 FeedEvent.kind == DELIVERED,
                 FeedEvent.dossier_version_id == int(row.dossier_version_id),
                 FeedEvent.pull_id == row.delivery_pull_id,
