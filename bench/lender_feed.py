@@ -39,6 +39,7 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing
+import os
 import platform
 import statistics
 import tempfile
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build-only", action="store_true", help="build the feed in --work and stop")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="sme-dossier-bench-"))
+    load_before = os.getloadavg()
     result = benchmark(
         args.smes,
         args.dates,
@@ -426,10 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": core_pipeline._cpus(),
+            "load_average_1m_before_and_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         },
         "note": "SQLite warehouse; one uvicorn worker on loopback; clients are separate processes on "
-        "the same machine (their CPU is shared with the server's); the feed is built with the real "
-        "publish and sync from synthetic scored frames (see bench/lender_feed.py).",
+        "the same machine (their CPU is shared with the server's, and the machine with other work: "
+        "see the load average); the feed is built with the real publish and sync from synthetic "
+        "scored frames (see bench/lender_feed.py). A read when nothing changed costs the change "
+        "counters' check and the page query; a read that has to plan re-plans the whole catalog.",
         "results": [result],
     }
     if not args.no_write:
