@@ -26,7 +26,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -405,7 +405,16 @@ def cmd_consent_grant(args: argparse.Namespace) -> int:
             f"to {','.join(granted.recipients)} for {granted.purpose}, {granted.history_months} months "
             f"of history, until {granted.expires_at:%Y-%m-%d}"
         )
+    _refresh_feeds(granted.recipients)
     return 0
+
+
+def _refresh_feeds(lender_ids: Iterable[str]) -> None:
+    """After a committed consent change, sync the API feeds of the lenders it concerns."""
+    from dossier.pipeline import refresh_feeds
+    from warehouse.storage import Store
+
+    refresh_feeds(Store.from_settings(), sorted(set(lender_ids)))
 
 
 def cmd_consent_revoke(args: argparse.Namespace) -> int:
@@ -438,18 +447,30 @@ def cmd_consent_revoke(args: argparse.Namespace) -> int:
         for c in changed:
             terms = f"{','.join(c.sources)} to {','.join(c.recipients)}"
             console.print(f"consent {c.consent_id} of {c.sme_id}: {c.status} ({terms})")
+        concerned = {lender for c in changed for lender in c.recipients}
+    if changed:
+        _refresh_feeds(concerned | ({args.lender} if args.lender else set()))
     return 0
 
 
 def cmd_consent_erase(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from warehouse import consent
     from warehouse.db import session_scope
+    from warehouse.models import Consent
     from warehouse.storage import Store
 
     with session_scope() as session:
+        concerned = {
+            lender
+            for recipients in session.scalars(select(Consent.recipients).where(Consent.sme_id == args.sme))
+            for lender in recipients
+        }
         result = consent.erase(
             session, Store.from_settings(), args.sme, at=dt.datetime.now(dt.UTC), actor=args.actor
         )
+    _refresh_feeds(concerned)
     _print_json(result)
     return 0
 
@@ -742,12 +763,27 @@ SUBSCRIBE_OPTIONS = {
     "industries": "--industries",
     "regions": "--regions",
     "size_bands": "--size-bands",
+    "min_grade": "--min-grade",
+    "required_sources": "--required-sources",
 }
 
 
-def _describe_filters(filters: dict[str, list[str]]) -> str:
+def _shown(value: Any) -> str:
+    """A filter's value as said back: its values listed, or ``all`` when it lets everything through."""
+    if not value:
+        return "all"
+    return value if isinstance(value, str) else ", ".join(value)
+
+
+ALWAYS_DESCRIBED = ("grades", "industries", "regions", "size_bands")
+"""Filters said back even when they let everything through (the others only when set)."""
+
+
+def _describe_filters(filters: dict[str, Any]) -> str:
     return "; ".join(
-        f"{key} {', '.join(filters[key]) if filters.get(key) else 'all'}" for key in SUBSCRIBE_OPTIONS
+        f"{key} {_shown(filters.get(key))}"
+        for key in SUBSCRIBE_OPTIONS
+        if key in ALWAYS_DESCRIBED or filters.get(key)
     )
 
 
@@ -759,10 +795,12 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
     from warehouse.feed import check_filters, subscribe
     from warehouse.models import Subscription
 
-    given: dict[str, list[str]] = {}
+    given: dict[str, Any] = {}
     for key in SUBSCRIBE_OPTIONS:
         value = getattr(args, key)
-        if value is not None:
+        if value is not None and key == "min_grade":
+            given[key] = value.strip() or None
+        elif value is not None:
             given[key] = [v.strip() for v in value.split(",") if v.strip()]
     with session_scope() as session:
         given = check_filters(session, given)
@@ -771,8 +809,9 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
         ).first()
         before = dict(existing.filters or {}) if existing is not None else {}
         purpose_before = existing.purpose if existing is not None else None
-        if args.mode == "add":
-            after = {**before, **{k: sorted({*before.get(k, []), *v}) for k, v in given.items()}}
+        if args.mode == "add":  # a minimum grade has one value: the one given replaces it
+            added = {k: v if k == "min_grade" else sorted({*before.get(k, []), *v}) for k, v in given.items()}
+            after = {**before, **added}
         elif args.mode == "replace" or not before:
             after = given
         elif given != before:
@@ -796,12 +835,14 @@ def cmd_lender_subscribe(args: argparse.Namespace) -> int:
                 else []
             )
             changes += [
-                f"{key} {', '.join(before.get(key, [])) or 'all'} -> {', '.join(after.get(key, [])) or 'all'}"
+                f"{key} {_shown(before.get(key))} -> {_shown(after.get(key))}"
                 for key in SUBSCRIBE_OPTIONS
                 if before.get(key) != after.get(key)
             ]
             change = "; ".join(changes)
-        console.print(f"subscription {subscription.name} of {subscription.lender_id}: {change}")
+        console.print(
+            f"subscription {subscription.name} of {subscription.lender_id}: {change}", soft_wrap=True
+        )
     return 0
 
 
@@ -1452,6 +1493,15 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--regions", help="comma-separated regions of registered SMEs (default: all)")
     subscribe.add_argument(
         "--size-bands", help="comma-separated size bands: micro, small, medium (default: all)"
+    )
+    subscribe.add_argument(
+        "--min-grade",
+        help="the worst grade delivered, A (best) to E: B delivers A and B (default: every grade)",
+    )
+    subscribe.add_argument(
+        "--required-sources",
+        help="comma-separated sources a dossier must have used, all of them: "
+        "accounting, tax, utility, survey (default: none required)",
     )
     subscribe.add_argument(
         "--purpose",

@@ -401,7 +401,21 @@ def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]
             now=now or dt.datetime.now(dt.UTC),
         )
     summary["psi"] = publish_stability(store, as_of)["psi"]
+    refresh_feeds(store)
     return summary
+
+
+def refresh_feeds(store: Store, lender_ids: Iterable[str] | None = None) -> None:
+    """Once a change is committed, sync the feeds of the lenders reading theirs over the API, so
+    that their next reads only read (:func:`warehouse.feed.refresh_lenders`; a read is correct
+    without it, so a failure here is only logged)."""
+    from warehouse.db import get_engine
+    from warehouse.feed import refresh_lenders
+
+    try:
+        refresh_lenders(get_engine(), store, lender_ids=lender_ids)
+    except Exception:
+        log.exception("lender feeds not refreshed; their next reads plan them")
 
 
 def push_webhooks() -> dict[str, Any]:

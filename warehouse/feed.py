@@ -42,17 +42,29 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
 from warehouse import events
+from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES, Entitlement, entitlement, terms_of, why_not
-from warehouse.db import in_chunks
+from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.dossier_schema import SCHEMA_VERSION, build_schema
 from warehouse.dossier_store import UNPUBLISHED, content_sha256, store_absolute, utc_seconds
 from warehouse.errors import DossierError, InputError
-from warehouse.models import Delivery, DossierVersion, Lender, Sme, Subscription, Withdrawal, utcnow
+from warehouse.models import (
+    Consent,
+    Delivery,
+    DossierVersion,
+    FeedChange,
+    FeedWatermark,
+    Lender,
+    Sme,
+    Subscription,
+    Withdrawal,
+    utcnow,
+)
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -63,7 +75,14 @@ FILTERS: dict[str, str] = {
     "regions": "region",
     "size_bands": "size_band",
 }
-"""Subscription filter keys and the dossier column each one restricts."""
+"""Subscription filters that list the values a dossier column may take, and that column."""
+
+MIN_GRADE = "min_grade"
+"""Filter: the worst grade a dossier may have (``"B"`` lets A and B through; grades run A best to E)."""
+REQUIRED_SOURCES = "required_sources"
+"""Filter: sources a dossier's ``sources_used`` must all include."""
+FILTER_KEYS: tuple[str, ...] = (*FILTERS, MIN_GRADE, REQUIRED_SOURCES)
+"""Every subscription filter key, as stored in a subscription's ``filters``."""
 
 WITHDRAWAL_SCHEMA = pa.schema(
     [
@@ -111,19 +130,34 @@ def _lender(session: Session, lender_id: str) -> Lender:
     return lender
 
 
-def normalize_filters(filters: Mapping[str, Iterable[str]] | None) -> dict[str, list[str]]:
-    """Filters as ``{key: sorted distinct values}`` without empty entries; rejects unknown keys.
+def _shape_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` cannot be filter ``key`` (one string for min_grade, else a list of strings)."""
+    if key not in FILTER_KEYS:
+        return f"unknown subscription filter {key!r}; known: {', '.join(FILTER_KEYS)}"
+    if key == MIN_GRADE:
+        if value is not None and not isinstance(value, str):
+            return f"subscription filter {key!r} must be one grade (a string), not {value!r}"
+    elif isinstance(value, str) or not all(isinstance(v, str) for v in value or []):
+        return f"subscription filter {key!r} must be a list of strings, not {value!r}"
+    return None
 
-    >>> normalize_filters({"grades": ["B", "A", "A"], "regions": []})
-    {'grades': ['A', 'B']}
+
+def normalize_filters(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Filters as stored: ``{key: sorted distinct values}``, ``min_grade`` one string, without
+    empty entries; rejects unknown keys and values of the wrong shape.
+
+    >>> normalize_filters({"grades": ["B", "A", "A"], "regions": [], "min_grade": "C"})
+    {'grades': ['A', 'B'], 'min_grade': 'C'}
     """
-    normalized: dict[str, list[str]] = {}
+    normalized: dict[str, Any] = {}
     for key, values in (filters or {}).items():
-        if key not in FILTERS:
-            raise FeedError(f"unknown subscription filter {key!r}; known: {sorted(FILTERS)}")
-        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
-            raise FeedError(f"subscription filter {key!r} must be a list of strings, not {values!r}")
-        if values:
+        problem = _shape_problem(key, values)
+        if problem:
+            raise FeedError(problem)
+        if key == MIN_GRADE:
+            if values:
+                normalized[key] = values
+        elif values:
             normalized[key] = sorted(set(values))
     return normalized
 
@@ -133,7 +167,7 @@ def subscribe(
     lender_id: str,
     *,
     name: str = "default",
-    filters: Mapping[str, Iterable[str]] | None = None,
+    filters: Mapping[str, Any] | None = None,
     purpose: str = DEFAULT_PURPOSE,
 ) -> Subscription:
     """Create or update the lender's subscription ``name`` (active, with ``filters`` and ``purpose``)."""
@@ -161,35 +195,47 @@ SIZE_BANDS: tuple[str, ...] = ("micro", "small", "medium")
 """The size bands by headcount (the dossier schema's ``size_band``)."""
 
 
+GRADE_RANK: dict[str, int] = {grade: rank for rank, grade in enumerate(GRADES)}
+"""Each grade's place, best (A, 0) first."""
+
+
 def filter_vocabulary(session: Session, key: str) -> list[str]:
-    """The values filter ``key`` may take: the grades and size bands, or the regions and
+    """The values filter ``key`` may take: the grades, size bands and sources, or the regions and
     industries of the SMEs registered in the warehouse."""
-    if key == "grades":
+    if key in ("grades", MIN_GRADE):
         return list(GRADES)
+    if key == REQUIRED_SOURCES:
+        return list(SOURCES)
     if key == "size_bands":
         return list(SIZE_BANDS)
     column = getattr(Sme, FILTERS[key])
     return list(session.scalars(select(column).distinct().order_by(column)))
 
 
-def check_filters(session: Session, filters: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+def check_filters(session: Session, filters: Mapping[str, Any]) -> dict[str, Any]:
     """``filters`` with each value checked against its vocabulary (:func:`filter_vocabulary`).
 
     Values match regardless of case and come back in the vocabulary's spelling; a value outside it
-    raises :class:`~warehouse.errors.InputError` listing the valid ones, since a subscription that
-    filters on a value no dossier carries would silently receive nothing.
+    (or of the wrong shape: ``min_grade`` is one grade, the others lists) raises
+    :class:`~warehouse.errors.InputError` naming the filter and listing the valid values, since a
+    subscription that filters on a value no dossier carries would silently receive nothing.
     """
-    checked: dict[str, list[str]] = {}
-    for key, values in filters.items():
-        if key not in FILTERS:
-            raise InputError(f"unknown subscription filter {key!r}; known: {', '.join(sorted(FILTERS))}")
+    checked: dict[str, Any] = {}
+    for key, given in filters.items():
+        problem = _shape_problem(key, given)
+        if problem:
+            raise InputError(problem)
+        if given is None:
+            continue
+        values = [given] if key == MIN_GRADE else list(given)
         vocabulary = filter_vocabulary(session, key)
         spelling = {v.casefold(): v for v in vocabulary}
         unknown = [v for v in values if v.strip().casefold() not in spelling]
         if unknown:
             known = ", ".join(vocabulary) if vocabulary else "none yet (no SMEs are registered)"
             raise InputError(f"{key} {', '.join(map(repr, unknown))} not known; valid {key}: {known}")
-        checked[key] = [spelling[v.strip().casefold()] for v in values]
+        spelled = [spelling[v.strip().casefold()] for v in values]
+        checked[key] = spelled[0] if key == MIN_GRADE else spelled
     return normalize_filters(checked)
 
 
@@ -243,27 +289,71 @@ def published_versions(session: Session) -> pd.DataFrame:
         )
         .order_by(DossierVersion.feed_seq)
     )
-    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in CATALOG_COLUMNS])
+    return _frame(session, query, [c.key for c in CATALOG_COLUMNS])
 
 
-def matches_filters(feed: pd.DataFrame, filters: Mapping[str, list[str]]) -> pd.Series:
-    """Rows of ``feed`` that pass every filter (an absent or empty filter passes all)."""
+def matches_filters(feed: pd.DataFrame, filters: Mapping[str, Any]) -> pd.Series:
+    """Rows of ``feed`` that pass every filter (an absent or empty filter passes all): a listed
+    value of each list filter, a grade no worse than ``min_grade``, every ``required_sources``
+    among the row's ``sources_used``."""
     keep = pd.Series(True, index=feed.index)
     for key, values in filters.items():
-        if values:
+        if not values:
+            continue
+        if key == MIN_GRADE:
+            keep &= feed["grade"].map(GRADE_RANK).fillna(len(GRADES)) <= GRADE_RANK[values]
+        elif key == REQUIRED_SOURCES:
+            required = set(values)
+            keep &= feed["sources_used"].map(required.issubset).astype(bool)
+        else:
             keep &= feed[FILTERS[key]].isin(values)
     return keep
+
+
+def _frame(session: Session, query: Any, columns: list[str]) -> pd.DataFrame:
+    """A query's rows as a frame: run as a plain statement (no ORM loading) and built column by
+    column (much cheaper than from row objects)."""
+    rows = session.connection().execute(query).all()
+    if not rows:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+    return pd.DataFrame(dict(zip(columns, (list(values) for values in zip(*rows, strict=True)), strict=True)))
+
+
+def verdicts(
+    rule: Entitlement,
+    lender_id: str,
+    sme_ids: Iterable[str],
+    purposes: Iterable[str],
+    sources_used: Iterable[Iterable[str]],
+    months: Iterable[Any],
+) -> list[bool]:
+    """The consent rule's answer for each (SME, purpose, sources, months), asked once per distinct
+    question (an SME's versions of every date share their scope): :meth:`Entitlement.allows`."""
+    answers: dict[tuple[str, str, tuple[str, ...], int], bool] = {}
+    found = []
+    columns = [
+        list(values) for values in (sme_ids, purposes, sources_used, months)
+    ]  # plain lists iterate fast
+    for sme_id, purpose, used, window in zip(*columns, strict=True):
+        question = (sme_id, purpose, tuple(used), int(window))
+        answer = answers.get(question)
+        if answer is None:
+            answer = answers[question] = rule.allows(sme_id, lender_id, purpose, question[2], question[3])
+        found.append(answer)
+    return found
 
 
 def allowed(rows: pd.DataFrame, rule: Entitlement, lender_id: str, purpose: str) -> pd.Series:
     """Rows (sme_id, sources_used, history_months) the consent rule lets ``lender_id`` hold for ``purpose``."""
     return pd.Series(
-        [
-            rule.allows(sme_id, lender_id, purpose, used, int(months))
-            for sme_id, used, months in zip(
-                rows["sme_id"], rows["sources_used"], rows["history_months"], strict=True
-            )
-        ],
+        verdicts(
+            rule,
+            lender_id,
+            rows["sme_id"],
+            [purpose] * len(rows),
+            rows["sources_used"],
+            rows["history_months"],
+        ),
         index=rows.index,
         dtype=bool,
     )
@@ -309,7 +399,7 @@ def held_deliveries(session: Session, lender_id: str) -> pd.DataFrame:
         .where(Delivery.lender_id == lender_id, Withdrawal.id.is_(None))
         .order_by(DossierVersion.feed_seq)
     )
-    return pd.DataFrame(session.execute(query).all(), columns=[c.key for c in columns])
+    return _frame(session, query, [c.key for c in columns])
 
 
 @dataclass
@@ -336,12 +426,9 @@ def plan_withdrawals(
     """
     erased = held["erased_at"].notna()
     still = pd.Series(
-        [
-            rule.allows(sme_id, lender_id, purpose, used, int(months))
-            for sme_id, purpose, used, months in zip(
-                held["sme_id"], held["purpose"], held["sources_used"], held["history_months"], strict=True
-            )
-        ],
+        verdicts(
+            rule, lender_id, held["sme_id"], held["purpose"], held["sources_used"], held["history_months"]
+        ),
         index=held.index,
         dtype=bool,
     )
@@ -560,7 +647,7 @@ def sync(session: Session, store: Store, lender_id: str, *, now: dt.datetime | N
         .order_by(Subscription.name)
     ).all()
     pull_id = pull_id_for(at)
-    counts = {"delivered": 0, "withdrawn": 0}
+    counts = {"delivered": 0, "withdrawn": 0, "unavailable": 0}
     for name in names:
         plan = plan_pull(session, lender_id, at=at, subscription=name)
         rows: dict[str, dict[str, Any]] = {}
@@ -569,7 +656,121 @@ def sync(session: Session, store: Store, lender_id: str, *, now: dt.datetime | N
         record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
         counts["delivered"] += len(delivered)
         counts["withdrawn"] += len(plan.withdrawals)
+        counts["unavailable"] += len(plan.wanted) - len(delivered)
     return counts
+
+
+# --- syncing only when something changed ----------------------------------------------------------
+
+RETRY_UNAVAILABLE = dt.timedelta(seconds=30)
+"""How soon a lender's feed is planned again when versions it should receive had no readable file
+(a publish in progress or interrupted); the publish that completes them plans it anyway."""
+
+
+def changes(session: Session) -> int | None:
+    """The sum of the feed's change counters (:class:`~warehouse.models.FeedChange`): it moves in
+    every transaction that changes the catalog, a consent, the SME register or a subscription.
+    None when the warehouse keeps no counters (then every read plans)."""
+    return session.scalar(select(func.sum(FeedChange.version)))
+
+
+def next_boundary(session: Session, at: dt.datetime) -> dt.datetime | None:
+    """The first instant after ``at`` at which an active consent starts or ends: until then, with
+    no change counted, the consent rule answers every question as it does at ``at``."""
+    starts = session.scalar(
+        select(func.min(Consent.granted_at)).where(Consent.status == "active", Consent.granted_at > at)
+    )
+    ends = session.scalar(
+        select(func.min(Consent.expires_at)).where(Consent.status == "active", Consent.expires_at > at)
+    )
+    found = [when for when in (starts, ends) if when is not None]
+    return min(found) if found else None
+
+
+def is_fresh(session: Session, lender_id: str, at: dt.datetime) -> bool:
+    """Whether the lender's last sync still holds at ``at``: no change counted since, ``at`` not
+    before it and not past its ``valid_until``. One small query."""
+    total = select(func.sum(FeedChange.version)).scalar_subquery()
+    mark = session.execute(
+        select(FeedWatermark.changes, FeedWatermark.synced_at, FeedWatermark.valid_until, total).where(
+            FeedWatermark.lender_id == lender_id
+        )
+    ).first()
+    if mark is None or mark[3] is None:
+        return False
+    counted, synced_at, valid_until, now_counted = mark
+    return bool(counted == now_counted and synced_at <= at and (valid_until is None or at < valid_until))
+
+
+def lock_lender(session: Session, lender_id: str) -> None:
+    """Hold the lender's row until the transaction ends: one sync of a lender at a time (on SQLite,
+    which locks the whole database for a write, by starting the write transaction)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Lender).where(Lender.lender_id == lender_id).values(name=Lender.name))
+    else:
+        session.scalars(select(Lender).where(Lender.lender_id == lender_id).with_for_update()).one()
+
+
+def refresh(
+    session: Session, store: Store, lender_id: str, *, now: dt.datetime | None = None
+) -> dict[str, int] | None:
+    """:func:`sync` the lender's feed if anything that can change its deliveries changed since its
+    last sync; else nothing (:func:`is_fresh`, one query). Not committed. Returns the counts of
+    the sync, None when none was needed.
+
+    What can change a lender's deliveries is counted by :func:`changes` (every publish, consent
+    grant, revocation, narrowing and erasure, SME register change and subscription change) or is
+    time: a consent starting or expiring (:func:`next_boundary`). A sync holds until one of these.
+    Concurrent readers of a stale feed queue on the lender's row (:func:`lock_lender`): the first
+    plans, the others find its sync committed and only read.
+    """
+    at = now or utcnow()
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: a sync needs a UTC instant")
+    if is_fresh(session, lender_id, at):
+        return None
+    _lender(session, lender_id)
+    lock_lender(session, lender_id)
+    if is_fresh(session, lender_id, at):
+        return None
+    counted = changes(session)
+    counts = sync(session, store, lender_id, now=at)
+    valid_until = next_boundary(session, at)
+    if counts["unavailable"]:
+        retry = at + RETRY_UNAVAILABLE
+        valid_until = min(valid_until, retry) if valid_until is not None else retry
+    if counted is not None:
+        upsert(
+            session,
+            FeedWatermark,
+            [{"lender_id": lender_id, "changes": counted, "synced_at": at, "valid_until": valid_until}],
+            key=["lender_id"],
+        )
+    return counts
+
+
+def refresh_lenders(
+    engine: Engine, store: Store, *, lender_ids: Iterable[str] | None = None, now: dt.datetime | None = None
+) -> dict[str, dict[str, int] | None]:
+    """:func:`refresh` each lender that reads its feed over the API (it has a watermark: it was
+    synced by a read, and has not taken a file pull since), of ``lender_ids`` when given, each in
+    its own committed transaction, so that feed reads after a publish or a consent change rarely
+    plan. Lenders that take file pulls are left alone: a sync would record as delivered what their
+    next pull file is to hold. A lender whose refresh fails is logged and left to its next read,
+    which plans on its own. Returns each lender's sync counts (None: nothing had changed)."""
+    with session_scope(engine) as session:
+        query = select(FeedWatermark.lender_id)
+        if lender_ids is not None:
+            query = query.where(FeedWatermark.lender_id.in_(sorted(set(lender_ids))))
+        wanted = sorted(session.scalars(query))
+    done: dict[str, dict[str, int] | None] = {}
+    for lender_id in wanted:
+        try:
+            with session_scope(engine) as session:
+                done[lender_id] = refresh(session, store, lender_id, now=now)
+        except Exception:
+            log.exception("feed of %s not refreshed; its next read plans it", lender_id)
+    return done
 
 
 # --- the pull -------------------------------------------------------------------------------------
@@ -667,6 +868,7 @@ def pull(
             written_files.append(withdrawals_path)
         cursor_from = chosen.cursor
         record_pull(session, lender_id, plan, delivered, rows, pull_id=pull_id, at=at)
+        session.execute(delete(FeedWatermark).where(FeedWatermark.lender_id == lender_id))
         session.commit()
     except BaseException:
         session.rollback()

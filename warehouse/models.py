@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -373,6 +374,31 @@ class FeedEvent(Base):
     content_sha256: Mapped[str] = mapped_column(String(64), default="")
     dossier_json: Mapped[str | None] = mapped_column(Text)
     """The delivered row as JSON (dates in ISO 8601), for ``delivered`` events."""
+
+
+class FeedChange(Base):
+    """A counter per table whose rows decide what lenders' feeds deliver (``dossier_versions``,
+    ``consents``, ``smes``, ``subscriptions``), bumped by a trigger in every transaction that changes
+    that table (migration ``0007_feed_watermark``): a lender's feed needs planning again only when
+    their sum moved since its last sync (``warehouse.feed.refresh``)."""
+
+    __tablename__ = "feed_changes"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeedWatermark(Base):
+    """When a lender's feed was last synced, against which counters (:class:`FeedChange`), and until
+    when that sync holds without a change: the next instant a consent starts or ends, or a retry of
+    versions whose files were unavailable."""
+
+    __tablename__ = "feed_watermarks"
+
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), primary_key=True)
+    changes: Mapped[int] = mapped_column(BigInteger)
+    synced_at: Mapped[dt.datetime]
+    valid_until: Mapped[dt.datetime | None]
 
 
 class ConnectorLink(Base):

@@ -10,9 +10,11 @@ checked by :func:`warehouse.feed.check_filters` (the same as ``dossier lender su
 subscription receives is decided by the feed alone, never here.
 
 The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed log
-(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.sync` (the feed's own
-planning, in the request's transaction), so what a consent no longer allows is withdrawn before any
-page is served; the events themselves never change order or identity, so a full page read again
+(:mod:`warehouse.events`). Each read first runs :func:`warehouse.feed.refresh`: when anything that
+can change the lender's deliveries changed since its last sync (a publish, a consent change, a
+consent starting or expiring, the SME register, a subscription), the feed's own planning runs in
+the request's transaction, so what a consent no longer allows is withdrawn before any page is
+served; otherwise the read costs a look at the change counters and the page query. The events themselves never change order or identity, so a full page read again
 with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
 """
 
@@ -40,10 +42,11 @@ from dossier.web.deps import (
 )
 from dossier.web.deps import lender_key as lender_key
 from warehouse import events, keys
+from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
-from warehouse.feed import check_filters, subscribe, sync
-from warehouse.models import Delivery, Lender, Subscription
+from warehouse.feed import check_filters, refresh, subscribe
+from warehouse.models import Delivery, Lender, LenderKey, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
 
@@ -147,10 +150,11 @@ SubscriptionName = Annotated[
 
 
 class Filters(BaseModel):
-    """What a subscription restricts (an empty or absent list lets every value through).
+    """What a subscription restricts (an empty or absent list, or a null ``min_grade``, lets every
+    value through).
 
-    Values are checked against their vocabulary: grades A-E, size bands micro/small/medium, and the
-    regions and industries of the registered SMEs; they match regardless of case.
+    Values are checked against their vocabulary: grades A-E, size bands micro/small/medium, the
+    sources, and the regions and industries of the registered SMEs; they match regardless of case.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -159,6 +163,16 @@ class Filters(BaseModel):
     industries: list[str] = Field(default_factory=list)
     regions: list[str] = Field(default_factory=list, examples=[["London"]])
     size_bands: list[str] = Field(default_factory=list, examples=[["micro", "small"]])
+    min_grade: str | None = Field(
+        None,
+        examples=["B"],
+        description="The worst grade delivered: grades run from A (best) to E; B lets A and B through.",
+    )
+    required_sources: list[str] = Field(
+        default_factory=list,
+        examples=[["accounting", "tax"]],
+        description=f"Sources a dossier must have used, all of them (of: {', '.join(SOURCES)}).",
+    )
 
 
 def _check_purpose(value: str | None) -> str | None:
@@ -183,14 +197,16 @@ class SubscriptionChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filters: dict[str, list[str]] = Field(default_factory=dict, examples=[{"grades": ["A", "B", "C"]}])
+    filters: dict[str, list[str] | str | None] = Field(
+        default_factory=dict, examples=[{"grades": ["A", "B", "C"]}, {"min_grade": "C"}]
+    )
     purpose: str | None = None
 
     _purpose = field_validator("purpose")(_check_purpose)
 
     @field_validator("filters")
     @classmethod
-    def _known_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+    def _known_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - set(Filters.model_fields))
         if unknown:
             raise ValueError(f"unknown filter {unknown[0]!r}; known: {', '.join(Filters.model_fields)}")
@@ -228,9 +244,7 @@ def _own_subscription(session: Session, lender_id: str, name: str) -> Subscripti
     return found
 
 
-def _save(
-    session: Session, lender_id: str, name: str, filters: dict[str, list[str]], purpose: str
-) -> Subscription:
+def _save(session: Session, lender_id: str, name: str, filters: dict[str, Any], purpose: str) -> Subscription:
     """Create or change subscription ``name`` through the feed, keeping a paused one paused."""
     existing = session.scalars(
         select(Subscription).where(Subscription.lender_id == lender_id, Subscription.name == name)
@@ -360,18 +374,36 @@ class FeedPage(BaseModel):
     has_more: bool = Field(description="True when more events follow this page now.")
 
 
+def _position(
+    session: Session, store: Any, lender_id: str, cursor: str | None, at: dt.datetime
+) -> tuple[int, int]:
+    """Refresh the lender's feed as of ``at``, then (the position ``cursor`` names, the newest event)."""
+    refresh(session, store, lender_id, now=at)
+    newest = events.last_seq(session, lender_id)
+    return events.parse_cursor(cursor, newest), newest
+
+
 def _page(
     session: Session, store: Any, lender_id: str, cursor: str | None, limit: int, at: dt.datetime
 ) -> tuple[list, int, bool]:
-    sync(session, store, lender_id, now=at)
-    newest = events.last_seq(session, lender_id)
-    after = events.parse_cursor(cursor, newest)
+    after, newest = _position(session, store, lender_id, cursor, at)
     found = events.page(session, lender_id, after=after, limit=limit)
     last = found[-1].seq if found else after
     return found, last, last < newest
 
 
-@router.get("/feed", response_model=FeedPage)
+@router.get(
+    "/feed",
+    response_model=FeedPage,
+    responses={
+        200: {
+            "headers": {
+                "Feed-Next-Cursor": {"description": "The page's next_cursor.", "schema": {"type": "string"}},
+                "Feed-Has-More": {"description": "true or false, as has_more.", "schema": {"type": "string"}},
+            }
+        }
+    },
+)
 def read_feed(
     session: SessionDep,
     store: StoreDep,
@@ -379,25 +411,16 @@ def read_feed(
     at: Now,
     cursor: Cursor = None,
     limit: Limit = 100,
-) -> FeedPage:
-    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order."""
-    found, last, more = _page(session, store, key.lender_id, cursor, limit, at)
-    return FeedPage(
-        events=[
-            FeedEventView(
-                seq=e.seq,
-                event=e.kind,
-                dossier_id=e.dossier_id,
-                sme_id=e.sme_id,
-                occurred_at=e.occurred_at,
-                reason=e.reason,
-                dossier=events.json_safe(e.dossier) if e.dossier is not None else None,
-            )
-            for e in found
-        ],
-        next_cursor=str(last),
-        has_more=more,
-    )
+) -> Response:
+    """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order
+    (a :class:`FeedPage`; the next cursor is also in the ``Feed-Next-Cursor`` header)."""
+    after, newest = _position(session, store, key.lender_id, cursor, at)
+    rows = events.page_rows(session, key.lender_id, after=after, limit=limit)
+    last = rows[-1][0] if rows else after
+    more = last < newest
+    body = events.page_json(rows, next_cursor=str(last), has_more=more)
+    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 EVENT_FIELDS = [
@@ -488,7 +511,7 @@ def read_feed_parquet(
 def read_dossier(dossier_id: str, session: SessionDep, store: StoreDep, key: LenderKeyDep) -> dict[str, Any]:
     """One dossier version as delivered to this lender, while it holds it (else 404); like a feed
     read, it first withdraws what the consents no longer allow."""
-    sync(session, store, key.lender_id)
+    refresh(session, store, key.lender_id)
     row = events.held_row(session, key.lender_id, dossier_id)
     if row is None:
         raise HTTPException(404, f"you hold no dossier {dossier_id!r}")

@@ -270,6 +270,34 @@ def test_filters_restrict_what_a_subscription_receives(
     ]
 
 
+def test_minimum_grade_and_required_sources_restrict_what_a_subscription_receives(
+    warehouse_engine: Engine, store: Store, out_dir: Path
+) -> None:
+    seed(warehouse_engine)
+    everything = ("accounting", "tax", "utility")
+    with session_scope(warehouse_engine) as session:
+        for n in (1, 2, 3, 4, 6):
+            both = ("northwind", "harbor") if n in (1, 6) else ("northwind",)
+            give_consent(session, f"C-{n}", f"SME-00000{n}", sources=everything, recipients=both)
+        # grades: SME 1 A, 2 B, 3 C, 4 D, 6 A; SMEs 2, 3 and 4 used the utility source too
+        subscribe(session, "northwind", filters={"min_grade": "C", "required_sources": ["tax", "utility"]})
+        subscribe(session, "harbor", filters={"min_grade": "A"})
+    utility = {"SME-000002": everything, "SME-000003": everything, "SME-000004": everything}
+    smes = ["SME-000001", "SME-000002", "SME-000003", "SME-000004", "SME-000006"]
+    run_publish(warehouse_engine, store, [scored(smes, sources=utility)])
+
+    summary = run_pull(warehouse_engine, store, out_dir, at=PULL_AT)
+    # SME 1 and 6 lack the utility source, SME 4 is worse than C
+    assert (summary["delivered"], summary["filtered_out"]) == (2, 3)
+    assert [row["sme_id"] for row in file_rows(summary["file"])] == ["SME-000002", "SME-000003"]
+    assert [(row["grade"], row["sources_used"]) for row in file_rows(summary["file"])] == [
+        ("B", list(everything)),
+        ("C", list(everything)),
+    ]
+    harbor = run_pull(warehouse_engine, store, out_dir, at=PULL_AT, lender="harbor")
+    assert [row["sme_id"] for row in file_rows(harbor["file"])] == ["SME-000001", "SME-000006"]
+
+
 def test_republished_dossiers_reach_lenders_again_only_when_changed(
     warehouse_engine: Engine, store: Store, out_dir: Path
 ) -> None:
@@ -450,7 +478,10 @@ def test_unknown_lender_missing_or_ambiguous_subscription_and_bad_filters_are_cl
     with session_scope(warehouse_engine) as session:
         with pytest.raises(FeedError, match="unknown lender 'nobody'"):
             subscribe(session, "nobody")
-        with pytest.raises(FeedError, match=r"unknown subscription filter 'colour'; known: \['grades'"):
+        with pytest.raises(
+            FeedError,
+            match="unknown subscription filter 'colour'; known: grades, industries, regions, size_bands, min_grade, ",
+        ):
             subscribe(session, "harbor", filters={"colour": ["red"]})
         with pytest.raises(FeedError, match="filter 'grades' must be a list of strings, not 'AB'"):
             subscribe(session, "harbor", filters={"grades": "AB"})

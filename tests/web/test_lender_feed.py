@@ -316,3 +316,71 @@ def test_lender_pull_over_the_api_answers_bad_keys_and_urls_in_one_line(
     for extra, line in cases:
         assert main(["lender", "pull", "--api", "--out", out, *extra]) == EXIT_ERROR
         assert capsys.readouterr().err.strip() == line
+
+
+def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_null() -> None:
+    from dossier.web.lender import FeedPage
+    from warehouse import events
+
+    at = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+    kept = events.row_json({"dossier_id": 'SME-1:"q"', "pd_12m": float("nan"), "name": "NaN Ltd", "n": 2})
+    rows = [
+        (4, "delivered", 'SME-1:"q"', "SME-1", at, None, kept),
+        (5, "withdrawn", "SME-2:x", "SME-2", at + dt.timedelta(seconds=1), "consent_revoked", None),
+    ]
+    body = json.loads(events.page_json(rows, next_cursor="5", has_more=False))
+    assert body == {
+        "events": [
+            {
+                "seq": 4,
+                "event": "delivered",
+                "dossier_id": 'SME-1:"q"',
+                "sme_id": "SME-1",
+                "occurred_at": "2026-11-02T09:30:00Z",
+                "reason": None,
+                "dossier": {"dossier_id": 'SME-1:"q"', "pd_12m": None, "name": "NaN Ltd", "n": 2},
+            },
+            {
+                "seq": 5,
+                "event": "withdrawn",
+                "dossier_id": "SME-2:x",
+                "sme_id": "SME-2",
+                "occurred_at": "2026-11-02T09:30:01Z",
+                "reason": "consent_revoked",
+                "dossier": None,
+            },
+        ],
+        "next_cursor": "5",
+        "has_more": False,
+    }
+    assert FeedPage.model_validate(body).model_dump(mode="json") == body
+
+
+def test_a_consent_change_syncs_the_feed_of_a_lender_reading_it_before_its_next_read(
+    service: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dossier.settings import override
+
+    client, engine, headers, settings = service
+    assert len(client.get("/v1/feed", headers=headers["northwind"]).json()["events"]) == 2
+
+    def logged() -> list[tuple[str, int, str, str | None]]:
+        with session_scope(engine) as session:
+            rows = session.execute(
+                select(FeedEvent.lender_id, FeedEvent.seq, FeedEvent.kind, FeedEvent.reason).order_by(
+                    FeedEvent.lender_id, FeedEvent.seq
+                )
+            ).all()
+        return [tuple(row) for row in rows]
+
+    with override(settings):
+        assert main(["consent", "revoke", "--consent", "C-3"]) == EXIT_OK
+    capsys.readouterr()
+    # northwind reads its feed: its tombstone is already logged; harbor never read: left to its pulls
+    assert logged() == [
+        ("northwind", 1, "delivered", None),
+        ("northwind", 2, "delivered", None),
+        ("northwind", 3, "withdrawn", "consent_revoked"),
+    ]
+    events = client.get("/v1/feed", params={"cursor": "2"}, headers=headers["northwind"]).json()["events"]
+    assert [(e["seq"], e["event"], e["sme_id"]) for e in events] == [(3, "withdrawn", "SME-000003")]

@@ -18,7 +18,14 @@ from warehouse.db import make_engine, session_scope
 from warehouse.feed import FeedError, plan_pull
 from warehouse.models import Delivery, DossierVersion, Publish, Sme, Subscription
 
-NO_FILTERS = {"grades": [], "industries": [], "regions": [], "size_bands": []}
+NO_FILTERS = {
+    "grades": [],
+    "industries": [],
+    "regions": [],
+    "size_bands": [],
+    "min_grade": None,
+    "required_sources": [],
+}
 
 
 @pytest.fixture
@@ -175,12 +182,30 @@ def test_a_subscription_with_deliveries_can_be_paused_not_deleted(service: Any) 
         (
             "patch",
             {"filters": {"colours": ["red"]}},
-            "filters: Value error, unknown filter 'colours'; known: grades, industries, regions, size_bands",
+            "filters: Value error, unknown filter 'colours'; known: grades, industries, regions, size_bands, "
+            "min_grade, required_sources",
         ),
         (
             "patch",
             {"filters": {"size_bands": ["huge"]}},
             "size_bands 'huge' not known; valid size_bands: micro, small, medium",
+        ),
+        ("put", {"filters": {"min_grade": "F"}}, "min_grade 'F' not known; valid min_grade: A, B, C, D, E"),
+        ("put", {"filters": {"min_grade": ["A"]}}, "filters.min_grade: Input should be a valid string"),
+        (
+            "patch",
+            {"filters": {"min_grade": ["A"]}},
+            "subscription filter 'min_grade' must be one grade (a string), not ['A']",
+        ),
+        (
+            "put",
+            {"filters": {"required_sources": ["bank"]}},
+            "required_sources 'bank' not known; valid required_sources: accounting, tax, utility, survey",
+        ),
+        (
+            "patch",
+            {"filters": {"required_sources": "tax"}},
+            "subscription filter 'required_sources' must be a list of strings, not 'tax'",
         ),
     ],
 )
@@ -211,3 +236,82 @@ def test_subscription_routes_need_a_key_and_a_sane_name(service: Any) -> None:
     assert client.put("/v1/subscriptions/default", json={}).status_code == 401
     bad = client.put("/v1/subscriptions/..%20x", json={}, headers=headers["northwind"])
     assert bad.status_code == 400
+
+
+def test_minimum_grade_and_required_sources_are_kept_changed_and_cleared(service: Any) -> None:
+    client, engine, headers = service
+    auth = headers["northwind"]
+    created = client.put(
+        "/v1/subscriptions/prime",
+        json={"filters": {"min_grade": "b", "required_sources": ["Tax", "accounting", "tax"]}},
+        headers=auth,
+    )
+    expected = {
+        "name": "prime",
+        "purpose": "credit_decision",
+        "filters": {**NO_FILTERS, "min_grade": "B", "required_sources": ["accounting", "tax"]},
+        "active": True,
+    }
+    assert (created.status_code, view(created)) == (201, expected)
+    with session_scope(engine) as session:
+        stored = session.scalars(select(Subscription.filters).where(Subscription.name == "prime")).one()
+    assert stored == {"min_grade": "B", "required_sources": ["accounting", "tax"]}
+    changed = client.patch("/v1/subscriptions/prime", json={"filters": {"min_grade": "D"}}, headers=auth)
+    expected["filters"] = {**expected["filters"], "min_grade": "D"}
+    assert (changed.status_code, view(changed)) == (200, expected)
+    cleared = client.patch(
+        "/v1/subscriptions/prime", json={"filters": {"min_grade": None, "required_sources": []}}, headers=auth
+    )
+    assert (cleared.status_code, view(cleared)) == (200, {**expected, "filters": NO_FILTERS})
+    with session_scope(engine) as session:
+        stored = session.scalars(select(Subscription.filters).where(Subscription.name == "prime")).one()
+    assert stored == {}
+
+
+def test_the_command_sets_minimum_grade_and_required_sources_as_the_api_sees_them(
+    service: Any, home_on: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dossier.cli import main
+
+    client, _engine, headers = service
+
+    def subscribe(*extra: str) -> tuple[int, str, str]:
+        code = main(["lender", "subscribe", "--lender", "northwind", *extra])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    assert subscribe("--min-grade", "c", "--required-sources", "tax,Accounting") == (
+        0,
+        "subscription default of northwind: created with purpose credit_decision; grades all; "
+        "industries all; regions all; size_bands all; min_grade C; required_sources accounting, tax\n",
+        "",
+    )
+    assert subscribe("--min-grade", "B", "--required-sources", "utility", "--add") == (
+        0,
+        "subscription default of northwind: min_grade C -> B; "
+        "required_sources accounting, tax -> accounting, tax, utility\n",
+        "",
+    )
+    seen = client.get("/v1/subscriptions/default", headers=headers["northwind"])
+    assert view(seen)["filters"] == {
+        **NO_FILTERS,
+        "min_grade": "B",
+        "required_sources": ["accounting", "tax", "utility"],
+    }
+    assert subscribe("--min-grade", "F", "--replace") == (
+        2,
+        "",
+        "dossier: error: min_grade 'F' not known; valid min_grade: A, B, C, D, E\n",
+    )
+    assert subscribe("--required-sources", "bank", "--replace") == (
+        2,
+        "",
+        "dossier: error: required_sources 'bank' not known; valid required_sources: accounting, tax, "
+        "utility, survey\n",
+    )
+    assert subscribe("--grades", "A", "--replace") == (
+        0,
+        "subscription default of northwind: grades all -> A; min_grade B -> all; "
+        "required_sources accounting, tax, utility -> all\n",
+        "",
+    )
