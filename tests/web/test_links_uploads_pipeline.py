@@ -248,3 +248,139 @@ def test_uploads_and_a_grant_deliver_a_dossier_to_the_lender(world: dict[str, An
             .order_by(IngestionRun.source)
         ).all()
     assert [tuple(p) for p in payloads] == [("accounting", 1, 0, books_sha), ("utility", 1, 0, meter_sha)]
+
+
+def canonical_rows(store: Store, name: str, as_of: dt.date) -> pd.DataFrame:
+    """The SME's rows of canonical table ``name`` over every shard of ``as_of``."""
+    folder = f"{store.root}/canonical/{name}/as_of={as_of.isoformat()}"
+    frames = [store.read_table(p).to_pandas() for p in store.list(folder, suffix=".parquet")]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[frame["sme_id"] == SME].reset_index(drop=True)
+
+
+def test_an_upload_of_a_source_no_consent_covers_is_not_read(world: dict[str, Any]) -> None:
+    """Files uploaded on a declined link: only the source a granted consent covers is used."""
+    client, engine, store = world["client"], world["engine"], world["store"]
+    today = dt.datetime.now(dt.UTC).date()
+    books = ledger(today)
+    declined = open_link(client, ["utility", "accounting"])
+    upload(client, declined, "utility", "meter.xml", green_button(today))
+    upload(client, declined, "accounting", "ledger.csv", books)
+    answer(client, declined, "decline")
+    granted = open_link(client, ["accounting"])
+    answer(client, granted, "grant")
+    assert client.app.state.grant_runs.wait(timeout=300)
+    with session_scope(engine) as session:
+        run = session.scalars(select(GrantRun)).one()
+        assert run.status == "done", run.detail
+        as_of = run.as_of_date
+    books_sha = hashlib.sha256(books).hexdigest()
+    assert runs_of(engine) == {
+        "accounting": (
+            "uploaded",
+            None,
+            f"{SPAN - HISTORY} rows outside the consented window not used",
+            SPAN,
+            HISTORY,
+            0,
+            run_hash([books_sha]),
+        ),
+        "utility": ("skipped_no_consent", None, None, 0, 0, 0, None),
+    }
+    assert canonical_rows(store, "utility_readings", as_of).empty
+    [event] = feed(client, world["lender"])
+    assert (event["event"], event["dossier_id"].split(":")[-1]) == ("delivered", f"accounting@{HISTORY}m")
+    assert event["dossier"]["sources_used"] == ["accounting"]
+
+
+def test_the_later_of_provider_connection_and_upload_wins_and_unreadable_files_are_reported(
+    world: dict[str, Any],
+) -> None:
+    from connectors.uploads import uploads_to_use
+
+    client, engine = world["client"], world["engine"]
+    today = dt.datetime.now(dt.UTC).date()
+    link = open_link(client, ["utility", "accounting"])
+    upload(client, link, "utility", "meter.xml", green_button(today))
+    upload(client, link, "accounting", "letter.txt", b"A letter from my accountant, typed out.\n")
+
+    def chosen() -> dict[str, list[tuple[str, str]]]:
+        with session_scope(engine) as session:
+            return {
+                source: [(f.filename, f.status) for f in uploads_to_use(session, source, 0, 1).get(SME, [])]
+                for source in ("utility", "accounting")
+            }
+
+    assert chosen() == {"utility": [("meter.xml", "parsed")], "accounting": [("letter.txt", "unreadable")]}
+    now = dt.datetime.now(dt.UTC)
+    with session_scope(engine) as session:
+        for source in ("utility", "accounting"):
+            session.add(
+                SourceConnection(
+                    sme_id=SME,
+                    source=source,
+                    provider="sandbox",
+                    account_ref="ACC-1",
+                    credentials={},
+                    connected_at=now - dt.timedelta(days=1),
+                )
+            )
+    # Uploaded after the connection: the file wins; a file no parser reads never displaces a provider.
+    assert chosen() == {"utility": [("meter.xml", "parsed")], "accounting": []}
+    with session_scope(engine) as session:
+        for connection in session.scalars(select(SourceConnection)):
+            connection.connected_at = now + dt.timedelta(minutes=5)
+    assert chosen() == {"utility": [], "accounting": []}
+
+
+def test_only_unreadable_files_give_no_rows_and_a_changed_raw_copy_quarantines(world: dict[str, Any]) -> None:
+    from dossier import pipeline
+    from warehouse.models import QuarantineEntry
+
+    client, engine, store = world["client"], world["engine"], world["store"]
+    today = dt.datetime.now(dt.UTC).date()
+    meter = green_button(today)
+    link = open_link(client, ["utility", "accounting"])
+    upload(client, link, "utility", "meter.xml", meter)
+    upload(client, link, "accounting", "letter.txt", b"A letter from my accountant, typed out.\n")
+    answer(client, link, "grant")
+    assert client.app.state.grant_runs.wait(timeout=300)
+    runs = runs_of(engine)
+    assert runs["accounting"] == (
+        "unreadable",
+        None,
+        "received, not yet readable: letter.txt",
+        0,
+        0,
+        0,
+        None,
+    )
+    assert runs["utility"][0] == "uploaded"
+
+    meter_sha = hashlib.sha256(meter).hexdigest()
+    with session_scope(engine) as session:
+        as_of = session.scalars(select(GrantRun)).one().as_of_date
+    store.write_bytes(
+        store.layout.raw("utility", meter_sha, "xml"), meter.replace(b"<espi:value>3", b"<espi:value>9")
+    )
+    summary = pipeline.ingest(
+        "utility", pipeline.shards_of([SME])[0], as_of, sme_ids=[SME], consent_at=dt.datetime.now(dt.UTC)
+    )
+    assert (summary["uploaded"], summary["quarantined"]) == (0, 1)
+    reason = "the raw copy no longer matches its sha256 (changed since it was uploaded)"
+    assert runs_of(engine)["utility"] == (
+        "quarantined",
+        "format",
+        f"meter.xml: record file: {reason}",
+        0,
+        0,
+        1,
+        None,
+    )
+    assert canonical_rows(store, "utility_readings", as_of).empty
+    with session_scope(engine) as session:
+        entries = [
+            (q.stage, q.source, q.record, q.field, q.reason, q.raw_sha256, q.resolved_at)
+            for q in session.scalars(select(QuarantineEntry))
+        ]
+    assert entries == [("ingest", "utility", "meter.xml: file", "", reason, meter_sha, None)]
