@@ -14,6 +14,11 @@ of the shard that has a connection to the source it:
    those entries;
 4. upserts one ``ingestion_runs`` row per (SME, source, as-of date) with its ``raw_payloads``.
 
+An SME whose source comes from files it uploaded through a connector link instead (no provider
+connection, or an upload newer than it; :func:`connectors.uploads.uploads_to_use`) is not pulled:
+:func:`ingest_uploads` reads its files under the same consent rule and records the run alike
+(status ``uploaded``, ``unreadable`` or ``quarantined``), the files as its raw payloads.
+
 It then writes each of the source's canonical tables for the shard as one Parquet file (replacing
 the previous one; empty tables keep the schema). One SME failing, for whatever reason, never stops
 the others. A re-run of the same shard and date gives the same files and the same rows.

@@ -27,7 +27,7 @@ wins. ``unreadable`` uploads contribute nothing and are reported; ``rejected`` o
 'application/xml'
 >>> sniff_media_type(b"date,account,amount\\n")
 'text/csv'
->>> sniff_media_type(bytes([0x89, 0x50, 0x4E, 0x47]))
+>>> sniff_media_type(b"\\x89PNG\\r\\n\\x1a\\n\\x00\\x00\\x00\\rIHDR")
 'application/octet-stream'
 """
 
