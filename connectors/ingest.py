@@ -14,6 +14,11 @@ of the shard that has a connection to the source it:
    those entries;
 4. upserts one ``ingestion_runs`` row per (SME, source, as-of date) with its ``raw_payloads``.
 
+An SME whose source comes from files it uploaded through a connector link instead (no provider
+connection, or an upload newer than it; :func:`connectors.uploads.uploads_to_use`) is not pulled:
+:func:`ingest_uploads` reads its files under the same consent rule and records the run alike
+(status ``uploaded``, ``unreadable`` or ``quarantined``), the files as its raw payloads.
+
 It then writes each of the source's canonical tables for the shard as one Parquet file (replacing
 the previous one; empty tables keep the schema). One SME failing, for whatever reason, never stops
 the others. A re-run of the same shard and date gives the same files and the same rows.
@@ -39,6 +44,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from connectors import uploads
 from connectors.authorization import fernet_for
 from connectors.core.auth import OAuth2RefreshAuth
 from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
@@ -624,6 +630,8 @@ def ingest_shard(
         if sme_ids is not None:
             wanted = set(sme_ids)
             connections = [c for c in connections if c.sme_id in wanted]
+        uploaded = uploads.uploads_to_use(session, source, shard, settings.shard_count, sme_ids=sme_ids)
+        connections = [c for c in connections if c.sme_id not in uploaded]
         windows = pull_windows(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
@@ -696,6 +704,18 @@ def ingest_shard(
                     parsed, table_parts, {o.connection.sme_id for o in chunk_outcomes if o.status == "pulled"}
                 )
 
+    outcomes.extend(
+        ingest_uploads(
+            source,
+            as_of,
+            uploaded,
+            table_parts,
+            session_factory=session_factory,
+            store=store,
+            consent_at=consent_at,
+            now=now,
+        )
+    )
     outcomes.sort(key=lambda o: o.connection.sme_id)
     if sme_ids is not None:
         _keep_other_smes(store, source, as_of, shard, set(sme_ids), table_parts)
@@ -720,11 +740,81 @@ def ingest_shard(
         "skipped_no_consent": statuses.count("skipped_no_consent"),
         "failed": statuses.count("failed"),
         "quarantined": statuses.count("quarantined"),
+        "uploaded": statuses.count("uploaded"),
+        "unreadable": statuses.count("unreadable"),
         "rows": rows,
         "paths": paths,
     }
     log.info("ingest %s shard %d as of %s: %s", source, shard, as_of, summary)
     return summary
+
+
+UPLOAD_PROVIDER = "upload"
+"""The ``provider`` of the run of a source read from the SME's uploads."""
+
+
+def ingest_uploads(
+    source: str,
+    as_of: dt.date,
+    uploaded: dict[str, list[uploads.UploadedFile]],
+    parts: dict[str, list[pd.DataFrame]],
+    *,
+    session_factory: SessionFactory,
+    store: Store,
+    consent_at: dt.datetime,
+    now: dt.datetime | None = None,
+) -> list[SmeOutcome]:
+    """The source's rows of the SMEs whose ``source`` comes from their uploads (see
+    :mod:`connectors.uploads`), added to ``parts``; one outcome per SME, recorded like a pull.
+
+    Consent decides as for a pull (:func:`warehouse.consent.pull_window`, both at ``consent_at``
+    and now): without it the run is ``skipped_no_consent`` and no file is read; with it, only rows
+    inside its window are used. The outcome is ``uploaded`` (rows from the parsed files, the files
+    as the run's raw payloads), ``unreadable`` (only files no parser reads yet: no rows, the files
+    named in ``error_message``), or ``quarantined`` (a file its parser now refuses, or whose raw
+    copy changed: no rows from any of the SME's files, like a bad provider payload).
+    """
+    if not uploaded:
+        return []
+    with session_factory() as session:
+        windows = pull_windows(session, source, list(uploaded), then=consent_at, now=now or utcnow())
+    outcomes: list[SmeOutcome] = []
+    for sme_id, files in sorted(uploaded.items()):
+        started = utcnow()
+        connection = Connection(sme_id=sme_id, source=source, provider=UPLOAD_PROVIDER, account_ref="")
+        outcome = SmeOutcome(connection, "skipped_no_consent", started, started)
+        outcomes.append(outcome)
+        if sme_id not in windows:
+            continue
+        read = uploads.read_uploads(
+            store, source, sme_id, files, PullWindow.for_history(as_of, windows[sme_id])
+        )
+        outcome.finished_at = utcnow()
+        outcome.landed = read.landed
+        outcome.records_raw = read.records_raw
+        outcome.error_message = read.notes() or None
+        if read.errors:
+            outcome.status, outcome.parsed, outcome.error_class = "quarantined", True, "format"
+            outcome.error_message = "; ".join(f"{f.filename}: {e}" for f, e in read.errors)
+            outcome.rejects = pd.DataFrame(
+                {
+                    "sme_id": sme_id,
+                    "record": [f"{f.filename}: {e.record}" for f, e in read.errors],
+                    "field": [e.field for _, e in read.errors],
+                    "reason": [e.reason for _, e in read.errors],
+                    "raw_sha256": [f.sha256 for f, _ in read.errors],
+                }
+            )
+            log.warning("%s/%s: upload quarantined: %s", sme_id, source, outcome.error_message)
+            continue
+        if not read.landed:
+            outcome.status = "unreadable"
+            continue
+        outcome.status, outcome.parsed = "uploaded", True
+        outcome.records_canonical = read.records_canonical
+        for name, frame in read.tables.items():
+            parts[name].append(frame)
+    return outcomes
 
 
 def _keep_other_smes(

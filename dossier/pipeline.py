@@ -108,7 +108,8 @@ def ingest(
     consent_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Pull one source for every consenting SME of one shard (or only ``sme_ids`` of it) and write
-    its canonical table(s)."""
+    its canonical table(s); an SME that uploaded files for the source instead has its rows read
+    from them (:mod:`connectors.uploads`)."""
     from connectors.ingest import ingest_shard
 
     wanted = None if sme_ids is None else sorted(sme_ids)
@@ -499,6 +500,7 @@ def run_for_smes(
         "as_of": as_of.isoformat(),
         "shards": shards,
         "pulled": {source: sum(r["pulled"] for r in results) for source, results in pulled.items()},
+        "uploaded": {source: sum(r["uploaded"] for r in results) for source, results in pulled.items()},
         "failed_validation": sum(v["failed"] for v in validated),
         "evaluated": sum(e["evaluated"] for e in evaluated),
         "held": sum(e["held"] for e in evaluated),

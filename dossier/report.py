@@ -103,7 +103,7 @@ def sme_outcomes(
     """Count each registered SME once, under the furthest step it reached (:data:`OUTCOMES`).
 
     ``runs`` are ``(sme_id, source, status)`` rows of ``ingestion_runs``. An SME some of whose
-    pulls failed but one of which succeeded counts as pulled; one whose every pull failed counts
+    pulls failed but one of which succeeded (``pulled``, or ``uploaded``: read from its files) counts as pulled; one whose every pull failed counts
     under ``pull_failed``; one whose pulls were all skipped for want of consent (``skipped_no_consent``)
     under ``no_active_consent``; one with a dossier held back because a consented source failed
     (``held``) under ``held``.
@@ -128,7 +128,7 @@ def sme_outcomes(
             counts["held"] += 1
         elif sme in quarantined or "quarantined" in seen:
             counts["quarantined"] += 1
-        elif "pulled" in seen:
+        elif seen & {"pulled", "uploaded"}:
             counts["pulled_not_evaluated"] += 1
         elif "failed" in seen:
             counts["pull_failed"] += 1

@@ -46,7 +46,7 @@ from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
 from warehouse.feed import check_filters, refresh, subscribe
-from warehouse.models import Delivery, Lender, LenderKey, Subscription
+from warehouse.models import Delivery, Lender, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
 

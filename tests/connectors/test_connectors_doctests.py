@@ -27,6 +27,7 @@ MODULES = [
     "connectors.formats.mva_melding",
     "connectors.formats.kobo",
     "connectors.formats.submissions",
+    "connectors.uploads",
 ]
 
 
