@@ -378,7 +378,7 @@ def test_the_http_feed_mode_reads_the_rows_a_pull_gives_and_the_tombstones(
         world.add_lenders(["northwind", "harbor"])
         for lender in ("northwind", "harbor"):
             world.subscribe(lender, "credit_decision")
-        granted, expires = START - dt.timedelta(days=90), START + dt.timedelta(days=365)
+        granted, expires = START - dt.timedelta(days=60), START + dt.timedelta(days=365)
         for n, sme_id in enumerate(smes, start=1):
             world.grant(
                 f"C-{n}",

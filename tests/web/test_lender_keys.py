@@ -266,7 +266,13 @@ def test_every_lender_route_answers_bad_credentials_with_401_or_403_and_nothing_
     assert len(operations) >= 14
     answers = {}
     for method, path in operations:
-        url = path.format(name="default", prefix=revoked["prefix"], dossier_id="SME-000001:2026-11-01")
+        url = path.format(
+            name="default",
+            prefix=revoked["prefix"],
+            dossier_id="SME-000001:2026-11-01",
+            endpoint_id="wh_0000",
+            message_id="msg_0000",
+        )
         for who, (headers, _status) in credentials.items():
             answer = client.request(method, url, headers=headers, json={"filters": {"grades": ["Z"]}})
             challenge = answer.headers.get("www-authenticate")

@@ -23,6 +23,7 @@ from dossier.settings import for_home, override
 from dossier.web.app import create_app
 from warehouse import keys
 from warehouse.db import make_engine, session_scope
+from warehouse.dossier_schema import SCHEMA_VERSION
 from warehouse.dossier_store import read_published
 from warehouse.models import Consent, DossierVersion, GrantRun, SourceConnection
 from warehouse.storage import Store
@@ -114,7 +115,7 @@ def test_a_grant_runs_the_pipeline_and_the_dossier_reaches_the_lender(world: dic
     assert (
         "delivered",
         sme_id,
-        f"{sme_id}:{run.as_of_date.isoformat()}:v2:{scope}",
+        f"{sme_id}:{run.as_of_date.isoformat()}:v{SCHEMA_VERSION}:{scope}",
     ) in delivered
     assert {e["sme_id"] for e in events} == {sme_id}
     ours = next(e for e in events if e["dossier_id"].endswith(scope))
