@@ -31,12 +31,13 @@ FIXTURE_FORMATS = {
     "ledger_tb.csv": "ledger",
     "hmrc_vat_bundle.json": "hmrc-vat",
     "mva_melding_monthly.xml": "mva-melding",
+    "mva_valideringsresultat.xml": "mva-validering",
     "espi_containerized_root.xml": "espi",
     "kobo_field_visit.json": "kobo",
     "odk_submissions.xml": "odk-xml",
     "odk_central_shops.csv": "odk-csv",
 }
-XML_FORMATS = ("saft-no", "saft-pt", "mva-melding", "espi", "odk-xml")
+XML_FORMATS = ("saft-no", "saft-pt", "mva-melding", "mva-validering", "espi", "odk-xml")
 
 LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE AuditFile [
