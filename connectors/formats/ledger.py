@@ -187,10 +187,25 @@ def _frame(rows: list[list[Any]]) -> pd.DataFrame:
     rows = [row for row in rows if any(str(cell).strip() for cell in row)]
     if len(rows) < 2:
         raise FormatError("no header and data rows")
-    header = [str(cell).strip() for cell in rows[0]]
+    header = _unique_header([str(cell).strip() for cell in rows[0]])
     width = len(header)
     body = [list(row[:width]) + [""] * (width - len(row)) for row in rows[1:]]
     return pd.DataFrame(body, columns=header, dtype="object")
+
+
+def _unique_header(names: list[str]) -> list[str]:
+    """Header names made unique: a blank one is ``column N``, a repeat ``Name (2)`` (the first keeps its name).
+
+    >>> _unique_header(["Account", "Account", "", "Amount", ""])
+    ['Account', 'Account (2)', 'column 3', 'Amount', 'column 5']
+    """
+    seen: dict[str, int] = {}
+    unique = []
+    for position, name in enumerate(names, start=1):
+        name = name or f"column {position}"
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return unique
 
 
 def column_map(headers: list[str], given: dict[str, str] | None = None) -> dict[str, str]:

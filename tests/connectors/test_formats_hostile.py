@@ -349,3 +349,15 @@ WORKBOOK = _workbook_bytes()
 @given(edits=mutation)
 def test_fuzz_xlsx_ledger(edits: list[tuple[int, str, bytes]]) -> None:
     outcome(mutate(WORKBOOK, edits), "ledger")
+
+
+def test_a_repeated_or_blank_header_name_is_not_a_crash() -> None:
+    # Found by coverage-guided fuzzing: a CSV whose header names one column twice.
+    body = (
+        b'Account Code,Account Code,Account Name,Balance\n1200,Bank,"12,500.00"\n'
+        b'1100,Trade debtors,3500.00\n2100,Trade cr,Trade creditre capital,"(12,000.00)"\n'
+    )
+    result = outcome(body, "ledger")
+    assert isinstance(result, FormatError | Parsed)
+    blank = parse(b"Account,,Balance,\n1200,x,100.00,\n", format_name="ledger")
+    assert blank.tables["trial_balance"]["account_id"].tolist() == ["1200"]
