@@ -509,6 +509,23 @@ def iso_date(text: str | None, *, record: str, field: str, required: bool = True
             raise FormatError("missing", record=record, field=field)
         return None
     try:
-        return dt.date.fromisoformat(text.strip()[:10])
+        day = dt.date.fromisoformat(text.strip()[:10])
     except ValueError:
         raise FormatError(f"not a date YYYY-MM-DD: {text[:40]!r}", record=record, field=field) from None
+    return plausible(day, record=record, field=field)
+
+
+FIRST_YEAR, LAST_YEAR = 1900, 2100
+"""Dates of business records outside these years are typing or export faults, not history (a
+year 7813 would also make a monthly calendar thousands of years long)."""
+
+
+def plausible(day: dt.date, *, record: str, field: str) -> dt.date:
+    """``day`` if its year is within :data:`FIRST_YEAR`..:data:`LAST_YEAR`, else a :class:`FormatError`."""
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise FormatError(
+            f"implausible date {day.isoformat()} (outside {FIRST_YEAR}-{LAST_YEAR})",
+            record=record,
+            field=field,
+        )
+    return day

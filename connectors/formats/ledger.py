@@ -29,6 +29,8 @@ import pandas as pd
 from connectors.formats import saft_no
 from connectors.formats.base import (
     DEFAULT_LIMITS,
+    FIRST_YEAR,
+    LAST_YEAR,
     Budget,
     FormatError,
     Limits,
@@ -241,6 +243,14 @@ def _dates(values: pd.Series) -> tuple[pd.Series, str]:
     for fmt in DATE_FORMATS:
         parsed = pd.to_datetime(present, format=fmt, errors="coerce")
         if parsed.notna().all():
+            outside = parsed[(parsed.dt.year < FIRST_YEAR) | (parsed.dt.year > LAST_YEAR)]
+            if len(outside):
+                row = int(outside.index[0]) + 2
+                raise FormatError(
+                    f"implausible date {present[outside.index[0]][:40]!r} (outside {FIRST_YEAR}-{LAST_YEAR})",
+                    record=f"row {row}",
+                    field=values.name,
+                )
             return pd.to_datetime(text.where(text != ""), format=fmt, errors="coerce"), fmt
     bad = present[pd.to_datetime(present, format=DATE_FORMATS[0], errors="coerce").isna()]
     row = int(bad.index[0]) + 2
