@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -373,3 +374,13 @@ def test_a_date_thousands_of_years_away_is_refused_not_a_calendar_to_fill() -> N
     result = outcome(saft, "saft-no")
     assert isinstance(result, FormatError)
     assert str(result).endswith("field TransactionDate: implausible date 7813-01-15 (outside 1900-2100)")
+
+
+def test_a_return_with_an_unknown_nested_field_is_not_a_crash() -> None:
+    # Found by coverage-guided fuzzing: a list under an unknown key of a VAT return.
+    bundle = json.loads((FIXTURES / "hmrc_vat_bundle.json").read_bytes())
+    assert "periodKey" in bundle[1]
+    bundle[1]["vatRpayments"] = [{"amount": 1500.25, "received": "2024-05-21"}]
+    result = outcome(json.dumps(bundle).encode(), "hmrc-vat")
+    assert isinstance(result, Parsed)
+    assert result.totals["returns"] == 1
