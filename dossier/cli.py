@@ -1541,7 +1541,7 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("file", help="the file to parse")
     parse.add_argument(
         "--format",
-        help="the file's format: saft-no, saft-pt, ledger, ofx, hmrc-vat, mva-melding, espi, kobo, odk-csv, odk-xml"
+        help="the file's format: saft-no, saft-pt, ledger, ofx, hmrc-vat, mva-melding, mva-validering, espi, kobo, odk-csv, odk-xml"
         " (default: detected from its content)",
     )
     parse.add_argument("--out", help="folder to write each table the file yields as <table>.parquet")

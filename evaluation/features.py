@@ -479,7 +479,12 @@ def _utility_features(
 
 
 def _survey_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -> dict[str, np.ndarray]:
-    """Field-visit verification and the revenue the owner stated against the books."""
+    """Field-visit verification and the revenue the owner stated against the books.
+
+    Only ``survey_visits`` is read: the submissions of forms with a mapping onto the visit fields.
+    An *unmapped* survey (a form without a mapping, kept in ``survey_submissions`` only) has no
+    visit to verify, so it contributes no visit verification: its SME's survey features stay null.
+    """
     n = ctx.size
     if frame is None:
         nothing = np.full(n, np.nan)

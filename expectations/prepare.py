@@ -110,6 +110,7 @@ DERIVED: dict[str, tuple[DerivedColumn, ...]] = {
     "utility_readings": (),
     "survey_visits": (),
     "bank_transactions": (),
+    "survey_submissions": (),
 }
 """Derived columns per canonical table; each one's inputs are canonical columns of that table."""
 

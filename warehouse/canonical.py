@@ -11,7 +11,7 @@ error messages) and ``raw_sha256`` names the immutable raw payload it came from.
 >>> MONTHLY_FINANCIALS.key
 ('sme_id', 'period_month')
 >>> sorted(TABLES)
-['bank_transactions', 'monthly_financials', 'survey_visits', 'utility_bills', 'utility_readings', 'vat_returns']
+['bank_transactions', 'monthly_financials', 'survey_submissions', 'survey_visits', 'utility_bills', 'utility_readings', 'vat_returns']
 """
 
 from __future__ import annotations
@@ -199,6 +199,38 @@ SURVEY_VISITS = CanonicalTable(
     ),
 )
 
+SURVEY_SUBMISSIONS = CanonicalTable(
+    name="survey_submissions",
+    source="survey",
+    grain=(
+        "One row per SME per form submission, of any form (KoboToolbox, ODK): platform metadata and"
+        " every answer by field path. Submissions of a form with a mapping are also survey_visits rows;"
+        " the others are unmapped surveys, kept but giving no visit verification."
+    ),
+    key=("sme_id", "submission_id"),
+    columns=(
+        SME_ID,
+        Column("submission_id", pa.string(), "The submission's instance id (uuid), duplicates removed."),
+        Column("form_id", pa.string(), "The form's id (XForm id, KoboToolbox id_string or asset uid).", True),
+        Column("form_version", pa.string(), "Version of the form.", True),
+        Column("agent_id", pa.string(), "Who submitted it (submitter id or name, device user).", True),
+        Column("started_at", pa.timestamp("s", tz="UTC"), "Form start time.", True),
+        Column("ended_at", pa.timestamp("s", tz="UTC"), "Form end time.", True),
+        Column("submitted_at", pa.timestamp("s", tz="UTC"), "When the server received it.", True),
+        Column("latitude", pa.float64(), "Latitude of the first geopoint answer (WGS84).", True),
+        Column("longitude", pa.float64(), "Longitude of the first geopoint answer (WGS84).", True),
+        Column("attachments", pa.int64(), "Files (photos, audio) attached to the submission."),
+        Column("answers", pa.string(), "JSON object: field path -> answer text (repeats numbered)."),
+        Column(
+            "mapping",
+            pa.string(),
+            "The form mapping that made it a survey_visits row; empty for an unmapped survey.",
+            True,
+        ),
+        *LINEAGE,
+    ),
+)
+
 BANK_TRANSACTIONS = CanonicalTable(
     name="bank_transactions",
     source="accounting",
@@ -242,6 +274,7 @@ TABLES: dict[str, CanonicalTable] = {
         UTILITY_BILLS,
         SURVEY_VISITS,
         BANK_TRANSACTIONS,
+        SURVEY_SUBMISSIONS,
     )
 }
 

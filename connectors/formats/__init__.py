@@ -30,6 +30,7 @@ from connectors.formats import (
     kobo,
     ledger,
     mva_melding,
+    mva_validering,
     odk,
     ofx,
     saft_no,
@@ -66,6 +67,13 @@ FORMATS: tuple[Format, ...] = (
     Format("saft-pt", "accounting", "SAF-T (PT) billing, Portugal (1.04_01)", saft_pt.detect, saft_pt.parse),
     Format(
         "mva-melding", "tax", "Norwegian VAT return (mva-melding XML)", mva_melding.detect, mva_melding.parse
+    ),
+    Format(
+        "mva-validering",
+        "tax",
+        "Norwegian VAT return validation result (valideringsresultat XML)",
+        mva_validering.detect,
+        mva_validering.parse,
     ),
     Format("espi", "utility", "Green Button ESPI (Atom feed or espi: root)", espi.detect, espi.parse),
     Format("odk-xml", "survey", "ODK XML submission instance(s)", odk.detect_xml, odk.parse_xml),
@@ -161,6 +169,9 @@ def parse(
     return chosen.parse(data, **options)
 
 
+VALIDATION_COMPANIONS = ("{stem}.valideringsresultat.xml", "{stem}-valideringsresultat.xml")
+"""Where ``parse_path`` finds the validation result of an mva-melding: beside it, named after it."""
+
 STREAMED = frozenset({"saft-no", "saft-pt", "mva-melding"})
 """Formats whose parser streams: ``parse_path`` hands them the open file, never the whole bytes."""
 
@@ -195,9 +206,16 @@ def parse_path(
         format_named(format_name)
     if format_name in STREAMED and not undeclared_legacy(head):
         with path.open("rb") as stream:
-            return FORMATS_BY_NAME[format_name].parse(
+            parsed = FORMATS_BY_NAME[format_name].parse(
                 stream, sme_id=sme_id, raw_sha256=_file_sha256(path), limits=limits
             )
+        if format_name == "mva-melding":
+            for companion in VALIDATION_COMPANIONS:
+                beside = path.with_name(companion.format(stem=path.stem))
+                if beside.is_file():
+                    validation = parse(beside.read_bytes(), format_name="mva-validering", sme_id=sme_id)
+                    return mva_validering.with_validation(parsed, validation)
+        return parsed
     data = path.read_bytes()
     companions = None
     if path.suffix.lower() == ".csv":

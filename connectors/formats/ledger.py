@@ -29,6 +29,8 @@ import pandas as pd
 from connectors.formats import saft_no
 from connectors.formats.base import (
     DEFAULT_LIMITS,
+    FIRST_YEAR,
+    LAST_YEAR,
     Budget,
     FormatError,
     Limits,
@@ -187,10 +189,25 @@ def _frame(rows: list[list[Any]]) -> pd.DataFrame:
     rows = [row for row in rows if any(str(cell).strip() for cell in row)]
     if len(rows) < 2:
         raise FormatError("no header and data rows")
-    header = [str(cell).strip() for cell in rows[0]]
+    header = _unique_header([str(cell).strip() for cell in rows[0]])
     width = len(header)
     body = [list(row[:width]) + [""] * (width - len(row)) for row in rows[1:]]
     return pd.DataFrame(body, columns=header, dtype="object")
+
+
+def _unique_header(names: list[str]) -> list[str]:
+    """Header names made unique: a blank one is ``column N``, a repeat ``Name (2)`` (the first keeps its name).
+
+    >>> _unique_header(["Account", "Account", "", "Amount", ""])
+    ['Account', 'Account (2)', 'column 3', 'Amount', 'column 5']
+    """
+    seen: dict[str, int] = {}
+    unique = []
+    for position, name in enumerate(names, start=1):
+        name = name or f"column {position}"
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return unique
 
 
 def column_map(headers: list[str], given: dict[str, str] | None = None) -> dict[str, str]:
@@ -226,6 +243,14 @@ def _dates(values: pd.Series) -> tuple[pd.Series, str]:
     for fmt in DATE_FORMATS:
         parsed = pd.to_datetime(present, format=fmt, errors="coerce")
         if parsed.notna().all():
+            outside = parsed[(parsed.dt.year < FIRST_YEAR) | (parsed.dt.year > LAST_YEAR)]
+            if len(outside):
+                row = int(outside.index[0]) + 2
+                raise FormatError(
+                    f"implausible date {present[outside.index[0]][:40]!r} (outside {FIRST_YEAR}-{LAST_YEAR})",
+                    record=f"row {row}",
+                    field=values.name,
+                )
             return pd.to_datetime(text.where(text != ""), format=fmt, errors="coerce"), fmt
     bad = present[pd.to_datetime(present, format=DATE_FORMATS[0], errors="coerce").isna()]
     row = int(bad.index[0]) + 2

@@ -10,7 +10,9 @@ Declared turnover is the base of the sales codes (:data:`SALES_CODES`: domestic 
 rate, zero-rated and exempt supplies, exports), except withdrawals (``spesifikasjon`` ``uttak``),
 which are not sales. A return whose lines do not add up to ``fastsattMerverdiavgift`` gets a
 warning. The return carries no due or filing date, so it is not a ``vat_returns`` row (whose
-due date is required); it is written as ``vat_return_no`` and ``vat_return_lines``.
+due date is required); it is written as ``vat_return_no`` and ``vat_return_lines``. Its ``status``
+is ``not_validated`` until the tax authority's validation result is read with it
+(:mod:`connectors.formats.mva_validering`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from connectors.formats.base import (
 )
 
 NAME = "mva-melding"
+NOT_VALIDATED = "not_validated"
+"""The return's ``status`` until its validation result is read (:mod:`connectors.formats.mva_validering`)."""
 NAMESPACE_PREFIX = "no:skatteetaten:fastsetting:avgift:mva:skattemeldingformerverdiavgift:"
 MONTHS = (
     "januar",
@@ -169,6 +173,9 @@ def parse(
                 "vat_lines_total": vat_sum,
                 "declared_turnover": turnover,
                 "lines": len(frame),
+                "status": NOT_VALIDATED,
+                "validation_errors": None,
+                "validation_warnings": None,
                 "source_record": "skattegrunnlagOgBeregnetSkatt",
                 "raw_sha256": raw_sha256,
             }

@@ -12,7 +12,7 @@
 * **XForm** (``h:html`` with an XForms model) and **XLSForm** written as CSV (``survey``,
   ``choices``, ``settings`` sections): the form's fields with their types, as ``form_fields``.
 
-Submissions become :data:`~connectors.formats.submissions.SUBMISSIONS` rows, and those of a form
+Submissions become :data:`~warehouse.canonical.SURVEY_SUBMISSIONS` rows, and those of a form
 with a mapping also ``survey_visits`` (see :mod:`connectors.formats.kobo`, which does the mapping).
 """
 
@@ -41,8 +41,7 @@ from connectors.formats.base import (
     local,
     read_all,
 )
-from connectors.formats.submissions import SUBMISSIONS
-from warehouse.canonical import SURVEY_VISITS
+from warehouse.canonical import SURVEY_SUBMISSIONS, SURVEY_VISITS
 
 NAME_CSV = "odk-csv"
 NAME_XML = "odk-xml"
@@ -214,7 +213,7 @@ def parse_csv(
     return Parsed(
         format=NAME_CSV,
         tables={
-            SUBMISSIONS.name: canonical_frame(SUBMISSIONS, frame),
+            SURVEY_SUBMISSIONS.name: canonical_frame(SURVEY_SUBMISSIONS, frame),
             SURVEY_VISITS.name: canonical_frame(SURVEY_VISITS, visits),
         },
         totals={"submissions": len(main), "unique_submissions": len(frame), "repeat_rows": repeat_rows},
@@ -311,7 +310,7 @@ def parse_xml(
     return Parsed(
         format=NAME_XML,
         tables={
-            SUBMISSIONS.name: canonical_frame(SUBMISSIONS, frame),
+            SURVEY_SUBMISSIONS.name: canonical_frame(SURVEY_SUBMISSIONS, frame),
             SURVEY_VISITS.name: canonical_frame(SURVEY_VISITS, visits),
         },
         totals={"submissions": len(instances), "unique_submissions": len(frame)},

@@ -38,6 +38,7 @@ from connectors.formats.base import (
     Limits,
     Parsed,
     Source,
+    XmlTags,
     canonical_frame,
     iso_date,
     iter_xml,
@@ -50,6 +51,7 @@ from warehouse.canonical import MONTHLY_FINANCIALS
 NAME = "saft-no"
 NAMESPACE = "urn:StandardAuditFile-Taxation-Financial:NO"
 NS = "{" + NAMESPACE + "}"
+
 HANDLED = (
     "DefaultCurrencyCode",
     "AuditFileVersion",
@@ -172,68 +174,83 @@ def _month(year: int, month: int) -> pd.Timestamp:
     return pd.Timestamp(year, month, 1)
 
 
-def _children(element: Any) -> dict[str, Any]:
-    """Direct children by local name (the first of each), in one pass: faster than a find() per field."""
-    found: dict[str, Any] = {}
-    for child in element:
-        tag = child.tag
-        if isinstance(tag, str):
-            found.setdefault(tag[tag.find("}") + 1 :], child)
-    return found
+LINE = NS + "Line"
+RECORD_ID = NS + "RecordID"
+ACCOUNT_ID = NS + "AccountID"
+DEBIT = f"{NS}DebitAmount/{NS}Amount"
+CREDIT = f"{NS}CreditAmount/{NS}Amount"
+HAS_DEBIT = NS + "DebitAmount"
+HAS_CREDIT = NS + "CreditAmount"
 
 
-def _text(child: Any) -> str | None:
-    if child is None or child.text is None:
-        return None
-    return child.text.strip() or None
+def _line_record(record: str, line: Any, position: int) -> str:
+    return f"{record}/Line[{(line.findtext(RECORD_ID) or '').strip() or position}]"
 
 
-def _amount(children: dict[str, Any], name: str, record: str) -> float | None:
-    structure = children.get(name)
-    if structure is None:
-        return None
-    amount = next((c for c in structure if isinstance(c.tag, str) and c.tag.endswith("}Amount")), None)
-    return number(_text(amount), record=record, field=f"{name}/Amount", required=False)
+def _line_amount(text: str, record: str, line: Any, position: int, field: str) -> float | None:
+    """A line's amount: plain decimals on the fast path; :func:`number` (and its errors) otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if value == value and abs(value) <= 1e15:
+            return value
+    return number(text, record=_line_record(record, line, position), field=field, required=False)
 
 
 def _transaction(element: Any, journal: str, ledger: Ledger, budget: Budget) -> None:
-    fields = _children(element)
-    transaction_id = _text(fields.get("TransactionID")) or "?"
+    """Add one transaction's lines to the ledger.
+
+    Fields are found by libxml2 (``findtext`` on namespaced paths), not by a Python loop over each
+    child, and a line's record name is only built when something about it is wrong.
+    """
+    transaction_id = (element.findtext(NS + "TransactionID") or "").strip() or "?"
     record = f"Journal[{journal}]/Transaction[{transaction_id}]"
-    date_text = _text(fields.get("TransactionDate")) or _text(fields.get("GLPostingDate"))
-    date = iso_date(date_text, record=record, field="TransactionDate")
+    date_text = (element.findtext(NS + "TransactionDate") or "").strip() or (
+        element.findtext(NS + "GLPostingDate") or ""
+    ).strip()
+    date = iso_date(date_text or None, record=record, field="TransactionDate")
     month = _month(date.year, date.month)
     ledger.first_record.setdefault(month, record)
     debit_sum = credit_sum = 0.0
-    position = 0
-    for line in element:
-        if not isinstance(line.tag, str) or not line.tag.endswith("}Line"):
-            continue
-        position += 1
-        parts = _children(line)
-        line_record = f"{record}/Line[{_text(parts.get('RecordID')) or position}]"
-        budget.count(line_record)
-        account_id = _text(parts.get("AccountID"))
-        if not account_id:
-            raise FormatError("missing", record=line_record, field="AccountID")
-        debit = _amount(parts, "DebitAmount", line_record)
-        credit = _amount(parts, "CreditAmount", line_record)
-        if debit is None and credit is None:
-            raise FormatError(
-                "a line needs a DebitAmount or a CreditAmount", record=line_record, field="Amount"
-            )
+    debits, credits = ledger.debit, ledger.credit
+    lines = 0
+    for position, line in enumerate(element.iterchildren(LINE), start=1):
+        account_id = (line.findtext(ACCOUNT_ID) or "").strip()
+        debit_text, credit_text = line.findtext(DEBIT), line.findtext(CREDIT)
+        if not account_id or (debit_text is None and credit_text is None):
+            line_record = _line_record(record, line, position)
+            if not account_id:
+                raise FormatError("missing", record=line_record, field="AccountID")
+            if line.find(HAS_DEBIT) is None and line.find(HAS_CREDIT) is None:
+                raise FormatError(
+                    "a line needs a DebitAmount or a CreditAmount", record=line_record, field="Amount"
+                )
+        debit = credit = None
+        if debit_text is not None:
+            debit = _line_amount(debit_text, record, line, position, "DebitAmount/Amount")
+        if credit_text is not None:
+            credit = _line_amount(credit_text, record, line, position, "CreditAmount/Amount")
         if debit:
-            ledger.debit[(account_id, month)] += debit
+            debits[(account_id, month)] += debit
             debit_sum += debit
         if credit:
-            ledger.credit[(account_id, month)] += credit
+            credits[(account_id, month)] += credit
             credit_sum += credit
-        ledger.lines += 1
+        lines += 1
+    if lines:
+        budget.count(record, lines)
+    ledger.lines += lines
     ledger.entries += 1
     ledger.total_debit += debit_sum
     ledger.total_credit += credit_sum
     if abs(debit_sum - credit_sum) > TOLERANCE:
         ledger.unbalanced.append(transaction_id)
+
+
+def _depth_of(element: Any) -> int:
+    return sum(1 for _ in element.iterancestors()) + 1
 
 
 def read_ledger(source: Source, limits: Limits) -> Ledger:
@@ -243,7 +260,9 @@ def read_ledger(source: Source, limits: Limits) -> Ledger:
     journal = "?"
     seen_root = False
     handled = {NS + name for name in HANDLED}
-    for event, element, _depth in iter_xml(source, limits, events=("end",)):
+    tags = XmlTags(source, limits, root=NS + "AuditFile", tags=sorted(handled))
+    events = tags if tags.fast else ((e, x) for e, x, _ in iter_xml(tags.stream, limits, events=("end",)))
+    for event, element in events:
         if event == "start":
             seen_root = True
             if element.tag != NS + "AuditFile":
@@ -262,6 +281,8 @@ def read_ledger(source: Source, limits: Limits) -> Ledger:
                 ledger.version = (element.text or "").strip() or None
             continue
         if name == "Account" and parent_name == "GeneralLedgerAccounts":
+            if tags.fast:
+                tags.check_depth(element, _depth_of(element))
             account = _account(element)
             ledger.accounts[account.account_id] = account
             budget.count(f"Account[{account.account_id}]")
@@ -282,6 +303,8 @@ def read_ledger(source: Source, limits: Limits) -> Ledger:
             journal = (element.text or "").strip() or "?"
             continue
         elif name == "Transaction" and parent_name == "Journal":
+            if tags.fast:
+                tags.check_depth(element, _depth_of(element))
             _transaction(element, journal, ledger, budget)
         elif parent_name not in ("MasterFiles", "Customers", "Suppliers", "TaxTable"):
             continue

@@ -102,6 +102,193 @@ def accounting_reports(record: SmeRecord, seed: int) -> list[dict[str, object]]:
     return reports
 
 
+SAFT_ACCOUNTS: tuple[tuple[str, str, str], ...] = (
+    # (AccountID, description, what it holds); the group is the first two digits (NS 4102).
+    ("1200", "Fixed assets", "fixed_assets"),
+    ("1400", "Inventory", "inventory"),
+    ("1500", "Trade receivables", "receivables"),
+    ("1700", "Other current assets", "other_current_assets"),
+    ("1920", "Bank deposits", "cash"),
+    ("2050", "Other equity", "equity"),
+    ("2200", "Long-term liabilities", "long_term_liabilities"),
+    ("2400", "Current liabilities", "current_liabilities"),
+    ("3000", "Sales revenue", "revenue"),
+    ("4000", "Cost of goods sold", "cost_of_sales"),
+    ("6000", "Depreciation", "depreciation"),
+    ("6300", "Operating expenses", "operating_expenses"),
+    ("8150", "Interest expense", "interest_expense"),
+    ("8300", "Tax on ordinary result", "tax_expense"),
+)
+"""The chart the sandbox's SAF-T export books on: one account per canonical amount."""
+
+_CREDIT_NORMAL = {"equity", "long_term_liabilities", "current_liabilities", "revenue"}
+
+
+def _month_end(month: np.datetime64) -> dt.date:
+    return (month + np.timedelta64(1, "M")).astype("datetime64[D]").astype(dt.date) - dt.timedelta(days=1)
+
+
+def _booked_months(record: SmeRecord, period_from: str | None, period_to: str | None) -> list[int]:
+    months = np.datetime_as_string(record.books.months, unit="M")
+    return [
+        int(m)
+        for m in np.flatnonzero(record.books.present)
+        if (period_from is None or months[m] >= period_from) and (period_to is None or months[m] <= period_to)
+    ]
+
+
+def _ledger_positions(record: SmeRecord, month: int) -> dict[str, int]:
+    """Debit-positive balance (or the month's flow, for P&L accounts) of every SAF-T account, pence."""
+    money = {name: int(values[month]) for name, values in record.books.money.items()}
+    other = money["current_assets"] - money["cash"] - money["receivables"] - money["inventory"]
+    held = {
+        "fixed_assets": money["total_assets"] - money["current_assets"],
+        "inventory": money["inventory"],
+        "receivables": money["receivables"],
+        "other_current_assets": other,
+        "cash": money["cash"],
+        "long_term_liabilities": money["total_liabilities"] - money["current_liabilities"],
+        "current_liabilities": money["current_liabilities"],
+        **{name: money[name] for name in PNL_FIELDS if name != "net_profit"},
+    }
+    return {key: -value if key in _CREDIT_NORMAL else value for key, value in held.items()}
+
+
+def saft_export(record: SmeRecord, *, period_from: str | None = None, period_to: str | None = None) -> bytes:
+    """The SME's books as a Norwegian SAF-T Financial v1.30 export (UTF-8 XML).
+
+    Every booked month in ``[period_from, period_to]`` is one transaction dated the month's last day:
+    its P&L accounts carry the month's flows, its balance-sheet accounts the change since the last
+    booked month (the first booked month posts the whole balances; opening balances are zero), and
+    account 2050 (other equity) the difference, so each transaction balances. Parsed with the
+    documented mapping (``connectors/formats/SAFT_NO_MAPPING.md``) it gives back the monthly reports'
+    figures; a month missing from the books has no transaction.
+    """
+    months = _booked_months(record, period_from, period_to)
+    keys = [key for _, _, key in SAFT_ACCOUNTS]
+    previous = dict.fromkeys(keys, 0)
+    transactions, total = [], 0
+    closing = dict.fromkeys(keys, 0)
+    for number, month in enumerate(months, start=1):
+        positions = _ledger_positions(record, month)
+        lines = {}
+        for key in keys:
+            if key == "equity":
+                continue
+            if key in positions and key in PNL_FIELDS:
+                lines[key] = positions[key]
+            elif key in positions:
+                lines[key] = positions[key] - previous[key]
+                previous[key] = positions[key]
+        lines["equity"] = -sum(lines.values())
+        day = _month_end(record.books.months[month])
+        rendered = []
+        for record_id, (account, _, key) in enumerate(SAFT_ACCOUNTS, start=1):
+            amount = lines.get(key, 0)
+            if amount == 0:
+                continue
+            closing[key] += amount
+            side = "DebitAmount" if amount > 0 else "CreditAmount"
+            total += max(amount, 0)
+            rendered.append(
+                f"<Line><RecordID>{record_id}</RecordID><AccountID>{account}</AccountID>"
+                f"<{side}><Amount>{pence_text(abs(amount))}</Amount></{side}></Line>"
+            )
+        transactions.append(
+            f"<Transaction><TransactionID>{number}</TransactionID><Period>{day.month}</Period>"
+            f"<PeriodYear>{day.year}</PeriodYear><TransactionDate>{day.isoformat()}</TransactionDate>"
+            f"<Description>Month {day:%Y-%m}</Description>{''.join(rendered)}</Transaction>"
+        )
+    accounts = []
+    for account, description, key in SAFT_ACCOUNTS:
+        side = "Credit" if closing[key] < 0 else "Debit"
+        accounts.append(
+            f"<Account><AccountID>{account}</AccountID><AccountDescription>{description}</AccountDescription>"
+            f"<GroupingCategory>RF-1167</GroupingCategory><GroupingCode>{account}</GroupingCode>"
+            f"<AccountType>GL</AccountType><Opening{side}Balance>0.00</Opening{side}Balance>"
+            f"<Closing{side}Balance>{pence_text(abs(closing[key]))}</Closing{side}Balance></Account>"
+        )
+    first = _month_end(record.books.months[months[0]]).replace(day=1) if months else None
+    last = _month_end(record.books.months[months[-1]]) if months else None
+    selection = (
+        f"<SelectionCriteria><SelectionStartDate>{first}</SelectionStartDate>"
+        f"<SelectionEndDate>{last}</SelectionEndDate></SelectionCriteria>"
+        if months
+        else ""
+    )
+    document = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<AuditFile xmlns="urn:StandardAuditFile-Taxation-Financial:NO">'
+        "<Header><AuditFileVersion>1.30</AuditFileVersion><AuditFileCountry>NO</AuditFileCountry>"
+        f"<Company><RegistrationNumber>{escape(record.profile.tenant_id)}</RegistrationNumber>"
+        f"<Name>{escape(record.profile.name)}</Name></Company>"
+        f"<DefaultCurrencyCode>{record.profile.currency}</DefaultCurrencyCode>{selection}</Header>"
+        f"<MasterFiles><GeneralLedgerAccounts>{''.join(accounts)}</GeneralLedgerAccounts></MasterFiles>"
+        f"<GeneralLedgerEntries><NumberOfEntries>{len(transactions)}</NumberOfEntries>"
+        f"<TotalDebit>{pence_text(total)}</TotalDebit><TotalCredit>{pence_text(total)}</TotalCredit>"
+        f"<Journal><JournalID>GL</JournalID><Description>General ledger</Description><Type>GL</Type>"
+        f"{''.join(transactions)}</Journal></GeneralLedgerEntries></AuditFile>\n"
+    )
+    return document.encode("utf-8")
+
+
+def bank_account_id(record: SmeRecord, seed: int) -> str:
+    """The SME's business current account at its bank: sort code and account number."""
+    digits = str(int(stable_hex(12, seed, "bank", record.sme_id), 16))[-14:].zfill(14)
+    return f"{digits[:2]}-{digits[2:4]}-{digits[4:6]} {digits[6:14]}"
+
+
+def ofx_statement(
+    record: SmeRecord, seed: int, *, period_from: str | None = None, period_to: str | None = None
+) -> bytes:
+    """The SME's business current account as an OFX 2.2 bank statement (XML).
+
+    Each booked month in the range has its takings (the month's revenue, a credit) and its payments
+    (a debit: whatever else moved the balance), both posted on the month's last day, so the
+    balance after them is the books' month-end cash; the ledger balance is the last month's.
+    """
+    months = _booked_months(record, period_from, period_to)
+    cash = record.books.money["cash"]
+    revenue = record.books.money["revenue"]
+    rows, balance = [], 0
+    for month in months:
+        day = _month_end(record.books.months[month]).strftime("%Y%m%d")
+        takings = int(revenue[month])
+        payments = int(cash[month]) - balance - takings
+        balance = int(cash[month])
+        for kind, name, amount in (
+            ("CREDIT", "Card and cash takings", takings),
+            ("DEBIT", "Payments", payments),
+        ):
+            if amount == 0:
+                continue
+            fitid = stable_hex(16, seed, record.sme_id, "ofx", day, kind)
+            rows.append(
+                f"<STMTTRN><TRNTYPE>{kind}</TRNTYPE><DTPOSTED>{day}</DTPOSTED>"
+                f"<TRNAMT>{pence_text(amount)}</TRNAMT><FITID>{fitid}</FITID><NAME>{name}</NAME></STMTTRN>"
+            )
+    start = _month_end(record.books.months[months[0]]).replace(day=1).strftime("%Y%m%d") if months else ""
+    end = _month_end(record.books.months[months[-1]]).strftime("%Y%m%d") if months else ""
+    ledger = (
+        f"<LEDGERBAL><BALAMT>{pence_text(balance)}</BALAMT><DTASOF>{end}</DTASOF></LEDGERBAL>"
+        if months
+        else ""
+    )
+    document = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n'
+        '<?OFX OFXHEADER="200" VERSION="220" SECURITY="NONE" OLDFILEUID="NONE" NEWFILEUID="NONE"?>\n'
+        "<OFX><SIGNONMSGSRSV1><SONRS><STATUS><CODE>0</CODE><SEVERITY>INFO</SEVERITY></STATUS>"
+        f"<DTSERVER>{end or '19700101'}</DTSERVER><LANGUAGE>ENG</LANGUAGE></SONRS></SIGNONMSGSRSV1>"
+        "<BANKMSGSRSV1><STMTTRNRS><TRNUID>1</TRNUID><STATUS><CODE>0</CODE><SEVERITY>INFO</SEVERITY></STATUS>"
+        f"<STMTRS><CURDEF>{record.profile.currency}</CURDEF>"
+        f"<BANKACCTFROM><BANKID>{bank_account_id(record, seed)[:8]}</BANKID>"
+        f"<ACCTID>{bank_account_id(record, seed)}</ACCTID><ACCTTYPE>CHECKING</ACCTTYPE></BANKACCTFROM>"
+        f"<BANKTRANLIST><DTSTART>{start or '19700101'}</DTSTART><DTEND>{end or '19700101'}</DTEND>"
+        f"{''.join(rows)}</BANKTRANLIST>{ledger}</STMTRS></STMTTRNRS></BANKMSGSRSV1></OFX>\n"
+    )
+    return document.encode("utf-8")
+
+
 def accounting_page(
     reports: Sequence[dict[str, object]],
     *,

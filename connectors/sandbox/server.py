@@ -444,7 +444,8 @@ class SandboxServer:
         async def token(request: Request) -> Response:
             return await self._token(request, "accounting")
 
-        async def monthly_reports(request: Request) -> Response:
+        def tenant(request: Request) -> tuple[SmeRecord, str | None, str | None]:
+            """The tenant the bearer token grants, and the ``from``/``to`` months asked for."""
             tenant_id = request.path_params["tenant_id"]
             access = self._bearer(request, "accounting")
             if access.account_ref is None:
@@ -459,6 +460,24 @@ class SandboxServer:
             for name, value in (("from", period_from), ("to", period_to)):
                 if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
                     raise _problem(400, "invalid_parameter", f"{name}={value!r} is not a month YYYY-MM")
+            return record, period_from, period_to
+
+        async def saft_export(request: Request) -> Response:
+            record, period_from, period_to = tenant(request)
+            body = providers.saft_export(record, period_from=period_from, period_to=period_to)
+            return Response(body, 200, media_type="application/xml")
+
+        async def bank_statement(request: Request) -> Response:
+            record, period_from, period_to = tenant(request)
+            body = providers.ofx_statement(
+                record, self.universe.seed, period_from=period_from, period_to=period_to
+            )
+            return Response(body, 200, media_type="application/x-ofx")
+
+        async def monthly_reports(request: Request) -> Response:
+            record, period_from, period_to = tenant(request)
+            tenant_id = request.path_params["tenant_id"]
+            query = request.query_params
             page = _int_param(query.get("page"), 1, "page", 1, None)
             page_size = _int_param(query.get("page_size"), 12, "page_size", 1, ACCOUNTING_MAX_PAGE_SIZE)
             payload = providers.accounting_page(
@@ -475,6 +494,8 @@ class SandboxServer:
         return [
             ("POST", "/oauth/token", token),
             ("GET", "/v1/tenants/{tenant_id}/reports/monthly", monthly_reports),
+            ("GET", "/v1/tenants/{tenant_id}/exports/saft", saft_export),
+            ("GET", "/v1/tenants/{tenant_id}/bank/statement.ofx", bank_statement),
         ]
 
     def _tax_routes(self) -> list[Route]:

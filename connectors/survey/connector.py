@@ -5,6 +5,10 @@
 SME's submissions (``sme_code``, the connection's ``account_ref``) received within the consent's
 history window, up to the end of the as-of day. The API token and the form's asset uid are the
 connection's credentials.
+
+Whatever the form, every submission is a ``survey_submissions`` row; the submissions of a form
+with a mapping (``connectors/survey/mappings/``) are also ``survey_visits``. A form without a
+mapping is stored and pulled as an unmapped survey: the SME's pull is not failed for it.
 """
 
 from __future__ import annotations

@@ -142,7 +142,11 @@ def distinct_returns(returns: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     if returns.empty:
         return returns, combine_rejects([])
     content = [c for c in returns.columns if c not in ("source_record", "raw_sha256")]
-    returns = returns.drop_duplicates(subset=content).reset_index(drop=True)
+    # An unexpected nested value (a list or object under an unknown key) is compared as its JSON text.
+    comparable = returns[content].map(
+        lambda v: json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v
+    )
+    returns = returns[~comparable.duplicated()].reset_index(drop=True)
     conflicting = returns.assign(key=returns["periodKey"].astype("str")).duplicated(
         ["sme_id", "key"], keep=False
     )

@@ -26,7 +26,7 @@ MODULES = [
     "connectors.formats.ledger",
     "connectors.formats.mva_melding",
     "connectors.formats.kobo",
-    "connectors.formats.submissions",
+    "connectors.survey.forms",
     "connectors.uploads",
 ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import json
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -31,12 +32,13 @@ FIXTURE_FORMATS = {
     "ledger_tb.csv": "ledger",
     "hmrc_vat_bundle.json": "hmrc-vat",
     "mva_melding_monthly.xml": "mva-melding",
+    "mva_valideringsresultat.xml": "mva-validering",
     "espi_containerized_root.xml": "espi",
     "kobo_field_visit.json": "kobo",
     "odk_submissions.xml": "odk-xml",
     "odk_central_shops.csv": "odk-csv",
 }
-XML_FORMATS = ("saft-no", "saft-pt", "mva-melding", "espi", "odk-xml")
+XML_FORMATS = ("saft-no", "saft-pt", "mva-melding", "mva-validering", "espi", "odk-xml")
 
 LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE AuditFile [
@@ -348,3 +350,37 @@ WORKBOOK = _workbook_bytes()
 @given(edits=mutation)
 def test_fuzz_xlsx_ledger(edits: list[tuple[int, str, bytes]]) -> None:
     outcome(mutate(WORKBOOK, edits), "ledger")
+
+
+def test_a_repeated_or_blank_header_name_is_not_a_crash() -> None:
+    # Found by coverage-guided fuzzing: a CSV whose header names one column twice.
+    body = (
+        b'Account Code,Account Code,Account Name,Balance\n1200,Bank,"12,500.00"\n'
+        b'1100,Trade debtors,3500.00\n2100,Trade cr,Trade creditre capital,"(12,000.00)"\n'
+    )
+    result = outcome(body, "ledger")
+    assert isinstance(result, FormatError | Parsed)
+    blank = parse(b"Account,,Balance,\n1200,x,100.00,\n", format_name="ledger")
+    assert blank.tables["trial_balance"]["account_id"].tolist() == ["1200"]
+
+
+def test_a_date_thousands_of_years_away_is_refused_not_a_calendar_to_fill() -> None:
+    # Found by coverage-guided fuzzing: one year 7813 made the monthly statements run for minutes.
+    ledger = (FIXTURES / "ledger_gl_no.csv").read_bytes().replace(b"15.01.2024", b"15.01.7813", 1)
+    result = outcome(ledger, "ledger")
+    assert isinstance(result, FormatError)
+    assert "implausible date '15.01.7813' (outside 1900-2100)" in str(result)
+    saft = (FIXTURES / "saft_no_v130.xml").read_bytes().replace(b"2024-01-15", b"7813-01-15", 1)
+    result = outcome(saft, "saft-no")
+    assert isinstance(result, FormatError)
+    assert str(result).endswith("field TransactionDate: implausible date 7813-01-15 (outside 1900-2100)")
+
+
+def test_a_return_with_an_unknown_nested_field_is_not_a_crash() -> None:
+    # Found by coverage-guided fuzzing: a list under an unknown key of a VAT return.
+    bundle = json.loads((FIXTURES / "hmrc_vat_bundle.json").read_bytes())
+    assert "periodKey" in bundle[1]
+    bundle[1]["vatRpayments"] = [{"amount": 1500.25, "received": "2024-05-21"}]
+    result = outcome(json.dumps(bundle).encode(), "hmrc-vat")
+    assert isinstance(result, Parsed)
+    assert result.totals["returns"] == 1

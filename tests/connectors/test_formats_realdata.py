@@ -357,3 +357,60 @@ def test_every_data_sample_is_detected(shared_data: Path) -> None:
     for name, format_name in expected.items():
         path = next(folder.glob(f"*/{name}"))
         assert detect(path.read_bytes()).name == format_name, name
+
+
+REFUSED = {
+    # Not an SME's data: a schema, a code list, an API specification, a repeat table without its main table.
+    "Norwegian_SAF-T_Financial_Schema_v_1.10.xsd": "unrecognised format",
+    "Norwegian_SAF-T_Financial_Schema_v_1.30.xsd": "unrecognised format",
+    "SAFTPT_1_04_01.xsd": "unrecognised format",
+    "ESPI_v3.3_usage.xsd": "unrecognised format",
+    "ESPI_v3.3_atom.xsd": "unrecognised format",
+    "NO_SAF-T_Standard_Tax_Codes.xsd": "unrecognised format",
+    "no.skatteetaten.fastsetting.avgift.mva.skattemeldingformerverdiavgift.v1.0.xsd": "unrecognised format",
+    "NO_SAF-T_Standard_Tax_Codes.xml": "unrecognised format",
+    "hmrc_vat_api_mtd_v1.0_openapi.json": "neither VAT obligations, a VAT return, liabilities nor payments",
+    "rhomis_odkcentral_export_dec-demo-crop_repeat.csv": "a repeat table of an ODK Central export",
+    "rhomis_odkcentral_export_dec-demo-livestock_repeat.csv": "a repeat table of an ODK Central export",
+    "rhomis_odkcentral_export_dec-demo-offfarm_income_repeat.csv": "a repeat table of an ODK Central export",
+    "rhomis_odkcentral_export_dec-demo-hh_pop_repeat.csv": "a repeat table of an ODK Central export",
+}
+
+
+def test_dossier_parse_accepts_every_data_sample_and_refuses_the_rest_in_one_line(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dossier.cli import main
+
+    folder = shared_data / "realdata"
+    if not folder.exists():
+        pytest.skip(f"real samples folder {folder} is not present on this machine")
+    accepted, refused = {}, {}
+    for path in sorted(p for p in folder.glob("*/*") if p.name != "SOURCES.md"):
+        status = main(["parse", str(path), "--out", str(tmp_path / path.stem)])
+        out, err = capsys.readouterr()
+        if status == 0:
+            accepted[path.name] = json.loads(out)["format"]
+        else:
+            assert status == 2, path.name
+            lines = err.splitlines()
+            assert len(lines) == 1, err
+            assert lines[0].startswith(f"dossier parse: {path}: "), err
+            refused[path.name] = lines[0]
+    assert {name: reason in refused.get(name, "") for name, reason in REFUSED.items()} == dict.fromkeys(
+        REFUSED, True
+    )
+    assert set(refused) == set(REFUSED)
+    assert sorted(set(accepted.values())) == [
+        "espi",
+        "hmrc-vat",
+        "kobo",
+        "mva-melding",
+        "odk-csv",
+        "odk-xml",
+        "ofx",
+        "saft-no",
+        "saft-pt",
+        "xlsform",
+    ]
+    assert len(accepted) == 19

@@ -177,6 +177,45 @@ def visit_rows(sme_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def submission_rows(sme_id: str) -> list[dict[str, Any]]:
+    """The field visit as a generic submission (mapped), and one submission of an unmapped form."""
+    visit = visit_rows(sme_id)[0]
+    common = {
+        "sme_id": sme_id,
+        "form_version": "v1",
+        "agent_id": "agent_001",
+        "latitude": 51.5072,
+        "longitude": -0.1276,
+        "raw_sha256": sha(sme_id, "survey"),
+    }
+    return [
+        common
+        | {
+            "submission_id": visit["visit_id"],
+            "form_id": "field_visit",
+            "started_at": visit["visited_at"],
+            "ended_at": dt.datetime(2026, 10, 1, 10, 40, tzinfo=UTC),
+            "submitted_at": visit["submitted_at"],
+            "attachments": 3,
+            "answers": '{"group_premises/business_operating": "yes", "group_premises/premises_found": "yes"}',
+            "mapping": "field_visit",
+            "source_record": visit["source_record"],
+        },
+        common
+        | {
+            "submission_id": f"shop-{sme_id}",
+            "form_id": "shop_profile",
+            "started_at": None,
+            "ended_at": None,
+            "submitted_at": dt.datetime(2026, 9, 3, 8, 0, tzinfo=UTC),
+            "attachments": 0,
+            "answers": '{"shop/sign_visible": "yes"}',
+            "mapping": None,
+            "source_record": f"results[{sme_id[-1]}1]",
+        },
+    ]
+
+
 def bank_rows(sme_id: str) -> list[dict[str, Any]]:
     """Two posted transactions and the statement's ledger balance after them."""
     common = {
@@ -222,6 +261,7 @@ ROWS: dict[str, Callable[[str], list[dict[str, Any]]]] = {
     "utility_bills": bill_rows,
     "survey_visits": visit_rows,
     "bank_transactions": bank_rows,
+    "survey_submissions": submission_rows,
 }
 
 

@@ -44,11 +44,12 @@ def test_data_docs_site_is_built_from_every_shard(home: Settings) -> None:
     assert index == home.data_docs_dir / "uncommitted" / "data_docs" / "local_site" / "index.html"
     site = index.parent
     pages = sorted(p.relative_to(site).as_posix() for p in site.glob("validations/**/*.html"))
-    assert len(pages) == 12
+    assert len(pages) == 14
     assert "validations/monthly_financials/as_of=2026-11-01/20261101T000000.000000Z/shard=0000.html" in pages
     assert sorted(p.name for p in site.glob("expectations/*.html")) == [
         "bank_transactions.html",
         "monthly_financials.html",
+        "survey_submissions.html",
         "survey_visits.html",
         "utility_bills.html",
         "utility_readings.html",
@@ -66,5 +67,5 @@ def test_data_docs_site_is_built_from_every_shard(home: Settings) -> None:
 
     again = build_data_docs(AS_OF)
     assert again == index
-    assert len(list(site.glob("validations/**/*.html"))) == 12
+    assert len(list(site.glob("validations/**/*.html"))) == 14
     engine.dispose()

@@ -453,6 +453,7 @@ def test_missing_and_empty_tables_validate(clean: ShardValidation) -> None:
         "utility_readings",
         "survey_visits",
         "bank_transactions",
+        "survey_submissions",
     }
     visits = [r for r in validation.expectation_results if r["table_name"] == "survey_visits"]
     assert all(r["success"] and r["element_count"] == 0 for r in visits)

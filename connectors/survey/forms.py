@@ -1,69 +1,60 @@
-"""The generic survey-submissions table every form parses into, and per-form mappings onto visits.
+"""Survey forms: answers by field path, and the per-form mappings onto canonical survey visits.
 
-Any KoboToolbox or ODK form - whatever its questions - becomes rows of :data:`SUBMISSIONS`: one
-per submission, with its platform metadata (ids, form, agent, times, location, attachments) and
+Any KoboToolbox or ODK form - whatever its questions - becomes rows of the generic
+``survey_submissions`` table (:data:`warehouse.canonical.SURVEY_SUBMISSIONS`): one per
+submission, with its platform metadata (ids, form, agent, times, location, attachments) and
 ``answers``, a JSON object of every answer keyed by its field path. Repeats are numbered in the
 path (``group_tree[1]/group_nest[0]/How_high``), so nothing of the form is lost and no column
 depends on the form.
 
-A *mapping* (``connectors/formats/mappings/<name>.json``, documented in ``MAPPINGS.md``) says
-which field path holds each canonical ``survey_visits`` value; the keys are those of
-:class:`connectors.survey.kobo.SurveyForm`. A mapping applies to a submission whose form id it
-lists, or - for platforms that name a form by an opaque asset uid - whose answers contain the
-paths it maps the required visit questions (``premises_found``, ``business_operating``) to. A submission no mapping fits is kept in the submissions table only: an
-unmapped survey, not a reject.
+A *mapping* (``connectors/survey/mappings/<name>.json``, documented in ``MAPPINGS.md`` there)
+says which field path holds each canonical ``survey_visits`` value; its keys are those of
+:class:`SurveyForm`. A mapping applies to a submission whose form id it lists, or - for platforms
+that name a form by an opaque asset uid - whose answers contain the paths it maps the required
+visit questions (``premises_found``, ``business_operating``) to. A submission no mapping fits is
+kept in the submissions table only: an unmapped survey, not a reject.
 
 >>> flatten_answers({"g/q": "1", "g/rep": [{"g/rep/a": "x"}, {"g/rep/a": "y"}], "_id": 5})
 {'g/q': '1', 'g/rep[0]/a': 'x', 'g/rep[1]/a': 'y'}
+>>> mapping_for("field_visit", set())[0], mapping_for("restaurant_profile", {"location"})
+('field_visit', None)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from connectors.survey.kobo import SurveyForm
-from warehouse.canonical import LINEAGE, SME_ID, CanonicalTable, Column
-
 MAPPINGS_DIR = Path(__file__).parent / "mappings"
-QUESTION_KEYS = tuple(
-    f.name
-    for f in fields(SurveyForm)
-    if f.name not in ("visit_id", "form_version", "agent_id", "visited_at", "submitted_at")
-)
 
-SUBMISSIONS = CanonicalTable(
-    name="survey_submissions",
-    source="survey",
-    grain="One row per SME per form submission, of any form: metadata and every answer by field path.",
-    key=("sme_id", "submission_id"),
-    columns=(
-        SME_ID,
-        Column("submission_id", pa.string(), "The submission's instance id (uuid), duplicates removed."),
-        Column("form_id", pa.string(), "The form's id (XForm id, KoboToolbox id_string or asset uid).", True),
-        Column("form_version", pa.string(), "Version of the form.", True),
-        Column("agent_id", pa.string(), "Who submitted it (submitter id or name, device user).", True),
-        Column("started_at", pa.timestamp("s", tz="UTC"), "Form start time.", True),
-        Column("ended_at", pa.timestamp("s", tz="UTC"), "Form end time.", True),
-        Column("submitted_at", pa.timestamp("s", tz="UTC"), "When the server received it.", True),
-        Column("latitude", pa.float64(), "Latitude of the first geopoint answer (WGS84).", True),
-        Column("longitude", pa.float64(), "Longitude of the first geopoint answer (WGS84).", True),
-        Column("attachments", pa.int64(), "Files (photos, audio) attached to the submission."),
-        Column("answers", pa.string(), "JSON object: field path -> answer text (repeats numbered)."),
-        Column(
-            "mapping",
-            pa.string(),
-            "The mapping that turned it into a survey visit; empty when unmapped.",
-            True,
-        ),
-        *LINEAGE,
-    ),
-)
+
+@dataclass(frozen=True)
+class SurveyForm:
+    """Where an export keeps each value a visit needs (KoboToolbox export keys, group paths included).
+
+    The first five are KoboToolbox's own metadata and the form's ``start`` time; the rest are the
+    form's questions. The defaults are the field-visit form the survey team uses.
+    """
+
+    visit_id: str = "_uuid"
+    form_version: str = "__version__"
+    agent_id: str = "_submitted_by"
+    visited_at: str = "start"
+    submitted_at: str = "_submission_time"
+    premises_found: str = "group_premises/premises_found"
+    business_operating: str = "group_premises/business_operating"
+    location: str = "group_premises/location"
+    employees_observed: str = "group_observation/employees_observed"
+    customers_observed: str = "group_observation/customers_observed"
+    stock_level: str = "group_observation/stock_level"
+    reported_monthly_revenue: str = "group_owner/reported_monthly_revenue"
+    notes: str = "notes"
+
+
+FIELD_VISIT_FORM = SurveyForm()
 
 METADATA_PREFIXES = ("_", "meta/", "formhub/")
 METADATA_KEYS = {"__version__", "start", "end", "today", "deviceid", "username", "SubmissionDate", "KEY"}
@@ -98,9 +89,10 @@ def flatten_answers(submission: dict[str, Any], prefix: str = "") -> dict[str, s
 def mappings() -> dict[str, dict[str, Any]]:
     """Every mapping file by its name: ``form_ids`` it applies to and ``fields`` (SurveyForm keys -> paths)."""
     loaded = {}
+    known = {f.name for f in fields(SurveyForm)}
     for path in sorted(MAPPINGS_DIR.glob("*.json")):
         document = json.loads(path.read_text())
-        unknown = set(document["fields"]) - {f.name for f in fields(SurveyForm)}
+        unknown = set(document["fields"]) - known
         if unknown:
             raise ValueError(f"{path.name}: not survey-visit fields: {sorted(unknown)}")
         loaded[path.stem] = document
