@@ -159,7 +159,16 @@ def page_of(session: Session, *, created_by: str | None, cursor: str | None, lim
     )
 
 
-@router.post("/links", response_model=LinkMade, status_code=201)
+@router.post(
+    "/links",
+    response_model=LinkMade,
+    status_code=201,
+    responses={
+        422: {
+            "description": "Refused by the link rules (unknown SME or lender, terms the consent law does not allow)."
+        }
+    },
+)
 def create_lender_link(
     body: LinkRequest, request: Request, session: SessionDep, key: LenderKeyDep
 ) -> LinkMade:
