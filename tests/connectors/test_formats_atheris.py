@@ -16,11 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import atheris
 import pytest
 
 from tests.connectors.test_formats_hostile import FIXTURE_FORMATS
 
-pytest.importorskip("atheris", reason="atheris (coverage-guided fuzzing) is not installed")
+assert atheris.Setup
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parents[2]

@@ -123,8 +123,9 @@ def clean_smes(universe: Universe, count: int, min_months: int = 24) -> list[str
         for s in universe.sme_ids
         if not universe.sme(s).profile.defects and universe.sme(s).profile.months_of_history >= min_months
     ]
-    if len(chosen) < count:
-        pytest.skip(f"the sandbox universe has only {len(chosen)} clean SMEs with {min_months} months")
+    assert len(chosen) >= count, (
+        f"the test's sandbox universe has only {len(chosen)} clean SMEs with {min_months} months; make it larger"
+    )
     return chosen[:count]
 
 
