@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.core.errors import ParseReject
 from connectors.core.streams import RawPage
@@ -115,6 +117,41 @@ def _missing(raw: pd.Series) -> pd.Series:
     return raw.isna() | (raw.astype("str").str.strip() == "")
 
 
+_NO_BOOLEANS = frozenset({"string", "empty", "floating", "integer", "mixed-integer-float", "decimal"})
+"""What :func:`pandas.api.types.infer_dtype` says of an object column that holds no booleans."""
+
+
+def as_numbers(raw: pd.Series) -> pd.Series:
+    """``raw`` as float64, NaN where it is not a number (as :func:`pandas.to_numeric` coerces).
+
+    A column of plain decimal strings (what XML and CSV give) is parsed by Arrow's cast in one
+    pass; anything it will not take whole (spaces, odd spellings, mixed types) goes to pandas.
+
+    >>> as_numbers(pd.Series(["1.5", None, "-2e3"], dtype="object")).tolist()
+    [1.5, nan, -2000.0]
+    >>> as_numbers(pd.Series([" 7 ", "x"], dtype="object")).tolist()
+    [7.0, nan]
+    """
+    if isinstance(raw.dtype, pd.StringDtype) or (
+        raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) == "string"
+    ):
+        try:
+            parsed = pc.cast(pa.array(raw.to_numpy(dtype=object, na_value=None), type=pa.string()), pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        else:
+            return pd.Series(parsed.to_numpy(zero_copy_only=False), index=raw.index, dtype="float64")
+    return pd.to_numeric(raw, errors="coerce").astype("float64")
+
+
+def _missing_where(raw: pd.Series, candidates: pd.Series) -> pd.Series:
+    """:func:`_missing` computed only on the ``candidates`` rows (False elsewhere): a parsed value is never missing."""
+    missing = pd.Series(False, index=raw.index, dtype=bool)
+    if candidates.any():
+        missing[candidates] = _missing(raw[candidates])
+    return missing
+
+
 def _shown(raw: pd.Series) -> pd.Series:
     """How a bad value is quoted in a reason (``'12O4.50'``), computed for the given rows only."""
     return pd.Series([repr(value)[:60] for value in raw], index=raw.index, dtype="str")
@@ -129,10 +166,10 @@ def to_number(
     is a reject only when ``required``.
     """
     raw = _column(frame, column)
-    if raw.dtype == object:
+    if raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) not in _NO_BOOLEANS:
         raw = raw.where(~raw.map(lambda value: isinstance(value, bool | np.bool_)), "<boolean>")
-    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
-    missing = _missing(raw)
+    numbers = as_numbers(raw)
+    missing = _missing_where(raw, numbers.isna())
     bad = ~missing & ~np.isfinite(numbers)
     rejects = [rejects_where(frame, bad, field, "not a number: " + _shown(raw[bad]))]
     if required:
@@ -151,12 +188,13 @@ def to_datetime(
 ) -> tuple[pd.Series, pd.DataFrame]:
     """``frame[column]`` as UTC timestamps (by ``fmt``, ISO 8601, or epoch ``unit``), with rejects."""
     raw = _column(frame, column)
-    missing = _missing(raw)
     if unit is not None:
-        numbers = pd.to_numeric(raw.where(~missing), errors="coerce")
-        values = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
+        numbers = as_numbers(raw)
+        missing = _missing_where(raw, numbers.isna())
+        values = pd.to_datetime(numbers.where(~missing), unit=unit, utc=True, errors="coerce")
         expected = f"an epoch in {unit}"
     else:
+        missing = _missing(raw)
         text = raw.where(~missing).astype("object")
         values = pd.to_datetime(text, format=fmt or "ISO8601", utc=True, errors="coerce")
         expected = f"a {fmt} date" if fmt else "an ISO 8601 time"

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from connectors.core.parsing import build_result, combine_rejects, single
+from connectors.core.parsing import as_numbers, build_result, combine_rejects, single
 from connectors.formats._connector_results import raise_first_reject
 from connectors.formats.base import (
     DEFAULT_LIMITS,
@@ -120,8 +120,8 @@ def odd_data(feed: espi.Feed, raw: pd.DataFrame) -> list[str]:
     for reading_type in types:
         if reading_type["uom"] is None:
             warnings.append(f"{reading_type['record']}: ReadingType states no unit (uom)")
-    starts = pd.to_numeric(raw["start"], errors="coerce")
-    durations = pd.to_numeric(raw["duration"], errors="coerce")
+    starts = as_numbers(raw["start"])
+    durations = as_numbers(raw["duration"])
     odd_start = (starts < EARLIEST) | (starts >= LATEST)
     if odd_start.any():
         first = raw.loc[odd_start, "source_record"].iloc[0]
@@ -192,7 +192,7 @@ def parse(
     totals: dict[str, Any] = {"readings": len(readings)}
     for unit, total in readings.groupby("unit")["consumption"].sum().items():
         totals[f"total_{unit.lower()}"] = round(float(total), 6)
-    costs = pd.to_numeric(raw["cost"], errors="coerce")
+    costs = as_numbers(raw["cost"])
     totals["total_cost"] = round(float(costs.sum()) * espi.ESPI_COST_SCALE, 5)
     return Parsed(
         format=NAME,

@@ -31,6 +31,7 @@ without DTDs, entity resolution or network access; a document type declaration i
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Sequence
@@ -38,6 +39,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 from lxml import etree
 from lxml.etree import _Element as Element
 
@@ -370,41 +374,114 @@ def meters_frame(feed: Feed) -> pd.DataFrame:
     )
 
 
-def readings_frame(feed: Feed) -> pd.DataFrame:
-    """Every IntervalReading as text columns, located by entry and position, with its meter key."""
-    columns: dict[str, list[object]] = {
-        "sme_id": [],
-        "source_record": [],
-        "raw_sha256": [],
-        "meter_key": [],
-        "start": [],
-        "duration": [],
-        "value": [],
-        "cost": [],
+_READING_FIELDS = ("start", "duration", "value", "cost")
+_ALL_BLOCKS = etree.XPath("//e:IntervalBlock", namespaces={"e": ESPI.strip("{}")})
+_READINGS_XSLT = etree.XSLT(
+    etree.XML(
+        b"""<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+  xmlns:e="http://naesb.org/espi"><xsl:output method="text" encoding="UTF-8"/>
+<xsl:template match="/"><xsl:for-each select="//e:IntervalBlock"><xsl:variable name="b" select="position()"/>
+<xsl:for-each select="descendant::e:IntervalReading"><xsl:value-of select="$b"/>
+<xsl:text>&#9;</xsl:text><xsl:value-of select="normalize-space((e:timePeriod/e:start)[last()]/text()[1])"/>
+<xsl:text>&#9;</xsl:text><xsl:value-of select="normalize-space((e:timePeriod/e:duration)[last()]/text()[1])"/>
+<xsl:text>&#9;</xsl:text><xsl:value-of select="normalize-space(e:value[last()]/text()[1])"/>
+<xsl:text>&#9;</xsl:text><xsl:value-of select="normalize-space(e:cost[last()]/text()[1])"/>
+<xsl:text>&#10;</xsl:text></xsl:for-each></xsl:for-each></xsl:template></xsl:stylesheet>"""
+    ),
+    access_control=etree.XSLTAccessControl.DENY_ALL,
+)
+"""Every reading of a document as a tab-separated line: block number (document order), start,
+duration, value, cost. Each field is the text of the reading's last such element (as the
+reading-by-reading loop kept it), whitespace-trimmed; an absent or empty one is an empty field."""
+
+_READING_COLUMNS = pa.schema([("block", pa.int64())] + [(name, pa.string()) for name in _READING_FIELDS])
+
+
+def _document_readings(root: Element) -> tuple[dict[Element, tuple[int, int]], pa.Table]:
+    """Every reading of one parsed document in one C pass (XSLT, then Arrow's CSV reader), and
+    each block's row range in it: no Python work per reading.
+
+    Rows come grouped by ``IntervalBlock`` in document order, each block's readings being all
+    ``IntervalReading`` elements inside it (as :func:`_block_rows` iterates them).
+    """
+    blocks = _ALL_BLOCKS(root)
+    text = bytes(_READINGS_XSLT(root))
+    if text:
+        table = pcsv.read_csv(
+            io.BytesIO(text),
+            read_options=pcsv.ReadOptions(column_names=_READING_COLUMNS.names),
+            parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
+            convert_options=pcsv.ConvertOptions(
+                column_types=_READING_COLUMNS, strings_can_be_null=True, null_values=[""]
+            ),
+        )
+    else:
+        table = _READING_COLUMNS.empty_table()
+    counts = np.bincount(table["block"].to_numpy(), minlength=len(blocks) + 1)[1:]
+    ends = np.cumsum(counts)
+    ranges = {
+        block: (int(end - count), int(end)) for block, count, end in zip(blocks, counts, ends, strict=True)
     }
+    return ranges, table
+
+
+def _block_rows(block: Entry) -> dict[str, list[str | None]]:
+    """The text columns of one block, reading by reading (any shape)."""
     wanted = {f"{ESPI}value": "value", f"{ESPI}cost": "cost"}
     period = {f"{ESPI}start": "start", f"{ESPI}duration": "duration"}
     time_period = f"{ESPI}timePeriod"
+    columns: dict[str, list[str | None]] = {name: [] for name in _READING_FIELDS}
+    for reading in block.resource.iter(f"{ESPI}IntervalReading"):
+        found: dict[str, str | None] = {}
+        for child in reading:
+            if child.tag == time_period:
+                for part in child:
+                    if part.tag in period:
+                        found[period[part.tag]] = part.text
+            elif child.tag in wanted:
+                found[wanted[child.tag]] = child.text
+        for name in _READING_FIELDS:
+            columns[name].append(found.get(name))
+    return columns
+
+
+def _trimmed(texts: list[str | None]) -> pa.Array:
+    """Texts trimmed of surrounding whitespace, an empty one as None (one vectorised pass)."""
+    trimmed = pc.utf8_trim_whitespace(pa.array(texts, type=pa.string()))
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def readings_frame(feed: Feed) -> pd.DataFrame:
+    """Every IntervalReading as text columns, located by entry and position, with its meter key."""
+    located: dict[str, list[object]] = {"sme_id": [], "source_record": [], "raw_sha256": [], "meter_key": []}
+    pieces: list[pa.Table] = []
+    documents: dict[Element, tuple[dict[Element, tuple[int, int]], pa.Table]] = {}
     for block in feed.interval_blocks:
-        key = _meter_reading_of(block)
-        for position, reading in enumerate(block.resource.iter(f"{ESPI}IntervalReading")):
-            # One pass over the reading's children (a reading is small; find() per field is slower).
-            found: dict[str, str | None] = {}
-            for child in reading:
-                if child.tag == time_period:
-                    for part in child:
-                        if part.tag in period:
-                            found[period[part.tag]] = part.text
-                elif child.tag in wanted:
-                    found[wanted[child.tag]] = child.text
-            columns["sme_id"].append(block.sme_id)
-            columns["source_record"].append(f"{block.record}/IntervalReading[{position}]")
-            columns["raw_sha256"].append(block.raw_sha256)
-            columns["meter_key"].append(key)
-            for name in ("start", "duration", "value", "cost"):
-                text = found.get(name)
-                columns[name].append(None if text is None else (text.strip() or None))
-    return pd.DataFrame(columns, dtype="object")
+        root = block.resource.getroottree().getroot()
+        if root not in documents:
+            documents[root] = _document_readings(root)
+        ranges, table = documents[root]
+        if block.resource in ranges:
+            first, end = ranges[block.resource]
+            piece = table.slice(first, end - first).drop_columns(["block"])
+        else:  # a resource outside the document's tree order (not expected): read it element by element
+            rows = _block_rows(block)
+            piece = pa.table({name: _trimmed(rows[name]) for name in _READING_FIELDS})
+        pieces.append(piece)
+        count = piece.num_rows
+        located["sme_id"].extend([block.sme_id] * count)
+        located["source_record"].extend([f"{block.record}/IntervalReading[{i}]" for i in range(count)])
+        located["raw_sha256"].extend([block.raw_sha256] * count)
+        located["meter_key"].extend([_meter_reading_of(block)] * count)
+    frame = pd.DataFrame(located, dtype="object")
+    fields = (
+        pa.concat_tables(pieces)
+        if pieces
+        else pa.schema([(name, pa.string()) for name in _READING_FIELDS]).empty_table()
+    )
+    for name in _READING_FIELDS:
+        frame[name] = pd.Series(fields[name].to_numpy(zero_copy_only=False), dtype="object").to_numpy()
+    return frame
 
 
 def _shown(values: pd.Series) -> pd.Series:
@@ -412,13 +489,28 @@ def _shown(values: pd.Series) -> pd.Series:
     return values.astype("object").where(values.notna(), "(none)").astype("str")
 
 
+def _with_units(meters: pd.DataFrame) -> pd.DataFrame:
+    """:func:`meters_frame` with, per meter, its commodity, canonical unit and factor, and power of ten.
+
+    Worked out once per meter (a handful of rows), then carried to every reading by the merge.
+    """
+    meters = meters.copy()
+    meters["commodity"] = meters["service_kind"].map(SERVICE_KINDS).astype("object")
+    uom = pd.to_numeric(meters["uom"], errors="coerce")
+    found = [UNITS.get((c, u)) for c, u in zip(meters["commodity"], uom, strict=True)]
+    meters["unit"] = pd.Series([f[0] if f else None for f in found], index=meters.index, dtype="object")
+    meters["unit_factor"] = pd.Series(
+        [f[1] if f else np.nan for f in found], index=meters.index, dtype="float64"
+    )
+    meters["known_unit"] = pd.Series([f is not None for f in found], index=meters.index, dtype=bool)
+    meters["power_number"] = pd.to_numeric(meters["power_of_ten"], errors="coerce").astype("float64")
+    return meters
+
+
 def _meter_rejects(readings: pd.DataFrame) -> pd.DataFrame:
     """Readings whose meter cannot be resolved to a supported commodity, unit and currency."""
-    commodity = readings["service_kind"].map(SERVICE_KINDS)
-    uom = pd.to_numeric(readings["uom"], errors="coerce")
-    known_unit = pd.Series(
-        [(c, u) in UNITS for c, u in zip(commodity, uom, strict=True)], index=readings.index, dtype=bool
-    )
+    commodity = readings["commodity"]
+    known_unit = readings["known_unit"].astype("boolean").fillna(False).astype(bool)
     return combine_rejects(
         [
             rejects_where(readings, readings["reading_type"].isna(), "MeterReading", "no ReadingType linked"),
@@ -454,16 +546,14 @@ def readings_to_canonical(
         lambda keys: keys.iloc[0] if len(keys) == 1 else None
     )
     raw["meter_key"] = raw["meter_key"].fillna(raw["sme_id"].map(only_meter))
-    readings = raw.merge(meters, on=["sme_id", "meter_key"], how="left")
+    readings = raw.merge(_with_units(meters), on=["sme_id", "meter_key"], how="left")
     start, start_rejects = to_datetime(readings, "start", "timePeriod/start", unit="s")
     seconds, seconds_rejects = to_number(readings, "duration", "timePeriod/duration")
     value, value_rejects = to_number(readings, "value", "value")
     cost, cost_rejects = to_number(readings, "cost", "cost", required=False)
-    commodity = readings["service_kind"].map(SERVICE_KINDS)
-    uom = pd.to_numeric(readings["uom"], errors="coerce")
-    unit_and_factor = [UNITS.get((c, u), (None, np.nan)) for c, u in zip(commodity, uom, strict=True)]
-    factor = pd.Series([f for _, f in unit_and_factor], index=readings.index, dtype="float64")
-    power = pd.to_numeric(readings["power_of_ten"], errors="coerce").fillna(0)
+    commodity = readings["commodity"]
+    factor = readings["unit_factor"].astype("float64")
+    power = readings["power_number"].astype("float64").fillna(0)
     frame = pd.DataFrame(
         {
             "sme_id": readings["sme_id"],
@@ -472,7 +562,7 @@ def readings_to_canonical(
             "interval_start": start,
             "interval_seconds": seconds,
             "consumption": (value * np.power(10.0, power) * factor).round(6),
-            "unit": pd.Series([u for u, _ in unit_and_factor], index=readings.index, dtype="object"),
+            "unit": readings["unit"].astype("object"),
             "cost": money(cost * ESPI_COST_SCALE),
             "currency": readings["currency_code"].map(CURRENCIES),
             "source_record": readings["source_record"],
