@@ -101,6 +101,12 @@ def _synthetic_scored(sme_ids: list[str], day: int) -> Any:
             reason_texts=[f"Reason {n % 50}", "VAT returns filed late"],
             credit_limit=2500.0 * (n % 40 + 1),
             indicative_rate=round(0.07 + pd_12m / 10, 6),
+            pd_low=round(pd_12m * 0.8, 6),
+            pd_high=round(min(1.0, pd_12m * 1.25), 6),
+            coverage=1.0,
+            improvement_hint="File VAT returns on time",
+            consistency_score=round(1 - pd_12m / 2, 6),
+            discrepancy_codes=[] if n % 10 else ["BOOKS_ABOVE_VAT"],
         )
         rows.append(row)
     columns = [
