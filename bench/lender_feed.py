@@ -59,7 +59,18 @@ from typing import Any
 from bench import core_pipeline
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIRST_AS_OF = dt.date(2026, 1, 1)
+CONSENT_LEAD = dt.timedelta(days=30)
+"""How long before the first as-of date the SMEs' consents are granted."""
+
+
+def first_as_of(dates: int) -> dt.date:
+    """The first as-of date of a feed of ``dates`` dates built today: recent enough that every
+    consent (granted :data:`CONSENT_LEAD` before it) is still inside its 90-day reconfirmation
+    window (:data:`warehouse.consent.RECONFIRM_AFTER`) when the feed is read, so the reads serve
+    delivered rows rather than the tombstones of lapsed consents."""
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=dates + 10)
+
+
 LENDER = "bench-lender"
 SOURCES_USED = ("accounting", "tax")
 HISTORY_MONTHS = 24
@@ -148,7 +159,8 @@ def build_feed(home: Path, smes: int, dates: int, shards: int) -> dict[str, Any]
         upgrade(engine)
         store = Store(settings.store_url, settings.storage_options())
         sme_ids = [f"SME-{n:06d}" for n in range(1, smes + 1)]
-        start = dt.datetime.combine(FIRST_AS_OF, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=30)
+        first = first_as_of(dates)
+        start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC) - CONSENT_LEAD
         started = time.perf_counter()
         with session_scope(engine) as session:
             session.add(Lender(lender_id=LENDER, name="Bench Lender"))
@@ -184,7 +196,7 @@ def build_feed(home: Path, smes: int, dates: int, shards: int) -> dict[str, Any]
         timings["register_seconds"] = round(time.perf_counter() - started, 2)
         shard_ids = [sme_ids[s::shards] for s in range(shards)]
         for day in range(dates):
-            as_of = FIRST_AS_OF + dt.timedelta(days=day)
+            as_of = first + dt.timedelta(days=day)
             at = dt.datetime.combine(as_of, dt.time(6), tzinfo=dt.UTC) + dt.timedelta(days=1)
             started = time.perf_counter()
             with session_scope(engine) as session:
@@ -206,10 +218,10 @@ def build_feed(home: Path, smes: int, dates: int, shards: int) -> dict[str, Any]
                 f"sync {timings['sync_seconds'][-1]} s",
                 flush=True,
             )
-    return {"token": token, "timings": timings, "next_day": dates}
+    return {"token": token, "timings": timings, "next_day": dates, "first_as_of": first.isoformat()}
 
 
-def _publish_one_more(home: Path, smes: int, day: int, shards: int) -> None:
+def _publish_one_more(home: Path, smes: int, first: dt.date, day: int, shards: int) -> None:
     from dossier.settings import for_home, override
     from warehouse.db import get_engine, session_scope
     from warehouse.dossier_store import publish
@@ -219,7 +231,7 @@ def _publish_one_more(home: Path, smes: int, day: int, shards: int) -> None:
     with override(settings):
         store = Store(settings.store_url, settings.storage_options())
         sme_ids = [f"SME-{n:06d}" for n in range(1, smes + 1)]
-        as_of = FIRST_AS_OF + dt.timedelta(days=day)
+        as_of = first + dt.timedelta(days=day)
         with session_scope(get_engine()) as session:
             publish(
                 session,
@@ -372,7 +384,8 @@ def benchmark(
         try:
             _timed_read(url, token, limit)  # warms the service (first connection, page cache)
             fresh_read = _timed_read(url, token, limit)
-            _publish_one_more(home, smes, built["next_day"] + run, shards)
+            first = dt.date.fromisoformat(built["first_as_of"])
+            _publish_one_more(home, smes, first, built["next_day"] + run, shards)
             after_publish = _timed_read(url, token, limit)
             _revoke_one(home, f"C-SME-{run + 1:06d}")
             after_revoke = _timed_read(url, token, limit)

@@ -14,8 +14,10 @@ The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed lo
 can change the lender's deliveries changed since its last sync (a publish, a consent change, a
 consent starting or expiring, the SME register, a subscription), the feed's own planning runs in
 the request's transaction, so what a consent no longer allows is withdrawn before any page is
-served; otherwise the read costs a look at the change counters and the page query. The events themselves never change order or identity, so a full page read again
-with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
+served; otherwise the read costs one query on the feed's state (:func:`warehouse.feed.fresh_state`)
+and the page, which is built once per state and then served as kept bytes (:class:`PageCache`).
+The events themselves never change order or identity, so a full page read again with the same
+cursor is the same page (a delivered row withdrawn since comes back without its row).
 """
 
 from __future__ import annotations
