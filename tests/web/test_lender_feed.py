@@ -441,3 +441,20 @@ def test_a_consent_change_syncs_the_feed_of_a_lender_reading_it_before_its_next_
     ]
     events = client.get("/v1/feed", params={"cursor": "2"}, headers=headers["northwind"]).json()["events"]
     assert [(e["seq"], e["event"], e["sme_id"]) for e in events] == [(3, "withdrawn", "SME-000003")]
+
+
+def test_the_page_cache_keeps_at_most_its_bound_dropping_the_least_recently_read() -> None:
+    from dossier.web.lender import PageCache
+
+    pages = PageCache(max_bytes=10)
+    pages.put(("a",), b"1234", {"h": "a"})
+    pages.put(("b",), b"1234", {"h": "b"})
+    assert pages.get(("a",)) == (b"1234", {"h": "a"})  # now a was read after b
+    pages.put(("c",), b"1234", {"h": "c"})
+    assert (pages.get(("a",)), pages.get(("b",)), pages.get(("c",))) == (
+        (b"1234", {"h": "a"}),
+        None,
+        (b"1234", {"h": "c"}),
+    )
+    pages.put(("huge",), b"x" * 11, {})
+    assert (len(pages), pages.get(("huge",))) == (2, None)
