@@ -22,7 +22,7 @@ The feed then holds ``smes x dates`` delivered versions (default 5,000 x 20 = 10
   over the whole catalog and appends one tombstone);
 * ``one_client``: one client reading pages of ``limit`` events, alone (warm);
 * ``concurrent``: ``clients`` client **processes** (so that their own work does not share the
-  server's interpreter), each reading ``pages`` consecutive pages of ``limit`` events from its own
+  server's interpreter), started and connected first and then released together, each reading ``pages`` consecutive pages of ``limit`` events from its own
   starting cursor (spread over the whole feed); every page request's latency (p50, p99, max),
   the pages and megabytes per second overall. Clients take the next cursor from the
   ``Feed-Next-Cursor`` header and check each page's size; the first page of every client is also
@@ -252,19 +252,27 @@ def _revoke_one(home: Path, consent_id: str) -> None:
         consent.revoke(session, consent_id, at=dt.datetime.now(dt.UTC), reason="benchmark")
 
 
-def _client(url: str, token: str, cursor: str, limit: int, pages: int, results: Any) -> None:
-    """One lender client (its own process): ``pages`` page requests from ``cursor``; latencies out."""
+def _client(
+    url: str, token: str, cursor: str, limit: int, pages: int, results: Any, ready: Any, go: Any
+) -> None:
+    """One lender client (its own process): once started and connected it reports ``ready`` and
+    waits for ``go``, so that no page is timed while other clients are still starting; then
+    ``pages`` page requests from ``cursor``; latencies out."""
     try:
-        results.put(_read_pages(url, token, cursor, limit, pages))
+        import requests
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        session.get(f"{url}/v1/lender", timeout=600).raise_for_status()  # connected, key checked
+        ready.put(True)
+        go.wait()
+        results.put(_read_pages(session, url, cursor, limit, pages))
     except Exception as error:  # reported by the parent, which waits for every client
+        ready.put(True)
         results.put({"error": f"{type(error).__name__}: {error}"})
 
 
-def _read_pages(url: str, token: str, cursor: str, limit: int, pages: int) -> dict[str, Any]:
-    import requests
-
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+def _read_pages(session: Any, url: str, cursor: str, limit: int, pages: int) -> dict[str, Any]:
     latencies, sizes, events = [], 0, 0
     for number in range(pages):
         started = time.perf_counter()
@@ -289,14 +297,19 @@ def _read_pages(url: str, token: str, cursor: str, limit: int, pages: int) -> di
 def _concurrent(
     context: Any, url: str, token: str, starts: list[str], limit: int, pages: int
 ) -> tuple[list[dict[str, Any]], float]:
-    """One client process per starting cursor, all at once; their results and the wall time."""
-    results = context.Queue()
+    """One client process per starting cursor, released together once all are started and
+    connected; their results and the wall time from the release."""
+    results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [
-        context.Process(target=_client, args=(url, token, start, limit, pages, results)) for start in starts
+        context.Process(target=_client, args=(url, token, start, limit, pages, results, ready, go))
+        for start in starts
     ]
-    started = time.perf_counter()
     for worker in workers:
         worker.start()
+    for _ in workers:
+        ready.get(timeout=600)
+    started = time.perf_counter()
+    go.set()
     runs = [results.get(timeout=3600) for _ in workers]
     wall = time.perf_counter() - started
     for worker in workers:
