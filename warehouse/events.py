@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -52,18 +53,47 @@ def row_json(row: Mapping[str, Any]) -> str:
 
 
 def rows_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Dossier rows read back from :func:`row_json` as an Arrow table of ``schema`` (ISO dates parsed)."""
-    typed: list[dict[str, Any]] = []
-    for row in rows:
-        converted = dict(row)
-        for field in schema:
-            value = converted.get(field.name)
-            if isinstance(value, str) and pa.types.is_timestamp(field.type):
-                converted[field.name] = dt.datetime.fromisoformat(value)
-            elif isinstance(value, str) and pa.types.is_date(field.type):
-                converted[field.name] = dt.date.fromisoformat(value)
-        typed.append(converted)
-    return pa.Table.from_pylist(typed, schema=schema)
+    """Dossier rows read back from :func:`row_json` as an Arrow table of ``schema`` (ISO dates parsed).
+
+    Built column by column: each field's values go to Arrow in one call, and a date or timestamp
+    column held as ISO text is parsed by Arrow's own cast (an instant without an offset is UTC, as
+    :func:`row_json` wrote it), not value by value in Python.
+
+    >>> import datetime as dt
+    >>> schema = pa.schema([("at", pa.timestamp("s", tz="UTC")), ("day", pa.date32()), ("n", pa.int64())])
+    >>> table = rows_table([{"at": "2026-11-02T09:30:00+00:00", "day": "2026-11-01", "n": 1}, {"n": 2}], schema)
+    >>> table.column("at").to_pylist()[0].isoformat(), table.column("day").to_pylist()
+    ('2026-11-02T09:30:00+00:00', [datetime.date(2026, 11, 1), None])
+    """
+    listed = rows if isinstance(rows, list) else list(rows)
+    columns = [_column([row.get(field.name) for row in listed], field.type) for field in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
+    """One field's values as an Arrow array of ``kind``; ISO text of a date or instant parsed."""
+    temporal = pa.types.is_timestamp(kind) or pa.types.is_date(kind)
+    if not temporal or not any(isinstance(value, str) for value in values):
+        return pa.array(values, type=kind)
+    if all(value is None or isinstance(value, str) for value in values):
+        if pa.types.is_date(kind):
+            return pc.cast(pa.array(values, type=pa.string()), kind)
+        text = pa.array(values, type=pa.string())
+        try:  # ISO instants with an offset (or "Z"), converted to UTC
+            parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
+        except pa.ArrowInvalid:  # without one: UTC already, as Arrow reads a naive datetime
+            try:
+                parsed = pc.cast(text, pa.timestamp("us"))
+            except pa.ArrowInvalid:  # some with an offset, some without
+                return pa.array([_parsed(value, kind) for value in values], type=kind)
+        return pc.cast(parsed, kind, safe=False)  # finer than the field: truncated, as pa.array does
+    return pa.array([_parsed(value, kind) for value in values], type=kind)  # text mixed with objects
+
+
+def _parsed(value: Any, kind: pa.DataType) -> Any:
+    if not isinstance(value, str):
+        return value
+    return dt.date.fromisoformat(value) if pa.types.is_date(kind) else dt.datetime.fromisoformat(value)
 
 
 def json_safe(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,27 +228,33 @@ PAGE_COLUMNS = (
 )
 
 
-def page_rows(session: Session, lender_id: str, *, after: int, limit: int) -> list[tuple[Any, ...]]:
-    """Up to ``limit`` of the lender's events after position ``after``, in order, as plain tuples
-    of :data:`PAGE_COLUMNS` (the dossier row still as its JSON text): one indexed range query."""
+def page_rows(
+    session: Session, lender_id: str, *, after: int, limit: int, upto: int | None = None
+) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` of the lender's events after position ``after`` (and not past ``upto`` when
+    given), in order, as plain tuples of :data:`PAGE_COLUMNS` (the dossier row still as its JSON
+    text): one indexed range query."""
     table = FeedEvent.__table__
+    where = [table.c.lender_id == lender_id, table.c.seq > after]
+    if upto is not None:
+        where.append(table.c.seq <= upto)
     query = (
         select(*(table.c[column.key] for column in PAGE_COLUMNS))
-        .where(table.c.lender_id == lender_id, table.c.seq > after)
+        .where(*where)
         .order_by(table.c.seq)
         .limit(limit)
     )
     return [tuple(row) for row in session.connection().execute(query)]
 
 
-def page(session: Session, lender_id: str, *, after: int, limit: int) -> list[Event]:
-    """Up to ``limit`` of the lender's events after position ``after``, in order."""
+def page(session: Session, lender_id: str, *, after: int, limit: int, upto: int | None = None) -> list[Event]:
+    """Up to ``limit`` of the lender's events after position ``after`` (not past ``upto``), in order."""
     return [
         Event(
             seq, kind, dossier_id, sme_id, occurred_at, reason, json.loads(text) if text is not None else None
         )
         for seq, kind, dossier_id, sme_id, occurred_at, reason, text in page_rows(
-            session, lender_id, after=after, limit=limit
+            session, lender_id, after=after, limit=limit, upto=upto
         )
     ]
 

@@ -58,6 +58,7 @@ from warehouse.models import (
     Delivery,
     DossierVersion,
     FeedChange,
+    FeedEvent,
     FeedWatermark,
     Lender,
     Sme,
@@ -700,6 +701,40 @@ def is_fresh(session: Session, lender_id: str, at: dt.datetime) -> bool:
         return False
     counted, synced_at, valid_until, now_counted = mark
     return bool(counted == now_counted and synced_at <= at and (valid_until is None or at < valid_until))
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What a fresh feed's pages depend on: the change counters' sum its last sync saw and the
+    ``seq`` of its newest event.
+
+    Two reads that find the same state read the same pages: events are appended under new ``seq``
+    numbers, and an event's row is emptied only by a withdrawal (which appends its tombstone in the
+    same transaction) or by an erasure (which changes the SME register, so the counters, in the
+    same transaction). A cache of encoded pages keyed on it is therefore exact.
+    """
+
+    changes: int
+    newest: int
+
+
+def fresh_state(session: Session, lender_id: str, at: dt.datetime) -> FeedState | None:
+    """The lender's :class:`FeedState` when its last sync still holds at ``at`` (:func:`is_fresh`),
+    else None (the feed must be refreshed first). One query: the watermark, the counters' sum and
+    the newest event together."""
+    total = select(func.sum(FeedChange.version)).scalar_subquery()
+    newest = select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == lender_id).scalar_subquery()
+    mark = session.execute(
+        select(
+            FeedWatermark.changes, FeedWatermark.synced_at, FeedWatermark.valid_until, total, newest
+        ).where(FeedWatermark.lender_id == lender_id)
+    ).first()
+    if mark is None or mark[3] is None:
+        return None
+    counted, synced_at, valid_until, now_counted, last = mark
+    if counted != now_counted or synced_at > at or (valid_until is not None and at >= valid_until):
+        return None
+    return FeedState(changes=int(now_counted), newest=int(last or 0))
 
 
 def lock_lender(session: Session, lender_id: str) -> None:

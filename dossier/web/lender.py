@@ -14,19 +14,24 @@ The feed (``GET /v1/feed``, ``GET /v1/feed.parquet``) pages the lender's feed lo
 can change the lender's deliveries changed since its last sync (a publish, a consent change, a
 consent starting or expiring, the SME register, a subscription), the feed's own planning runs in
 the request's transaction, so what a consent no longer allows is withdrawn before any page is
-served; otherwise the read costs a look at the change counters and the page query. The events themselves never change order or identity, so a full page read again
-with the same cursor is the same page (a delivered row withdrawn since comes back without its row).
+served; otherwise the read costs one query on the feed's state (:func:`warehouse.feed.fresh_state`)
+and the page, which is built once per state and then served as kept bytes (:class:`PageCache`).
+The events themselves never change order or identity, so a full page read again with the same
+cursor is the same page (a delivered row withdrawn since comes back without its row).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -45,7 +50,7 @@ from warehouse import events, keys
 from warehouse.canonical import SOURCES
 from warehouse.consent import DEFAULT_PURPOSE, PURPOSES
 from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
-from warehouse.feed import check_filters, refresh, subscribe
+from warehouse.feed import FeedState, check_filters, fresh_state, refresh, subscribe
 from warehouse.models import Delivery, Lender, Subscription
 
 router = APIRouter(prefix="/v1", tags=["lender"])
@@ -374,22 +379,115 @@ class FeedPage(BaseModel):
     has_more: bool = Field(description="True when more events follow this page now.")
 
 
+class PageCache:
+    """Encoded feed pages kept in this process, at most ``max_bytes`` of them, least recently
+    read dropped first; thread-safe (sync routes run on a thread pool).
+
+    A page is kept under (lender, format, position, limit, :class:`~warehouse.feed.FeedState`):
+    the state names every change that can alter a page (an event appended, a row emptied by a
+    withdrawal or an erasure), so a page found under the state a read finds is exactly the page
+    the read would build, and nothing needs invalidating: a changed feed simply has a new key.
+    Only pages read from a feed that was already fresh are kept, never one built inside a
+    transaction that has just synced (it might still roll back). Each server process keeps its
+    own cache; several workers stay exact because the key comes from the warehouse, not the process.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._pages: OrderedDict[tuple[Any, ...], tuple[bytes, dict[str, str]]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> tuple[bytes, dict[str, str]] | None:
+        """The body and headers kept under ``key`` (now the most recently read), or None."""
+        with self._lock:
+            found = self._pages.get(key)
+            if found is not None:
+                self._pages.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], body: bytes, headers: dict[str, str]) -> None:
+        """Keep ``body`` and ``headers`` under ``key``, dropping the least recently read beyond the bound."""
+        if len(body) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._pages:
+                return
+            self._pages[key] = (body, headers)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes:
+                _, (dropped, _) = self._pages.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def clear(self) -> None:
+        """Forget every page."""
+        with self._lock:
+            self._pages.clear()
+            self._bytes = 0
+
+
+PAGE_CACHE_BYTES = 512 * 1024 * 1024
+"""The most encoded page bytes one server process keeps (a page of 1,000 versions is about 1.5 MB)."""
+
+_MAKING = threading.Lock()
+
+
+def page_cache(request: Request) -> PageCache:
+    """The app's encoded feed pages (:class:`PageCache`), made at its first feed read: one per app
+    and process, so never shared between two warehouses."""
+    state = request.app.state
+    with _MAKING:
+        if getattr(state, "feed_pages", None) is None:
+            state.feed_pages = PageCache(PAGE_CACHE_BYTES)
+    return state.feed_pages
+
+
+PagesDep = Annotated[PageCache, Depends(page_cache)]
+
+
 def _position(
     session: Session, store: Any, lender_id: str, cursor: str | None, at: dt.datetime
-) -> tuple[int, int]:
-    """Refresh the lender's feed as of ``at``, then (the position ``cursor`` names, the newest event)."""
-    refresh(session, store, lender_id, now=at)
-    newest = events.last_seq(session, lender_id)
-    return events.parse_cursor(cursor, newest), newest
+) -> tuple[int, int, FeedState | None]:
+    """Refresh the lender's feed as of ``at`` when it is stale, then (the position ``cursor``
+    names, the newest event, the feed's state when it was fresh already so pages may be cached)."""
+    state = fresh_state(session, lender_id, at)
+    if state is None:
+        refresh(session, store, lender_id, now=at)
+        newest = events.last_seq(session, lender_id)
+    else:
+        newest = state.newest
+    return events.parse_cursor(cursor, newest), newest, state
 
 
-def _page(
-    session: Session, store: Any, lender_id: str, cursor: str | None, limit: int, at: dt.datetime
-) -> tuple[list, int, bool]:
-    after, newest = _position(session, store, lender_id, cursor, at)
-    found = events.page(session, lender_id, after=after, limit=limit)
-    last = found[-1].seq if found else after
-    return found, last, last < newest
+def _cached(
+    pages: PageCache,
+    form: str,
+    session: Session,
+    store: Any,
+    lender_id: str,
+    cursor: str | None,
+    limit: int,
+    at: dt.datetime,
+    build: Callable[[int, int], tuple[bytes, int]],
+) -> tuple[bytes, dict[str, str]]:
+    """A feed page's body and headers in ``form``: from ``pages`` when the feed was fresh and
+    the page was built before under the same state, else ``build(after, newest)`` (the body and
+    the last ``seq`` it holds), kept when the feed was fresh. Pages stop at the newest event the
+    state names, so an event appended meanwhile waits for the next page."""
+    after, newest, state = _position(session, store, lender_id, cursor, at)
+    key = (lender_id, form, after, limit, state) if state is not None else None
+    found = pages.get(key) if key is not None else None
+    if found is not None:
+        return found
+    body, last = build(after, newest)
+    more = last < newest
+    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+    if key is not None:
+        pages.put(key, body, headers)
+    return body, headers
 
 
 @router.get(
@@ -408,18 +506,20 @@ def read_feed(
     session: SessionDep,
     store: StoreDep,
     key: LenderKeyDep,
+    pages: PagesDep,
     at: Now,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Response:
     """The versions newly delivered to this lender and the tombstones of withdrawn ones, in order
     (a :class:`FeedPage`; the next cursor is also in the ``Feed-Next-Cursor`` header)."""
-    after, newest = _position(session, store, key.lender_id, cursor, at)
-    rows = events.page_rows(session, key.lender_id, after=after, limit=limit)
-    last = rows[-1][0] if rows else after
-    more = last < newest
-    body = events.page_json(rows, next_cursor=str(last), has_more=more)
-    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
+
+    def build(after: int, newest: int) -> tuple[bytes, int]:
+        rows = events.page_rows(session, key.lender_id, after=after, limit=limit, upto=newest)
+        last = rows[-1][0] if rows else after
+        return events.page_json(rows, next_cursor=str(last), has_more=last < newest), last
+
+    body, headers = _cached(pages, "json", session, store, key.lender_id, cursor, limit, at, build)
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -477,13 +577,25 @@ def read_feed_parquet(
     session: SessionDep,
     store: StoreDep,
     key: LenderKeyDep,
+    pages: PagesDep,
     at: Now,
     cursor: Cursor = None,
     limit: Limit = MAX_PAGE,
 ) -> Response:
     """The same page as ``GET /v1/feed``, as one Parquet file; the next cursor is in the
     ``Feed-Next-Cursor`` header and the file metadata."""
-    found, last, more = _page(session, store, key.lender_id, cursor, limit, at)
+
+    def build(after: int, newest: int) -> tuple[bytes, int]:
+        found = events.page(session, key.lender_id, after=after, limit=limit, upto=newest)
+        last = found[-1].seq if found else after
+        return _parquet_page(found, last, last < newest), last
+
+    body, headers = _cached(pages, "parquet", session, store, key.lender_id, cursor, limit, at, build)
+    return Response(body, media_type="application/vnd.apache.parquet", headers=headers)
+
+
+def _parquet_page(found: list[events.Event], last: int, more: bool) -> bytes:
+    """Feed events as the Parquet file of ``GET /v1/feed.parquet`` (:func:`page_schema`)."""
     rows = []
     for e in found:
         row = dict(e.dossier) if e.dossier is not None else {"dossier_id": e.dossier_id, "sme_id": e.sme_id}
@@ -503,8 +615,7 @@ def read_feed_parquet(
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    headers = {"Feed-Next-Cursor": str(last), "Feed-Has-More": str(more).lower()}
-    return Response(buffer.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
+    return buffer.getvalue()
 
 
 @router.get("/dossiers/{dossier_id}", response_model=dict[str, Any])

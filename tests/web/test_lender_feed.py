@@ -149,6 +149,63 @@ def test_a_revocation_appears_as_a_tombstone_and_the_row_leaves_every_page(servi
     ] == [(3, "withdrawn", one, "consent_revoked", None)]
 
 
+def test_a_kept_page_is_never_served_after_a_withdrawal_or_an_erasure(service: Any) -> None:
+    """Pages are kept encoded (``PageCache``) under the feed's state; a revocation and an erasure
+    change that state, so the page read next is built again and lacks the rows the law took away."""
+    client, engine, headers, _settings = service
+    auth = headers["northwind"]
+    one, three = dossier_id(engine, "SME-000001"), dossier_id(engine, "SME-000003")
+
+    def page(path: str = "/v1/feed") -> bytes:
+        answer = client.get(path, params={"limit": 10}, headers=auth)
+        assert answer.status_code == 200
+        return answer.content
+
+    def shape(body: bytes) -> list[tuple[int, str, str, str | None, bool]]:
+        return [
+            (e["seq"], e["event"], e["dossier_id"], e["reason"], e["dossier"] is not None)
+            for e in json.loads(body)["events"]
+        ]
+
+    page()  # the first read syncs the feed: that page is not kept
+    held = page()
+    assert page() == held
+    pages = client.app.state.feed_pages
+    assert len(pages) == 1
+    assert shape(held) == [(1, "delivered", one, None, True), (2, "delivered", three, None, True)]
+    parquet = page("/v1/feed.parquet")
+    assert page("/v1/feed.parquet") == parquet
+    assert len(pages) == 2
+
+    with session_scope(engine) as session:
+        consent.revoke(session, "C-1", at=dt.datetime.now(dt.UTC))
+    revoked = page()
+    assert shape(revoked) == [
+        (1, "delivered", one, None, False),
+        (2, "delivered", three, None, True),
+        (3, "withdrawn", one, "consent_revoked", False),
+    ]
+    assert page() == revoked
+
+    erased = client.post(
+        "/v1/operator/smes/SME-000003/erase", headers={"Authorization": "Bearer operator-secret"}
+    )
+    assert erased.status_code == 200
+    assert shape(page()) == [
+        (1, "delivered", one, None, False),
+        (2, "delivered", three, None, False),
+        (3, "withdrawn", one, "consent_revoked", False),
+        (4, "withdrawn", three, "erased", False),
+    ]
+    rows = pq.read_table(io.BytesIO(page("/v1/feed.parquet"))).to_pylist()
+    assert [(r["feed_seq"], r["feed_event"], r["dossier_id"], r["grade"]) for r in rows] == [
+        (1, "delivered", one, None),
+        (2, "delivered", three, None),
+        (3, "withdrawn", one, None),
+        (4, "withdrawn", three, None),
+    ]
+
+
 def test_erasure_empties_the_rows_the_feed_log_kept(service: Any) -> None:
     client, engine, headers, _settings = service
     auth = headers["northwind"]
@@ -384,3 +441,20 @@ def test_a_consent_change_syncs_the_feed_of_a_lender_reading_it_before_its_next_
     ]
     events = client.get("/v1/feed", params={"cursor": "2"}, headers=headers["northwind"]).json()["events"]
     assert [(e["seq"], e["event"], e["sme_id"]) for e in events] == [(3, "withdrawn", "SME-000003")]
+
+
+def test_the_page_cache_keeps_at_most_its_bound_dropping_the_least_recently_read() -> None:
+    from dossier.web.lender import PageCache
+
+    pages = PageCache(max_bytes=10)
+    pages.put(("a",), b"1234", {"h": "a"})
+    pages.put(("b",), b"1234", {"h": "b"})
+    assert pages.get(("a",)) == (b"1234", {"h": "a"})  # now a was read after b
+    pages.put(("c",), b"1234", {"h": "c"})
+    assert (pages.get(("a",)), pages.get(("b",)), pages.get(("c",))) == (
+        (b"1234", {"h": "a"}),
+        None,
+        (b"1234", {"h": "c"}),
+    )
+    pages.put(("huge",), b"x" * 11, {})
+    assert (len(pages), pages.get(("huge",))) == (2, None)
