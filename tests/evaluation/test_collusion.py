@@ -11,7 +11,9 @@ import pytest
 from connectors.sandbox.population import PopulationMix
 from connectors.sandbox.universe import Universe
 from evaluation.collusion import AGENT_COLUMNS, EVIDENCE_COLUMNS, detect
+from evaluation.features import compute_features
 from tests.evaluation.conftest import make_canonical
+from warehouse.agents import mark_suspended_visits
 
 VISITED = dt.datetime(2025, 6, 10, 10, tzinfo=dt.UTC)
 
@@ -63,7 +65,8 @@ def test_an_honest_team_raises_no_flag_and_the_frames_have_their_columns() -> No
 
     assert list(report.agents.columns) == list(AGENT_COLUMNS)
     assert list(report.evidence.columns) == list(EVIDENCE_COLUMNS)
-    assert len(report.agents) == 10 and report.evidence.empty
+    assert len(report.agents) == 10
+    assert report.evidence.empty
     assert report.population_contradiction_rate == 0.0
     assert report.recommended == []
     assert _row(report, "agent_000") == {
@@ -94,12 +97,16 @@ def test_contradicting_the_books_more_than_chance_allows_is_flagged() -> None:
     assert report.population_contradiction_rate == pytest.approx(7 / 120)
     assert report.threshold_p == pytest.approx(0.01 / 20)
     liar, unlucky = _row(report, "agent_019"), _row(report, "agent_000")
-    assert liar["contradictions"] == 6 and liar["contradiction_p"] < 1e-6
-    assert liar["flags"] == ["CONTRADICTS_BOOKS"] and liar["score"] == 0.25
+    assert liar["contradictions"] == 6
+    assert liar["contradiction_p"] < 1e-6
+    assert liar["flags"] == ["CONTRADICTS_BOOKS"]
+    assert liar["score"] == 0.25
     assert not liar["recommend_suspend"], "one line of evidence alone does not suspend"
-    assert unlucky["contradictions"] == 1 and unlucky["flags"] == []
+    assert unlucky["contradictions"] == 1
+    assert unlucky["flags"] == []
     contradicted = report.evidence[report.evidence["code"] == "CONTRADICTS_BOOKS"]
-    assert set(contradicted["agent_id"]) == {"agent_019"} and len(contradicted) == 6
+    assert set(contradicted["agent_id"]) == {"agent_019"}
+    assert len(contradicted) == 6
 
 
 def test_visits_without_books_for_their_month_are_not_compared() -> None:
@@ -215,3 +222,30 @@ def test_a_sandbox_without_copiers_suspends_nobody() -> None:
     truth = universe.truth()
 
     assert detect(truth["survey_visits"], truth["monthly_financials"]).recommended == []
+
+
+def test_a_suspended_agents_visit_counts_but_verifies_nothing() -> None:
+    smes = pd.DataFrame({"sme_id": ["SME-001", "SME-002"], "history_months": [24, 24]})
+    visits = make_canonical(
+        "survey_visits",
+        [
+            _visit("SME-001", "agent_001", 1, premises_found=True, business_operating=True),
+            _visit("SME-002", "agent_002", 1, premises_found=True, business_operating=True),
+        ],
+    )
+    books = _books(["SME-001", "SME-002"], revenue=800.0)
+    as_of = dt.date(2026, 1, 1)
+    columns = ["sme_id", "survey_visits", "survey_verified_rate", "survey_revenue_ratio"]
+
+    trusted = compute_features({"survey_visits": visits, "monthly_financials": books}, smes, as_of=as_of)
+    marked = mark_suspended_visits(visits, {"agent_002"})
+    after = compute_features({"survey_visits": marked, "monthly_financials": books}, smes, as_of=as_of)
+
+    assert trusted[columns].to_dict("records") == [
+        {"sme_id": "SME-001", "survey_visits": 1, "survey_verified_rate": 1.0, "survey_revenue_ratio": 1.25},
+        {"sme_id": "SME-002", "survey_visits": 1, "survey_verified_rate": 1.0, "survey_revenue_ratio": 1.25},
+    ]
+    assert after[columns].fillna(-1).to_dict("records") == [
+        {"sme_id": "SME-001", "survey_visits": 1, "survey_verified_rate": 1.0, "survey_revenue_ratio": 1.25},
+        {"sme_id": "SME-002", "survey_visits": 1, "survey_verified_rate": 0.0, "survey_revenue_ratio": -1},
+    ]
