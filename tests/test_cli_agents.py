@@ -127,7 +127,7 @@ def test_list_suspend_reinstate_rescores_the_smes_the_agent_visited(capsys, fill
 
 
 def test_unknown_agents_and_repeated_decisions_are_one_line_errors(capsys, filled: Settings) -> None:
-    code, out, err = run(
+    code, _, err = run(
         capsys, "agents", "suspend", "agent_999", "--reason", "x", "--as-of", AS_OF.isoformat()
     )
     assert code == 2
