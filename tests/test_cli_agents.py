@@ -19,6 +19,7 @@ from dossier.pipeline import run_for_smes
 from dossier.settings import Settings, for_home, override
 from warehouse import agents
 from warehouse.db import make_engine, session_scope
+from warehouse.dossier_store import store_absolute
 from warehouse.migrate import upgrade
 from warehouse.models import DossierVersion
 from warehouse.storage import Store
@@ -70,6 +71,21 @@ def _versions(sme_ids: list[str]) -> dict[str, tuple[int, str]]:
         return {row.dossier_id: (row.feed_seq, row.content_sha256) for row in rows}
 
 
+def _published(dossier_ids: list[str]) -> pd.DataFrame:
+    """The published rows of ``dossier_ids``, read from the files the catalog points at."""
+    store = Store.from_settings()
+    with session_scope() as session:
+        paths = set(
+            session.scalars(
+                select(DossierVersion.file_path).where(DossierVersion.dossier_id.in_(dossier_ids))
+            )
+        )
+    frame = pd.concat(
+        [store.read_table(store_absolute(store, p)).to_pandas() for p in sorted(paths)], ignore_index=True
+    )
+    return frame[frame["dossier_id"].isin(dossier_ids)].reset_index(drop=True)
+
+
 def test_list_suspend_reinstate_rescores_the_smes_the_agent_visited(capsys, filled: Settings) -> None:
     visits = _visits()
     agent = visits["agent_id"].value_counts().index[0]
@@ -105,6 +121,11 @@ def test_list_suspend_reinstate_rescores_the_smes_the_agent_visited(capsys, fill
         # the visits no longer verify: new content, a new place in the lender feed
         assert seq > before[dossier_id][0], dossier_id
         assert content != before[dossier_id][1], dossier_id
+    published = _published(list(after))
+    with_survey = published[published["sources_used"].map(lambda used: "survey" in list(used))]
+    assert len(with_survey) > 0
+    assert (with_survey["survey_verified_rate"] == 0).all(), "a suspended agent's visits verify nothing"
+    assert with_survey["survey_revenue_ratio"].isna().all()
     code, out, _ = run(capsys, "agents", "list", "--as-of", AS_OF.isoformat(), "--json")
     assert {r["agent_id"]: r["status"] for r in json.loads(out)}[agent] == "suspended"
 
