@@ -165,12 +165,22 @@ def test_unknown_agents_and_repeated_decisions_are_one_line_errors(capsys, fille
     assert "--reason" in err
 
 
-def test_detect_reports_without_applying(capsys, filled: Settings) -> None:
+def test_detect_reports_then_applies(capsys, filled: Settings) -> None:
     code, out, _ = run(capsys, "agents", "detect", "--as-of", AS_OF.isoformat(), "--json")
     result = json.loads(out)
     assert code == 0
     assert result["as_of"] == AS_OF.isoformat()
-    assert result["suspended"] == []
-    assert result["rescored"] is False
+    assert (result["suspended"], result["rescored"]) == ([], False)
     with session_scope() as session:
         assert agents.history(session) == []
+
+    code, out, _ = run(
+        capsys, "agents", "detect", "--apply", "--no-rescore", "--as-of", AS_OF.isoformat(), "--json"
+    )
+    applied = json.loads(out)
+    assert code == 0
+    assert applied["suspended"] == result["recommended"]
+    with session_scope() as session:
+        assert [(e["agent_id"], e["actor"]) for e in agents.history(session)] == [
+            (agent_id, "collusion-detector") for agent_id in result["recommended"]
+        ]
