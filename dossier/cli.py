@@ -132,6 +132,192 @@ def _print_json(payload: Any) -> None:
     console.print_json(json.dumps(payload, default=str))
 
 
+# --- agents ---------------------------------------------------------------------------------------
+
+
+def _agent_tables(as_of: dt.date) -> dict[str, Any]:
+    """``survey_visits`` and ``monthly_financials`` of every shard at ``as_of`` (empty when none)."""
+    import pandas as pd
+
+    from dossier.pipeline import plan_shards
+    from warehouse.canonical import TABLES
+    from warehouse.storage import Store
+
+    store = Store.from_settings()
+    tables = {}
+    for name in ("survey_visits", "monthly_financials"):
+        frames = [
+            store.read_table(path).to_pandas()
+            for shard in plan_shards()
+            if store.exists(path := store.layout.canonical(name, as_of.isoformat(), shard))
+        ]
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else TABLES[name].empty_frame()
+    return tables
+
+
+def _agent_rows(session: Any, as_of: dt.date) -> tuple[list[dict[str, Any]], Any, Any]:
+    """Every known agent (visits at ``as_of`` or any decision) with scores, flags and status."""
+    from evaluation.collusion import detect
+    from warehouse import agents
+
+    tables = _agent_tables(as_of)
+    report = detect(tables["survey_visits"], tables["monthly_financials"])
+    suspended = {row["agent_id"]: row for row in agents.suspended_agents(session)}
+    decided = {event["agent_id"] for event in agents.history(session)}
+    scored = {row["agent_id"]: row for row in report.agents.to_dict("records")}
+    rows = []
+    for agent_id in sorted(set(scored) | decided):
+        row = scored.get(agent_id, {})
+        rows.append(
+            {
+                "agent_id": agent_id,
+                "status": "suspended" if agent_id in suspended else "active",
+                "visits": int(row.get("visits", 0)),
+                "smes": int(row.get("smes", 0)),
+                "score": float(row.get("score", 0.0)),
+                "flags": list(row.get("flags", [])),
+                "recommend_suspend": bool(row.get("recommend_suspend", False)),
+                "contradictions": int(row.get("contradictions", 0)),
+                "contradiction_p": float(row.get("contradiction_p", 1.0)),
+                "suspended_at": suspended[agent_id]["suspended_at"] if agent_id in suspended else None,
+                "reason": suspended[agent_id]["reason"] if agent_id in suspended else None,
+            }
+        )
+    return rows, report, tables["survey_visits"]
+
+
+def _known_agent(agent_id: str, rows: list[dict[str, Any]]) -> None:
+    if agent_id not in {row["agent_id"] for row in rows}:
+        raise CommandLineError(
+            f"unknown agent {agent_id!r}: no survey visit at this as-of date and no decision recorded "
+            "(see: dossier agents list)"
+        )
+
+
+def _rescore(sme_ids: list[str], as_of: dt.date, enabled: bool) -> dict[str, Any] | None:
+    """Re-run the pipeline for the SMEs that relied on an agent's visits (None when skipped)."""
+    if not sme_ids or not enabled:
+        return None
+    from dossier.pipeline import run_for_smes
+
+    return run_for_smes(sme_ids, as_of=as_of)
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    from warehouse.db import session_scope
+
+    with session_scope() as session:
+        rows, _, _ = _agent_rows(session, _as_of(args.as_of))
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = Table("agent", "status", "visits", "smes", "score", "flags", "recommend")
+    for row in rows:
+        table.add_row(
+            row["agent_id"],
+            row["status"],
+            str(row["visits"]),
+            str(row["smes"]),
+            f"{row['score']:.2f}",
+            ", ".join(row["flags"]),
+            "suspend" if row["recommend_suspend"] and row["status"] == "active" else "",
+        )
+    console.print(table)
+    return 0
+
+
+def _decide(args: argparse.Namespace, action: str) -> int:
+    from warehouse import agents
+    from warehouse.db import session_scope
+
+    as_of = _as_of(args.as_of)
+    with session_scope() as session:
+        rows, report, visits = _agent_rows(session, as_of)
+        _known_agent(args.agent, rows)
+        affected = agents.smes_visited_by(visits, args.agent)
+        try:
+            if action == agents.SUSPEND:
+                scored = report.agents[report.agents["agent_id"] == args.agent].to_dict("records")
+                evidence = {"detector": _plain(scored[0])} if scored else {}
+                agents.suspend(
+                    session,
+                    args.agent,
+                    actor=args.actor,
+                    reason=args.reason,
+                    evidence=evidence,
+                    sme_ids=affected,
+                )
+            else:
+                agents.reinstate(session, args.agent, actor=args.actor, reason=args.reason, sme_ids=affected)
+        except agents.AgentError as error:
+            raise CommandLineError(str(error)) from None
+    summary = _rescore(affected, as_of, not args.no_rescore)
+    done = "suspended" if action == agents.SUSPEND else "reinstated"
+    console.print(
+        f"agent {args.agent} {done}; {len(affected)} SME(s) relied on their visits"
+        + (f", re-scored and published ({summary['new_or_changed']} new or changed)" if summary else "")
+    )
+    return 0
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A detector row with plain JSON values (numpy scalars and arrays made Python)."""
+    return json.loads(json.dumps(row, default=lambda v: v.item() if hasattr(v, "item") else list(v)))
+
+
+def cmd_agents_suspend(args: argparse.Namespace) -> int:
+    from warehouse.agents import SUSPEND
+
+    return _decide(args, SUSPEND)
+
+
+def cmd_agents_reinstate(args: argparse.Namespace) -> int:
+    from warehouse.agents import REINSTATE
+
+    return _decide(args, REINSTATE)
+
+
+def cmd_agents_detect(args: argparse.Namespace) -> int:
+    from warehouse import agents
+    from warehouse.db import session_scope
+
+    as_of = _as_of(args.as_of)
+    with session_scope() as session:
+        rows, report, visits = _agent_rows(session, as_of)
+        candidates = [r["agent_id"] for r in rows if r["recommend_suspend"] and r["status"] == "active"]
+        affected: set[str] = set()
+        if args.apply:
+            by_agent = report.agents.set_index("agent_id")
+            for agent_id in candidates:
+                smes = agents.smes_visited_by(visits, agent_id)
+                affected.update(smes)
+                agents.suspend(
+                    session,
+                    agent_id,
+                    actor=args.actor,
+                    reason="collusion detector: " + ", ".join(by_agent.loc[agent_id, "flags"]),
+                    evidence={"detector": _plain({"agent_id": agent_id, **by_agent.loc[agent_id].to_dict()})},
+                    sme_ids=smes,
+                )
+    summary = _rescore(sorted(affected), as_of, args.apply and not args.no_rescore)
+    result = {
+        "as_of": as_of.isoformat(),
+        "population_contradiction_rate": report.population_contradiction_rate,
+        "threshold_p": report.threshold_p,
+        "recommended": candidates,
+        "suspended": candidates if args.apply else [],
+        "affected_smes": sorted(affected),
+        "rescored": summary is not None,
+        "evidence": report.evidence[report.evidence["agent_id"].isin(candidates)].to_dict("records"),
+    }
+    if args.json:
+        _print_json(result)
+        return 0
+    verb = "suspended" if args.apply else "recommended for suspension (run again with --apply)"
+    console.print(f"{len(candidates)} agent(s) {verb}: {', '.join(candidates) or 'none'}")
+    return 0
+
+
 # --- db -------------------------------------------------------------------------------------------
 
 
@@ -1522,6 +1708,45 @@ def build_parser() -> argparse.ArgumentParser:
         const="replace",
         help="replace all current filters by those given (a filter not given lets everything through)",
     )
+
+    agents_group = commands.add_parser(
+        "agents", help="field agents: collusion scores, suspensions, reinstatements"
+    ).add_subparsers(dest="agents_command", required=True, metavar="COMMAND")
+    agents_list = add(
+        agents_group,
+        "list",
+        cmd_agents_list,
+        "List field agents with their collusion score, flags and status.",
+    )
+    as_of_option(agents_list)
+    agents_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, func, text in (
+        ("suspend", cmd_agents_suspend, "Suspend a field agent: their visits stop counting as verification."),
+        (
+            "reinstate",
+            cmd_agents_reinstate,
+            "Reinstate a suspended field agent (the suspension stays in history).",
+        ),
+    ):
+        decide = add(agents_group, name, func, text + " Re-scores the SMEs they visited.")
+        decide.add_argument("agent", metavar="AGENT", help="agent id, e.g. agent_013")
+        decide.add_argument("--reason", required=True, help="why (recorded)")
+        decide.add_argument("--actor", default="operator", help="who decides (default operator)")
+        decide.add_argument("--no-rescore", action="store_true", help="only record and flag; re-score later")
+        as_of_option(decide)
+    detect = add(
+        agents_group,
+        "detect",
+        cmd_agents_detect,
+        "Run the collusion detector over the warehouse; with --apply suspend the agents it recommends.",
+    )
+    detect.add_argument("--apply", action="store_true", help="suspend the recommended agents and re-score")
+    detect.add_argument(
+        "--actor", default="collusion-detector", help="who decides (default collusion-detector)"
+    )
+    detect.add_argument("--no-rescore", action="store_true", help="with --apply: only record and flag")
+    detect.add_argument("--json", action="store_true", help="print JSON")
+    as_of_option(detect)
 
     verify = add(
         commands,

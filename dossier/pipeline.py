@@ -35,6 +35,7 @@ from sqlalchemy import select
 from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
 from warehouse import consent
+from warehouse.agents import mark_suspended_visits, suspended_ids
 from warehouse.canonical import SOURCES, TABLES
 from warehouse.consent import as_of_instant
 from warehouse.db import in_chunks, session_scope, upsert
@@ -322,7 +323,10 @@ def evaluate(
     with session_scope() as session:
         plan = smes_to_evaluate(session, store, as_of, shard, now=at, sme_ids=wanted, then=consent_at)
         record_holds(session, as_of, plan.considered, plan.holds, at=at)
+        suspended = suspended_ids(session)
     tables = read_shard_tables(store, as_of, shard)
+    # a suspended field agent's visits verify nothing (warehouse.agents, evaluation.features)
+    tables["survey_visits"] = mark_suspended_visits(tables["survey_visits"], suspended)
     if wanted is not None:
         tables = {name: frame[frame["sme_id"].isin(wanted)] for name, frame in tables.items()}
     scored = evaluation.evaluate_scopes(

@@ -478,12 +478,22 @@ def _utility_features(
     }
 
 
+def _suspended(frame: pd.DataFrame) -> np.ndarray:
+    """Per visit: its agent is suspended (``agent_suspended`` column; all False without it)."""
+    if "agent_suspended" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return frame["agent_suspended"].to_numpy(dtype=bool, na_value=False)
+
+
 def _survey_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -> dict[str, np.ndarray]:
     """Field-visit verification and the revenue the owner stated against the books.
 
     Only ``survey_visits`` is read: the submissions of forms with a mapping onto the visit fields.
     An *unmapped* survey (a form without a mapping, kept in ``survey_submissions`` only) has no
     visit to verify, so it contributes no visit verification: its SME's survey features stay null.
+    A visit marked ``agent_suspended`` (an optional column: its agent was suspended for collusion,
+    see ``warehouse.agents``) still counts as a visit but verifies nothing: it is never verified
+    and its stated revenue is left out of the comparison with the books.
     """
     n = ctx.size
     if frame is None:
@@ -496,9 +506,10 @@ def _survey_features(ctx: _Context, frame: pd.DataFrame | None, books: _Books) -
     seen = _within_history(ctx, sme, _months_ago(ctx, visited), _ANY_AGE)
     seen &= (visited < ctx.as_of) & (submitted < as_of_instant)
     found = frame["premises_found"].to_numpy(dtype=bool, na_value=False)
-    verified = seen & found & frame["business_operating"].to_numpy(dtype=bool, na_value=False)
+    trusted = ~_suspended(frame)
+    verified = seen & trusted & found & frame["business_operating"].to_numpy(dtype=bool, na_value=False)
     stated = frame["reported_monthly_revenue"].to_numpy(dtype=np.float64, na_value=np.nan)
-    with_revenue = seen & ~np.isnan(stated)
+    with_revenue = seen & trusted & ~np.isnan(stated)
     visits = np.bincount(sme[seen], minlength=n)
     stated_mean = _ratio(
         _sums(sme[with_revenue], stated[with_revenue], n),

@@ -629,3 +629,24 @@ class FieldVisitRequest(Base):
     requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default="requested")
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AgentEvent(Base):
+    """One decision about a field agent: ``suspend`` or ``reinstate``, by whom, when and why.
+
+    Rows are never updated or deleted: an agent's status is the action of their latest event
+    (``warehouse.agents``), so the whole history of suspensions and reinstatements stays readable.
+    ``evidence`` holds the detector's flags and scores behind a suspension (empty for a manual one);
+    ``sme_ids`` the SMEs whose dossiers relied on the agent's visits, flagged for re-scoring.
+    """
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sme_ids: Mapped[list[str]] = mapped_column(default=list)
