@@ -3,6 +3,7 @@
 import sys
 
 from bench import (
+    collusion,
     core_pipeline,
     delta_sharing,
     format_parsing,
@@ -20,4 +21,5 @@ sys.exit(
     or webhooks.main([])
     or grant_to_delivered.main([])
     or delta_sharing.main([])
+    or collusion.main([])
 )
