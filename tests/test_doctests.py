@@ -8,10 +8,12 @@ import importlib
 import pytest
 
 MODULES = [
+    "connectors.sandbox.lenders",
     "dossier.pipeline",
     "dossier.report",
     "dossier.settings",
     "dossier.tasks",
+    "evaluation.market",
     "warehouse.canonical",
     "warehouse.db",
     "warehouse.dossier_schema",
