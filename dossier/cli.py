@@ -1221,6 +1221,25 @@ def cmd_score_ratios(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- disclose --------------------------------------------------------------------------------------
+
+
+def cmd_disclose(args: argparse.Namespace) -> int:
+    """Write the public disclosure report into ``--out``; print where, and what it describes."""
+    from dossier.disclose import build
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"dossier disclose: --out {out}: exists and is not a directory", file=sys.stderr)
+        return EXIT_ERROR
+    built = build(out, as_of=_as_of(args.as_of) if args.as_of else None)
+    described = (
+        f"as-of {built['as_of']}, {built['dossiers']} dossiers" if built["as_of"] else "no publish yet"
+    )
+    print(f"disclosure report for {built['model_version']} ({described}): {built['page']}")
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -1627,6 +1646,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score_ratios.add_argument("source", metavar="IN.csv", help="CSV with a header and attr1..attr64 columns")
     score_ratios.add_argument("target", metavar="OUT.csv", help="where to write the scored rows")
+
+    disclose = add(
+        commands,
+        "disclose",
+        cmd_disclose,
+        "Write the public disclosure report (static HTML): model card, calibration, PD bands, grades, "
+        "coverage and PSI of the latest publish, suspended agents, and how each dossier column is computed.",
+    )
+    disclose.add_argument("--out", required=True, metavar="DIR", help="folder to write index.html into")
+    disclose.add_argument("--as-of", help="publish to describe, YYYY-MM-DD (default: the latest)")
 
     airflow = add(
         commands,
