@@ -1221,6 +1221,35 @@ def cmd_score_ratios(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- outcomes --------------------------------------------------------------------------------------
+
+
+def cmd_outcomes_import(args: argparse.Namespace) -> int:
+    """Store a lender's outcomes file (all rows or none); the first bad row is named, exit 2."""
+    from warehouse.db import session_scope
+    from warehouse.outcomes import import_file
+
+    with session_scope() as session:
+        counts = import_file(session, Path(args.file), lender=args.lender)
+    print(
+        f"outcomes from {args.file}: {counts['inserted']} new, {counts['updated']} updated, "
+        f"{counts['unchanged']} already recorded"
+    )
+    return EXIT_OK
+
+
+def cmd_outcomes_export(args: argparse.Namespace) -> int:
+    """Write the stored outcomes beside the scores of their dossiers (the input of train --outcomes)."""
+    from warehouse.db import session_scope
+    from warehouse.outcomes import export_rows, write_export
+
+    with session_scope() as session:
+        rows = export_rows(session, lender=args.lender)
+    write_export(rows, Path(args.out))
+    print(f"{len(rows)} outcomes written to {args.out}")
+    return EXIT_OK
+
+
 # --- disclose --------------------------------------------------------------------------------------
 
 
@@ -1646,6 +1675,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score_ratios.add_argument("source", metavar="IN.csv", help="CSV with a header and attr1..attr64 columns")
     score_ratios.add_argument("target", metavar="OUT.csv", help="where to write the scored rows")
+
+    outcomes = commands.add_parser(
+        "outcomes", help="outcomes lenders report on the dossiers they were delivered"
+    ).add_subparsers(dest="outcomes_command", required=True, metavar="COMMAND")
+    outcomes_import = add(
+        outcomes,
+        "import",
+        cmd_outcomes_import,
+        "Store a CSV of outcomes (lender_id?, dossier_id or sme_id, outcome repaid|defaulted|current, "
+        "outcome_date, amount?) reported by a lender on dossiers delivered to it; repeatable.",
+    )
+    outcomes_import.add_argument("file", metavar="FILE", help="the outcomes CSV")
+    outcomes_import.add_argument(
+        "--lender", help="the reporting lender, for a file without a lender_id column"
+    )
+    outcomes_export = add(
+        outcomes,
+        "export",
+        cmd_outcomes_export,
+        "Write the stored outcomes with the PD, grade and model version of their dossiers as CSV "
+        "(for make train --outcomes).",
+    )
+    outcomes_export.add_argument("out", metavar="OUT.csv", help="where to write the CSV")
+    outcomes_export.add_argument("--lender", help="only this lender's outcomes")
 
     disclose = add(
         commands,

@@ -1,76 +1,31 @@
 """The disclosure report builds on a small published warehouse, every section with the real numbers.
 
-Canonical books for four SMEs of different soundness are written straight into a temporary store,
-consent is granted, then the pipeline's own ``evaluate`` and ``publish`` run (which also write the
-PSI); ``dossier disclose`` then writes the report, which is read back as HTML.
+Four SMEs of different soundness are published through the pipeline's own steps
+(:mod:`published_world`); ``dossier disclose`` then writes the report, which is read back as HTML.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pytest
+from published_world import AS_OF, publish_books
 
-from dossier import pipeline
 from dossier.cli import main
 from dossier.disclose import published_summary
 from dossier.monitoring import read_stability
 from dossier.settings import for_home, override
 from evaluation.statement_model import default_statement_model
-from warehouse import consent
-from warehouse.canonical import TABLES
 from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import ALL_COLUMNS
 from warehouse.dossier_store import read_published
-from warehouse.models import Lender, Sme
 from warehouse.storage import Store
 
-AS_OF = dt.date(2026, 11, 1)
-THEN = consent.as_of_instant(AS_OF)
-NOW = THEN + dt.timedelta(hours=6)
 MARGINS = {"SME-000001": 0.15, "SME-000002": 0.06, "SME-000003": -0.02, "SME-000004": -0.25}
 """Net margin of each SME's books: from sound to loss-making, so the grades differ."""
-
-
-def books(sme_id: str, margin: float, months: int = 30) -> list[dict[str, Any]]:
-    schema = TABLES["monthly_financials"].schema
-    rows = []
-    for ago in range(1, months + 1):
-        year, month = divmod(AS_OF.year * 12 + AS_OF.month - 1 - ago, 12)
-        revenue = 10_000.0 + 100 * (months - ago)
-        leverage = 0.3 if margin > 0 else 0.9
-        given = {
-            "sme_id": sme_id,
-            "period_month": dt.date(year, month + 1, 1),
-            "currency": "GBP",
-            "revenue": revenue,
-            "cost_of_sales": revenue * 0.5,
-            "operating_expenses": revenue * (0.5 - margin),
-            "net_profit": revenue * margin,
-            "cash": 20_000.0 if margin > 0 else 1_000.0,
-            "current_assets": 40_000.0,
-            "total_assets": 80_000.0,
-            "current_liabilities": 80_000.0 * leverage * 0.6,
-            "total_liabilities": 80_000.0 * leverage,
-            "equity": 80_000.0 * (1 - leverage),
-            "source_record": f"{sme_id}/{ago}",
-            "raw_sha256": "0" * 64,
-        }
-        rows.append(
-            {
-                f.name: given.get(f.name, 0.0 if pa.types.is_floating(f.type) else None)
-                if f.name in given or not pa.types.is_string(f.type)
-                else "x"
-                for f in schema
-            }
-        )
-    return rows
 
 
 @pytest.fixture
@@ -79,35 +34,7 @@ def published(warehouse_url: str, tmp_path: Path) -> Iterator[Store]:
     engine = make_engine(warehouse_url)
     with override(settings):
         store = Store.from_settings()
-        with session_scope(engine) as session:
-            session.add_all(
-                Sme(sme_id=s, name=f"Firm {s[-1]}", industry="retail", region="North", size_band="micro")
-                for s in MARGINS
-            )
-            session.add(Lender(lender_id="northwind", name="N"))
-            session.flush()
-            for sme_id in MARGINS:
-                consent.grant(
-                    session,
-                    consent_id=f"C-{sme_id}",
-                    sme_id=sme_id,
-                    sources=["accounting"],
-                    recipients=["northwind"],
-                    purpose="credit_decision",
-                    history_months=36,
-                    granted_at=THEN - dt.timedelta(days=30),
-                    expires_at=THEN + dt.timedelta(days=300),
-                )
-        day = AS_OF.isoformat()
-        schema = TABLES["monthly_financials"].schema
-        rows = [r for s, m in MARGINS.items() for r in books(s, m)]
-        store.write_table(
-            store.layout.canonical("monthly_financials", day, 0), pa.Table.from_pylist(rows, schema=schema)
-        )
-        status = pa.table({"sme_id": list(MARGINS), "passed": [True] * 4, "reasons": [[]] * 4})
-        store.write_table(store.layout.staging("validation", day, 0), status)
-        pipeline.evaluate(0, AS_OF, now=NOW)
-        pipeline.publish(AS_OF, now=NOW)
+        publish_books(engine, store, MARGINS, dict.fromkeys(MARGINS, "northwind"))
         yield store
     engine.dispose()
 
