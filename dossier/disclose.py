@@ -82,17 +82,29 @@ def _suspended_agents() -> list[dict[str, Any]] | None:
         return suspended_agents(session)
 
 
-def _market(stats: dict[str, Any]) -> Markup | None:
-    """The market section (Markdown), or None while ``evaluation.market`` is not part of the build."""
+def _market(stats: dict[str, Any] | None) -> Markup | None:
+    """The market section: ``evaluation.market.market_section`` of the figures given (an HTML fragment
+    whose every value it escapes), or None without figures or while that module is not in the build."""
+    if stats is None:
+        return None
     try:
         from evaluation.market import market_section  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return render_markdown(market_section(stats))
+    return Markup(market_section(stats))
 
 
-def build(out: Path, *, as_of: dt.date | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+def build(
+    out: Path,
+    *,
+    as_of: dt.date | None = None,
+    now: dt.datetime | None = None,
+    market: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the report into ``out`` (created if needed); returns what it holds.
+
+    ``market`` is the offers market's figures (``evaluation.market.market_stats`` of the offers
+    lenders posted and the dossiers delivered); without them the market section says none were given.
 
     ``as_of`` picks the publish to describe; by default the latest with a complete manifest. With no
     publish at all the dossier sections say so and the model sections are still written.
@@ -141,7 +153,7 @@ def build(out: Path, *, as_of: dt.date | None = None, now: dt.datetime | None = 
         "summary": summary,
         "psi": psi,
         "agents": _suspended_agents(),
-        "market": _market({"as_of": described, **summary}) if summary else None,
+        "market": _market(market),
         "columns": [
             {"name": c.name, "type": str(c.type), "nullable": c.nullable, "description": c.description}
             for c in ALL_COLUMNS
