@@ -1407,6 +1407,54 @@ def cmd_score_ratios(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- outcomes --------------------------------------------------------------------------------------
+
+
+def cmd_outcomes_import(args: argparse.Namespace) -> int:
+    """Store a lender's outcomes file (all rows or none); the first bad row is named, exit 2."""
+    from warehouse.db import session_scope
+    from warehouse.outcomes import import_file
+
+    with session_scope() as session:
+        counts = import_file(session, Path(args.file), lender=args.lender)
+    print(
+        f"outcomes from {args.file}: {counts['inserted']} new, {counts['updated']} updated, "
+        f"{counts['unchanged']} already recorded"
+    )
+    return EXIT_OK
+
+
+def cmd_outcomes_export(args: argparse.Namespace) -> int:
+    """Write the stored outcomes beside the scores of their dossiers (the input of train --outcomes)."""
+    from warehouse.db import session_scope
+    from warehouse.outcomes import export_rows, write_export
+
+    with session_scope() as session:
+        rows = export_rows(session, lender=args.lender)
+    write_export(rows, Path(args.out))
+    print(f"{len(rows)} outcomes written to {args.out}")
+    return EXIT_OK
+
+
+# --- disclose --------------------------------------------------------------------------------------
+
+
+def cmd_disclose(args: argparse.Namespace) -> int:
+    """Write the public disclosure report into ``--out``; print where, and what it describes."""
+    from dossier.disclose import build
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"dossier disclose: --out {out}: exists and is not a directory", file=sys.stderr)
+        return EXIT_ERROR
+    built = build(out, as_of=_as_of(args.as_of) if args.as_of else None)
+    described = (
+        f"as-of {built['as_of']}, {built['dossiers']} dossiers" if built["as_of"] else "no publish yet"
+    )
+    print(f"disclosure report for {built['model_version']} ({described}): {built['page']}")
+    return EXIT_OK
+
+
 # --- parser -----------------------------------------------------------------------------------------
 
 
@@ -1852,6 +1900,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score_ratios.add_argument("source", metavar="IN.csv", help="CSV with a header and attr1..attr64 columns")
     score_ratios.add_argument("target", metavar="OUT.csv", help="where to write the scored rows")
+
+    outcomes = commands.add_parser(
+        "outcomes", help="outcomes lenders report on the dossiers they were delivered"
+    ).add_subparsers(dest="outcomes_command", required=True, metavar="COMMAND")
+    outcomes_import = add(
+        outcomes,
+        "import",
+        cmd_outcomes_import,
+        "Store a CSV of outcomes (lender_id?, dossier_id or sme_id, outcome repaid|defaulted|current, "
+        "outcome_date, amount?) reported by a lender on dossiers delivered to it; repeatable.",
+    )
+    outcomes_import.add_argument("file", metavar="FILE", help="the outcomes CSV")
+    outcomes_import.add_argument(
+        "--lender", help="the reporting lender, for a file without a lender_id column"
+    )
+    outcomes_export = add(
+        outcomes,
+        "export",
+        cmd_outcomes_export,
+        "Write the stored outcomes with the PD, grade and model version of their dossiers as CSV "
+        "(for make train --outcomes).",
+    )
+    outcomes_export.add_argument("out", metavar="OUT.csv", help="where to write the CSV")
+    outcomes_export.add_argument("--lender", help="only this lender's outcomes")
+
+    disclose = add(
+        commands,
+        "disclose",
+        cmd_disclose,
+        "Write the public disclosure report (static HTML): model card, calibration, PD bands, grades, "
+        "coverage and PSI of the latest publish, suspended agents, and how each dossier column is computed.",
+    )
+    disclose.add_argument("--out", required=True, metavar="DIR", help="folder to write index.html into")
+    disclose.add_argument("--as-of", help="publish to describe, YYYY-MM-DD (default: the latest)")
 
     airflow = add(
         commands,

@@ -650,3 +650,25 @@ class AgentEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     sme_ids: Mapped[list[str]] = mapped_column(default=list)
+class Outcome(Base):
+    """What a lender reports became of an SME it was delivered a dossier of: repaid, defaulted or current.
+
+    ``dossier_id`` is the delivered dossier the outcome is judged against (given by the lender, or,
+    when it named only the SME, the latest dossier of that SME delivered to it on or before
+    ``outcome_date``). One row per lender, dossier, outcome and date: reporting it again updates
+    the amount, so an import can be repeated (``warehouse.outcomes``).
+    """
+
+    __tablename__ = "outcomes"
+    __table_args__ = (UniqueConstraint("lender_id", "dossier_id", "outcome", "outcome_date"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"), index=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    dossier_id: Mapped[str] = mapped_column(String(160))
+    outcome: Mapped[str] = mapped_column(String(16))
+    outcome_date: Mapped[dt.date] = mapped_column(Date)
+    amount: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(String(512), default="")
+    """Where it was reported from: the file name, or ``api``."""
+    reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
