@@ -9,7 +9,7 @@ Consumer Credit Directive (2008/48/EC Annex I, 2023/2225 Annex III)::
 
 where ``C_k`` are the drawdowns at ``t_k`` years after the first drawdown, ``D_l`` the repayments
 (instalments and charges) at ``s_l`` years, and ``X`` the APR. Months are counted as 1/12 year
-(Annex I, part II, assumption (j) of 2008/48/EC). ``evaluation/APR.md`` writes down every
+(Annex I, part I, remark (c) of 2008/48/EC). ``evaluation/APR.md`` writes down every
 assumption, the rounding rule and a worked example that the tests check against this code.
 
 Money is :class:`~decimal.Decimal`, rounded to cents per instalment (half up); the last
