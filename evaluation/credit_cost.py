@@ -210,20 +210,26 @@ def _revenue_share_rows(t: OfferTerms) -> list[tuple[Decimal, Decimal]]:
 
     Each month repays ``min(share * revenue, cap left)``, split between principal and cost in the
     proportion amount : (cap total - amount); if the term ends first, what is left is a balloon in
-    the last month. The last payment takes the rounding of the split.
+    the last month. The split is made on the running total (principal repaid so far is the
+    cent-rounded share of everything paid so far), so its rounding never drifts by more than a
+    cent, and the last payment repays whatever principal is left.
     """
     cap_total = _cents(t.amount * t.repayment_cap)
     monthly = _cents(t.revenue_share * t.expected_monthly_revenue)
-    left, principal_left = cap_total, t.amount
+    paid, principal_paid = _ZERO, _ZERO
     rows = []
     for month in range(1, t.term_months + 1):
+        left = cap_total - paid
         pay = left if month == t.term_months else min(monthly, left)
-        principal = principal_left if pay == left else min(_cents(pay * t.amount / cap_total), pay)
-        principal = min(principal, principal_left)
+        paid += pay
+        if paid == cap_total:
+            principal = t.amount - principal_paid
+        else:
+            share = _cents(paid * t.amount / cap_total) - principal_paid
+            principal = max(min(share, pay, t.amount - principal_paid), _ZERO)
         rows.append((principal, pay - principal))
-        left -= pay
-        principal_left -= principal
-        if left == 0:
+        principal_paid += principal
+        if paid == cap_total:
             break
     return rows
 

@@ -154,12 +154,17 @@ def test_revenue_share_stops_at_the_cap() -> None:
 
 
 def test_revenue_share_balloon_when_the_term_ends_first() -> None:
-    # 10 % of 1000 = 100 a month (principal 83.33, cost 16.67); after 5 months 940 of the cap is
-    # left and is due in month 6.
+    # 10 % of 1000 = 100 a month; principal repaid so far is 1200/1440 of everything paid so far,
+    # in cents: 83.33, 166.67, 250.00, 333.33, 416.67. After 5 months 940 of the cap is left and
+    # is due in month 6 (783.33 principal, 156.67 cost).
     s = schedule(OfferTerms(**HAND, **REVENUE, expected_monthly_revenue=D(1000)))
-    assert _rows(s)[-2:] == [
-        (5, "83.33", "16.67", "0.00", "100.00", "783.35"),
-        (6, "783.35", "156.65", "0.00", "940.00", "0.00"),
+    assert _rows(s) == [
+        (1, "83.33", "16.67", "0.00", "100.00", "1116.67"),
+        (2, "83.34", "16.66", "0.00", "100.00", "1033.33"),
+        (3, "83.33", "16.67", "0.00", "100.00", "950.00"),
+        (4, "83.33", "16.67", "0.00", "100.00", "866.67"),
+        (5, "83.34", "16.66", "0.00", "100.00", "783.33"),
+        (6, "783.33", "156.67", "0.00", "940.00", "0.00"),
     ]
     assert s.total_repayable == D("1450.00")
 
