@@ -305,8 +305,8 @@ def apr_exact(draws: Sequence[tuple[float, Decimal]], repayments: Sequence[tuple
         else:
             hi = y
         step = y - gy / slope if slope else math.nan
-        y = step if lo < step < hi else (lo + hi) / 2
-        if hi - lo < 1e-14 * (1 + abs(y)):
+        previous, y = y, step if lo < step < hi else (lo + hi) / 2
+        if min(hi - lo, abs(y - previous)) < 1e-14 * (1 + abs(y)):
             break
     return math.expm1(y)
 
