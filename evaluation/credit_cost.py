@@ -9,7 +9,7 @@ Consumer Credit Directive (2008/48/EC Annex I, 2023/2225 Annex III)::
 
 where ``C_k`` are the drawdowns at ``t_k`` years after the first drawdown, ``D_l`` the repayments
 (instalments and charges) at ``s_l`` years, and ``X`` the APR. Months are counted as 1/12 year
-(Annex I, part II, assumption (j) of 2008/48/EC). ``evaluation/APR.md`` writes down every
+(Annex I, part I, remark (c) of 2008/48/EC). ``evaluation/APR.md`` writes down every
 assumption, the rounding rule and a worked example that the tests check against this code.
 
 Money is :class:`~decimal.Decimal`, rounded to cents per instalment (half up); the last
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
 PROFILES = ("annuity", "equal_principal", "bullet", "revenue_share")
 """Repayment profiles :func:`schedule` knows (see ``evaluation/APR.md``)."""
@@ -116,7 +116,7 @@ def check_terms(terms: OfferTerms) -> OfferTerms:
     """Return ``terms`` with every number as :class:`~decimal.Decimal`, or raise :class:`TermsError`.
 
     Refused: ``amount`` not in (0, 100M]; ``term_months`` not an integer in 1..360;
-    ``nominal_rate`` outside [0, 2.0]; a negative fee; an unknown ``profile``; and for
+    ``nominal_rate`` outside [0, 2.0]; a negative fee; an upfront fee not below the amount; an amount or fee in fractions of a cent; an unknown ``profile``; and for
     ``revenue_share``: a missing revenue assumption, ``revenue_share`` outside (0, 1],
     ``repayment_cap`` below 1, ``expected_monthly_revenue`` not positive.
 
@@ -146,6 +146,12 @@ def check_terms(terms: OfferTerms) -> OfferTerms:
     for name in ("upfront_fee", "periodic_fee"):
         if values[name] < 0:
             raise TermsError(name, f"must not be negative, got {values[name]}")
+    if values["upfront_fee"] >= amount:
+        raise TermsError("upfront_fee", f"must be less than amount {amount}, got {values['upfront_fee']}")
+    for name in ("amount", "upfront_fee", "periodic_fee"):
+        if values[name] != values[name].quantize(CENT):
+            raise TermsError(name, f"must be a whole number of cents, got {values[name]}")
+        values[name] = values[name].quantize(CENT)
     profile = values["profile"]
     if profile not in PROFILES:
         raise TermsError("profile", f"must be one of {', '.join(PROFILES)}, got {profile!r}")
@@ -162,9 +168,7 @@ def check_terms(terms: OfferTerms) -> OfferTerms:
         if revenue <= 0:
             raise TermsError("expected_monthly_revenue", f"must be positive, got {revenue}")
         if (share * revenue).quantize(CENT, ROUND_HALF_UP) <= 0:
-            raise TermsError(
-                "expected_monthly_revenue", "times revenue_share rounds to a zero payment"
-            )
+            raise TermsError("expected_monthly_revenue", "times revenue_share rounds to a zero payment")
     return replace(terms, **values)
 
 
@@ -195,7 +199,7 @@ def _interest_rows(t: OfferTerms) -> list[tuple[Decimal, Decimal]]:
         elif t.profile == "equal_principal":
             principal = min(_cents(t.amount / n), balance)
         else:  # bullet
-            principal = _ZERO
+            principal = _cents(_ZERO)
         balance -= principal
         rows.append((principal, interest))
     return rows
@@ -206,20 +210,26 @@ def _revenue_share_rows(t: OfferTerms) -> list[tuple[Decimal, Decimal]]:
 
     Each month repays ``min(share * revenue, cap left)``, split between principal and cost in the
     proportion amount : (cap total - amount); if the term ends first, what is left is a balloon in
-    the last month. The last payment takes the rounding of the split.
+    the last month. The split is made on the running total (principal repaid so far is the
+    cent-rounded share of everything paid so far), so its rounding never drifts by more than a
+    cent, and the last payment repays whatever principal is left.
     """
     cap_total = _cents(t.amount * t.repayment_cap)
     monthly = _cents(t.revenue_share * t.expected_monthly_revenue)
-    left, principal_left = cap_total, t.amount
+    paid, principal_paid = _ZERO, _ZERO
     rows = []
     for month in range(1, t.term_months + 1):
+        left = cap_total - paid
         pay = left if month == t.term_months else min(monthly, left)
-        principal = principal_left if pay == left else min(_cents(pay * t.amount / cap_total), pay)
-        principal = min(principal, principal_left)
+        paid += pay
+        if paid == cap_total:
+            principal = t.amount - principal_paid
+        else:
+            share = _cents(paid * t.amount / cap_total) - principal_paid
+            principal = max(min(share, pay, t.amount - principal_paid), _ZERO)
         rows.append((principal, pay - principal))
-        left -= pay
-        principal_left -= principal
-        if left == 0:
+        principal_paid += principal
+        if paid == cap_total:
             break
     return rows
 
@@ -252,9 +262,7 @@ def schedule(terms: OfferTerms) -> Schedule:
     )
 
 
-def apr_exact(
-    draws: Sequence[tuple[float, Decimal]], repayments: Sequence[tuple[float, Decimal]]
-) -> float:
+def apr_exact(draws: Sequence[tuple[float, Decimal]], repayments: Sequence[tuple[float, Decimal]]) -> float:
     """The root ``X`` of the APR equation, unrounded (see :func:`apr`)."""
     flows = [(float(time), -float(v)) for time, v in draws if v] + [
         (float(time), float(v)) for time, v in repayments if v
@@ -267,39 +275,43 @@ def apr_exact(
     if drawn <= 0 or repaid <= 0:
         raise ValueError("the APR needs at least one positive drawdown and one repayment")
 
-    # f(X) = PV(repayments) - PV(draws) in log space: with y = ln(1 + X), v^t = exp(-y t).
-    def f(y: float) -> float:
-        return sum(v * math.exp(-y * time) for time, v in flows)
+    # f(y) = PV(repayments) - PV(draws) with y = ln(1 + X), so (1 + X)^-t = exp(-y t). Its sign is
+    # that of exp(y t_ref) f(y) for any t_ref; taking t_ref = 0 for y >= 0 and the last time for
+    # y < 0 keeps every exponent <= 0, so no term overflows however extreme the rate.
+    last = max(time for time, _ in flows)
 
-    def df(y: float) -> float:
-        return sum(-time * v * math.exp(-y * time) for time, v in flows)
+    def g(y: float) -> tuple[float, float]:
+        ref = 0.0 if y >= 0 else last
+        terms = [(time - ref, v * math.exp(-y * (time - ref))) for time, v in flows]
+        return sum(w for _, w in terms), sum(-dt * w for dt, w in terms)
 
+    # The bracket grows to y in [-4096, 700]: X from -1 + e^-4096 to e^700 - 1 (1e304, still a float).
     lo, hi = -1.0, 1.0
-    while f(lo) * f(hi) > 0:
-        lo, hi = lo * 2, hi * 2
-        if hi > 64:
-            raise ValueError("the APR equation has no root for these cash flows")
-    # Newton from the bracket's midpoint, falling back to bisection whenever a step leaves it.
-    y = (lo + hi) / 2
-    for _ in range(200):
-        fy = f(y)
-        if fy == 0 or hi - lo < 1e-15:
+    for _ in range(13):
+        if g(lo)[0] * g(hi)[0] <= 0:
             break
-        if (fy > 0) == (f(lo) > 0):
+        lo, hi = lo * 2, min(hi * 2, 700.0)
+    else:
+        raise ValueError("the APR equation has no root for these cash flows")
+    # Newton from the bracket's midpoint, falling back to bisection whenever a step leaves it.
+    lo_positive = g(lo)[0] > 0
+    y = (lo + hi) / 2
+    for _ in range(300):
+        gy, slope = g(y)
+        if gy == 0:
+            break
+        if (gy > 0) == lo_positive:
             lo = y
         else:
             hi = y
-        slope = df(y)
-        step = y - fy / slope if slope else math.nan
-        y = step if lo < step < hi else (lo + hi) / 2
-        if abs(fy) < 1e-12 * max(drawn, repaid):
+        step = y - gy / slope if slope else math.nan
+        previous, y = y, step if lo < step < hi else (lo + hi) / 2
+        if min(hi - lo, abs(y - previous)) < 1e-14 * (1 + abs(y)):
             break
     return math.expm1(y)
 
 
-def apr(
-    draws: Sequence[tuple[float, Decimal]], repayments: Sequence[tuple[float, Decimal]]
-) -> Decimal:
+def apr(draws: Sequence[tuple[float, Decimal]], repayments: Sequence[tuple[float, Decimal]]) -> Decimal:
     """Solve the APR equation; times in years from the first drawdown (a month is 1/12 year).
 
     ``draws`` and ``repayments`` are ``(years, amount)`` pairs; zero amounts are ignored. The
@@ -310,4 +322,6 @@ def apr(
     Decimal('0.1000')
     """
     x = apr_exact(draws, repayments)
-    return Decimal(repr(x)).quantize(APR_QUANTUM, rounding=ROUND_HALF_UP)
+    with localcontext() as ctx:
+        ctx.prec = 400  # an absurd but finite APR (up to 1e304) still rounds to 4 dp
+        return Decimal(repr(x)).quantize(APR_QUANTUM, rounding=ROUND_HALF_UP)
