@@ -165,6 +165,11 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
         pulls_dir = settings.home / "pulls"
         pulls = pull_all_lenders(pulls_dir)
         render_report(pipeline_report(as_of), console, pulls=pulls)
+        from dossier.disclose import build as build_disclosure
+
+        disclosure = settings.home / "disclosure"
+        build_disclosure(disclosure, as_of=as_of)
+        console.print(f"[green]✓[/] disclosure report: {disclosure / 'index.html'}")
         console.print(f"\nFinished in {time.monotonic() - started:.0f} s. Airflow task logs: {result['log']}")
         console.print(_next_steps())
     return 0

@@ -70,12 +70,9 @@ def published_summary(frame: Any) -> dict[str, Any]:
     }
 
 
-def _suspended_agents() -> list[dict[str, Any]] | None:
-    """Suspended field agents, or None while ``warehouse.agents`` is not part of the build."""
-    try:
-        from warehouse.agents import suspended_agents  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+def _suspended_agents() -> list[dict[str, Any]]:
+    """The field agents suspended now (``warehouse.agents.suspended_agents``)."""
+    from warehouse.agents import suspended_agents
     from warehouse.db import session_scope
 
     with session_scope() as session:
@@ -84,13 +81,11 @@ def _suspended_agents() -> list[dict[str, Any]] | None:
 
 def _market(stats: dict[str, Any] | None) -> Markup | None:
     """The market section: ``evaluation.market.market_section`` of the figures given (an HTML fragment
-    whose every value it escapes), or None without figures or while that module is not in the build."""
+    whose every value it escapes), or None without figures."""
     if stats is None:
         return None
-    try:
-        from evaluation.market import market_section  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    from evaluation.market import market_section
+
     return Markup(market_section(stats))
 
 

@@ -725,6 +725,29 @@ outcomes exist. The dossier's model version is `<statement model>+<expert versio
 On the sandbox the dossier's model ranks the sandbox's own default labels a little better than the
 first scorecard (see "Sandbox realism").
 
+## Field agents: collusion and exit
+
+`evaluation/collusion.py` scores every field agent on three independent lines of evidence: visits
+whose stated revenue is more than 1.5× off (either way) the books of the visit's month, counted
+against the population's contradiction rate by a one-sided binomial test at a family-wise 1%
+(Bonferroni over the agents; flag `CONTRADICTS_BOOKS`); one GPS point (within 10 m) or one photo
+used for visits of different firms (`REUSED_GPS`, `REUSED_PHOTO`); near-identical answer sets
+(same stated revenue, at most one other answer different) for different firms (`COPIED_ANSWERS`).
+A flag needs at least 3 firms; two flags recommend suspension. A suspended agent's visits still
+count as visits but verify nothing (`survey_verified_rate` falls, their stated revenue leaves
+`survey_revenue_ratio`), and every SME they visited is re-scored and published again
+(`dossier agents suspend|reinstate|detect`).
+
+On the sandbox (`bench/results/collusion.json`, `python -m bench.collusion`): four universes of
+400 SMEs (seeds 20261125, 1, 2, 3) with the copying agent `agent_013`, one of 1,000 SMEs with three
+copiers (5, 13, 27) and one of 1,000 SMEs without any: **precision 1.00 and recall 1.00** (7 of 7
+copiers recommended, no honest agent recommended). Each copier raises `CONTRADICTS_BOOKS`,
+`REUSED_GPS` and `COPIED_ANSWERS`; one honest agent in 240 raised a single flag
+(`CONTRADICTS_BOOKS`, p = 9e-5, six firms with inflated books), short of a recommendation. The
+sandbox's copier pastes one template, so these numbers are an upper bound: an agent copying
+with variation would lose `COPIED_ANSWERS` first. Photo reuse is read only when a `photo_hashes`
+column is supplied; the canonical tables carry photo counts, not hashes.
+
 ## Known limits
 
 * Trained on Polish manufacturers' annual statements (2000-2013); our SMEs are other industries and

@@ -19,6 +19,7 @@ from dossier.disclose import published_summary
 from dossier.monitoring import read_stability
 from dossier.settings import for_home, override
 from evaluation.statement_model import default_statement_model
+from warehouse.agents import suspend, suspended_agents
 from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import ALL_COLUMNS
 from warehouse.dossier_store import read_published
@@ -82,6 +83,8 @@ def test_the_report_builds_with_every_section_and_the_published_numbers(
     published: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "public"
+    with session_scope() as session:
+        suspend(session, "agent_013", actor="operator", reason="copied surveys", sme_ids=["SME-1"])
     capsys.readouterr()
     assert main(["disclose", "--out", str(out)]) == 0
     model = default_statement_model()
@@ -150,15 +153,10 @@ def test_the_report_builds_with_every_section_and_the_published_numbers(
     card = page.sections["card"]
     assert card, "the model card's tables are rendered as HTML tables"
     assert "<h1>Model card: <code>" + model.version + "</code></h1>" in text
-    try:
-        from warehouse.agents import suspended_agents  # type: ignore[import-not-found]
-    except ImportError:
-        assert "Agent suspension records are not part of this build." in text
-    else:
-        with session_scope() as session:
-            agents = suspended_agents(session)
-        assert agents or "No field agent is suspended." in text
-        assert page.sections["agents"][1:] == [[str(v) for v in a.values()] for a in agents]
+    with session_scope() as session:
+        agents = suspended_agents(session)
+    assert [a["agent_id"] for a in agents] == ["agent_013"]
+    assert page.sections["agents"][1:] == [[str(v) for v in a.values()] for a in agents]
     assert "No offers market figures were given for this report." in text
 
 

@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = [
+    "evaluation.credit_cost",
     "connectors.sandbox.lenders",
     "dossier.pipeline",
     "dossier.report",
