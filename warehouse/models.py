@@ -650,6 +650,8 @@ class AgentEvent(Base):
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     evidence: Mapped[dict[str, Any]] = mapped_column(default=dict)
     sme_ids: Mapped[list[str]] = mapped_column(default=list)
+
+
 class Outcome(Base):
     """What a lender reports became of an SME it was delivered a dossier of: repaid, defaulted or current.
 

@@ -136,7 +136,9 @@ def as_numbers(raw: pd.Series) -> pd.Series:
         raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) == "string"
     ):
         try:
-            parsed = pc.cast(pa.array(raw.to_numpy(dtype=object, na_value=None), type=pa.string()), pa.float64())
+            parsed = pc.cast(
+                pa.array(raw.to_numpy(dtype=object, na_value=None), type=pa.string()), pa.float64()
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass
         else:
