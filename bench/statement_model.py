@@ -11,6 +11,15 @@
   included).
 
 Writes ``bench/results/statement_model.json``. Run: ``python -m bench.statement_model``.
+
+``python -m bench.statement_model --levers`` instead measures what might close the gap between the
+monotone model and unconstrained boosting (issue 10's 0.96 target), by 5-fold cross-validation on
+the training part only (the held-out part is split off exactly as in ``make train`` and never
+scored): prior-year masking against none and against augmentation (each row also copied with its
+prior year masked), LightGBM hyper-parameters and constraint methods, reading ``attr22``/``attr42``
+zeros as missing, and the AUC each single ratio would add if it were left unconstrained, beside the
+unconstrained model on the same ratios and on all 64. Writes
+``bench/results/statement_model_levers.json``.
 """
 
 from __future__ import annotations
@@ -126,12 +135,121 @@ def speed(rows: int = 100_000) -> dict[str, Any]:
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds)}
 
 
+LEVER_PARAMS: dict[str, dict[str, Any]] = {
+    "as trained": {},
+    "15 leaves": {"num_leaves": 15},
+    "31 leaves, 20-row leaves": {"num_leaves": 31, "min_child_samples": 20},
+    "15 leaves, 10-row leaves": {"num_leaves": 15, "min_child_samples": 10},
+    "1500 trees at 0.01, 15 leaves": {"n_estimators": 1500, "learning_rate": 0.01, "num_leaves": 15},
+    "column share 0.3": {"colsample_bytree": 0.3},
+    "method basic": {"monotone_constraints_method": "basic"},
+    "method advanced": {"monotone_constraints_method": "advanced"},
+    "monotone penalty 2": {"monotone_penalty": 2.0},
+}
+"""Hyper-parameter variants of the monotone model measured by :func:`levers` (over ``make train``'s)."""
+
+
+def levers(data: Path) -> dict[str, Any]:
+    """Out-of-fold ROC AUC on the training part of each lever (see the module docstring).
+
+    ``roc_auc`` scores the rows as filed; ``roc_auc_short`` the same rows with ``attr21`` and
+    ``attr24`` missing (a history under 18 months)."""
+    import lightgbm
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    from evaluation.statement_model import RATIOS
+    from evaluation.train import (
+        FOLDS,
+        HELD_OUT_SHARE,
+        LIGHTGBM_PARAMS,
+        SEED,
+        mask_prior_years,
+        prepared,
+        read_labelled,
+    )
+
+    raw_x, y = read_labelled(data)
+    x_all = prepared(raw_x)
+    x, _, y_train, _ = train_test_split(x_all, y, test_size=HELD_OUT_SHARE, stratify=y, random_state=SEED)
+    full = raw_x.loc[x.index].replace([np.inf, -np.inf], np.nan).astype(np.float64)
+    directions = [r.direction for r in RATIOS]
+
+    def cross_validate(
+        frame: pd.DataFrame, masking: str, constraints: list[int] | None, **params: Any
+    ) -> dict:
+        options = dict(LIGHTGBM_PARAMS, random_state=SEED) | params
+        if constraints is None:
+            options.pop("monotone_constraints_method")
+        else:
+            options["monotone_constraints"] = constraints
+        oof, oof_short = np.zeros(len(y_train)), np.zeros(len(y_train))
+        short = frame.assign(attr21=np.nan, attr24=np.nan) if "attr21" in frame else frame
+        for fit_rows, score_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(
+            frame, y_train
+        ):
+            fit_x, fit_y = frame.iloc[fit_rows], y_train[fit_rows]
+            if masking == "mask":
+                fit_x = mask_prior_years(fit_x, SEED)
+            elif masking == "augment":
+                fit_x = pd.concat(
+                    [fit_x, fit_x.assign(attr21=np.nan, attr24=np.nan), fit_x.assign(attr24=np.nan)]
+                )
+                fit_y = np.concatenate([fit_y, fit_y, fit_y])
+            model = lightgbm.LGBMClassifier(**options).fit(fit_x.to_numpy(), fit_y)
+            oof[score_rows] = model.predict(frame.iloc[score_rows].to_numpy(), raw_score=True)
+            oof_short[score_rows] = model.predict(short.iloc[score_rows].to_numpy(), raw_score=True)
+        return {
+            "roc_auc": round(float(roc_auc_score(y_train, oof)), 4),
+            "roc_auc_short": round(float(roc_auc_score(y_train, oof_short)), 4),
+        }
+
+    started = time.perf_counter()
+    base = cross_validate(x, "mask", directions)
+    zeros = x.copy()
+    zeros.loc[zeros["attr22"] == 0, ["attr22", "attr42"]] = np.nan
+    single = {}
+    for i, ratio in enumerate(RATIOS):
+        freed = list(directions)
+        freed[i] = 0
+        single[ratio.attr] = round(cross_validate(x, "mask", freed)["roc_auc"] - base["roc_auc"], 4)
+    return {
+        "source": data.name,
+        "training_rows": len(y_train),
+        "training_bankrupt": int(y_train.sum()),
+        "masking": {m: cross_validate(x, m, directions) for m in ("mask", "none", "augment")},
+        "params": {name: cross_validate(x, "mask", directions, **p) for name, p in LEVER_PARAMS.items()},
+        "attr22_zero_as_missing": cross_validate(zeros, "mask", directions),
+        "unconstrained_same_ratios": cross_validate(x, "mask", None),
+        "unconstrained_all_64": cross_validate(full, "none", None),
+        "gain_if_unconstrained": dict(sorted(single.items(), key=lambda item: -item[1])),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DATA, help="labelled CSV (default: the shared one)")
+    parser.add_argument(
+        "--levers", action="store_true", help="measure the AUC levers instead (training part only)"
+    )
     args = parser.parse_args(argv)
+    if args.levers:
+        if not args.data.is_file():
+            print(
+                f"bench.statement_model: {args.data}: no such file (--levers needs the labelled data)",
+                file=sys.stderr,
+            )
+            return 2
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        target = RESULTS / "statement_model_levers.json"
+        target.write_text(json.dumps(levers(args.data), indent=2) + "\n")
+        print(f"[bench] results written to {target}")
+        return 0
     report = {
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "held_out": held_out(args.data),
