@@ -216,6 +216,7 @@ def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: A
         "/v1/feed.parquet",
         "/v1/dossiers/{dossier_id}",
         "/v1/links",
+        "/v1/outcomes",
         "/v1/sharing/profile",
         "/v1/webhooks",
         "/v1/webhooks/{endpoint_id}",
