@@ -156,7 +156,9 @@ def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.dateti
     tokens = session.execute(delete(ProviderToken).where(ProviderToken.sme_id == sme_id)).rowcount
     session.execute(delete(OAuthRequest).where(OAuthRequest.sme_id == sme_id))
     session.execute(delete(SmePageKey).where(SmePageKey.sme_id == sme_id))
-    session.execute(update(FeedEvent).where(FeedEvent.sme_id == sme_id).values(dossier_json=None))
+    session.execute(
+        update(FeedEvent).where(FeedEvent.sme_id == sme_id).values(dossier_json=None, offer_json=None)
+    )
     session.execute(update(Sme).where(Sme.sme_id == sme_id).values(name=ERASED_NAME, erased_at=at))
     session.flush()
     return {

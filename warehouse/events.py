@@ -38,6 +38,17 @@ from warehouse.errors import InputError
 from warehouse.models import FeedEvent, Lender
 
 DELIVERED, WITHDRAWN = "delivered", "withdrawn"
+OFFER_ACCEPTED, OFFER_DECLINED, OFFER_CLOSED, OFFER_LAPSED = (
+    "offer_accepted",
+    "offer_declined",
+    "offer_closed",
+    "offer_lapsed",
+)
+OFFER_KINDS = (OFFER_ACCEPTED, OFFER_DECLINED, OFFER_CLOSED, OFFER_LAPSED)
+"""Events that tell a lender what became of an offer it made (:mod:`warehouse.offers`): accepted by
+the SME, declined, closed because the SME accepted another, or lapsed (validity passed, or its
+dossier version withdrawn). They carry the offer, not a dossier row."""
+DOSSIER_KINDS = (DELIVERED, WITHDRAWN)
 
 
 def _plain(value: Any) -> Any:
@@ -179,14 +190,44 @@ def append(
                 "dossier_json": row_json(rows[dossier_id]),
             }
         )
+    if not withdrawals.empty:
+        from warehouse import offers  # offers tells lenders through this module
+
+        for notice in offers.lapse_withdrawn(session, lender_id, withdrawals["dossier_id"], at):
+            seq += 1
+            events.append({"seq": seq, "content_sha256": "", "dossier_json": None, **notice})
     if events:
         session.execute(insert(FeedEvent), events)
     return seq
 
 
+def append_notices(session: Session, notices: Iterable[Mapping[str, Any]]) -> int:
+    """Append offer events (:data:`OFFER_KINDS`, built by :mod:`warehouse.offers`) to their lenders'
+    feeds, numbered after each lender's newest event under a lock on its row. Not committed;
+    returns how many were appended."""
+    by_lender: dict[str, list[Mapping[str, Any]]] = {}
+    for notice in notices:
+        by_lender.setdefault(notice["lender_id"], []).append(notice)
+    count = 0
+    for lender_id, group in sorted(by_lender.items()):
+        if session.get_bind().dialect.name == "sqlite":  # start the write transaction: the lock
+            session.execute(update(Lender).where(Lender.lender_id == lender_id).values(name=Lender.name))
+        else:
+            session.scalars(select(Lender).where(Lender.lender_id == lender_id).with_for_update()).one()
+        seq = last_seq(session, lender_id)
+        rows = []
+        for notice in group:
+            seq += 1
+            rows.append({"seq": seq, "content_sha256": "", "dossier_json": None, **notice})
+        session.execute(insert(FeedEvent), rows)
+        count += len(rows)
+    return count
+
+
 @dataclass(frozen=True)
 class Event:
-    """One feed event as a reader sees it; ``dossier`` is the delivered row while it is still held."""
+    """One feed event as a reader sees it; ``dossier`` is the delivered row while it is still held,
+    ``offer`` the offer an ``offer_*`` event is about."""
 
     seq: int
     kind: str
@@ -195,6 +236,7 @@ class Event:
     occurred_at: dt.datetime
     reason: str | None
     dossier: dict[str, Any] | None
+    offer: dict[str, Any] | None = None
 
 
 def parse_cursor(cursor: str | None, newest: int) -> int:
@@ -225,6 +267,7 @@ PAGE_COLUMNS = (
     FeedEvent.occurred_at,
     FeedEvent.reason,
     FeedEvent.dossier_json,
+    FeedEvent.offer_json,
 )
 
 
@@ -251,9 +294,16 @@ def page(session: Session, lender_id: str, *, after: int, limit: int, upto: int 
     """Up to ``limit`` of the lender's events after position ``after`` (not past ``upto``), in order."""
     return [
         Event(
-            seq, kind, dossier_id, sme_id, occurred_at, reason, json.loads(text) if text is not None else None
+            seq,
+            kind,
+            dossier_id,
+            sme_id,
+            occurred_at,
+            reason,
+            json.loads(text) if text is not None else None,
+            json.loads(offer) if offer is not None else None,
         )
-        for seq, kind, dossier_id, sme_id, occurred_at, reason, text in page_rows(
+        for seq, kind, dossier_id, sme_id, occurred_at, reason, text, offer in page_rows(
             session, lender_id, after=after, limit=limit, upto=upto
         )
     ]
@@ -282,22 +332,24 @@ def safe_row_json(text: str) -> str:
 
 def page_json(rows: Iterable[tuple[Any, ...]], *, next_cursor: str, has_more: bool) -> bytes:
     """A feed page (rows of :func:`page_rows`) as the JSON body of ``GET /v1/feed``: the events
-    (seq, event, dossier_id, sme_id, occurred_at, reason, dossier) and the next cursor.
+    (seq, event, dossier_id, sme_id, occurred_at, reason, dossier, offer) and the next cursor.
 
     Each stored dossier row goes into the body as the text it was kept as (:func:`safe_row_json`),
     so a page costs its query and a concatenation, not a parse and a dump of every row.
     """
     instants: dict[dt.datetime, str] = {}  # a pull's events share one instant
     parts = []
-    for seq, kind, dossier_id, sme_id, occurred_at, reason, text in rows:
+    for seq, kind, dossier_id, sme_id, occurred_at, reason, text, offer in rows:
         when = instants.get(occurred_at)
         if when is None:
             when = instants[occurred_at] = _instant_json(occurred_at)
         quoted_reason = "null" if reason is None else _quoted(reason)
         dossier = "null" if text is None else safe_row_json(text)
+        about = "null" if offer is None else offer
         parts.append(
             f'{{"seq":{seq},"event":{_quoted(kind)},"dossier_id":{_quoted(dossier_id)},'
-            f'"sme_id":{_quoted(sme_id)},"occurred_at":{when},"reason":{quoted_reason},"dossier":{dossier}}}'
+            f'"sme_id":{_quoted(sme_id)},"occurred_at":{when},"reason":{quoted_reason},"dossier":{dossier},'
+            f'"offer":{about}}}'
         )
     more = "true" if has_more else "false"
     tail = f'],"next_cursor":{_quoted(next_cursor)},"has_more":{more}}}'
@@ -308,7 +360,11 @@ def held_row(session: Session, lender_id: str, dossier_id: str) -> dict[str, Any
     """The row of ``dossier_id`` as last delivered to the lender, if the lender still holds it."""
     latest = session.scalars(
         select(FeedEvent)
-        .where(FeedEvent.lender_id == lender_id, FeedEvent.dossier_id == dossier_id)
+        .where(
+            FeedEvent.lender_id == lender_id,
+            FeedEvent.dossier_id == dossier_id,
+            FeedEvent.kind.in_(DOSSIER_KINDS),
+        )
         .order_by(FeedEvent.seq.desc())
         .limit(1)
     ).first()

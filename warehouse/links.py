@@ -47,6 +47,7 @@ from warehouse.models import (
     FieldVisitRequest,
     Lender,
     LinkEvent,
+    OfferEvent,
     ShownText,
     Sme,
     SmePageKey,
@@ -156,7 +157,7 @@ class BrokenLink:
     """The first event of a chain that does not hash to what it should."""
 
     chain: str
-    """``consent`` or ``link``."""
+    """``consent``, ``link`` or ``offer``."""
     chain_id: str
     sequence: int
     event_type: str
@@ -186,7 +187,7 @@ def _first_broken(chain: str, chain_id: str, events: list[Any]) -> BrokenLink | 
 
 
 def verify_ledgers(session: Session) -> tuple[int, list[BrokenLink]]:
-    """Check every consent chain and every link chain; ``(chains checked, first break of each broken chain)``."""
+    """Check every consent, link and offer chain; ``(chains checked, first break of each broken chain)``."""
     chains: dict[tuple[str, str], list[Any]] = {}
     for event in session.scalars(
         select(ConsentEvent).order_by(ConsentEvent.consent_id, ConsentEvent.sequence)
@@ -194,6 +195,8 @@ def verify_ledgers(session: Session) -> tuple[int, list[BrokenLink]]:
         chains.setdefault(("consent", event.consent_id), []).append(event)
     for event in session.scalars(select(LinkEvent).order_by(LinkEvent.link_id, LinkEvent.sequence)):
         chains.setdefault(("link", event.link_id), []).append(event)
+    for event in session.scalars(select(OfferEvent).order_by(OfferEvent.offer_id, OfferEvent.sequence)):
+        chains.setdefault(("offer", event.offer_id), []).append(event)
     broken = [
         found
         for (chain, chain_id), events in sorted(chains.items())

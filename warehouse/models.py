@@ -364,7 +364,8 @@ class FeedEvent(Base):
     lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"))
     seq: Mapped[int]
     kind: Mapped[str] = mapped_column(String(16))
-    """``delivered`` or ``withdrawn``."""
+    """``delivered`` or ``withdrawn``; or, about an offer the lender made, ``offer_accepted``,
+    ``offer_declined``, ``offer_closed`` (the SME accepted another) or ``offer_lapsed``."""
     dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
     dossier_id: Mapped[str] = mapped_column(String(160))
     sme_id: Mapped[str] = mapped_column(String(32))
@@ -374,6 +375,8 @@ class FeedEvent(Base):
     content_sha256: Mapped[str] = mapped_column(String(64), default="")
     dossier_json: Mapped[str | None] = mapped_column(Text)
     """The delivered row as JSON (dates in ISO 8601), for ``delivered`` events."""
+    offer_json: Mapped[str | None] = mapped_column(Text)
+    """For an ``offer_*`` event: the offer as it stood when the event happened (``warehouse.offers``)."""
 
 
 class FeedChange(Base):
@@ -674,3 +677,61 @@ class Outcome(Base):
     source: Mapped[str] = mapped_column(String(512), default="")
     """Where it was reported from: the file name, or ``api``."""
     reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Offer(Base):
+    """An indicative offer a lender posted on a dossier version it was delivered (``warehouse.offers``).
+
+    ``terms`` holds the offer as posted or last amended (every number as decimal text, see
+    ``evaluation.credit_cost.OfferTerms``); ``figures`` what the broker computed from them by its one
+    method (``monthly_payment``, ``total_repayable``, ``total_cost``, ``apr``, as decimal text) and
+    ``apr`` the same APR as a number to sort by. ``basis`` keeps the dossier values the offer was
+    priced against (grade, PD, the broker's ``credit_limit`` and ``indicative_rate``).
+    ``status``: ``open``, then ``accepted``, ``declined``, ``withdrawn``, ``lapsed`` or ``closed``
+    (another offer was accepted); ``status_reason`` says why it lapsed or closed.
+    """
+
+    __tablename__ = "offers"
+    __table_args__ = (
+        Index("ix_offers_lender_dossier", "lender_id", "dossier_id"),
+        Index("ix_offers_sme_status", "sme_id", "status"),
+    )
+
+    offer_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    lender_id: Mapped[str] = mapped_column(ForeignKey("lenders.lender_id"))
+    sme_id: Mapped[str] = mapped_column(String(32))
+    dossier_id: Mapped[str] = mapped_column(String(160))
+    dossier_version_id: Mapped[int] = mapped_column(ForeignKey("dossier_versions.id"))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    status_reason: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[float] = mapped_column(Float)
+    apr: Mapped[float] = mapped_column(Float)
+    terms: Mapped[dict[str, Any]]
+    figures: Mapped[dict[str, Any]]
+    basis: Mapped[dict[str, Any]]
+    conditions: Mapped[str] = mapped_column(Text, default="")
+    valid_until: Mapped[dt.date] = mapped_column(Date)
+    revision: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[dt.datetime | None]
+
+
+class OfferEvent(Base):
+    """Append-only history of an offer (posted, amended, withdrawn, accepted, declined, lapsed,
+    closed), hash-chained per offer like ``consent_events``; ``actor`` is the lender, ``sme`` or
+    ``broker``."""
+
+    __tablename__ = "offer_events"
+    __table_args__ = (UniqueConstraint("offer_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    offer_id: Mapped[str] = mapped_column(ForeignKey("offers.offer_id"), index=True)
+    sequence: Mapped[int]
+    event_type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]]
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

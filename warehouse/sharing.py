@@ -291,7 +291,7 @@ def _entries(session: Session, lender_id: str, *conditions: Any) -> list[Entry]:
             FeedEvent.content_sha256,
             FeedEvent.dossier_json.is_not(None),
         )
-        .where(FeedEvent.lender_id == lender_id, *conditions)
+        .where(FeedEvent.lender_id == lender_id, FeedEvent.kind.in_(events.DOSSIER_KINDS), *conditions)
         .order_by(FeedEvent.seq)
     )
     return [Entry(*row[:5], _utc(row[5]), row[6], row[7], bool(row[8])) for row in session.execute(query)]

@@ -83,7 +83,14 @@ from warehouse.storage import Store
 log = logging.getLogger(__name__)
 
 DELIVERED, WITHDRAWN, TEST = "dossier.delivered", "dossier.withdrawn", "webhook.test"
-EVENT_TYPES: dict[str, str] = {events.DELIVERED: DELIVERED, events.WITHDRAWN: WITHDRAWN}
+EVENT_TYPES: dict[str, str] = {
+    events.DELIVERED: DELIVERED,
+    events.WITHDRAWN: WITHDRAWN,
+    events.OFFER_ACCEPTED: "offer.accepted",
+    events.OFFER_DECLINED: "offer.declined",
+    events.OFFER_CLOSED: "offer.closed",
+    events.OFFER_LAPSED: "offer.lapsed",
+}
 """The webhook event type of each feed event kind."""
 
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -708,6 +715,8 @@ def payloads_of(session: Session, messages: Sequence[WebhookMessage]) -> dict[in
                 "reason": event.reason,
                 "dossier": events.json_safe(row) if row is not None else None,
             }
+            if event.kind in events.OFFER_KINDS:
+                data["offer"] = json.loads(event.offer_json) if event.offer_json is not None else None
             body = {"type": EVENT_TYPES[event.kind], "timestamp": instant(event.occurred_at), "data": data}
             bodies[message.id] = json.dumps(body, allow_nan=False)
     return bodies

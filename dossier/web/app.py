@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from dossier.grant_runs import GrantRunner
 from dossier.settings import Settings, get_settings
-from dossier.web import deps, lender, links_api, operator, outcomes, problems, sharing, sme, webhooks
+from dossier.web import deps, lender, links_api, offers, operator, outcomes, problems, sharing, sme, webhooks
 from dossier.web.deps import engine_for
 from warehouse.storage import Store
 
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operator.router)
     app.include_router(lender.router)
     app.include_router(outcomes.router)
+    app.include_router(offers.router)
     app.include_router(webhooks.router)
     app.include_router(links_api.router)
     app.include_router(sme.router)

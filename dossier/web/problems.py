@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from warehouse.consent import ConsentError
 from warehouse.errors import DossierError
 from warehouse.feed import FeedError
+from warehouse.offers import OfferError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DossierError)
     async def _expected(request: Request, error: DossierError) -> JSONResponse:
+        if isinstance(error, OfferError):  # its status depends on what was refused; it names the field
+            message = str(error).split(": ", 1)[-1]
+            return problem(
+                error.status,
+                type(error).__name__,
+                str(error),
+                instance=request.url.path,
+                errors=[{"field": error.field, "message": message}],
+            )
         status = _status_of(error)
         return problem(status, type(error).__name__, str(error), instance=request.url.path)
 

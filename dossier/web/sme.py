@@ -27,7 +27,8 @@ from connectors.sandbox.authorize import OAUTH_SOURCES
 from dossier import grant_runs
 from dossier.settings import Settings
 from dossier.web.deps import SessionDep
-from warehouse import consent, links
+from warehouse import consent, links, offers
+from warehouse.feed import refresh
 from warehouse.models import (
     ConnectorLink,
     Consent,
@@ -485,7 +486,15 @@ def _sme_view(session: SessionDep, sme_id: str, now: dt.datetime) -> dict[str, A
     if active:
         choices.append({"field": "everything", "value": "1", "label": "Take back every consent"})
     runs = grant_runs.progress(session, sme_id)
+    listed = offers.of_sme(session, sme_id)
+    open_offers = [offers.view(o) | {"basis": o.basis} for o in listed if o.status == offers.OPEN]
+    decided = [offers.view(o) | {"basis": o.basis} for o in listed if o.status != offers.OPEN]
+    latest = max((o.basis for o in listed), key=lambda b: str(b.get("as_of_date") or ""), default=None)
     return {
+        "offers": open_offers,
+        "decided_offers": sorted(decided, key=lambda o: o["updated_at"] or "", reverse=True),
+        "broker": latest,
+        "reason_words": offers.REASON_WORDS,
         "consents": consents,
         "deliveries": deliveries,
         "revoke_choices": choices,
@@ -514,18 +523,77 @@ def _render_sme_page(
         revoke_action=f"/sme/{quote(sme_id)}/revoke",
         rotate_action=f"/sme/{quote(sme_id)}/rotate",
         reconfirm_action=f"/sme/{quote(sme_id)}/reconfirm",
+        offer_action=f"/sme/{quote(sme_id)}/offers",
         **_sme_view(session, sme_id, dt.datetime.now(dt.UTC)),
     )
 
 
+def _offers_now(request: Request, session: SessionDep, sme_id: str, now: dt.datetime) -> None:
+    """Bring the SME's offers up to date before showing or deciding them: the feeds of the lenders
+    with an open offer are refreshed (an offer on a version whose consent ended lapses) and offers
+    past their validity lapse."""
+    for lender_id in offers.lenders_with_open(session, sme_id):
+        refresh(session, request.app.state.store, lender_id, now=now)
+    offers.lapse_due(session, now, sme_id=sme_id)
+
+
 @router.get("/sme/{sme_id}", response_class=HTMLResponse, tags=["sme"])
 def sme_page(sme_id: str, request: Request, session: SessionDep, key: str = "") -> Response:
-    """The SME's own page: its consents, who pulled which dossier version and when, revocation."""
+    """The SME's own page: its consents, who pulled which dossier version and when, the lenders'
+    offers side by side, revocation."""
     try:
         links.check_page_key(session, _key(request), sme_id, key)
     except links.LinkError as error:
         return _problem_page(request, "This page link cannot be used", str(error), error.status)
+    _offers_now(request, session, sme_id, dt.datetime.now(dt.UTC))
     return _render_sme_page(request, session, sme_id, key)
+
+
+@router.post("/sme/{sme_id}/offers/{offer_id}/{action}", response_class=HTMLResponse, tags=["sme"])
+def sme_offer(
+    sme_id: str,
+    offer_id: str,
+    action: str,
+    request: Request,
+    session: SessionDep,
+    key: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Accept one offer (every other open offer closes, every lender is told) or decline it
+    (:func:`warehouse.offers.accept`, :func:`warehouse.offers.decline`); recorded in the offer's
+    ledger with the client it came from. Doing it again changes nothing."""
+    try:
+        links.check_page_key(session, _key(request), sme_id, key)
+    except links.LinkError as error:
+        return _problem_page(request, "This page link cannot be used", str(error), error.status)
+    if not _csrf_ok(request, csrf_token):
+        return _problem_page(request, "Nothing was changed", _FORM_EXPIRED, 403)
+    if action not in ("accept", "decline"):
+        return _problem_page(request, "Nothing was changed", "An offer can be accepted or declined.", 404)
+    now = dt.datetime.now(dt.UTC)
+    _offers_now(request, session, sme_id, now)
+    decide = offers.accept if action == "accept" else offers.decline
+    try:
+        offer, changed = decide(session, sme_id, offer_id, at=now, details={"client": _client(request)})
+    except offers.OfferError as error:
+        session.commit()  # what lapsed meanwhile stays lapsed
+        detail = str(error).split(": ", 1)[-1]
+        return _render_sme_page(request, session, sme_id, key, f"Nothing was changed: {detail}.")
+    amount = f"{offer.currency} {offers.view(offer)['amount']}"
+    if action == "accept":
+        message = (
+            f"You accepted {offer.lender_id}'s offer of {amount}; {offer.lender_id} has been told and "
+            "will contact you to complete the loan. Your other offers are closed."
+            if changed
+            else f"You had already accepted {offer.lender_id}'s offer of {amount}."
+        )
+    else:
+        message = (
+            f"You declined {offer.lender_id}'s offer of {amount}; {offer.lender_id} has been told."
+            if changed
+            else f"You had already declined {offer.lender_id}'s offer of {amount}."
+        )
+    return _render_sme_page(request, session, sme_id, key, message)
 
 
 @router.post("/sme/{sme_id}/revoke", response_class=HTMLResponse, tags=["sme"])

@@ -195,3 +195,38 @@ def test_a_bad_key_or_url_is_one_line(served: Any) -> None:
         LenderClientError, match=r"^cannot reach the lender API at http://127.0.0.1:9/v1/lender"
     ):
         answer_feed("http://127.0.0.1:9", "k", POLICIES["sandbox-bank"])
+
+
+def test_answer_feed_posts_one_offer_per_version_and_nothing_twice(served: Any) -> None:
+    url, _engine, tokens = served
+    first = answer_feed(url, tokens["northwind"], POLICIES["sandbox-fintech"])
+    assert {k: v for k, v in first.items() if k != "posted"} == {
+        "lender_id": "northwind",
+        "held": 2,
+        "already": 0,
+        "passed": 0,
+        "refused": [],
+    }
+    # SME 1: pd 0.011 -> 0.06 + 0.05 + 0.011 x 0.6 = 0.1166 on its whole 2,500 limit; SME 3: 0.1298 on 7,500.
+    assert [
+        (o["sme_id"], o["lender_id"], o["status"], Decimal(str(o["amount"])), Decimal(str(o["nominal_rate"])))
+        for o in first["posted"]
+    ] == [
+        ("SME-000001", "northwind", "open", Decimal("2500"), Decimal("0.1166")),
+        ("SME-000003", "northwind", "open", Decimal("7500"), Decimal("0.1298")),
+    ]
+    again = answer_feed(url, tokens["northwind"], POLICIES["sandbox-fintech"])
+    assert again == {
+        "lender_id": "northwind",
+        "held": 2,
+        "already": 2,
+        "passed": 0,
+        "posted": [],
+        "refused": [],
+    }
+    harbor = answer_feed(url, tokens["harbor"], POLICIES["sandbox-bank"])
+    # the bank passes on nothing here: SME 2 (pd 0.022, B) and SME 3 (pd 0.033, C) are within its appetite.
+    assert [(o["sme_id"], Decimal(str(o["amount"]))) for o in harbor["posted"]] == [
+        ("SME-000002", Decimal("3500")),
+        ("SME-000003", Decimal("5500")),
+    ]
