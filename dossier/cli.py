@@ -1436,6 +1436,107 @@ def cmd_outcomes_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- offers ----------------------------------------------------------------------------------------
+
+
+def cmd_offers_list(args: argparse.Namespace) -> int:
+    """Every offer (of an SME, a lender, a status), lowest APR first within each SME."""
+    from sqlalchemy import select
+
+    from warehouse import offers
+    from warehouse.db import session_scope
+    from warehouse.models import Lender, Offer
+
+    if args.sme:
+        _known_sme(args.sme)
+    with session_scope() as session:
+        if args.lender and session.get(Lender, args.lender) is None:
+            raise CommandLineError(f"unknown lender {args.lender!r} (see: dossier lender list)")
+        offers.lapse_due(session, dt.datetime.now(dt.UTC))
+        query = select(Offer)
+        if args.sme:
+            query = query.where(Offer.sme_id == args.sme)
+        if args.lender:
+            query = query.where(Offer.lender_id == args.lender)
+        if args.status:
+            query = query.where(Offer.status == args.status)
+        rows = [
+            offers.view(o) for o in session.scalars(query.order_by(Offer.sme_id, Offer.apr, Offer.offer_id))
+        ]
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    table = Table(
+        "sme", "lender", "status", "amount", "term", "monthly", "total repayable", "APR", "valid until"
+    )
+    for row in rows:
+        status = row["status"] + (f" ({row['status_reason']})" if row["status_reason"] else "")
+        table.add_row(
+            row["sme_id"],
+            row["lender_id"],
+            status,
+            f"{row['currency']} {row['amount']}",
+            f"{row['term_months']} m {row['profile'].replace('_', ' ')}",
+            row["monthly_payment"],
+            row["total_repayable"],
+            f"{float(row['apr']) * 100:.2f}%",
+            row["valid_until"],
+        )
+    console.print(table)
+    if not rows:
+        print("no offers" + (" match" if args.sme or args.lender or args.status else " yet"))
+    return EXIT_OK
+
+
+def cmd_offers_stats(args: argparse.Namespace) -> int:
+    """What the market shows (``evaluation.market.market_stats``): offers per SME, APR spread by grade,
+    time to first offer, the best offer against the broker's indicative rate."""
+    from evaluation.market import market_stats
+    from warehouse.db import session_scope
+    from warehouse.offers import market_frames
+
+    with session_scope() as session:
+        offers_frame, dossiers = market_frames(session)
+    stats = market_stats(offers_frame, dossiers)
+    if args.json:
+        _print_json(stats)
+        return EXIT_OK
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value * 100:.2f}%"
+
+    per_sme = stats["offers_per_sme"]
+    hours = stats["time_to_first_offer_hours"]
+    share = stats["share_smes_2plus"]
+    print(f"SMEs with a delivered dossier: {stats['smes']}; offers posted: {stats['offers']}")
+    print(
+        "offers per SME: mean "
+        + ("-" if per_sme["mean"] is None else f"{per_sme['mean']:.2f}")
+        + ", median "
+        + ("-" if per_sme["median"] is None else f"{per_sme['median']:g}")
+        + "; SMEs with two or more offers: "
+        + ("-" if share is None else f"{share * 100:.1f}%")
+    )
+    print(
+        "median time from delivery to first offer: "
+        + ("-" if hours is None else f"{hours:.2f} h")
+        + "; median best APR minus indicative rate: "
+        + pct(stats["best_vs_indicative"])
+    )
+    table = Table("grade", "offers", "median APR", "p10-p90 spread", "min-max", "best - indicative")
+    for grade, g in stats["by_grade"].items():
+        table.add_row(
+            grade,
+            str(g["offers"]),
+            pct(g["median_apr"]),
+            pct(g["spread_p10_p90"]),
+            f"{pct(g['min_apr'])} - {pct(g['max_apr'])}",
+            pct(g["best_vs_indicative"]),
+        )
+    console.print(table)
+    return EXIT_OK
+
+
 # --- disclose --------------------------------------------------------------------------------------
 
 
@@ -1851,7 +1952,9 @@ def build_parser() -> argparse.ArgumentParser:
     hooks_add.add_argument("--lender", required=True, help="lender id")
     hooks_add.add_argument("--url", required=True, help="the receiver's http:// or https:// URL")
     hooks_add.add_argument(
-        "--events", help="comma-separated: dossier.delivered, dossier.withdrawn (default: both)"
+        "--events",
+        help="comma-separated: dossier.delivered, dossier.withdrawn, offer.accepted, offer.closed, "
+        "offer.declined, offer.lapsed (default: all)",
     )
     hooks_add.add_argument("--description", help="a note for the lender")
     hooks_remove = add(hooks, "remove", cmd_webhooks_remove, "Remove an endpoint with its delivery log.")
@@ -1924,6 +2027,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outcomes_export.add_argument("out", metavar="OUT.csv", help="where to write the CSV")
     outcomes_export.add_argument("--lender", help="only this lender's outcomes")
+
+    offers_group = commands.add_parser(
+        "offers", help="lenders' offers on delivered dossiers and what the market shows"
+    ).add_subparsers(dest="offers_command", required=True, metavar="COMMAND")
+    offers_list = add(
+        offers_group,
+        "list",
+        cmd_offers_list,
+        "List offers with the broker's figures (monthly payment, total repayable, APR), cheapest first "
+        "per SME; offers past their validity lapse first.",
+    )
+    offers_list.add_argument("--sme", help="only this SME's offers")
+    offers_list.add_argument("--lender", help="only this lender's offers")
+    offers_list.add_argument(
+        "--status",
+        choices=("open", "accepted", "declined", "withdrawn", "lapsed", "closed"),
+        help="only this status",
+    )
+    offers_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    offers_stats = add(
+        offers_group,
+        "stats",
+        cmd_offers_stats,
+        "What the market shows: offers per SME, median APR and spread by grade, time from delivery to "
+        "first offer, share of SMEs with two or more offers, best offer against the indicative rate.",
+    )
+    offers_stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     disclose = add(
         commands,

@@ -165,14 +165,82 @@ def demo(*, smes: int, as_of: dt.date, console: Console) -> int:
         pulls_dir = settings.home / "pulls"
         pulls = pull_all_lenders(pulls_dir)
         render_report(pipeline_report(as_of), console, pulls=pulls)
+        from dossier.offers_round import run_round
+
+        with console.status("Sandbox lenders answer their feeds with offers; an SME compares and accepts..."):
+            market = run_round(settings)
+        render_round(market, console)
         from dossier.disclose import build as build_disclosure
 
         disclosure = settings.home / "disclosure"
-        build_disclosure(disclosure, as_of=as_of)
+        build_disclosure(
+            disclosure, as_of=as_of, market=market["market"] if market["market"]["offers"] else None
+        )
         console.print(f"[green]✓[/] disclosure report: {disclosure / 'index.html'}")
         console.print(f"\nFinished in {time.monotonic() - started:.0f} s. Airflow task logs: {result['log']}")
         console.print(_next_steps())
     return 0
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value) * 100:.2f}%"
+
+
+def render_round(market: dict[str, Any], console: Console) -> None:
+    """Print the offers round (:func:`dossier.offers_round.run_round`): what each lender posted, the
+    offers one SME compared side by side and the one it accepted, who was told, and the market."""
+    from rich.table import Table
+
+    for lender in market["lenders"]:
+        refused = f", {len(lender['refused'])} refused" if lender["refused"] else ""
+        console.print(
+            f"[green]✓[/] {lender['lender_id']} ({lender['policy']}): {len(lender['posted'])} offer(s) posted "
+            f"on {lender['held']} dossier(s) held, {lender['passed']} outside its appetite, "
+            f"{lender['already']} answered before{refused}"
+        )
+    choice = market["choice"]
+    if choice is None:
+        console.print("No SME has two or more offers yet, so none was compared.")
+    else:
+        table = Table(
+            "lender",
+            "amount",
+            "term",
+            "monthly",
+            "total repayable",
+            "APR",
+            "status",
+            title=f"Offers to {choice['sme_id']}, compared by APR (cheapest first)",
+        )
+        for o in choice["offers"]:
+            table.add_row(
+                o["lender_id"],
+                f"{o['currency']} {float(o['amount']):,.0f}",
+                f"{o['term_months']} m {o['profile'].replace('_', ' ')}",
+                f"{float(o['monthly_payment']):,.2f}",
+                f"{float(o['total_repayable']):,.2f}",
+                _pct(o["apr"]),
+                o["status"],
+            )
+        console.print(table)
+        console.print(f"[green]✓[/] {choice['message']}")
+        told = ", ".join(f"{lender} read {kind}" for lender, kind in market["told"])
+        if told:
+            console.print(f"  in the lenders' feeds: {told}")
+        console.print(f"  the SME's page: {choice['page_url']} (with `make serve`)")
+    stats = market["market"]
+    share = stats["share_smes_2plus"]
+    console.print(
+        f"Market: {stats['offers']} offers on {stats['smes']} SMEs with a delivered dossier; "
+        f"{'-' if share is None else f'{share * 100:.0f}%'} of them have two or more; median best APR minus "
+        f"the broker's indicative rate {_pct(stats['best_vs_indicative'])}"
+    )
+    for grade, g in stats["by_grade"].items():
+        if g["offers"]:
+            console.print(
+                f"  grade {grade}: {g['offers']} offers, median APR {_pct(g['median_apr'])}, "
+                f"spread {_pct(g['min_apr'])} to {_pct(g['max_apr'])}"
+            )
 
 
 def _next_steps() -> str:

@@ -89,6 +89,18 @@ def _market(stats: dict[str, Any] | None) -> Markup | None:
     return Markup(market_section(stats))
 
 
+def market_figures() -> dict[str, Any] | None:
+    """:func:`evaluation.market.market_stats` of the warehouse's offers and delivered dossiers, or
+    None when no lender has posted an offer."""
+    from evaluation.market import market_stats
+    from warehouse.db import session_scope
+    from warehouse.offers import market_frames
+
+    with session_scope() as session:
+        offers, dossiers = market_frames(session)
+    return market_stats(offers, dossiers) if len(offers) else None
+
+
 def build(
     out: Path,
     *,
@@ -99,7 +111,8 @@ def build(
     """Write the report into ``out`` (created if needed); returns what it holds.
 
     ``market`` is the offers market's figures (``evaluation.market.market_stats`` of the offers
-    lenders posted and the dossiers delivered); without them the market section says none were given.
+    lenders posted and the dossiers delivered); by default they are read from the warehouse
+    (:func:`market_figures`), and with no offer posted the market section says so.
 
     ``as_of`` picks the publish to describe; by default the latest with a complete manifest. With no
     publish at all the dossier sections say so and the model sections are still written.
@@ -148,7 +161,7 @@ def build(
         "summary": summary,
         "psi": psi,
         "agents": _suspended_agents(),
-        "market": _market(market),
+        "market": _market(market if market is not None else market_figures()),
         "columns": [
             {"name": c.name, "type": str(c.type), "nullable": c.nullable, "description": c.description}
             for c in ALL_COLUMNS

@@ -157,7 +157,7 @@ def test_the_report_builds_with_every_section_and_the_published_numbers(
         agents = suspended_agents(session)
     assert [a["agent_id"] for a in agents] == ["agent_013"]
     assert page.sections["agents"][1:] == [[str(v) for v in a.values()] for a in agents]
-    assert "No offers market figures were given for this report." in text
+    assert "No lender has posted an offer yet." in text
 
 
 def test_without_a_publish_the_report_says_so_and_still_describes_the_model(

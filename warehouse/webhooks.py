@@ -715,8 +715,7 @@ def payloads_of(session: Session, messages: Sequence[WebhookMessage]) -> dict[in
                 "reason": event.reason,
                 "dossier": events.json_safe(row) if row is not None else None,
             }
-            if event.kind in events.OFFER_KINDS:
-                data["offer"] = json.loads(event.offer_json) if event.offer_json is not None else None
+            data["offer"] = json.loads(event.offer_json) if event.offer_json is not None else None
             body = {"type": EVENT_TYPES[event.kind], "timestamp": instant(event.occurred_at), "data": data}
             bodies[message.id] = json.dumps(body, allow_nan=False)
     return bodies

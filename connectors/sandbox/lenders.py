@@ -135,6 +135,14 @@ POLICIES: dict[str, LenderPolicy] = {
 }
 """The demo's three lenders: a cautious bank, a fintech and a revenue-share lender."""
 
+SEEDED_POLICIES: dict[str, str] = {
+    "northwind-capital": "sandbox-bank",
+    "harbor-credit": "sandbox-fintech",
+    "kestrel-finance": "sandbox-revshare",
+}
+"""The policy (a key of :data:`POLICIES`) each lender the sandbox seeds
+(``connectors.sandbox.seed.LENDERS``) prices with in the demo."""
+
 
 def _number(row: Mapping[str, Any], field: str) -> float | None:
     value = row.get(field)

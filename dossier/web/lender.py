@@ -355,19 +355,28 @@ Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"Events per page (1
 
 
 class FeedEventView(BaseModel):
-    """One feed event: a version delivered to the lender, or the tombstone of a withdrawn one."""
+    """One feed event: a version delivered to the lender, the tombstone of a withdrawn one, or what
+    became of an offer the lender made on a version."""
 
     seq: int = Field(description="Position in the lender's feed; a cursor names the last one read.")
-    event: str = Field(description="delivered or withdrawn.")
+    event: str = Field(
+        description="delivered or withdrawn; offer_accepted, offer_declined, offer_closed or offer_lapsed."
+    )
     dossier_id: str
     sme_id: str
     occurred_at: dt.datetime = Field(description="When it was delivered, or when its consent ended.")
     reason: str | None = Field(
-        description="For withdrawn: consent_revoked, consent_expired, consent_no_longer_covers or erased."
+        description="For withdrawn: consent_revoked, consent_expired, consent_no_longer_covers or erased; "
+        "for offer_lapsed: expired or version_withdrawn; for offer_closed: another_offer_accepted."
     )
     dossier: dict[str, Any] | None = Field(
         description="For delivered, while the lender still holds it: the dossier row (the dossier "
         "schema; values JSON cannot carry, such as NaN, as null)."
+    )
+    offer: dict[str, Any] | None = Field(
+        default=None,
+        description="For offer_accepted, offer_declined, offer_closed and offer_lapsed: your offer as it "
+        "stood then (the body of GET /v1/offers/{offer_id}).",
     )
 
 

@@ -382,8 +382,18 @@ def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_nul
     at = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
     kept = events.row_json({"dossier_id": 'SME-1:"q"', "pd_12m": float("nan"), "name": "NaN Ltd", "n": 2})
     rows = [
-        (4, "delivered", 'SME-1:"q"', "SME-1", at, None, kept),
-        (5, "withdrawn", "SME-2:x", "SME-2", at + dt.timedelta(seconds=1), "consent_revoked", None),
+        (4, "delivered", 'SME-1:"q"', "SME-1", at, None, kept, None),
+        (5, "withdrawn", "SME-2:x", "SME-2", at + dt.timedelta(seconds=1), "consent_revoked", None, None),
+        (
+            6,
+            "offer_lapsed",
+            "SME-2:x",
+            "SME-2",
+            at + dt.timedelta(seconds=1),
+            "version_withdrawn",
+            None,
+            '{"offer_id": "off_1"}',
+        ),
     ]
     body = json.loads(events.page_json(rows, next_cursor="5", has_more=False))
     assert body == {
@@ -396,6 +406,7 @@ def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_nul
                 "occurred_at": "2026-11-02T09:30:00Z",
                 "reason": None,
                 "dossier": {"dossier_id": 'SME-1:"q"', "pd_12m": None, "name": "NaN Ltd", "n": 2},
+                "offer": None,
             },
             {
                 "seq": 5,
@@ -405,6 +416,17 @@ def test_a_page_body_is_the_feed_page_model_with_values_json_cannot_carry_as_nul
                 "occurred_at": "2026-11-02T09:30:01Z",
                 "reason": "consent_revoked",
                 "dossier": None,
+                "offer": None,
+            },
+            {
+                "seq": 6,
+                "event": "offer_lapsed",
+                "dossier_id": "SME-2:x",
+                "sme_id": "SME-2",
+                "occurred_at": "2026-11-02T09:30:01Z",
+                "reason": "version_withdrawn",
+                "dossier": None,
+                "offer": {"offer_id": "off_1"},
             },
         ],
         "next_cursor": "5",

@@ -217,6 +217,9 @@ def test_the_openapi_schema_lists_every_lender_route_with_bearer_auth(service: A
         "/v1/dossiers/{dossier_id}",
         "/v1/links",
         "/v1/outcomes",
+        "/v1/offers",
+        "/v1/offers/{offer_id}",
+        "/v1/offers/{offer_id}/withdraw",
         "/v1/sharing/profile",
         "/v1/webhooks",
         "/v1/webhooks/{endpoint_id}",
@@ -273,6 +276,7 @@ def test_every_lender_route_answers_bad_credentials_with_401_or_403_and_nothing_
             dossier_id="SME-000001:2026-11-01",
             endpoint_id="wh_0000",
             message_id="msg_0000",
+            offer_id="off_0000",
         )
         for who, (headers, _status) in credentials.items():
             answer = client.request(method, url, headers=headers, json={"filters": {"grades": ["Z"]}})

@@ -88,7 +88,14 @@ def test_a_lender_registers_an_endpoint_and_receives_a_verified_test_message(ser
     assert {k: view[k] for k in ("url", "description", "event_types", "enabled", "disabled_reason")} == {
         "url": receiver.url,
         "description": "credit desk",
-        "event_types": ["dossier.delivered", "dossier.withdrawn"],
+        "event_types": [
+            "dossier.delivered",
+            "dossier.withdrawn",
+            "offer.accepted",
+            "offer.closed",
+            "offer.declined",
+            "offer.lapsed",
+        ],
         "enabled": True,
         "disabled_reason": None,
     }
