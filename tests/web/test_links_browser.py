@@ -102,6 +102,7 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
         with session_scope(engine) as session:
             seed_warehouse(session, sandbox.universe, now=dt.datetime.now(dt.UTC))
             lender_key, _ = keys.issue_key(session, "harbor-credit", at=dt.datetime.now(dt.UTC))
+            other_key, _ = keys.issue_key(session, "kestrel-finance", at=dt.datetime.now(dt.UTC))
         settings = for_home(
             tmp_path / "var",
             warehouse_url=url,
@@ -124,6 +125,7 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 "engine": engine,
                 "settings": settings,
                 "lender": {"Authorization": f"Bearer {lender_key}"},
+                "other_lender": {"Authorization": f"Bearer {other_key}"},
             }
         finally:
             server.should_exit = True
@@ -162,7 +164,7 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
         json={
             "sme_id": sme_id,
             "sources": ["accounting", "utility", "survey"],
-            "recipients": ["harbor-credit"],
+            "recipients": ["harbor-credit", "kestrel-finance"],
             "purpose": "credit_decision",
             "history_months": 12,
             "consent_days": 90,
@@ -215,6 +217,52 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
     delivered = [e for e in feed["events"] if e["event"] == "delivered" and e["sme_id"] == sme_id]
     assert len(delivered) == 1
     assert delivered[0]["dossier"]["sme_id"] == sme_id
+
+    # Two lenders offer on the same dossier; the SME compares them by APR and accepts the cheaper.
+    dossier = delivered[0]["dossier"]
+    valid_until = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=14)).isoformat()
+    terms = {"dossier_id": dossier["dossier_id"], "currency": dossier["currency"], "valid_until": valid_until}
+    cheaper = requests.post(
+        f"{service['base']}/v1/offers",
+        json={**terms, "amount": "8000", "term_months": 12, "nominal_rate": "0.11", "conditions": "None."},
+        headers=service["lender"],
+        timeout=60,
+    )
+    dearer = requests.post(
+        f"{service['base']}/v1/offers",
+        json={**terms, "amount": "8000", "term_months": 12, "nominal_rate": "0.09", "upfront_fee": "400"},
+        headers=service["other_lender"],
+        timeout=60,
+    )
+    assert (cheaper.status_code, dearer.status_code) == (201, 201), (cheaper.text, dearer.text)
+    assert float(cheaper.json()["apr"]) < float(dearer.json()["apr"])
+    page.reload()
+    page.wait_for_load_state()
+    table = page.get_by_role("table", name="Open offers, cheapest first (by APR)")
+    rows = table.get_by_role("row").all_inner_texts()
+    assert [r.split("\t")[0] for r in rows[1:]] == ["harbor-credit", "kestrel-finance"]
+    assert f"{float(cheaper.json()['apr']) * 100:.2f} %" in rows[1]
+    check_page(page, "05b-offers")
+    page.get_by_role("button", name="Accept harbor-credit's offer").click()
+    page.wait_for_load_state()
+    assert page.get_by_text("You accepted harbor-credit's offer of GBP 8000.00").is_visible()
+    assert page.get_by_role("table", name="Earlier offers and what became of them").is_visible()
+    check_page(page, "05c-accepted")
+    told = {}
+    for lender, headers in (
+        ("harbor-credit", service["lender"]),
+        ("kestrel-finance", service["other_lender"]),
+    ):
+        events = requests.get(
+            f"{service['base']}/v1/feed", params={"limit": 1000}, headers=headers, timeout=60
+        ).json()["events"]
+        told[lender] = [(e["event"], e["reason"]) for e in events if e["event"].startswith("offer_")]
+    assert told == {
+        "harbor-credit": [("offer_accepted", None)],
+        "kestrel-finance": [("offer_closed", "another_offer_accepted")],
+    }
+    feed = requests.get(f"{service['base']}/v1/feed", headers=service["lender"], timeout=60).json()
+
     page.get_by_role("button", name="Take back every consent").click()
     page.wait_for_load_state()
     with session_scope(engine) as session:
@@ -238,7 +286,7 @@ def test_an_sme_connects_uploads_grants_and_revokes_in_a_browser(
         consent = session.scalars(select(Consent).where(Consent.consent_id.like(f"C-{sme_id}-%"))).one()
         assert (consent.sources, consent.recipients, consent.status) == (
             ["accounting", "survey", "utility"],
-            ["harbor-credit"],
+            ["harbor-credit", "kestrel-finance"],
             "revoked",
         )
         assert session.get(ProviderToken, (sme_id, "accounting")) is not None
