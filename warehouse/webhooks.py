@@ -65,7 +65,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
-from warehouse import events
+from warehouse import events, offers
 from warehouse.db import in_chunks, session_scope
 from warehouse.errors import DossierError, InputError
 from warehouse.models import (
@@ -968,14 +968,19 @@ def run_once(
     engine: Engine, store: Store | None, config: SendConfig, *, sync_feed: bool = True
 ) -> dict[str, Any]:
     """One worker step: sync the feeds of lenders with an endpoint (when ``sync_feed`` and a store
-    is given), queue new events, send what is due (syncing first the feeds of the lenders it is
-    sent to, when a store is given). Returns the counts."""
+    is given) and lapse the offers past their validity (:func:`warehouse.offers.lapse_due`, which
+    tells their lenders), queue new events, send what is due (syncing first the feeds of the lenders
+    it is sent to, when a store is given). Returns the counts."""
     appended = sync_feeds(engine, store) if sync_feed and store is not None else 0
+    lapsed = 0
+    if sync_feed:
+        with session_scope(engine) as session:
+            lapsed = offers.lapse_due(session, utcnow())
     with session_scope(engine) as session:
         queued = enqueue(session, delay=config.schedule[0])
     with session_scope(engine) as session:
         report = send_due(session, config, store=store)
-    return {"appended": appended, "queued": queued, **report.as_dict()}
+    return {"appended": appended, "lapsed": lapsed, "queued": queued, **report.as_dict()}
 
 
 class Worker:

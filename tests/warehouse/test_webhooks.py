@@ -151,6 +151,7 @@ def expected_body(event: events.Event, as_of: str = "2026-11-01") -> dict[str, A
             "occurred_at": webhooks.instant(event.occurred_at),
             "reason": event.reason,
             "dossier": events.json_safe(event.dossier) if event.dossier is not None else None,
+            "offer": event.offer,
         },
     }
 

@@ -381,6 +381,7 @@ def test_the_publish_dags_webhook_step_pushes_without_the_service(service: Any) 
         first = push_webhooks()
         assert first == {
             "appended": 2,
+            "lapsed": 0,
             "queued": 2,
             "claimed": 2,
             "delivered": 1,
