@@ -332,3 +332,33 @@ def test_offer_events_are_webhook_messages_with_the_offer(world: World) -> None:
     )
     assert accepted["data"]["dossier"] is None
     assert accepted["data"]["sme_id"] == "SME-000003"
+
+
+def test_two_acceptances_at_once_accept_exactly_one_offer(world: World) -> None:
+    import threading
+
+    first = world.offer("northwind", "SME-000003").json()["offer_id"]
+    second = world.offer("harbor", "SME-000003").json()["offer_id"]
+    start = threading.Barrier(2)
+    results: dict[str, str] = {}
+
+    def accept(offer_id: str) -> None:
+        start.wait()
+        try:
+            with session_scope(world.engine) as session:
+                offers.accept(session, "SME-000003", offer_id, at=dt.datetime.now(dt.UTC))
+            results[offer_id] = "accepted"
+        except offers.OfferError as error:
+            results[offer_id] = str(error)
+
+    threads = [threading.Thread(target=accept, args=(o,)) for o in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results.values()).count("accepted") == 1, results
+    loser = next(o for o, r in results.items() if r != "accepted")
+    assert "cannot be accepted: it was closed: the SME accepted another offer" in results[loser]
+    with session_scope(world.engine) as session:
+        statuses = sorted(session.scalars(select(Offer.status).where(Offer.sme_id == "SME-000003")))
+    assert statuses == ["accepted", "closed"]
