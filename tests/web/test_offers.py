@@ -362,3 +362,29 @@ def test_two_acceptances_at_once_accept_exactly_one_offer(world: World) -> None:
     with session_scope(world.engine) as session:
         statuses = sorted(session.scalars(select(Offer.status).where(Offer.sme_id == "SME-000003")))
     assert statuses == ["accepted", "closed"]
+
+
+def test_offer_events_leave_the_delta_sharing_table_as_it_was(world: World) -> None:
+    table = "/delta-sharing/shares/northwind/schemas/credit/tables/dossiers"
+    auth = world.as_lender("northwind")
+
+    def rows() -> list[str]:
+        lines = [
+            json.loads(line) for line in world.client.post(f"{table}/query", headers=auth).text.splitlines()
+        ]
+        return sorted(line["file"]["id"] for line in lines if "file" in line)
+
+    offer = world.offer("northwind", "SME-000003").json()
+    before = rows()
+    version = int(world.client.get(f"{table}/version", headers=auth).headers["delta-table-version"])
+    world.offer("harbor", "SME-000003")
+    world.answer("SME-000003", offer["offer_id"], "accept")
+    assert world.feed("northwind")[-1]["event"] == "offer_accepted"
+    after = int(world.client.get(f"{table}/version", headers=auth).headers["delta-table-version"])
+    assert after == version + 1  # the offer event is a feed position, and so a table version
+    assert rows() == before  # with nothing added or removed
+    changes = world.client.get(f"{table}/changes", params={"startingVersion": after}, headers=auth)
+    assert changes.status_code == 200, changes.text
+    assert [
+        json.loads(line) for line in changes.text.splitlines() if '"cdf"' in line or '"add"' in line
+    ] == []
