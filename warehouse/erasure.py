@@ -9,7 +9,8 @@ Called by :func:`warehouse.consent.erase` after every consent of the SME is revo
   catalog rows marked unpublished - they stay only so that every lender that received one gets
   its withdrawal (reason ``erased``) at its next pull;
 * its quarantine entries and source connections (credentials); its name (``smes.erased_at`` set);
-* the rows its lenders' feed log events kept (``feed_events.dossier_json``; the events stay).
+* the rows its lenders' feed log events kept (``feed_events.dossier_json``, ``offer_json``; the
+  events stay) and what its offers held of its data (:func:`warehouse.offers.erase`).
 
 What stays: the SME's id, the consents and their hash-chained events (the fact of the grant,
 revocation and erasure), the connector links with their ledger (what was asked and shown), deliveries and withdrawals (the fact of what was handed over).
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from warehouse import offers
 from warehouse.models import (
     DossierVersion,
     FeedEvent,
@@ -159,6 +161,7 @@ def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.dateti
     session.execute(
         update(FeedEvent).where(FeedEvent.sme_id == sme_id).values(dossier_json=None, offer_json=None)
     )
+    offers_changed = offers.erase(session, sme_id)
     session.execute(update(Sme).where(Sme.sme_id == sme_id).values(name=ERASED_NAME, erased_at=at))
     session.flush()
     return {
@@ -171,4 +174,5 @@ def erase_sme_data(session: Session, store: Store, sme_id: str, *, at: dt.dateti
         "quarantine_entries": quarantine,
         "source_connections": connections,
         "provider_tokens": tokens,
+        "offers": offers_changed,
     }

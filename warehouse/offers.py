@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from evaluation.credit_cost import OfferTerms, TermsError, check_terms, schedule
 from warehouse import consent, events
+from warehouse.db import in_chunks
 from warehouse.errors import DossierError
 from warehouse.models import Delivery, DossierVersion, FeedEvent, Offer, OfferEvent, Sme
 
@@ -116,10 +117,24 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def view(offer: Offer) -> dict[str, Any]:
+DERIVED_FROM_THE_DOSSIER = ("monthly_payment", "total_repayable", "total_cost", "apr")
+"""Figures of a revenue-share offer, which follow from the SME's revenue (with its
+``expected_monthly_revenue``): a lender is shown them only while it holds the dossier."""
+
+
+def view(offer: Offer, *, held: bool = True) -> dict[str, Any]:
     """The offer as the API and the feed show it: its terms, the broker's figures (decimal text),
-    status and dates (ISO 8601)."""
-    terms, figures = offer.terms, offer.figures
+    status and dates (ISO 8601).
+
+    ``held=False`` is the view of a lender that no longer holds the dossier the offer was made on
+    (withdrawn: a consent ended, or the SME was erased): what follows from the SME's data is left
+    out (``expected_monthly_revenue`` and, for a revenue-share offer, its figures), since a lender
+    receives only what an active consent covers."""
+    terms, figures = dict(offer.terms), dict(offer.figures)
+    if not held:
+        terms["expected_monthly_revenue"] = None
+        if terms.get("profile") == "revenue_share":
+            figures.update(dict.fromkeys(DERIVED_FROM_THE_DOSSIER))
 
     def instant(at: dt.datetime | None) -> str | None:
         return None if at is None else at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
@@ -136,10 +151,10 @@ def view(offer: Offer) -> dict[str, Any]:
         "expected_monthly_revenue": terms.get("expected_monthly_revenue"),
         "conditions": offer.conditions,
         "valid_until": offer.valid_until.isoformat(),
-        "monthly_payment": figures["monthly_payment"],
-        "total_repayable": figures["total_repayable"],
-        "total_cost": figures["total_cost"],
-        "apr": figures["apr"],
+        "monthly_payment": figures.get("monthly_payment"),
+        "total_repayable": figures.get("total_repayable"),
+        "total_cost": figures.get("total_cost"),
+        "apr": figures.get("apr"),
         "revision": offer.revision,
         "created_at": instant(offer.created_at),
         "updated_at": instant(offer.updated_at),
@@ -178,6 +193,44 @@ def get(session: Session, offer_id: str, *, lender_id: str | None = None, sme_id
     ):
         raise OfferError("offer_id", f"no offer {offer_id!r}", 404)
     return offer
+
+
+def held_dossiers(session: Session, lender_id: str, dossier_ids: Iterable[str]) -> set[str]:
+    """Which of ``dossier_ids`` the lender still holds (delivered, not withdrawn, not erased)."""
+    held: set[str] = set()
+    for chunk in in_chunks(dossier_ids):
+        newest = (
+            select(FeedEvent.dossier_id, func.max(FeedEvent.seq).label("seq"))
+            .where(
+                FeedEvent.lender_id == lender_id,
+                FeedEvent.dossier_id.in_(chunk),
+                FeedEvent.kind.in_(events.DOSSIER_KINDS),
+            )
+            .group_by(FeedEvent.dossier_id)
+            .subquery()
+        )
+        held |= set(
+            session.scalars(
+                select(FeedEvent.dossier_id)
+                .join(
+                    newest,
+                    (FeedEvent.dossier_id == newest.c.dossier_id) & (FeedEvent.seq == newest.c.seq),
+                )
+                .where(
+                    FeedEvent.lender_id == lender_id,
+                    FeedEvent.kind == events.DELIVERED,
+                    FeedEvent.dossier_json.is_not(None),
+                )
+            )
+        )
+    return held
+
+
+def lender_views(session: Session, lender_id: str, listed: Iterable[Offer]) -> list[dict[str, Any]]:
+    """:func:`view` of each of the lender's offers, as that lender may see it now."""
+    listed = list(listed)
+    held = held_dossiers(session, lender_id, [o.dossier_id for o in listed])
+    return [view(o, held=o.dossier_id in held) for o in listed]
 
 
 def of_sme(session: Session, sme_id: str, *, status: str | None = None) -> list[Offer]:
@@ -251,7 +304,7 @@ NOTICE_KIND = {
 }
 
 
-def _notice(offer: Offer, at: dt.datetime) -> dict[str, Any]:
+def _notice(offer: Offer, at: dt.datetime, *, held: bool = True) -> dict[str, Any]:
     return {
         "lender_id": offer.lender_id,
         "kind": NOTICE_KIND[offer.status],
@@ -261,7 +314,7 @@ def _notice(offer: Offer, at: dt.datetime) -> dict[str, Any]:
         "pull_id": f"offer:{offer.offer_id}",
         "occurred_at": at,
         "reason": offer.status_reason,
-        "offer_json": json.dumps(view(offer)),
+        "offer_json": json.dumps(view(offer, held=held)),
     }
 
 
@@ -274,6 +327,7 @@ def _decide(
     *,
     reason: str | None = None,
     details: Mapping[str, Any] | None = None,
+    held: bool = True,
 ) -> dict[str, Any] | None:
     """Move an open offer to ``status`` with its ledger event; the feed notice for its lender back
     (None for a withdrawal: the lender did it)."""
@@ -283,7 +337,7 @@ def _decide(
     offer.updated_at = at
     session.flush()
     _record(session, offer.offer_id, status, at, actor, {"reason": reason, **(details or {})})
-    return None if status == WITHDRAWN else _notice(offer, at)
+    return None if status == WITHDRAWN else _notice(offer, at, held=held)
 
 
 def _lock_sme(session: Session, sme_id: str) -> None:
@@ -310,7 +364,7 @@ def lapse_withdrawn(
         .where(Offer.lender_id == lender_id, Offer.status == OPEN, Offer.dossier_id.in_(wanted))
         .order_by(Offer.created_at, Offer.offer_id)
     ):
-        notice = _decide(session, offer, LAPSED, at, "broker", reason="version_withdrawn")
+        notice = _decide(session, offer, LAPSED, at, "broker", reason="version_withdrawn", held=False)
         if notice is not None:
             notices.append(notice)
     return notices
@@ -427,6 +481,10 @@ def _priced(posted: Posted, row: Mapping[str, Any], today: dt.date) -> tuple[dic
         checked = check_terms(terms)
         computed = schedule(checked)
     except TermsError as error:
+        if error.field == "expected_monthly_revenue":  # the dossier's, not a term the lender states
+            raise OfferError(
+                "revenue_share", f"times the dossier's monthly revenue ({revenue}) rounds to a zero payment"
+            ) from None
         raise OfferError(error.field, str(error).split(": ", 1)[1]) from None
     stated = {
         "amount": _money(checked.amount),
@@ -447,6 +505,11 @@ def _priced(posted: Posted, row: Mapping[str, Any], today: dt.date) -> tuple[dic
         "instalments": len(computed.instalments),
     }
     return stated, figures
+
+
+def _stated_by_lender(terms: Mapping[str, Any]) -> dict[str, Any]:
+    """The terms as the lender stated them, for the ledger (nothing there comes from the SME's data)."""
+    return {k: v for k, v in terms.items() if k != "expected_monthly_revenue"}
 
 
 def _basis(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -511,7 +574,7 @@ def post(session: Session, lender_id: str, posted: Posted, *, at: dt.datetime) -
     )
     session.add(offer)
     session.flush()
-    _record(session, offer.offer_id, "posted", at, lender_id, {"terms": stated, "figures": figures})
+    _record(session, offer.offer_id, "posted", at, lender_id, {"terms": _stated_by_lender(stated)})
     return offer
 
 
@@ -662,6 +725,25 @@ def decline(
     notice = _decide(session, offer, DECLINED, at, "sme", details=details)
     events.append_notices(session, [notice] if notice else [])
     return offer, True
+
+
+# --- erasure ------------------------------------------------------------------------------------------
+
+
+def erase(session: Session, sme_id: str) -> int:
+    """Remove what the SME's offers hold of its data (the dossier values they were priced against,
+    the revenue a revenue-share schedule assumed); the offers, their status and their ledger stay
+    (the facts). Open offers lapse when their lenders' feeds withdraw the erased versions. Returns
+    the offers changed."""
+    changed = 0
+    for offer in session.scalars(select(Offer).where(Offer.sme_id == sme_id)):
+        offer.basis = {}
+        offer.terms = {**offer.terms, "expected_monthly_revenue": None}
+        if offer.terms.get("profile") == "revenue_share":
+            offer.figures = {**offer.figures, **dict.fromkeys(DERIVED_FROM_THE_DOSSIER)}
+        changed += 1
+    session.flush()
+    return changed
 
 
 # --- what the market shows --------------------------------------------------------------------------

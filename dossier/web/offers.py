@@ -118,10 +118,13 @@ class OfferView(BaseModel):
     )
     conditions: str
     valid_until: dt.date
-    monthly_payment: str = Field(description="The first regular instalment.")
-    total_repayable: str = Field(description="Every payment, fees included.")
-    total_cost: str = Field(description="total_repayable - amount: the total cost of credit.")
-    apr: str = Field(description="Annual percentage rate (EU CCD method, evaluation/APR.md), a fraction.")
+    monthly_payment: str | None = Field(description="The first regular instalment.")
+    total_repayable: str | None = Field(description="Every payment, fees included.")
+    total_cost: str | None = Field(description="total_repayable - amount: the total cost of credit.")
+    apr: str | None = Field(
+        description="Annual percentage rate (EU CCD method, evaluation/APR.md), a fraction. The figures "
+        "of a revenue-share offer follow from the SME's revenue: null once you no longer hold its dossier."
+    )
     revision: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -129,9 +132,9 @@ class OfferView(BaseModel):
     schedule: list[InstalmentView] | None = Field(default=None, description="With ?schedule=true.")
 
 
-def _view(offer: Offer, *, with_schedule: bool = False) -> OfferView:
-    shown = OfferView(**offers.view(offer))
-    if with_schedule:
+def _view(session: SessionDep, offer: Offer, *, with_schedule: bool = False) -> OfferView:
+    shown = OfferView(**offers.lender_views(session, offer.lender_id, [offer])[0])
+    if with_schedule and shown.monthly_payment is not None:
         rows = schedule(offers.offer_terms(offer)).instalments
         shown.schedule = [
             InstalmentView(
@@ -162,7 +165,7 @@ def post_offer(body: OfferBody, session: SessionDep, store: StoreDep, key: Lende
     _fresh(session, store, key.lender_id, now)
     posted = offers.Posted(**body.model_dump())
     offer = offers.post(session, key.lender_id, posted, at=now)
-    return _view(offer)
+    return _view(session, offer)
 
 
 @router.get("/offers", response_model=list[OfferView], responses=LIST_RESPONSES)
@@ -202,7 +205,8 @@ def list_offers(
         stamp = offer.created_at.astimezone(dt.UTC)
         return [str(int(stamp.timestamp()) * 1_000_000 + stamp.microsecond), offer.offer_id]
 
-    return [_view(o) for o in paging.page(request, response, rows, position)]
+    found = paging.page(request, response, rows, position)
+    return [OfferView(**shown) for shown in offers.lender_views(session, key.lender_id, found)]
 
 
 @router.get("/offers/{offer_id}", response_model=OfferView, responses=REFUSALS)
@@ -215,7 +219,7 @@ def get_offer(
 ) -> OfferView:
     """One of your offers (another lender's is not found)."""
     _fresh(session, store, key.lender_id, dt.datetime.now(dt.UTC))
-    return _view(offers.get(session, offer_id, lender_id=key.lender_id), with_schedule=schedule)
+    return _view(session, offers.get(session, offer_id, lender_id=key.lender_id), with_schedule=schedule)
 
 
 @router.patch("/offers/{offer_id}", response_model=OfferView, responses=REFUSALS)
@@ -229,7 +233,7 @@ def amend_offer(
     nulls = [k for k, v in changes.items() if v is None and k not in ("revenue_share", "repayment_cap")]
     if nulls:
         raise offers.OfferError(nulls[0], "cannot be null")
-    return _view(offers.amend(session, key.lender_id, offer_id, changes, at=now))
+    return _view(session, offers.amend(session, key.lender_id, offer_id, changes, at=now))
 
 
 @router.post("/offers/{offer_id}/withdraw", response_model=OfferView, responses=REFUSALS)
@@ -237,4 +241,4 @@ def withdraw_offer(offer_id: OfferId, session: SessionDep, store: StoreDep, key:
     """Withdraw an open offer (withdrawing it again changes nothing; an accepted one cannot be)."""
     now = dt.datetime.now(dt.UTC)
     _fresh(session, store, key.lender_id, now)
-    return _view(offers.withdraw(session, key.lender_id, offer_id, at=now))
+    return _view(session, offers.withdraw(session, key.lender_id, offer_id, at=now))

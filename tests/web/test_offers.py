@@ -38,6 +38,7 @@ IN_A_MONTH = (TODAY + dt.timedelta(days=30)).isoformat()
 class World:
     def __init__(self, client: TestClient, engine: Any, tokens: dict[str, str], secret: str) -> None:
         self.client, self.engine, self.tokens, self.secret = client, engine, tokens, secret
+        self.store = client.app.state.store
 
     def as_lender(self, lender: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[lender]}"}
@@ -388,3 +389,46 @@ def test_offer_events_leave_the_delta_sharing_table_as_it_was(world: World) -> N
     assert [
         json.loads(line) for line in changes.text.splitlines() if '"cdf"' in line or '"add"' in line
     ] == []
+
+
+def test_a_lender_that_no_longer_holds_the_dossier_is_not_shown_what_came_from_it(world: World) -> None:
+    """A revenue-share schedule follows from the SME's revenue: once the consent ends (and after an
+    erasure) the lender's views of its offer leave that out; its own terms stay."""
+    shared = world.offer(
+        "northwind",
+        "SME-000003",
+        profile="revenue_share",
+        nominal_rate="0",
+        revenue_share="1",
+        repayment_cap="1.2",
+    )
+    assert shared.status_code == 201, shared.text
+    shared = shared.json()
+    revenue = world.client.get(
+        f"/v1/offers/{shared['offer_id']}", headers=world.as_lender("northwind")
+    ).json()
+    assert revenue["expected_monthly_revenue"] is not None
+    assert revenue["apr"] is not None
+    with session_scope(world.engine) as session:
+        consent.revoke(session, "C-3", at=NOW)
+    lapsed = world.feed("northwind")[-1]
+    assert (lapsed["event"], lapsed["offer"]["status"]) == ("offer_lapsed", "lapsed")
+    gone = ("expected_monthly_revenue", "monthly_payment", "total_repayable", "total_cost", "apr")
+    shown = world.client.get(f"/v1/offers/{shared['offer_id']}", headers=world.as_lender("northwind")).json()
+    for view in (lapsed["offer"], shown):
+        assert {k: view[k] for k in gone} == dict.fromkeys(gone)
+        assert (view["amount"], view["revenue_share"], view["repayment_cap"]) == ("1000.00", "1", "1.2")
+    listed = world.client.get("/v1/offers", headers=world.as_lender("northwind")).json()
+    assert [o["apr"] for o in listed] == [None]
+    with session_scope(world.engine) as session:
+        removed = consent.erase(session, world.store, "SME-000003", at=NOW)
+    assert removed["removed"]["offers"] == 1
+    with session_scope(world.engine) as session:
+        offer = session.get(Offer, shared["offer_id"])
+        assert (offer.basis, offer.terms["expected_monthly_revenue"], offer.figures["apr"]) == (
+            {},
+            None,
+            None,
+        )
+        details = [e.details for e in offers.history(session, shared["offer_id"])]
+        assert "expected_monthly_revenue" not in json.dumps(details)
