@@ -745,10 +745,13 @@ def effect_table(effects: dict[str, Any] | None) -> str:
             f"{_pp(a['max_pd_change'])} | {a['grade_changes']} |"
             for a in effects["adjustments"]
         )
-        body = f"""Model `{effects["model_version"]}` on the sandbox population (seed {effects["seed"]}, {effects["smes"]} SMEs, as of
-{effects["as_of"]}, {effects["history_months"]}-month window), every SME scored with all adjustments and again
-without one (its weight set to 0): for how many SMEs it fires, the mean and the largest rise in PD
-it causes among them (percentage points), and how many grades it changes.
+        scopes = ", ".join(f"`{k}` {v}" for k, v in effects["scopes"].items())
+        body = f"""Model `{effects["model_version"]}` on the sandbox population of the demo (seed {effects["seed"]}, {effects["smes"]} SMEs,
+as of {effects["as_of"]}): the {effects["scored"]} SMEs with an active consent in the demo's seeding, each under the
+sources and {effects["history_months"]}-month window it granted ({scopes}); mean PD {effects["mean_pd"]:.3f}
+against a default rate of {effects["default_rate"]:.3f}. Every SME is scored with all adjustments and again
+without one (its weight set to 0): for how many SMEs it fires (its signal is above 0), the mean and
+the largest rise in PD it causes among them (percentage points), and how many grades it changes.
 
 | adjustment | weight | fires for | mean PD change | max PD change | grade changes |
 |---|---|---|---|---|---|

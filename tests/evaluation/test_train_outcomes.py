@@ -310,3 +310,31 @@ def test_a_current_loan_within_the_horizon_is_not_yet_an_outcome() -> None:
         {"dossier_id": "e", "defaulted": 0},
     ]
     assert counts == {"reports": 6, "dossiers": 5, "not_yet_known": 1, "labelled": 4, "defaults": 1}
+
+
+def test_the_sandbox_effect_tables_are_generated_from_the_bench_result() -> None:
+    from evaluation.train import EFFECT_END, EFFECT_START, EFFECTS, effect_table
+
+    root = Path(__file__).resolve().parents[2]
+    result = json.loads(EFFECTS.read_text())
+    table = effect_table(result)
+
+    assert [row["code"] for row in result["adjustments"]] == [*EXPERT_CODES, UNTRUSTED_SHARE]
+    for document in ("evaluation/MODEL_CARD.md", "evaluation/SCORING.md"):
+        text = (root / document).read_text()
+        assert text[text.index(EFFECT_START) : text.index(EFFECT_END) + len(EFFECT_END)] == table
+    assert "| `VAT_FILED_LATE` | 0.6 |" in table
+
+
+def test_switching_one_adjustment_off_changes_only_its_share_of_the_logit() -> None:
+    from bench.evaluation_adjustments import without
+
+    features, logit = synthetic_dossiers(400, seed=2)
+    model = StatementScoring(default_statement_model())
+    total, contributions, _, withdrawn = model.adjusted(features, logit)
+
+    for code in ("VAT_FILED_LATE", "NO_SURVEY"):
+        assert without(model, code).adjusted(features, logit)[0] == pytest.approx(
+            total - contributions[code].to_numpy()
+        )
+    assert without(model, UNTRUSTED_SHARE).adjusted(features, logit)[0] == pytest.approx(total - withdrawn)
