@@ -18,6 +18,11 @@ What it does, with one fixed seed (:data:`SEED`), so a second run writes the sam
 4. Writes ``evaluation/artifacts/<version>.lgb.txt`` (the trees), ``<version>.json`` (ratios,
    directions, calibration, metrics), the calibration plot ``<version>-calibration.png`` and the
    model card ``evaluation/MODEL_CARD.md``.
+5. With ``--outcomes FILE`` (``dossier outcomes export``; ``make train OUTCOMES=FILE``), refits the
+   behavioural adjustments on the lenders' outcomes (:func:`refit_adjustments`) and writes them to
+   ``<version>-adjustments.json``, which then scores dossiers; below :data:`MIN_OUTCOMES` outcomes or
+   :data:`MIN_DEFAULTS` defaults the expert rules are kept. Without it that file is removed, so the
+   artifact is what the labelled statements alone give. The model card reports both.
 
 Only this module needs the training data; the product loads the committed artifact.
 """
@@ -690,7 +695,7 @@ def refit_adjustments(
     return result | {
         "status": "refit",
         "version": f"refit-{digest[:8]}",
-        "why": f"refitted on {len(data)} dossiers with a known outcome ({int(y.sum())} defaults)",
+        "why": f"refitted on {len(data)} dossiers with a known outcome, {int(y.sum())} of them defaults",
         "intercept": {
             "expert": 0.0,
             "refit": round(float(unconstrained["intercept"]), 4),
