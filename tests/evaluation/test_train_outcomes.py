@@ -338,3 +338,24 @@ def test_switching_one_adjustment_off_changes_only_its_share_of_the_logit() -> N
             total - contributions[code].to_numpy()
         )
     assert without(model, UNTRUSTED_SHARE).adjusted(features, logit)[0] == pytest.approx(total - withdrawn)
+
+
+def test_the_statement_logit_is_recovered_from_the_columns_of_evaluated_sandbox_dossiers() -> None:
+    import datetime as dt
+
+    from connectors.sandbox.universe import Universe
+    from evaluation import RATIO_COLUMNS, evaluate
+
+    as_of = dt.date(2026, 11, 1)
+    universe = Universe(seed=20261125, size=60, as_of=as_of)
+    smes = universe.profiles()[["sme_id"]].assign(history_months=universe.max_months)
+    scored = evaluate(universe.truth(), smes, as_of=as_of, with_ratios=True)
+    scorer = default_statement_scoring()
+    direct = scorer.statement.score(scored[list(RATIO_COLUMNS)]).logit.to_numpy()
+
+    # Only what a dossier carries: its PD and the adjustment inputs.
+    recovered = scorer.statement_logit_of(scored[list(ADJUSTMENT_INPUTS)], scored["pd_12m"].to_numpy())
+
+    known = ~np.isnan(recovered)
+    assert known.sum() >= 55
+    assert recovered[known] == pytest.approx(direct[known], abs=1e-6)
