@@ -1239,6 +1239,10 @@ column is supplied; the canonical tables carry photo counts, not hashes.
   hundreds of dossiers or more.
 * Held-out size: {data["held_out_bankrupt"]} bankruptcies; the metrics carry sampling error of a few points.
 * {"The behavioural adjustments are refitted on lender outcomes; those outcomes come from loans lenders chose to make, so they describe the approved population, not every applicant." if adjustments and adjustments["status"] == "refit" else "The behavioural adjustments are expert judgement, not fitted."}
+* The refit reads each dossier as its date's latest publish holds it (a re-published dossier keeps
+  its id), counts several dossiers of one SME as separate observations, and cannot use dossiers
+  whose books the VAT returns wholly contradicted (their statement logit cannot be told from the
+  PD); its Wald intervals treat every dossier as independent.
 """
 
 

@@ -160,6 +160,9 @@ def test_too_few_outcomes_keep_the_expert_rules_and_the_card_says_so(tmp_path: P
 
     result = write_adjustments(path, artifacts)
 
+    parquet = tmp_path / "few.parquet"
+    export_of(features, logit, seed=8).to_parquet(parquet)
+    assert read_outcomes(parquet).equals(read_outcomes(path))
     expert = adjustment_sets(tmp_path / "absent.json")[EXPERT_VERSION]
     assert result["status"] == "expert"
     assert result["version"] == EXPERT_VERSION
