@@ -33,9 +33,11 @@ test-deep: $(STAMP)
 		$(BIN)/python -m pytest -n 2 tests/warehouse/test_consent_law_stateful.py
 
 TRAIN_DATA ?= ../shared/data/credit/polish_bankruptcy_1y_train.csv
+# Lender outcomes (dossier outcomes export OUT.csv): make train OUTCOMES=OUT.csv refits the adjustments.
+OUTCOMES ?=
 
 train: $(STAMP)
-	@$(BIN)/python -m evaluation.train --data $(TRAIN_DATA)
+	@$(BIN)/python -m evaluation.train --data $(TRAIN_DATA) $(if $(OUTCOMES),--outcomes $(OUTCOMES))
 
 bench: $(STAMP)
 	@$(BIN)/python -m bench

@@ -6,6 +6,7 @@ from bench import (
     collusion,
     core_pipeline,
     delta_sharing,
+    evaluation_adjustments,
     format_parsing,
     grant_to_delivered,
     lender_feed,
@@ -22,4 +23,5 @@ sys.exit(
     or grant_to_delivered.main([])
     or delta_sharing.main([])
     or collusion.main([])
+    or evaluation_adjustments.main([])
 )

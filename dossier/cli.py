@@ -1425,13 +1425,28 @@ def cmd_outcomes_import(args: argparse.Namespace) -> int:
 
 
 def cmd_outcomes_export(args: argparse.Namespace) -> int:
-    """Write the stored outcomes beside the scores of their dossiers (the input of train --outcomes)."""
+    """Write the stored outcomes beside the scores of their dossiers and the inputs of their
+    behavioural adjustments, read from the published dossiers (the input of train --outcomes; an
+    erased or withdrawn dossier leaves those inputs empty)."""
+    import pandas as pd
+
+    from evaluation.statement_scoring import ADJUSTMENT_INPUTS
     from warehouse.db import session_scope
-    from warehouse.outcomes import export_rows, write_export
+    from warehouse.dossier_store import read_published
+    from warehouse.outcomes import EXPORT_COLUMNS, export_rows, write_export
+    from warehouse.storage import Store
 
     with session_scope() as session:
         rows = export_rows(session, lender=args.lender)
-    write_export(rows, Path(args.out))
+    store, wanted, inputs = Store.from_settings(), {r["dossier_id"] for r in rows}, {}
+    for as_of in sorted({r["as_of_date"] for r in rows}):
+        published = read_published(store, as_of)
+        chosen = published[published["dossier_id"].isin(wanted)][["dossier_id", *ADJUSTMENT_INPUTS]]
+        for record in chosen.to_dict("records"):
+            inputs[record.pop("dossier_id")] = {k: None if pd.isna(v) else v for k, v in record.items()}
+    none = dict.fromkeys(ADJUSTMENT_INPUTS)
+    rows = [row | inputs.get(row["dossier_id"], none) for row in rows]
+    write_export(rows, Path(args.out), columns=(*EXPORT_COLUMNS, *ADJUSTMENT_INPUTS))
     print(f"{len(rows)} outcomes written to {args.out}")
     return EXIT_OK
 
@@ -2022,8 +2037,8 @@ def build_parser() -> argparse.ArgumentParser:
         outcomes,
         "export",
         cmd_outcomes_export,
-        "Write the stored outcomes with the PD, grade and model version of their dossiers as CSV "
-        "(for make train --outcomes).",
+        "Write the stored outcomes with the PD, grade, model version and behavioural inputs of their "
+        "dossiers as CSV (for make train OUTCOMES=OUT.csv).",
     )
     outcomes_export.add_argument("out", metavar="OUT.csv", help="where to write the CSV")
     outcomes_export.add_argument("--lender", help="only this lender's outcomes")

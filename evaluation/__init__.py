@@ -31,14 +31,15 @@ from evaluation.scoring import (
     score_points,
 )
 from evaluation.statement_model import RATIOS, STATEMENT_MODEL_VERSION
-from evaluation.statement_scoring import EXPERT_VERSION, StatementScoring, default_statement_scoring
+from evaluation.statement_scoring import StatementScoring, adjustments_version, default_statement_scoring
 from evaluation.triangulation import consistency
 from warehouse.canonical import TABLES
 from warehouse.dossier_schema import FEATURE_COLUMNS, SCORE_COLUMNS
 
-MODEL_VERSION = f"{STATEMENT_MODEL_VERSION}+{EXPERT_VERSION}"
+MODEL_VERSION = f"{STATEMENT_MODEL_VERSION}+{adjustments_version()}"
 """Version of the default model (:func:`evaluation.statement_scoring.default_statement_scoring`: the
-trained statement model plus the expert adjustments), written to every dossier it scores."""
+trained statement model plus the expert adjustments, or their refit on lender outcomes), written to
+every dossier it scores."""
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "sme_id",

@@ -25,20 +25,32 @@ the statement ratios (``attrN`` columns, from :func:`evaluation.ratios.statement
 
 Contributions: the statement model's per-reason-code TreeSHAP shares (in logit units, >= 0), the
 ``NO_BOOKS`` term and each expert adjustment; the reason codes rank them.
+
+Refit from outcomes. Once lenders have reported enough outcomes, ``make train --outcomes FILE``
+refits the adjustments (``evaluation.train.refit_adjustments``) and writes them, versioned, to
+:data:`ADJUSTMENTS_FILE`: a weight per code, the share of the books' credit the VAT mismatch
+withdraws (:data:`UNTRUSTED_SHARE`, 1 in the expert rules) and an intercept (0 in the expert rules).
+:func:`default_statement_scoring` uses that file when it holds a refit of the committed statement
+model, else the expert rules; the dossier's model version names which.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from evaluation.scoring import REASON_TEXTS, SCORECARD, Prediction, Scorecard, source_presence
 from evaluation.statement_model import (
+    ARTIFACTS,
     RATIOS,
     STATEMENT_CODES,
+    STATEMENT_MODEL_VERSION,
     STATEMENT_TEXTS,
     StatementModel,
     default_statement_model,
@@ -66,14 +78,50 @@ EXPERT_VERSION = "expert-1"
 """Version of the expert adjustments (bumped whenever an anchor or weight changes)."""
 
 
-def expert_adjustments(codes: tuple[str, ...] = EXPERT_CODES) -> Scorecard:
-    """The scorecard's factors and absence penalties named by ``codes``, with no intercept."""
-    return Scorecard(
-        version=EXPERT_VERSION,
-        intercept=0.0,
-        factors=tuple(f for f in SCORECARD.factors if f.code in codes),
-        absence_penalties=tuple(p for p in SCORECARD.absence_penalties if p.code in codes),
+UNTRUSTED_SHARE = "VAT_BOOKS_UNTRUSTED"
+"""Name of the coefficient that scales the withdrawn credit of books the VAT returns contradict (1 in
+the expert rules; not a reason code: what it withdraws is reported under ``VAT_BOOKS_MISMATCH``)."""
+
+ADJUSTMENTS_FILE = ARTIFACTS / f"{STATEMENT_MODEL_VERSION}-adjustments.json"
+"""Where ``make train --outcomes`` writes the adjustments refitted on lender outcomes."""
+
+
+def expert_adjustments(
+    codes: tuple[str, ...] = EXPERT_CODES,
+    weights: dict[str, float] | None = None,
+    intercept: float = 0.0,
+    version: str = EXPERT_VERSION,
+) -> Scorecard:
+    """The scorecard's factors and absence penalties named by ``codes``, with no intercept; with
+    ``weights`` (code to weight, every code of ``codes``) and ``intercept``, a refitted set."""
+    factors = tuple(f for f in SCORECARD.factors if f.code in codes)
+    penalties = tuple(p for p in SCORECARD.absence_penalties if p.code in codes)
+    if weights is not None:
+        factors = tuple(replace(f, weight=float(weights[f.code])) for f in factors)
+        penalties = tuple(replace(p, weight=float(weights[p.code])) for p in penalties)
+    return Scorecard(version=version, intercept=intercept, factors=factors, absence_penalties=penalties)
+
+
+def adjustment_signals(features: pd.DataFrame, codes: tuple[str, ...] = EXPERT_CODES) -> pd.DataFrame:
+    """Each adjustment at weight 1: a factor's badness (0 to 1, 0 when its sources are not all
+    shared), an absence penalty's 0/1 for the source missing. The adjustment is weight x signal."""
+    unit = expert_adjustments(codes, weights=dict.fromkeys(codes, 1.0))
+    return unit.predict(features).contributions[list(codes)]
+
+
+ADJUSTMENT_INPUTS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        (
+            "months_of_accounts",
+            "vat_returns_due",
+            "utility_bills_due",
+            "survey_visits",
+            *(f.feature for f in expert_adjustments().factors),
+        )
     )
+)
+"""Feature columns the adjustments read (with the four counts that tell which sources were shared);
+``dossier outcomes export`` carries them beside each outcome."""
 
 
 def _logit(p: float) -> float:
@@ -95,6 +143,8 @@ class StatementScoring:
 
     statement: StatementModel
     expert: Scorecard = field(default_factory=expert_adjustments)
+    untrusted_share: float = 1.0
+    """Share of the books' credit withdrawn at a full VAT mismatch (in [0, 1]; 1 in the expert rules)."""
 
     @property
     def version(self) -> str:
@@ -124,16 +174,16 @@ class StatementScoring:
             logit[books] = scored.logit.to_numpy()
             statement.loc[books] = scored.contributions.to_numpy()
         no_books = np.where(books, 0.0, max(base - self.statement.reference_logit, 0.0))
-        expert = self.expert.predict(features).contributions.copy()
-        distrust = self._vat_distrust(expert)
-        untrusted = distrust * np.maximum(base - logit, 0.0)
-        expert[UNTRUSTED_BOOKS_CODE] = expert[UNTRUSTED_BOOKS_CODE] + untrusted
+        total, expert, distrust, untrusted = self.adjusted(features, logit)
         contributions = pd.concat(
             [statement, pd.DataFrame({"NO_BOOKS": no_books}, index=features.index), expert], axis=1
         )
-        total = logit + expert.sum(axis=1).to_numpy()
         low, high = self._interval(
-            features, books, logit, expert.sum(axis=1).to_numpy() - untrusted, distrust
+            features,
+            books,
+            logit,
+            self.expert.intercept + expert.sum(axis=1).to_numpy() - untrusted,
+            distrust,
         )
         return Prediction(
             pd_12m=pd.Series(_sigmoid(total), index=features.index, name="pd_12m"),
@@ -184,23 +234,109 @@ class StatementScoring:
             value = value + COVERAGE_WEIGHTS[source] * present[source].to_numpy()
         return pd.Series(np.round(value, 4), index=features.index, name="coverage")
 
-    def _vat_distrust(self, expert: pd.DataFrame) -> np.ndarray:
-        """How far the VAT returns contradict the books: the VAT_BOOKS_MISMATCH badness, 0 to 1."""
-        factor = next(f for f in self.expert.factors if f.code == UNTRUSTED_BOOKS_CODE)
-        return expert[UNTRUSTED_BOOKS_CODE].to_numpy() / factor.weight
+    def adjusted(
+        self, features: pd.DataFrame, statement_logit: np.ndarray
+    ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+        """The logit after the adjustments, given each SME's statement logit (the training
+        population's logit for an SME without books): ``(logit, contributions, distrust,
+        withdrawn)``, the contributions one column per adjustment code, the withdrawn credit of
+        contradicted books included under ``VAT_BOOKS_MISMATCH``."""
+        signals = adjustment_signals(features, tuple(self.expert.codes))
+        weights = np.array(
+            [f.weight for f in self.expert.factors] + [p.weight for p in self.expert.absence_penalties]
+        )
+        expert = signals * weights
+        distrust = self.untrusted_share * signals[UNTRUSTED_BOOKS_CODE].to_numpy()
+        untrusted = distrust * np.maximum(_logit(self.statement.base_rate) - statement_logit, 0.0)
+        expert[UNTRUSTED_BOOKS_CODE] = expert[UNTRUSTED_BOOKS_CODE] + untrusted
+        total = statement_logit + self.expert.intercept + expert.sum(axis=1).to_numpy()
+        return total, expert, distrust, untrusted
+
+    def statement_logit_of(self, features: pd.DataFrame, pd_12m: np.ndarray) -> np.ndarray:
+        """The statement logit a PD of this model came from (inverse of :meth:`adjusted`).
+
+        NaN where it cannot be told: books the VAT returns contradict so far that all their credit
+        was withdrawn (any statement logit below the no-books one gives the same PD)."""
+        p = np.clip(np.asarray(pd_12m, dtype=np.float64), 1e-12, 1 - 1e-12)
+        zero = np.zeros(len(features))
+        total, _, distrust, _ = self.adjusted(features, zero + _logit(self.statement.base_rate))
+        base = _logit(self.statement.base_rate)
+        rest = np.log(p / (1 - p)) - (total - base)
+        whole = distrust >= 1 - 1e-6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            below = np.where(whole, np.nan, (rest - distrust * base) / (1 - distrust))
+        return np.where(whole & (rest <= base + 1e-9), np.nan, np.where(rest >= base, rest, below))
 
 
-def default_statement_scoring() -> StatementScoring:
-    """The dossier's model built on the committed statement artifact."""
-    return StatementScoring(default_statement_model())
+def read_adjustments(path: Path = ADJUSTMENTS_FILE) -> dict[str, Any] | None:
+    """The refitted adjustments file ``make train --outcomes`` wrote, or None when there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def adjustment_sets(path: Path = ADJUSTMENTS_FILE) -> dict[str, dict[str, float]]:
+    """Every adjustment set a dossier may have been scored with, by version: the expert rules, the
+    refit in ``path`` and the refits it replaced; each maps code to weight, plus
+    :data:`UNTRUSTED_SHARE` and ``intercept``."""
+    expert = expert_adjustments()
+    sets = {
+        EXPERT_VERSION: {f.code: f.weight for f in expert.factors}
+        | {p.code: p.weight for p in expert.absence_penalties}
+        | {UNTRUSTED_SHARE: 1.0, "intercept": 0.0}
+    }
+    written = read_adjustments(path)
+    if written is not None:
+        sets |= written.get("previous", {})
+        if written.get("status") == "refit":
+            sets[written["version"]] = written["coefficients"]
+    return sets
+
+
+def scoring_with(statement: StatementModel, version: str, coefficients: dict[str, float]) -> StatementScoring:
+    """The dossier's model with an adjustment set of :func:`adjustment_sets`."""
+    if version == EXPERT_VERSION:
+        return StatementScoring(statement)
+    weights = {code: coefficients[code] for code in EXPERT_CODES}
+    expert = expert_adjustments(weights=weights, intercept=float(coefficients["intercept"]), version=version)
+    return StatementScoring(statement, expert, untrusted_share=float(coefficients[UNTRUSTED_SHARE]))
+
+
+def _refit(path: Path) -> dict[str, Any] | None:
+    written = read_adjustments(path)
+    if written is None or written.get("status") != "refit":
+        return None
+    return written if written.get("statement_model") == STATEMENT_MODEL_VERSION else None
+
+
+def adjustments_version(path: Path = ADJUSTMENTS_FILE) -> str:
+    """Version of the adjustments :func:`default_statement_scoring` uses (the refit's, else expert)."""
+    refit = _refit(path)
+    return EXPERT_VERSION if refit is None else refit["version"]
+
+
+def default_statement_scoring(path: Path = ADJUSTMENTS_FILE) -> StatementScoring:
+    """The dossier's model built on the committed statement artifact, with the adjustments refitted
+    on outcomes when ``path`` holds a refit of that statement model, else the expert rules."""
+    statement = default_statement_model()
+    refit = _refit(path)
+    if refit is None:
+        return StatementScoring(statement)
+    return scoring_with(statement, refit["version"], refit["coefficients"])
 
 
 __all__ = [
+    "ADJUSTMENTS_FILE",
+    "ADJUSTMENT_INPUTS",
     "COVERAGE_WEIGHTS",
     "EXPERT_CODES",
     "EXPERT_VERSION",
     "UNTRUSTED_BOOKS_CODE",
+    "UNTRUSTED_SHARE",
     "StatementScoring",
+    "adjustment_sets",
+    "adjustment_signals",
+    "adjustments_version",
     "default_statement_scoring",
     "expert_adjustments",
+    "read_adjustments",
+    "scoring_with",
 ]

@@ -18,6 +18,11 @@ What it does, with one fixed seed (:data:`SEED`), so a second run writes the sam
 4. Writes ``evaluation/artifacts/<version>.lgb.txt`` (the trees), ``<version>.json`` (ratios,
    directions, calibration, metrics), the calibration plot ``<version>-calibration.png`` and the
    model card ``evaluation/MODEL_CARD.md``.
+5. With ``--outcomes FILE`` (``dossier outcomes export``; ``make train OUTCOMES=FILE``), refits the
+   behavioural adjustments on the lenders' outcomes (:func:`refit_adjustments`) and writes them to
+   ``<version>-adjustments.json``, which then scores dossiers; below :data:`MIN_OUTCOMES` outcomes or
+   :data:`MIN_DEFAULTS` defaults the expert rules are kept. Without it that file is removed, so the
+   artifact is what the labelled statements alone give. The model card reports both.
 
 Only this module needs the training data; the product loads the committed artifact.
 """
@@ -25,6 +30,7 @@ Only this module needs the training data; the product loads the committed artifa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -382,8 +388,401 @@ def measure(data: Path, seed: int = SEED) -> dict[str, Any]:
     }
 
 
-def train(data: Path, artifacts: Path = ARTIFACTS, card: Path = MODEL_CARD) -> dict[str, Any]:
-    """Measure, then write the artifact, its metadata, the calibration plot and the model card."""
+# --- behavioural adjustments refitted on lender outcomes ----------------------------------------
+
+MIN_OUTCOMES = 200
+"""Dossiers with a known 12-month outcome needed before the adjustments are refitted."""
+
+MIN_DEFAULTS = 20
+"""Defaults among them needed before the adjustments are refitted."""
+
+MIN_FIRING = 20
+"""An adjustment is refitted only if it fires (its signal is above 0) for at least this many of
+those dossiers; otherwise its expert value is kept, fixed, in the fit."""
+
+OUTCOME_HORIZON_MONTHS = 12
+"""A default counts when reported within this many months of the dossier's as-of date (the PD's
+horizon); a repayment, or a report of ``current`` or ``defaulted`` after it, counts as no default."""
+
+OUTCOME_COLUMNS = ("dossier_id", "outcome", "outcome_date", "as_of_date", "model_version", "pd_12m")
+"""Columns ``--outcomes`` needs besides the adjustment inputs (``dossier outcomes export`` writes them)."""
+
+
+class OutcomesError(ValueError):
+    """An outcomes file ``make train`` cannot use; the message names the file, row and field."""
+
+
+def read_outcomes(path: Path) -> pd.DataFrame:
+    """An outcomes export (CSV or Parquet, as ``dossier outcomes export`` writes it), checked.
+
+    Needs :data:`OUTCOME_COLUMNS` and :data:`~evaluation.statement_scoring.ADJUSTMENT_INPUTS`; empty
+    adjustment inputs are missing values (the dossier had no such source). Raises
+    :class:`OutcomesError` naming the file, and the row and field of the first bad value.
+    """
+    from evaluation.statement_scoring import ADJUSTMENT_INPUTS
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, OSError) as error:  # unreadable text or Parquet, one line
+        raise OutcomesError(f"{path}: not a readable outcomes export ({type(error).__name__})") from None
+    missing = [c for c in (*OUTCOME_COLUMNS, *ADJUSTMENT_INPUTS) if c not in frame.columns]
+    if missing:
+        raise OutcomesError(
+            f"{path}: header: missing column {', '.join(missing)} (write it with: dossier outcomes export)"
+        )
+    row_offset = 2 if path.suffix.lower() != ".parquet" else 1
+
+    def checked(column: str, convert: Any, expected: str, allow_empty: bool = False) -> pd.Series:
+        text = frame[column].astype("string").fillna("").str.strip()
+        values = convert(text.where(text != ""))
+        bad = values.isna() & ((text != "") | (not allow_empty))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise OutcomesError(
+                f"{path}: row {row + row_offset}: field {column}: {text.iloc[row]!r} is not {expected}"
+            )
+        return values
+
+    def same(text: pd.Series) -> pd.Series:
+        return text
+
+    def outcome(text: pd.Series) -> pd.Series:
+        return text.str.lower().where(text.str.lower().isin(_OUTCOMES))
+
+    out = pd.DataFrame(
+        {
+            "dossier_id": checked("dossier_id", same, "a dossier id"),
+            "outcome": checked("outcome", outcome, f"one of {', '.join(_OUTCOMES)}"),
+            "outcome_date": checked("outcome_date", _dates, "a date YYYY-MM-DD"),
+            "as_of_date": checked("as_of_date", _dates, "a date YYYY-MM-DD"),
+            "model_version": checked("model_version", same, "a model version"),
+            "pd_12m": checked("pd_12m", _numbers, "a number"),
+        }
+    )
+    bad_pd = ~out["pd_12m"].between(0.0, 1.0)
+    if bad_pd.any():
+        row = int(np.flatnonzero(bad_pd.to_numpy())[0])
+        raise OutcomesError(
+            f"{path}: row {row + row_offset}: field pd_12m: {out['pd_12m'].iloc[row]} is not in [0, 1]"
+        )
+    for column in ADJUSTMENT_INPUTS:
+        out[column] = checked(column, _numbers, "a number", allow_empty=True)
+    return out
+
+
+_OUTCOMES = ("repaid", "defaulted", "current")
+
+
+def _numbers(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text, errors="coerce").astype(np.float64)
+
+
+def _dates(text: pd.Series) -> pd.Series:
+    return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+
+
+def outcome_labels(outcomes: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per dossier with a known outcome at the horizon, ``defaulted`` 0/1, and the counts.
+
+    A dossier defaulted when some lender reported ``defaulted`` within :data:`OUTCOME_HORIZON_MONTHS`
+    of its as-of date; it did not when, without such a report, a repayment was reported (at any
+    date) or any report is dated after the horizon; otherwise (only ``current`` within the horizon)
+    its outcome is not known yet and it is left out.
+    """
+    horizon = outcomes["as_of_date"] + pd.DateOffset(months=OUTCOME_HORIZON_MONTHS)
+    within = outcomes["outcome_date"] <= horizon
+    frame = outcomes.assign(
+        _default=(outcomes["outcome"] == "defaulted") & within,
+        _settled=(outcomes["outcome"] == "repaid") | ~within,
+    )
+    grouped = frame.groupby("dossier_id", sort=True)
+    flags = grouped[["_default", "_settled"]].any()
+    first = grouped.first().drop(columns=["outcome", "outcome_date", "_default", "_settled"])
+    known = flags["_default"] | flags["_settled"]
+    labelled = first[known].assign(defaulted=flags.loc[known, "_default"].astype(np.int64)).reset_index()
+    counts = {
+        "reports": len(outcomes),
+        "dossiers": len(flags),
+        "not_yet_known": int((~known).sum()),
+        "labelled": len(labelled),
+        "defaults": int(labelled["defaulted"].sum()),
+    }
+    return labelled, counts
+
+
+def fit_offset_logistic(
+    design: np.ndarray, y: np.ndarray, offset: np.ndarray, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood logistic regression ``logit P(y=1) = offset + design @ beta`` by Newton's
+    method with step halving (deterministic, no seed needed); returns ``beta`` and its covariance
+    (the inverse Fisher information). Raises ``ArithmeticError`` when it does not converge (e.g. a
+    signal separates the outcomes perfectly)."""
+    beta = np.zeros(design.shape[1]) if start is None else np.asarray(start, dtype=np.float64).copy()
+
+    def loglik(b: np.ndarray) -> float:
+        eta = offset + design @ b
+        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+    current = loglik(beta)
+    for _ in range(200):
+        p = _sigmoid(offset + design @ beta)
+        gradient = design.T @ (y - p)
+        hessian = design.T @ (design * (p * (1 - p))[:, None])
+        step = np.linalg.solve(hessian, gradient)
+        scale = 1.0
+        while scale > 1e-10:
+            trial = beta + scale * step
+            value = loglik(trial)
+            if value >= current - 1e-12:
+                break
+            scale /= 2
+        beta, current = trial, value
+        if np.max(np.abs(scale * step)) < 1e-9:
+            p = _sigmoid(offset + design @ beta)
+            hessian = design.T @ (design * (p * (1 - p))[:, None])
+            if np.max(np.abs(beta)) > 30:
+                break
+            return beta, np.linalg.inv(hessian)
+    raise ArithmeticError("the logistic regression did not converge (a signal may separate the outcomes)")
+
+
+Z_95 = 1.959963984540054
+"""Two-sided 95% quantile of the standard normal (Wald intervals of the refit)."""
+
+
+def refit_adjustments(
+    outcomes: pd.DataFrame, statement: Any, known: dict[str, dict[str, float]], source: str = ""
+) -> dict[str, Any]:
+    """The adjustments refitted on ``outcomes`` (:func:`read_outcomes`), as written to the artifact.
+
+    Each labelled dossier's statement logit is recovered from its PD and adjustment inputs under the
+    adjustment set its model version names (``known``, :func:`evaluation.statement_scoring.adjustment_sets`;
+    dossiers of another statement model or an unknown set are left out, and so are those whose
+    books the VAT returns contradicted wholly). Then ``defaulted ~ offset(statement logit) +
+    intercept + Σ weight_k · signal_k + share · withdrawn credit`` is fitted by maximum likelihood.
+    The constraints of the expert rules are kept (weights ≥ 0, share in [0, 1], so the PD stays
+    monotone): a coefficient fitted outside them is fixed at its bound and the rest refitted.
+    Below :data:`MIN_OUTCOMES` labelled dossiers or :data:`MIN_DEFAULTS` defaults, or if the fit
+    does not converge, the expert rules are kept (``status`` ``"expert"``) and ``why`` says so.
+    """
+    from evaluation.statement_scoring import (
+        EXPERT_CODES,
+        EXPERT_VERSION,
+        UNTRUSTED_BOOKS_CODE,
+        UNTRUSTED_SHARE,
+        adjustment_signals,
+        scoring_with,
+    )
+
+    labelled, counts = outcome_labels(outcomes)
+    parts = labelled["model_version"].str.partition("+")
+    offsets = np.full(len(labelled), np.nan)
+    other_statement = (parts[0] != statement.version).to_numpy()
+    unknown_set = ~other_statement & ~parts[2].isin(list(known)).to_numpy()
+    for version in sorted(set(parts[2][~other_statement & ~unknown_set])):
+        rows = ((parts[2] == version).to_numpy()) & ~other_statement
+        scorer = scoring_with(statement, version, known[version])
+        offsets[rows] = scorer.statement_logit_of(labelled[rows], labelled.loc[rows, "pd_12m"].to_numpy())
+    unrecoverable = ~other_statement & ~unknown_set & np.isnan(offsets)
+    usable = ~np.isnan(offsets)
+    counts |= {
+        "left_out_other_statement_model": int(other_statement.sum()),
+        "left_out_unknown_adjustments": int(unknown_set.sum()),
+        "left_out_books_wholly_contradicted": int(unrecoverable.sum()),
+    }
+    data = labelled[usable].reset_index(drop=True)
+    y = data["defaulted"].to_numpy(dtype=np.float64)
+    offset = offsets[usable]
+    counts |= {"used": len(data), "used_defaults": int(y.sum())}
+    expert = known[EXPERT_VERSION]
+    base = float(np.log(statement.base_rate / (1 - statement.base_rate)))
+    signals = adjustment_signals(data)
+    signals[UNTRUSTED_SHARE] = signals[UNTRUSTED_BOOKS_CODE].to_numpy() * np.maximum(base - offset, 0.0)
+    names = [*EXPERT_CODES, UNTRUSTED_SHARE]
+    firing = {name: int((signals[name].to_numpy() > 0).sum()) for name in names}
+    result: dict[str, Any] = {
+        "statement_model": statement.version,
+        "source": source,
+        "minimum": {"outcomes": MIN_OUTCOMES, "defaults": MIN_DEFAULTS, "firing": MIN_FIRING},
+        "horizon_months": OUTCOME_HORIZON_MONTHS,
+        "outcomes": counts,
+    }
+
+    def kept(why: str) -> dict[str, Any]:
+        rows = [
+            {
+                "code": n,
+                "expert": expert[n],
+                "refit": None,
+                "ci_95": None,
+                "used": expert[n],
+                "firing": firing[n],
+            }
+            for n in names
+        ]
+        return result | {
+            "status": "expert",
+            "version": EXPERT_VERSION,
+            "why": why,
+            "intercept": {"expert": 0.0, "refit": None, "ci_95": None, "used": 0.0},
+            "table": rows,
+            "coefficients": dict(expert),
+        }
+
+    if len(data) < MIN_OUTCOMES or y.sum() < MIN_DEFAULTS:
+        return kept(
+            f"too few outcomes: {len(data)} dossiers with a known outcome and {int(y.sum())} defaults "
+            f"(at least {MIN_OUTCOMES} and {MIN_DEFAULTS} needed)"
+        )
+    free = [n for n in names if firing[n] >= MIN_FIRING]
+    fixed = {n: expert[n] for n in names if n not in free}
+    lower = {n: 0.0 for n in names}
+    upper = {n: (1.0 if n == UNTRUSTED_SHARE else np.inf) for n in names}
+
+    def fit(free_names: list[str], fixed_values: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        extra = sum(signals[n].to_numpy() * v for n, v in fixed_values.items())
+        design = np.column_stack([np.ones(len(data)), *(signals[n].to_numpy() for n in free_names)])
+        start = np.array([0.0, *(expert[n] for n in free_names)])
+        return fit_offset_logistic(design, y, offset + extra, start)
+
+    try:
+        beta, covariance = fit(free, fixed)
+        unconstrained = dict(zip(["intercept", *free], beta, strict=True))
+        errors = dict(zip(["intercept", *free], np.sqrt(np.diag(covariance)), strict=True))
+        active, bounded = list(free), dict(fixed)
+        while True:
+            values = dict(zip(["intercept", *active], beta, strict=True))
+            outside = [n for n in active if not lower[n] <= values[n] <= upper[n]]
+            if not outside:
+                break
+            worst = max(outside, key=lambda n: max(lower[n] - values[n], values[n] - upper[n]))
+            bounded[worst] = float(np.clip(values[worst], lower[worst], upper[worst]))
+            active.remove(worst)
+            beta, _ = fit(active, bounded)
+    except (ArithmeticError, np.linalg.LinAlgError) as error:
+        return kept(f"the refit failed ({error}); expert rules kept")
+    values = dict(zip(["intercept", *active], beta, strict=True)) | bounded
+
+    def interval(name: str) -> list[float]:
+        return [
+            round(float(unconstrained[name] - Z_95 * errors[name]), 4),
+            round(float(unconstrained[name] + Z_95 * errors[name]), 4),
+        ]
+
+    rows = []
+    for n in names:
+        row = {"code": n, "expert": expert[n], "firing": firing[n], "used": round(float(values[n]), 6)}
+        if n in free:
+            row |= {"refit": round(float(unconstrained[n]), 4), "ci_95": interval(n)}
+            if n in bounded:
+                row["note"] = "fitted outside its bound; fixed there and the rest refitted"
+        else:
+            row |= {
+                "refit": None,
+                "ci_95": None,
+                "note": f"fires for fewer than {MIN_FIRING} dossiers: expert value kept",
+            }
+        rows.append(row)
+    coefficients = {n: round(float(values[n]), 6) for n in names} | {
+        "intercept": round(float(values["intercept"]), 6)
+    }
+    digest = hashlib.sha256(
+        json.dumps([statement.version, coefficients], sort_keys=True).encode()
+    ).hexdigest()
+    return result | {
+        "status": "refit",
+        "version": f"refit-{digest[:8]}",
+        "why": f"refitted on {len(data)} dossiers with a known outcome, {int(y.sum())} of them defaults",
+        "intercept": {
+            "expert": 0.0,
+            "refit": round(float(unconstrained["intercept"]), 4),
+            "ci_95": interval("intercept"),
+            "used": coefficients["intercept"],
+        },
+        "table": rows,
+        "coefficients": coefficients,
+    }
+
+
+def write_adjustments(outcomes: Path | None, artifacts: Path = ARTIFACTS) -> dict[str, Any] | None:
+    """Refit the adjustments on ``outcomes`` and write them beside the statement artifact
+    (``<statement version>-adjustments.json``; the refits it replaces are kept under ``previous``,
+    so dossiers they scored can still be read). Without outcomes the file is removed: the expert
+    rules apply, and the artifact is what the labelled data alone gives."""
+    from evaluation.statement_model import load_statement_model
+    from evaluation.statement_scoring import adjustment_sets, read_adjustments
+
+    path = artifacts / f"{STATEMENT_MODEL_VERSION}-adjustments.json"
+    if outcomes is None:
+        path.unlink(missing_ok=True)
+        return None
+    frame = read_outcomes(outcomes)
+    statement = load_statement_model(STATEMENT_MODEL_VERSION, artifacts)
+    result = refit_adjustments(frame, statement, adjustment_sets(path), source=outcomes.name)
+    old = read_adjustments(path) or {}
+    previous = dict(old.get("previous", {}))
+    if old.get("status") == "refit":
+        previous[old["version"]] = old["coefficients"]
+    previous.pop(result["version"], None)
+    result["previous"] = dict(sorted(previous.items()))
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+EFFECTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "evaluation_adjustments.json"
+"""The measured sandbox effect of each adjustment (``python -m bench.evaluation_adjustments``)."""
+
+EFFECT_START = "<!-- sandbox effect: generated from bench/results/evaluation_adjustments.json -->"
+EFFECT_END = "<!-- end of sandbox effect -->"
+
+
+def effect_table(effects: dict[str, Any] | None) -> str:
+    """The sandbox effect of each adjustment as Markdown, between :data:`EFFECT_START` and
+    :data:`EFFECT_END` (the bench refreshes that span in the card and in ``SCORING.md``)."""
+    if effects is None:
+        body = "Not measured yet: run `python -m bench.evaluation_adjustments`."
+    else:
+        rows = "\n".join(
+            f"| `{a['code']}` | {a['weight']:g} | {a['fires_for']} | {_pp(a['mean_pd_change'])} | "
+            f"{_pp(a['max_pd_change'])} | {a['grade_changes']} |"
+            for a in effects["adjustments"]
+        )
+        scopes = ", ".join(f"`{k}` {v}" for k, v in effects["scopes"].items())
+        body = f"""Model `{effects["model_version"]}` on the sandbox population of the demo (seed {effects["seed"]}, {effects["smes"]} SMEs,
+as of {effects["as_of"]}): the {effects["scored"]} SMEs with an active consent in the demo's seeding, each under the
+sources and {effects["history_months"]}-month window it granted ({scopes}); mean PD {effects["mean_pd"]:.3f}
+against a default rate of {effects["default_rate"]:.3f}. Every SME is scored with all adjustments and again
+without one (its weight set to 0): for how many SMEs it fires (its signal is above 0), the mean and
+the largest rise in PD it causes among them (percentage points), and how many grades it changes.
+
+| adjustment | weight | fires for | mean PD change | max PD change | grade changes |
+|---|---|---|---|---|---|
+{rows}"""
+    return f"{EFFECT_START}\n{body}\n{EFFECT_END}"
+
+
+def _pp(value: float) -> str:
+    return f"{100 * value:+.2f} pp"
+
+
+def replace_effect_table(text: str, effects: dict[str, Any] | None) -> str:
+    """``text`` with its span between the markers replaced by :func:`effect_table`."""
+    start, end = text.index(EFFECT_START), text.index(EFFECT_END) + len(EFFECT_END)
+    return text[:start] + effect_table(effects) + text[end:]
+
+
+def train(
+    data: Path,
+    artifacts: Path = ARTIFACTS,
+    card: Path = MODEL_CARD,
+    outcomes: Path | None = None,
+    effects: Path = EFFECTS,
+) -> dict[str, Any]:
+    """Measure, then write the artifact, its metadata, the calibration plot and the model card; with
+    ``outcomes`` (a ``dossier outcomes export``), refit the behavioural adjustments too."""
     result = measure(data)
     report = result["report"]
     platt_a, platt_b = result["platt"]
@@ -415,7 +814,11 @@ def train(data: Path, artifacts: Path = ARTIFACTS, card: Path = MODEL_CARD) -> d
         "reference": result["reference"],
     }
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    card.write_text(model_card(meta, plot_path.relative_to(card.parent)))
+    adjustments = write_adjustments(outcomes, artifacts)
+    measured = json.loads(effects.read_text()) if effects.is_file() else None
+    card.write_text(model_card(meta, plot_path.relative_to(card.parent), adjustments, measured))
+    if adjustments is not None:
+        meta = meta | {"adjustments": adjustments}
     return meta
 
 
@@ -435,8 +838,67 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
-def model_card(meta: dict[str, Any], plot: Path) -> str:
-    """The model card's Markdown, from the metadata :func:`train` writes."""
+def adjustments_section(adjustments: dict[str, Any] | None) -> str:
+    """The card's account of the refit: what ``make train`` was given and, per adjustment, the
+    expert value against the refitted one with its 95% interval."""
+    if adjustments is None:
+        return (
+            "**Refit on outcomes: not run.** This `make train` was given no lender outcomes "
+            "(`make train OUTCOMES=FILE`, a `dossier outcomes export`), so the expert rules above are in force."
+        )
+    n = adjustments["outcomes"]
+    minimum = adjustments["minimum"]
+    counts = (
+        f"`{adjustments['source']}`: {n['reports']} reports on {n['dossiers']} dossiers; {n['not_yet_known']} "
+        f"without a known outcome at {adjustments['horizon_months']} months yet, "
+        f"{n['left_out_other_statement_model']} scored by another statement model, "
+        f"{n['left_out_unknown_adjustments']} by adjustments not on record and "
+        f"{n['left_out_books_wholly_contradicted']} whose books the VAT returns wholly contradicted "
+        f"(statement logit not recoverable) left out; **{n['used']} used, {n['used_defaults']} defaults** "
+        f"(minimum {minimum['outcomes']} and {minimum['defaults']}; an adjustment is refitted only if it "
+        f"fires for at least {minimum['firing']} of them)."
+    )
+    if adjustments["status"] == "expert":
+        head = f"**Refit on outcomes: expert rules kept** ({adjustments['why']}). {counts}"
+    else:
+        head = (
+            f"**Refit on outcomes: in force, version `{adjustments['version']}`** ({adjustments['why']}). "
+            f"{counts} Fitted by maximum likelihood: `defaulted ~ offset(statement logit) + intercept + "
+            f"Σ weight × signal + share × withdrawn credit`, the statement logit recovered from each "
+            f"dossier's PD and inputs under the adjustments it was scored with; 95% Wald intervals. A "
+            f"coefficient fitted below 0 (or a share above 1) is fixed at that bound and the rest refitted, "
+            f"so the PD stays monotone; `used` is what scores dossiers "
+            f"(`evaluation/artifacts/{adjustments['statement_model']}-adjustments.json`)."
+        )
+
+    def number(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    def ci(value: list[float] | None) -> str:
+        return "—" if value is None else f"{value[0]:.3f} – {value[1]:.3f}"
+
+    rows = "\n".join(
+        f"| `{r['code']}` | {number(r['expert'])} | {number(r['refit'])} | {ci(r['ci_95'])} | "
+        f"{number(r['used'])} | {r['firing']} | {r.get('note', '')} |"
+        for r in adjustments["table"]
+    )
+    i = adjustments["intercept"]
+    rows += f"\n| intercept | 0.000 | {number(i['refit'])} | {ci(i['ci_95'])} | {number(i['used'])} | | |"
+    return f"""{head}
+
+| adjustment | expert | refit | 95% interval | used | fires for | note |
+|---|---|---|---|---|---|---|
+{rows}"""
+
+
+def model_card(
+    meta: dict[str, Any],
+    plot: Path,
+    adjustments: dict[str, Any] | None = None,
+    effects: dict[str, Any] | None = None,
+) -> str:
+    """The model card's Markdown, from the metadata :func:`train` writes, the refit of the
+    adjustments (:func:`write_adjustments`, None without outcomes) and their measured sandbox effect."""
     from evaluation.scoring import HINT_TEXTS, LENDING_TERMS
     from evaluation.statement_scoring import COVERAGE_WEIGHTS
     from evaluation.triangulation import COMPARISONS, DISCREPANCY_TEXTS
@@ -717,10 +1179,17 @@ with the anchors and weights of `evaluation/SCORING.md` §3. An SME without book
 population's bankruptcy rate as its statement part (reason `NO_BOOKS`). Books that the VAT returns
 contradict earn no credit: the statement model's credit (how far its logit lies below the no-books
 logit) is withdrawn in proportion to the `VAT_BOOKS_MISMATCH` badness (none within 8% of the
-books, all of it from a 25% gap), because inflated revenue improves every ratio and only the VAT
-return, which follows real turnover, says otherwise. These are expert rules
-(`evaluation/statement_scoring.py`, version `expert-1`); `make train` will refit them once lender
-outcomes exist. The dossier's model version is `<statement model>+<expert version>`.
+books, all of it from a 25% gap; `VAT_BOOKS_UNTRUSTED` below is the share withdrawn at a full gap),
+because inflated revenue improves every ratio and only the VAT return, which follows real turnover,
+says otherwise. These are expert rules (`evaluation/statement_scoring.py`, version `expert-1`);
+`make train OUTCOMES=FILE` refits them on lender outcomes. The dossier's model version is
+`<statement model>+<adjustments version>`.
+
+{adjustments_section(adjustments)}
+
+### Measured effect on the sandbox
+
+{effect_table(effects)}
 
 On the sandbox the dossier's model ranks the sandbox's own default labels a little better than the
 first scorecard (see "Sandbox realism").
@@ -769,7 +1238,11 @@ column is supplied; the canonical tables carry photo counts, not hashes.
 * PSI over a few dozen dossiers (the demo) is inflated by sampling noise in ten bins; read it over
   hundreds of dossiers or more.
 * Held-out size: {data["held_out_bankrupt"]} bankruptcies; the metrics carry sampling error of a few points.
-* The behavioural adjustments are expert judgement, not fitted.
+* {"The behavioural adjustments are refitted on lender outcomes; those outcomes come from loans lenders chose to make, so they describe the approved population, not every applicant." if adjustments and adjustments["status"] == "refit" else "The behavioural adjustments are expert judgement, not fitted."}
+* The refit reads each dossier as its date's latest publish holds it (a re-published dossier keeps
+  its id), counts several dossiers of one SME as separate observations, and cannot use dossiers
+  whose books the VAT returns wholly contradicted (their statement logit cannot be told from the
+  PD); its Wald intervals treat every dossier as independent.
 """
 
 
@@ -778,17 +1251,32 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", required=True, type=Path, help="labelled CSV laid out like the public file")
+    parser.add_argument(
+        "--outcomes",
+        type=Path,
+        help="lender outcomes (CSV or Parquet written by dossier outcomes export): refit the adjustments",
+    )
     args = parser.parse_args(argv)
-    if not args.data.is_file():
-        print(f"train: {args.data}: no such file", file=sys.stderr)
-        return 2
-    meta = train(args.data)
+    for path in (args.data, args.outcomes):
+        if path is not None and not path.is_file():
+            print(f"train: {path}: no such file", file=sys.stderr)
+            return 2
+    if args.outcomes is not None:
+        try:
+            read_outcomes(args.outcomes)
+        except OutcomesError as error:
+            print(f"train: {error}", file=sys.stderr)
+            return 2
+    meta = train(args.data, outcomes=args.outcomes)
     held = meta["held_out"]
     print(
         f"[train] {meta['version']}: held-out ROC AUC {held['statement_model']['roc_auc']:.4f}, "
         f"Brier {held['statement_model']['brier']:.4f} (logistic {held['logistic_regression']['roc_auc']:.4f}, "
         f"Altman Z'' {held['altman_z2']['roc_auc']:.4f}); card in {MODEL_CARD}"
     )
+    if "adjustments" in meta:
+        adjustments = meta["adjustments"]
+        print(f"[train] adjustments {adjustments['version']}: {adjustments['why']}")
     return 0
 
 

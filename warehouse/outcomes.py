@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,11 +274,12 @@ def export_rows(session: Session, lender: str | None = None) -> list[dict[str, A
     ]
 
 
-def write_export(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write :func:`export_rows` as CSV (header :data:`EXPORT_COLUMNS`)."""
+def write_export(rows: list[dict[str, Any]], path: Path, columns: Sequence[str] = EXPORT_COLUMNS) -> None:
+    """Write :func:`export_rows` as CSV (header ``columns``: :data:`EXPORT_COLUMNS` and any the
+    caller added to the rows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
 

@@ -20,6 +20,8 @@ from sqlalchemy import select
 
 from dossier.cli import main
 from dossier.settings import for_home, override
+from evaluation.statement_scoring import ADJUSTMENT_INPUTS
+from evaluation.train import read_outcomes
 from warehouse.db import make_engine, session_scope
 from warehouse.feed import pull
 from warehouse.models import DossierVersion, Outcome
@@ -127,8 +129,17 @@ def test_a_good_file_is_stored_and_a_repeat_changes_nothing(world, capsys) -> No
             "model_version": model_version,
             "pd_12m": str(pd_12m),
             "grade": grade,
+            # The inputs of the behavioural adjustments, from the published dossier (books only).
+            "months_of_accounts": "30",
+            **dict.fromkeys(ADJUSTMENT_INPUTS[1:], ""),
         }
         for outcome, day, amount in (("current", "2026-11-20", "5000.0"), ("repaid", "2026-11-25", ""))
+    ]
+    assert read_outcomes(out)[["dossier_id", "outcome", "pd_12m", "months_of_accounts"]].to_dict(
+        "records"
+    ) == [
+        {"dossier_id": dossier_id, "outcome": outcome, "pd_12m": pd_12m, "months_of_accounts": 30.0}
+        for outcome in ("current", "repaid")
     ]
 
 
