@@ -10,6 +10,7 @@ from bench import (
     format_parsing,
     grant_to_delivered,
     lender_feed,
+    offers_market,
     statement_model,
     webhooks,
 )
@@ -24,4 +25,5 @@ sys.exit(
     or delta_sharing.main([])
     or collusion.main([])
     or evaluation_adjustments.main([])
+    or offers_market.main([])
 )
