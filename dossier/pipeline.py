@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
@@ -265,18 +265,23 @@ def record_holds(
 ) -> None:
     """Open a quarantine entry per held dossier; resolve the shard's earlier holds that no longer apply."""
     still = {(h["sme_id"], h["scope"], h["source"]) for h in holds}
-    for chunk in in_chunks(sme_ids):
-        for entry in session.scalars(
-            select(QuarantineEntry).where(
+    lifted = [
+        entry_id
+        for chunk in in_chunks(sme_ids)
+        for entry_id, sme_id, scope, source in session.execute(
+            select(
+                QuarantineEntry.id, QuarantineEntry.sme_id, QuarantineEntry.record, QuarantineEntry.source
+            ).where(
                 QuarantineEntry.as_of_date == as_of,
                 QuarantineEntry.stage == HOLD_STAGE,
                 QuarantineEntry.resolved_at.is_(None),
                 QuarantineEntry.sme_id.in_(chunk),
             )
-        ):
-            if (entry.sme_id, entry.record, entry.source) not in still:
-                entry.resolved_at = at
-    session.flush()
+        )
+        if (sme_id, scope, source) not in still
+    ]
+    for chunk in in_chunks(lifted):
+        session.execute(update(QuarantineEntry).where(QuarantineEntry.id.in_(chunk)).values(resolved_at=at))
     upsert(
         session,
         QuarantineEntry,
