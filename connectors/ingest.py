@@ -522,20 +522,30 @@ def _record_quarantine(
     rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
     rows += [_reauthorize_row(o, source, as_of) for o in outcomes if o.token_refused is not None]
     still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
-    for chunk in in_chunks(parsed):
-        open_entries = session.scalars(
-            select(QuarantineEntry).where(
+    fixed = [
+        entry_id
+        for chunk in in_chunks(parsed)
+        for entry_id, *entry_key in session.execute(
+            select(
+                QuarantineEntry.id,
+                QuarantineEntry.sme_id,
+                QuarantineEntry.record,
+                QuarantineEntry.field,
+                QuarantineEntry.reason,
+            ).where(
                 QuarantineEntry.stage == STAGE,
                 QuarantineEntry.source == source,
                 QuarantineEntry.as_of_date == as_of,
                 QuarantineEntry.resolved_at.is_(None),
                 QuarantineEntry.sme_id.in_(chunk),
             )
-        ).all()
-        for entry in open_entries:
-            if (entry.sme_id, entry.record, entry.field, entry.reason) not in still_open:
-                entry.resolved_at = resolved_at
-    session.flush()
+        )
+        if tuple(entry_key) not in still_open
+    ]
+    for chunk in in_chunks(fixed):
+        session.execute(
+            update(QuarantineEntry).where(QuarantineEntry.id.in_(chunk)).values(resolved_at=resolved_at)
+        )
     upsert(
         session,
         QuarantineEntry,
