@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from warehouse.shards import shard_key
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -140,9 +142,14 @@ class SourceConnection(Base):
     """How to reach one source of one SME (provider and the SME's account there)."""
 
     __tablename__ = "source_connections"
+    __table_args__ = (Index("ix_source_connections_shard", "source", "shard_key"),)
 
     sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shard_key: Mapped[int] = mapped_column(
+        BigInteger, default=lambda ctx: shard_key(ctx.get_current_parameters()["sme_id"])
+    )
+    """:func:`warehouse.shards.shard_key` of ``sme_id`` (set on insert): a shard is one range of it."""
     provider: Mapped[str] = mapped_column(String(64))
     account_ref: Mapped[str] = mapped_column(String(128))
     credentials: Mapped[dict[str, Any]]
