@@ -681,3 +681,30 @@ class Outcome(Base):
     source: Mapped[str] = mapped_column(String(512), default="")
     """Where it was reported from: the file name, or ``api``."""
     reported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class StageRun(Base):
+    """One run of one pipeline step (ingest, validate, evaluate, publish) for one as-of date, source
+    and shard: when it ran, how long it took, how it ended and the counts it returned.
+
+    A re-run of the same step replaces its row (``attempts`` counts the runs). ``source`` is empty
+    for the steps that are not per source, ``shard`` is -1 for the steps over the whole date.
+    """
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (UniqueConstraint("as_of_date", "stage", "source", "shard"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32), default="")
+    shard: Mapped[int] = mapped_column(default=-1)
+    status: Mapped[str] = mapped_column(String(16))
+    """``succeeded`` or ``failed``."""
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime]
+    seconds: Mapped[float] = mapped_column(Float)
+    counts: Mapped[dict[str, Any]]
+    """The numbers the step returned (e.g. ``pulled``, ``failed``, ``evaluated``, ``rows``)."""
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(default=1)
