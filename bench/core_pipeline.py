@@ -121,11 +121,13 @@ def run_floor(home: Path, shard_count: int) -> dict[str, Any]:
 
     from dossier.settings import override
     from warehouse.canonical import TABLES
+    from warehouse.dossier_schema import SCHEMA_VERSION
     from warehouse.storage import Store
 
     with override(_settings(home, shard_count)):
         store = Store.from_settings()
-        published = [p for p in Path(store.layout.dossier_partition(1, AS_OF.isoformat())).glob("*.parquet")]
+        partition = Path(store.layout.dossier_partition(SCHEMA_VERSION, AS_OF.isoformat()))
+        published = sorted(partition.glob("*.parquet"))
         dossiers = [pq.read_table(p) for p in published]
         out = home / "floor"
         out.mkdir(exist_ok=True)
@@ -190,6 +192,7 @@ def benchmark(sizes: list[int], work: Path, shard_count: int) -> dict[str, Any]:
             "dossiers_published": core["published"],
             "floor_seconds": round(floor["seconds"], 3),
             "floor_peak_rss_mib": round(floor["peak_rss_mib"], 1),
+            "floor_dossier_rows_written": floor["dossier_rows_written"],
             "core_over_floor": round(core["seconds"] / floor["seconds"], 2),
             "targets": {"core_over_floor_at_most": 3.0, "peak_rss_mib_below_at_100k": 2048},
         }

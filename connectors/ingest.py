@@ -60,7 +60,7 @@ from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.consent import as_of_instant, pull_window, pull_windows
 from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.models import IngestionRun, ProviderToken, QuarantineEntry, SourceConnection, utcnow
-from warehouse.shards import in_shard
+from warehouse.shards import shard_range
 from warehouse.storage import Store
 
 log = logging.getLogger(__name__)
@@ -192,20 +192,35 @@ class HttpSessions:
 
 
 def connections_in_shard(session: Session, source: str, shard: int, shard_count: int) -> list[Connection]:
-    """The shard's SMEs that have a connection to ``source``, sorted by SME id."""
+    """The shard's SMEs that have a connection to ``source``, sorted by SME id.
+
+    Only the shard's own rows are read: one range of the indexed ``shard_key``
+    (:func:`warehouse.shards.shard_range`).
+    """
+    low, high = shard_range(shard, shard_count)
     rows = session.execute(
-        select(SourceConnection).where(SourceConnection.source == source).execution_options(yield_per=5000)
-    ).scalars()
-    by_sme = {row.sme_id: row for row in rows}
+        select(
+            SourceConnection.sme_id,
+            SourceConnection.provider,
+            SourceConnection.account_ref,
+            SourceConnection.credentials,
+        )
+        .where(
+            SourceConnection.source == source,
+            SourceConnection.shard_key >= low,
+            SourceConnection.shard_key < high,
+        )
+        .order_by(SourceConnection.sme_id)
+    )
     return [
         Connection(
             sme_id=sme_id,
             source=source,
-            provider=by_sme[sme_id].provider,
-            account_ref=by_sme[sme_id].account_ref,
-            credentials=dict(by_sme[sme_id].credentials or {}),
+            provider=provider,
+            account_ref=account_ref,
+            credentials=dict(credentials or {}),
         )
-        for sme_id in in_shard(by_sme, shard, shard_count)
+        for sme_id, provider, account_ref, credentials in rows
     ]
 
 
@@ -522,20 +537,30 @@ def _record_quarantine(
     rows = [row for o in outcomes if o.parsed for row in _quarantine_rows(o, source, as_of)]
     rows += [_reauthorize_row(o, source, as_of) for o in outcomes if o.token_refused is not None]
     still_open = {(r["sme_id"], r["record"], r["field"], r["reason"]) for r in rows}
-    for chunk in in_chunks(parsed):
-        open_entries = session.scalars(
-            select(QuarantineEntry).where(
+    fixed = [
+        entry_id
+        for chunk in in_chunks(parsed)
+        for entry_id, *entry_key in session.execute(
+            select(
+                QuarantineEntry.id,
+                QuarantineEntry.sme_id,
+                QuarantineEntry.record,
+                QuarantineEntry.field,
+                QuarantineEntry.reason,
+            ).where(
                 QuarantineEntry.stage == STAGE,
                 QuarantineEntry.source == source,
                 QuarantineEntry.as_of_date == as_of,
                 QuarantineEntry.resolved_at.is_(None),
                 QuarantineEntry.sme_id.in_(chunk),
             )
-        ).all()
-        for entry in open_entries:
-            if (entry.sme_id, entry.record, entry.field, entry.reason) not in still_open:
-                entry.resolved_at = resolved_at
-    session.flush()
+        )
+        if tuple(entry_key) not in still_open
+    ]
+    for chunk in in_chunks(fixed):
+        session.execute(
+            update(QuarantineEntry).where(QuarantineEntry.id.in_(chunk)).values(resolved_at=resolved_at)
+        )
     upsert(
         session,
         QuarantineEntry,

@@ -410,10 +410,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from dossier.pipeline import stage_runs, stage_summary
     from dossier.report import pipeline_report, render_report
+    from warehouse.db import session_scope
 
-    render_report(pipeline_report(_as_of(args.as_of)), console)
+    as_of = _as_of(args.as_of)
+    render_report(pipeline_report(as_of), console)
+    with session_scope() as session:
+        steps = stage_summary(stage_runs(session, as_of))
+    render_steps(steps, as_of)
     return 0
+
+
+def render_steps(steps: list[dict[str, Any]], as_of: dt.date) -> None:
+    """The recorded pipeline steps of ``as_of`` (``stage_runs``): tasks, failures, seconds and counts."""
+    if not steps:
+        console.print(f"No pipeline step recorded for {as_of.isoformat()} (stage_runs is empty for it).")
+        return
+    table = Table(
+        "step",
+        "source",
+        "tasks",
+        "failed",
+        "seconds",
+        "slowest",
+        Column("counts", overflow="fold"),
+        title="Pipeline steps",
+        title_justify="left",
+    )
+    for step in steps:
+        table.add_row(
+            step["stage"],
+            step["source"],
+            str(step["tasks"]),
+            str(step["failed"]),
+            f"{step['seconds']:.2f}",
+            f"{step['slowest']:.2f}",
+            ", ".join(f"{name} {value}" for name, value in step["counts"].items()),
+        )
+    console.print(table)
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:

@@ -22,15 +22,17 @@ consent that starts the run did not exist then.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
@@ -39,7 +41,7 @@ from warehouse.agents import mark_suspended_visits, suspended_ids
 from warehouse.canonical import SOURCES, TABLES
 from warehouse.consent import as_of_instant
 from warehouse.db import in_chunks, session_scope, upsert
-from warehouse.models import IngestionRun, QuarantineEntry, Sme
+from warehouse.models import IngestionRun, QuarantineEntry, Sme, StageRun
 from warehouse.shards import in_shard
 from warehouse.storage import Store
 
@@ -82,6 +84,171 @@ def parse_as_of(value: str | dt.date | dt.datetime | None) -> dt.date:
         ) from None
 
 
+WHOLE_DATE = -1
+"""``stage_runs.shard`` of a step over the whole as-of date (publish)."""
+
+STAGE_ORDER = ("ingest", "validate", "evaluate", "publish")
+
+
+def step_counts(result: Any) -> dict[str, int]:
+    """The whole numbers of a step's summary, nested ones flattened with ``.`` (what ``stage_runs`` keeps).
+
+    >>> step_counts({"shard": 2, "pulled": 5, "ok": True, "path": "x", "withheld": {"count": 1, "examples": []}})
+    {'pulled': 5, 'withheld.count': 1}
+    """
+    found: dict[str, int] = {}
+    if not isinstance(result, dict):
+        return found
+    for key, value in result.items():
+        if key == "shard":
+            continue
+        if isinstance(value, dict):
+            found.update({f"{key}.{k}": v for k, v in step_counts(value).items()})
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found[key] = value
+    return found
+
+
+def record_stage(
+    session: Any,
+    *,
+    as_of: dt.date,
+    stage: str,
+    source: str = "",
+    shard: int = WHOLE_DATE,
+    status: str,
+    started_at: dt.datetime,
+    seconds: float,
+    counts: dict[str, int],
+    error: str = "",
+) -> None:
+    """Write (or, for a re-run, replace) the ``stage_runs`` row of one step; ``attempts`` counts the runs."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    key = {"as_of_date": as_of, "stage": stage, "source": source, "shard": shard}
+    row = {
+        "status": status,
+        "started_at": started_at,
+        "finished_at": started_at + dt.timedelta(seconds=seconds),
+        "seconds": round(seconds, 3),
+        "counts": counts,
+        "error": error[:2000],
+    }
+    statement = insert(StageRun).values({**key, **row, "attempts": 1})
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={**{k: statement.excluded[k] for k in row}, "attempts": StageRun.__table__.c.attempts + 1},
+        )
+    )
+
+
+def recorded(stage: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Decorate a step so that each call writes its ``stage_runs`` row: timing, status and counts.
+
+    The step's ``as_of`` (and ``shard`` and ``source`` where it has them) name the row. A failed
+    step is recorded with its error and the error is raised as before; a scoped run (``sme_ids``)
+    adds ``scoped_smes`` to the counts. Recording never hides the step's own outcome: when the
+    warehouse refuses the row, that is logged and the step's result (or error) stands.
+    """
+
+    def decorate(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        signature = inspect.signature(step)
+
+        @functools.wraps(step)
+        def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            arguments = signature.bind(*args, **kwargs).arguments
+            where = {
+                "as_of": arguments["as_of"],
+                "stage": stage,
+                "source": arguments.get("source", ""),
+                "shard": arguments.get("shard", WHOLE_DATE),
+            }
+            scoped = arguments.get("sme_ids")
+            extra = {} if scoped is None else {"scoped_smes": len(set(scoped))}
+            started_at, began = dt.datetime.now(dt.UTC), time.perf_counter()
+            try:
+                result = step(*args, **kwargs)
+            except BaseException as error:
+                _write_stage(where, "failed", started_at, time.perf_counter() - began, extra, str(error))
+                raise
+            counts = {**step_counts(result), **extra}
+            _write_stage(where, "succeeded", started_at, time.perf_counter() - began, counts)
+            return result
+
+        return run
+
+    return decorate
+
+
+def _write_stage(
+    where: dict[str, Any],
+    status: str,
+    started_at: dt.datetime,
+    seconds: float,
+    counts: dict[str, int],
+    error: str = "",
+) -> None:
+    try:
+        with session_scope() as session:
+            record_stage(
+                session,
+                **where,
+                status=status,
+                started_at=started_at,
+                seconds=seconds,
+                counts=counts,
+                error=error,
+            )
+    except Exception:
+        log.exception("stage run of %s not recorded", where)
+
+
+def stage_runs(session: Any, as_of: dt.date) -> list[dict[str, Any]]:
+    """The ``stage_runs`` rows of ``as_of`` (every column but ``id``), in pipeline order."""
+    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    columns = [c.key for c in StageRun.__table__.columns if c.key != "id"]
+    rows = session.scalars(select(StageRun).where(StageRun.as_of_date == as_of)).all()
+    found = [{c: getattr(row, c) for c in columns} for row in rows]
+    return sorted(
+        found, key=lambda r: (order.get(r["stage"], len(order)), r["stage"], r["source"], r["shard"])
+    )
+
+
+def stage_summary(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step (and source): tasks, failed tasks, total and slowest seconds, and the counts added up.
+
+    >>> runs = [{"stage": "validate", "source": "", "shard": k, "status": s, "seconds": t, "counts": {"smes": 5}}
+    ...         for k, (s, t) in enumerate([("succeeded", 1.5), ("failed", 0.25)])]
+    >>> stage_summary(runs)  # doctest: +NORMALIZE_WHITESPACE
+    [{'stage': 'validate', 'source': '', 'tasks': 2, 'failed': 1, 'seconds': 1.75, 'slowest': 1.5,
+      'counts': {'smes': 10}}]
+    """
+    summary: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        entry = summary.setdefault(
+            (run["stage"], run["source"]),
+            {
+                "stage": run["stage"],
+                "source": run["source"],
+                "tasks": 0,
+                "failed": 0,
+                "seconds": 0.0,
+                "slowest": 0.0,
+                "counts": {},
+            },
+        )
+        entry["tasks"] += 1
+        entry["failed"] += int(run["status"] != "succeeded")
+        entry["seconds"] = round(entry["seconds"] + run["seconds"], 3)
+        entry["slowest"] = max(entry["slowest"], run["seconds"])
+        for name, value in run["counts"].items():
+            entry["counts"][name] = entry["counts"].get(name, 0) + value
+    return list(summary.values())
+
+
 def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
     """Arrow table of ``frame`` typed by its values alone (pandas' dtype notes do not survive list columns)."""
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
@@ -100,6 +267,7 @@ def shards_of(sme_ids: Iterable[str]) -> list[int]:
     return sorted({shard_of(sme_id, count) for sme_id in sme_ids})
 
 
+@recorded("ingest")
 def ingest(
     source: str,
     shard: int,
@@ -129,6 +297,7 @@ def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.
     return tables
 
 
+@recorded("validate")
 def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
     """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome."""
     from expectations.runner import record_validation, validate_shard
@@ -265,18 +434,23 @@ def record_holds(
 ) -> None:
     """Open a quarantine entry per held dossier; resolve the shard's earlier holds that no longer apply."""
     still = {(h["sme_id"], h["scope"], h["source"]) for h in holds}
-    for chunk in in_chunks(sme_ids):
-        for entry in session.scalars(
-            select(QuarantineEntry).where(
+    lifted = [
+        entry_id
+        for chunk in in_chunks(sme_ids)
+        for entry_id, sme_id, scope, source in session.execute(
+            select(
+                QuarantineEntry.id, QuarantineEntry.sme_id, QuarantineEntry.record, QuarantineEntry.source
+            ).where(
                 QuarantineEntry.as_of_date == as_of,
                 QuarantineEntry.stage == HOLD_STAGE,
                 QuarantineEntry.resolved_at.is_(None),
                 QuarantineEntry.sme_id.in_(chunk),
             )
-        ):
-            if (entry.sme_id, entry.record, entry.source) not in still:
-                entry.resolved_at = at
-    session.flush()
+        )
+        if (sme_id, scope, source) not in still
+    ]
+    for chunk in in_chunks(lifted):
+        session.execute(update(QuarantineEntry).where(QuarantineEntry.id.in_(chunk)).values(resolved_at=at))
     upsert(
         session,
         QuarantineEntry,
@@ -300,6 +474,7 @@ def record_holds(
     )
 
 
+@recorded("evaluate")
 def evaluate(
     shard: int,
     as_of: dt.date,
@@ -390,6 +565,7 @@ def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
         yield store.read_table(path).to_pandas()
 
 
+@recorded("publish")
 def publish(as_of: dt.date, *, now: dt.datetime | None = None) -> dict[str, Any]:
     """Publish the staged dossiers of every shard to lenders' store, manifest last, then the catalog."""
     import evaluation

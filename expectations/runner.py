@@ -49,7 +49,7 @@ from expectations.suites import (
     suite_parameters,
 )
 from warehouse.canonical import TABLES
-from warehouse.db import upsert
+from warehouse.db import in_chunks, upsert
 from warehouse.models import QuarantineEntry, ValidationResult, utcnow
 from warehouse.storage import Store
 
@@ -422,13 +422,13 @@ def _resolve_fixed(session: Session, validation: ShardValidation, now: datetime.
     key = ["sme_id", "source", "record", "field", "reason"]
     sme_ids = validation.sme_status["sme_id"].tolist()
     open_parts: list[pd.DataFrame] = []
-    for start in range(0, len(sme_ids), 1000):
+    for chunk in in_chunks(sme_ids):
         rows = session.execute(
             select(QuarantineEntry.id, *(getattr(QuarantineEntry, c) for c in key)).where(
                 QuarantineEntry.as_of_date == validation.as_of,
                 QuarantineEntry.stage == STAGE,
                 QuarantineEntry.resolved_at.is_(None),
-                QuarantineEntry.sme_id.in_(sme_ids[start : start + 1000]),
+                QuarantineEntry.sme_id.in_(chunk),
             )
         ).all()
         open_parts.append(pd.DataFrame(rows, columns=["id", *key]))
@@ -438,12 +438,8 @@ def _resolve_fixed(session: Session, validation: ShardValidation, now: datetime.
     current = validation.failures[key].drop_duplicates()
     still_failing = open_entries.merge(current, on=key, how="left", indicator=True)
     fixed = still_failing.loc[still_failing["_merge"] == "left_only", "id"].astype(int).tolist()
-    for start in range(0, len(fixed), 1000):
-        session.execute(
-            update(QuarantineEntry)
-            .where(QuarantineEntry.id.in_(fixed[start : start + 1000]))
-            .values(resolved_at=now)
-        )
+    for chunk in in_chunks(fixed):
+        session.execute(update(QuarantineEntry).where(QuarantineEntry.id.in_(chunk)).values(resolved_at=now))
     return len(fixed)
 
 

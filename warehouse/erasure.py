@@ -112,11 +112,13 @@ def _delete_raw(session: Session, store: Store, sme_id: str) -> int:
             RawPayload.ingestion_run_id.in_(run_ids)
         )
     ).all()
-    mine = {row.id for row in payloads}
     files = 0
     for _payload_id, sha256, path in {(r.id, r.sha256, r.path) for r in payloads}:
+        # another SME's payload with the same bytes keeps the file (a subquery: no id list to bind)
         shared = session.scalar(
-            select(RawPayload.id).where(RawPayload.sha256 == sha256, RawPayload.id.not_in(mine)).limit(1)
+            select(RawPayload.id)
+            .where(RawPayload.sha256 == sha256, RawPayload.ingestion_run_id.not_in(run_ids))
+            .limit(1)
         )
         if shared is None and store.exists(path):
             store.delete(path)

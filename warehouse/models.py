@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from warehouse.shards import shard_key
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -140,9 +142,14 @@ class SourceConnection(Base):
     """How to reach one source of one SME (provider and the SME's account there)."""
 
     __tablename__ = "source_connections"
+    __table_args__ = (Index("ix_source_connections_shard", "source", "shard_key"),)
 
     sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), primary_key=True)
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    shard_key: Mapped[int] = mapped_column(
+        BigInteger, default=lambda ctx: shard_key(ctx.get_current_parameters()["sme_id"])
+    )
+    """:func:`warehouse.shards.shard_key` of ``sme_id`` (set on insert): a shard is one range of it."""
     provider: Mapped[str] = mapped_column(String(64))
     account_ref: Mapped[str] = mapped_column(String(128))
     credentials: Mapped[dict[str, Any]]
@@ -735,3 +742,30 @@ class OfferEvent(Base):
     details: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class StageRun(Base):
+    """One run of one pipeline step (ingest, validate, evaluate, publish) for one as-of date, source
+    and shard: when it ran, how long it took, how it ended and the counts it returned.
+
+    A re-run of the same step replaces its row (``attempts`` counts the runs). ``source`` is empty
+    for the steps that are not per source, ``shard`` is -1 for the steps over the whole date.
+    """
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (UniqueConstraint("as_of_date", "stage", "source", "shard"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    as_of_date: Mapped[dt.date] = mapped_column(Date, index=True)
+    stage: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32), default="")
+    shard: Mapped[int] = mapped_column(default=-1)
+    status: Mapped[str] = mapped_column(String(16))
+    """``succeeded`` or ``failed``."""
+    started_at: Mapped[dt.datetime]
+    finished_at: Mapped[dt.datetime]
+    seconds: Mapped[float] = mapped_column(Float)
+    counts: Mapped[dict[str, Any]]
+    """The numbers the step returned (e.g. ``pulled``, ``failed``, ``evaluated``, ``rows``)."""
+    error: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(default=1)
