@@ -15,30 +15,43 @@ benchmark uses the warehouse's own functions directly rather than the whole pipe
 
 The feed then holds ``smes x dates`` delivered versions (default 5,000 x 20 = 100,000).
 
-**Measured**, over real HTTP (``requests``) against uvicorn on a free loopback port:
+**Measured**, over real HTTP against ``dossier serve --workers N`` (a separate process, as
+deployed) on a free loopback port:
 
-* ``sync_reads``: the cost of a read that has to plan: the first read after one more publish
-  (it delivers ``smes`` new versions) and the first read after one consent is revoked (it plans
-  over the whole catalog and appends one tombstone);
-* ``one_client``: one client reading pages of ``limit`` events, alone (warm);
-* ``concurrent``: ``clients`` client **processes** (so that their own work does not share the
-  server's interpreter), started and connected first and then released together, each reading ``pages`` consecutive pages of ``limit`` events from its own
-  starting cursor (spread over the whole feed); every page request's latency (p50, p99, max),
-  the pages and megabytes per second overall. Clients take the next cursor from the
-  ``Feed-Next-Cursor`` header and check each page's size; the first page of every client is also
-  parsed and checked in full.
+* ``sync_reads`` (one worker): the cost of a read that has to plan: the first read after one
+  more publish (it delivers ``smes`` new versions) and the first read after one consent is revoked
+  (it plans over the whole catalog and appends one tombstone);
+* ``latency_by_load``: for 1 and 2 service processes (``--workers``) and for 1, 8 and ``clients``
+  client **processes** (so that their own work does not share the service's interpreter), a fresh
+  service read by that many clients, started and connected first and then released together, each
+  reading ``pages`` consecutive pages of ``limit`` events from its own starting cursor (spread over
+  the whole feed) on one kept-alive connection: every page request's latency (p50, p99, max), the
+  pages and megabytes per second overall, and the CPU the service and the clients spent per page.
+  A request is timed until its whole body is received, not parsed: a client parses and checks in
+  full only its first page (order, cursor, size), so that what is measured is the service.
+  ``first_read`` builds every page it reads (the starting cursors ignore page boundaries, and the
+  service is new); ``repeat`` reads pages again from the cache of encoded pages
+  (``dossier.web.lender.PageCache``, keyed on the feed's state): what a lender pays when it, or
+  another of its consumers, reads a page again (a retry, a second system, a replay). All the pages
+  of the first read do not fit in a process's cache (50 x 20 pages of 1.7 MB are 1.7 GB, the cache
+  holds 512 MB, and least-recently-read eviction under a scan keeps none of them), so the repeat
+  reads ``distinct_starts`` starting cursors, as many as fill half a cache, each shared by several
+  clients, after as many untimed passes as there are processes (each keeps its own cache).
+* ``target_check``: whether a p99 under 100 ms at ``clients`` clients is within reach of the
+  machine: clients that each wait for their page have a mean latency of clients / throughput
+  (Little's law), so the target needs more than clients / 0.1 s pages per second and at most
+  cpus / that rate of CPU per page, the service's and the clients' together (they share the
+  machine); the measured CPU per page gives the throughput and mean-latency floor (with every core
+  given to this and nothing else), and one service process, holding the interpreter's lock while it
+  works, serves at most 1 / its CPU per page. The p99 counts as reachable only with a mean floor
+  under half the target.
 
-* ``concurrent_repeat``: the same clients read the same pages again. Nothing changed in between,
-  so every page is served from the service's cache of encoded pages (``dossier.web.lender.PageCache``,
-  keyed on the feed's state): what a lender pays when it, or another of its consumers, reads a page
-  again (a retry, a second system of the same lender, a replay).
-
-Nothing changes between the concurrent reads, so each costs the key check, the rate limit and one
-query on the feed's state (:func:`warehouse.feed.fresh_state`), plus, the first time a page is read
-under a state, its query and encoding. The starting cursors are spread over the feed without
-regard to page boundaries, so the first pass builds every page it reads (the cache does not help
-it). Results go to ``bench/results/lender_feed.json``.
-Run: ``python -m bench.lender_feed`` (full size) or ``--smes 500 --dates 4 --clients 8`` (a quick look).
+Nothing changes between the concurrent reads, so each costs the key check (one indexed query, not
+cached: a revoked key is refused at once in every process), the rate limit and one query on the
+feed's state (:func:`warehouse.feed.fresh_state`), plus, the first time a page is read under a
+state in a process, its query and encoding. Results go to ``bench/results/lender_feed.json``.
+Run: ``python -m bench.lender_feed`` (full size) or ``--smes 500 --dates 4 --clients 8`` (a quick look); ``--work DIR`` keeps
+the built feed for the next run.
 """
 
 from __future__ import annotations
@@ -49,9 +62,10 @@ import json
 import multiprocessing
 import os
 import platform
+import signal
+import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -252,53 +266,144 @@ def _revoke_one(home: Path, consent_id: str) -> None:
         consent.revoke(session, consent_id, at=dt.datetime.now(dt.UTC), reason="benchmark")
 
 
+def _serve(home: Path, workers: int) -> tuple[Any, str]:
+    """``dossier serve --workers N`` on a free loopback port for ``home`` (rate limits off, no
+    webhook worker, no link; a feed read needs no provider, so none is started); the process and
+    its base URL once it answers."""
+    import subprocess
+    import sys
+
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOSSIER_")}
+    env |= {
+        "DOSSIER_HOME": str(home),
+        "DOSSIER_RATE_LIMIT_PER_MINUTE": "0",
+        "DOSSIER_SANDBOX_URL": "http://127.0.0.1:9",  # never called by a feed read
+        "DOSSIER_LOG_LEVEL": "WARNING",
+    }
+    command = [str(Path(sys.executable).parent / "dossier"), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--workers", str(workers), "--no-link", "--no-webhooks"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"dossier serve stopped: {server.stderr.read()[-2000:]}")
+        try:
+            if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                return server, url
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("dossier serve did not answer within 120 s")
+
+
+def _stop(server: Any) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=60)
+    except Exception:
+        server.kill()
+        server.wait()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU of process ``pid`` and its living children (the service processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids, total = [pid], 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def _client(
     url: str, token: str, cursor: str, limit: int, pages: int, results: Any, ready: Any, go: Any
 ) -> None:
     """One lender client (its own process): once started and connected it reports ``ready`` and
     waits for ``go``, so that no page is timed while other clients are still starting; then
-    ``pages`` page requests from ``cursor``; latencies out."""
+    ``pages`` page requests from ``cursor``; latencies and its own CPU time out."""
     try:
-        import requests
+        import http.client
+        from urllib.parse import urlsplit
 
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {token}"
-        session.get(f"{url}/v1/lender", timeout=600).raise_for_status()  # connected, key checked
+        where = urlsplit(url)
+        connection = http.client.HTTPConnection(where.hostname, where.port, timeout=600)
+        auth = {"Authorization": f"Bearer {token}"}
+        connection.request("GET", "/v1/lender", headers=auth)  # connected, key checked
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"GET /v1/lender answered {answer.status}")
         ready.put(True)
         go.wait()
-        results.put(_read_pages(session, url, cursor, limit, pages))
+        # connected again once released: the service closes a connection left idle for 5 s
+        # (uvicorn's keep-alive), as one may be while the other clients start
+        connection.close()
+        connection.connect()
+        results.put(_read_pages(connection, auth, cursor, limit, pages))
     except Exception as error:  # reported by the parent, which waits for every client
         ready.put(True)
         results.put({"error": f"{type(error).__name__}: {error}"})
 
 
-def _read_pages(session: Any, url: str, cursor: str, limit: int, pages: int) -> dict[str, Any]:
-    latencies, sizes, events = [], 0, 0
+def _read_pages(connection: Any, auth: dict[str, str], cursor: str, limit: int, pages: int) -> dict[str, Any]:
+    """Read ``pages`` pages on one kept-alive connection. Each request is timed from sending it
+        until its whole body is received (``http.client`` reads the ``Content-Length`` bytes, in one
+        call, and fails on a short body): the client's own cost stays small beside the server's. The
+        first page is also parsed and checked in full (order, cursor, size); later pages are checked
+        by status, size and the cursor headers, which take the client to the next page. The client's CPU
+    time is reported without that full check."""
+    latencies, sizes, events, check_cpu = [], 0, 0, 0.0
+    started_cpu = time.process_time()
     for number in range(pages):
         started = time.perf_counter()
-        answer = session.get(f"{url}/v1/feed", params={"cursor": cursor, "limit": limit}, timeout=600)
-        body = answer.content
+        connection.request("GET", f"/v1/feed?cursor={cursor}&limit={limit}", headers=auth)
+        answer = connection.getresponse()
+        body = answer.read()
         latencies.append(time.perf_counter() - started)
-        answer.raise_for_status()
+        if answer.status != 200:
+            raise RuntimeError(f"GET /v1/feed answered {answer.status}: {body[:200]!r}")
         sizes += len(body)
         if number == 0:
+            checking = time.process_time()
             page = json.loads(body)
-            assert page["next_cursor"] == answer.headers["feed-next-cursor"], "cursor header differs"
+            assert page["next_cursor"] == answer.getheader("feed-next-cursor"), "cursor header differs"
             seqs = [e["seq"] for e in page["events"]]
             assert seqs == list(range(int(cursor or 0) + 1, int(cursor or 0) + 1 + len(seqs))), "not in order"
             assert len(seqs) == limit or not page["has_more"], "short page"
             events += len(page["events"])
-        cursor = answer.headers["feed-next-cursor"]
-        if answer.headers["feed-has-more"] != "true":
+            check_cpu += time.process_time() - checking
+        cursor = answer.getheader("feed-next-cursor")
+        if answer.getheader("feed-has-more") != "true":
             break
-    return {"latencies": latencies, "bytes": sizes, "checked_events": events}
+    return {
+        "latencies": latencies,
+        "bytes": sizes,
+        "checked_events": events,
+        "cpu_seconds": time.process_time() - started_cpu - check_cpu,  # reading, not checking
+    }
 
 
 def _concurrent(
-    context: Any, url: str, token: str, starts: list[str], limit: int, pages: int
-) -> tuple[list[dict[str, Any]], float]:
+    context: Any, url: str, token: str, starts: list[str], limit: int, pages: int, server_pid: int
+) -> tuple[list[dict[str, Any]], float, float]:
     """One client process per starting cursor, released together once all are started and
-    connected; their results and the wall time from the release."""
+    connected; their results, the wall time from the release and the service's CPU seconds."""
     results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [
         context.Process(target=_client, args=(url, token, start, limit, pages, results, ready, go))
@@ -308,32 +413,34 @@ def _concurrent(
         worker.start()
     for _ in workers:
         ready.get(timeout=600)
+    cpu_before = _cpu_seconds(server_pid)
     started = time.perf_counter()
     go.set()
     runs = [results.get(timeout=3600) for _ in workers]
     wall = time.perf_counter() - started
+    server_cpu = _cpu_seconds(server_pid) - cpu_before
     for worker in workers:
         worker.join(timeout=60)
     failed = [run["error"] for run in runs if "error" in run]
     if failed:
         raise RuntimeError(f"{len(failed)} clients failed, first: {failed[0]}")
-    return runs, wall
+    return runs, wall, server_cpu
 
 
-def _summary(runs: list[dict[str, Any]], wall: float, clients: int, pages: int) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], wall: float, server_cpu: float) -> dict[str, Any]:
     latencies = [s for run in runs for s in run["latencies"]]
+    count = len(latencies)
     return {
-        "clients": clients,
-        "client_processes": True,
-        "pages_per_client": pages,
-        "page_requests": len(latencies),
+        "page_requests": count,
         "page_p50_ms": _ms(_percentile(latencies, 0.50)),
         "page_p99_ms": _ms(_percentile(latencies, 0.99)),
         "page_max_ms": _ms(max(latencies)),
         "page_mean_ms": _ms(statistics.fmean(latencies)),
-        "pages_per_second": round(len(latencies) / wall, 1),
+        "pages_per_second": round(count / wall, 1),
         "megabytes_per_second": round(sum(r["bytes"] for r in runs) / wall / 1e6, 1),
-        "mean_page_kilobytes": round(sum(r["bytes"] for r in runs) / len(latencies) / 1e3, 1),
+        "mean_page_kilobytes": round(sum(r["bytes"] for r in runs) / count / 1e3, 1),
+        "service_cpu_ms_per_page": round(server_cpu / count * 1000, 2),
+        "client_cpu_ms_per_page": round(sum(r["cpu_seconds"] for r in runs) / count * 1000, 2),
         "events_checked_in_full": sum(r["checked_events"] for r in runs),
     }
 
@@ -352,6 +459,84 @@ def _timed_read(url: str, token: str, limit: int) -> float:
     return time.perf_counter() - started
 
 
+def _curve(
+    home: Path, token: str, newest: int, workers: int, clients_list: list[int], pages: int, limit: int
+) -> list[dict[str, Any]]:
+    """For each number of clients, a fresh service of ``workers`` processes (its page caches
+    empty), read by that many clients twice: ``first_read`` builds the pages, ``repeat`` reads the
+    same pages again (from the cache of the process that answers)."""
+    from dossier.web.lender import PAGE_CACHE_BYTES
+
+    context = multiprocessing.get_context("spawn")
+    measured = []
+    for clients in clients_list:
+        span = max(0, newest - pages * limit)
+        starts = [str(span * i // max(1, clients - 1)) for i in range(clients)]
+        server, url = _serve(home, workers)
+        try:
+            _timed_read(url, token, 1)  # the feed is fresh and the service warm
+            first = _concurrent(context, url, token, starts, limit, pages, server.pid)
+            # the repeat reads pages that fit in half a process's cache, each client's start
+            # shared by several clients (all of them read in full would not fit: 50 x 20 pages
+            # of 1.7 MB are 1.7 GB, and least-recently-read eviction under a scan keeps none)
+            read = sum(len(r["latencies"]) for r in first[0])
+            page_bytes = sum(r["bytes"] for r in first[0]) / max(1, read)
+            fitting = min(clients, max(1, int(PAGE_CACHE_BYTES / 2 // (pages * page_bytes))))
+            hot = [starts[i * len(starts) // fitting] for i in range(fitting)]
+            shared = [hot[i % len(hot)] for i in range(clients)]
+            for _ in range(workers):  # each process builds the pages its clients reach
+                _concurrent(context, url, token, shared, limit, pages, server.pid)
+            again = _concurrent(context, url, token, shared, limit, pages, server.pid)
+        finally:
+            _stop(server)
+        measured.append(
+            {
+                "workers": workers,
+                "clients": clients,
+                "pages_per_client": pages,
+                "first_read": _summary(*first),
+                "repeat": {"distinct_starts": len(hot), **_summary(*again)},
+            }
+        )
+        print(
+            f"workers {workers}, clients {clients}: p50/p99 {measured[-1]['first_read']['page_p50_ms']}/"
+            f"{measured[-1]['first_read']['page_p99_ms']} ms, repeat {measured[-1]['repeat']['page_p50_ms']}/"
+            f"{measured[-1]['repeat']['page_p99_ms']} ms",
+            flush=True,
+        )
+    return measured
+
+
+def _target_check(curve: list[dict[str, Any]], clients: int, cpus: int, target_ms: float) -> dict[str, Any]:
+    """What ``clients`` clients that each wait for their page before asking the next would need
+    for a p99 below ``target_ms``: their mean latency is clients / throughput (Little's law), so
+    the throughput must exceed clients / target, and each page may then cost the machine at most
+    cpus / throughput of CPU, service and client together. Compared with the best repeat measured."""
+    rows = [r for r in curve if r["clients"] == clients]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: r["repeat"]["pages_per_second"])["repeat"]
+    best_workers = max(rows, key=lambda r: r["repeat"]["pages_per_second"])["workers"]
+    needed = clients / (target_ms / 1000)
+    cpu_per_page = best["service_cpu_ms_per_page"] + best["client_cpu_ms_per_page"]
+    return {
+        "clients": clients,
+        "cpus": cpus,
+        "p99_target_ms": target_ms,
+        "pages_per_second_needed_for_mean_below_target": round(needed, 1),
+        "cpu_ms_per_page_allowed_at_that_rate": round(cpus / needed * 1000, 2),
+        "best_measured_workers": best_workers,
+        "best_measured_pages_per_second": best["pages_per_second"],
+        "best_measured_cpu_ms_per_page": round(cpu_per_page, 2),
+        "pages_per_second_if_cpu_bound": round(cpus / cpu_per_page * 1000, 1),
+        "mean_latency_floor_ms": round(clients / (cpus / cpu_per_page * 1000) * 1000, 1),
+        "one_process_pages_per_second_ceiling": round(1000 / best["service_cpu_ms_per_page"], 1),
+        "measured_p99_ms": best["page_p99_ms"],
+        # a p99 below the target needs the mean well below it, hence the floor with room to spare
+        "p99_target_reachable": bool(clients / (cpus / cpu_per_page * 1000) * 1000 < target_ms / 2),
+    }
+
+
 def benchmark(
     smes: int,
     dates: int,
@@ -361,14 +546,12 @@ def benchmark(
     work: Path,
     shards: int,
     *,
+    workers: list[int],
     build_only: bool = False,
 ) -> dict[str, Any]:
-    import requests
-    import uvicorn
     from sqlalchemy import func, select
 
     from dossier.settings import for_home, override
-    from dossier.web.app import create_app
     from warehouse.db import get_engine, session_scope
     from warehouse.models import Delivery, FeedEvent
 
@@ -387,13 +570,7 @@ def benchmark(
         with session_scope(get_engine()) as session:
             events = session.scalar(select(func.count(FeedEvent.id)).where(FeedEvent.lender_id == LENDER))
             delivered = session.scalar(select(func.count(Delivery.id)).where(Delivery.lender_id == LENDER))
-        app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        server, url = _serve(home, 1)
         try:
             _timed_read(url, token, limit)  # warms the service (first connection, page cache)
             fresh_read = _timed_read(url, token, limit)
@@ -402,28 +579,12 @@ def benchmark(
             after_publish = _timed_read(url, token, limit)
             _revoke_one(home, f"C-SME-{run + 1:06d}")
             after_revoke = _timed_read(url, token, limit)
-            with session_scope(get_engine()) as session:
-                newest = session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == LENDER))
-            alone = []
-            auth = {"Authorization": f"Bearer {token}"}
-            with requests.Session() as one:
-                cursor = "0"
-                for _ in range(pages):
-                    started = time.perf_counter()
-                    answer = one.get(
-                        f"{url}/v1/feed", params={"cursor": cursor, "limit": limit}, headers=auth
-                    )
-                    _ = answer.content
-                    alone.append(time.perf_counter() - started)
-                    cursor = answer.headers["feed-next-cursor"]
-            span = max(0, newest - pages * limit)
-            starts = [str(span * i // max(1, clients - 1)) for i in range(clients)]
-            context = multiprocessing.get_context("spawn")
-            runs, wall = _concurrent(context, url, token, starts, limit, pages)
-            repeat, repeat_wall = _concurrent(context, url, token, starts, limit, pages)
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
+            _stop(server)
+        with session_scope(get_engine()) as session:
+            newest = session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == LENDER))
+    counts = sorted({1, 8, clients})
+    curve = [row for n in workers for row in _curve(home, token, newest, n, counts, pages, limit)]
     return {
         "smes": smes,
         "dates": dates,
@@ -437,13 +598,8 @@ def benchmark(
             "first_read_after_publish_delivers": smes,
             "first_read_after_one_revocation_ms": _ms(after_revoke),
         },
-        "one_client": {
-            "pages": len(alone),
-            "page_p50_ms": _ms(_percentile(alone, 0.50)),
-            "page_p99_ms": _ms(_percentile(alone, 0.99)),
-        },
-        "concurrent": _summary(runs, wall, clients, pages),
-        "concurrent_repeat": _summary(repeat, repeat_wall, clients, pages),
+        "latency_by_load": curve,
+        "target_check": _target_check(curve, clients, core_pipeline._cpus(), 100),
         "targets": {"page_p99_ms_below": 100, "at_delivered_versions": 100_000, "clients": 50},
     }
 
@@ -456,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=20, help="pages each client reads (default 20)")
     parser.add_argument("--limit", type=int, default=1000, help="events per page (default 1000)")
     parser.add_argument("--shards", type=int, default=4, help="scored frames per publish (default 4)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="service processes (dossier serve --workers) to measure, comma-separated (default 1,2)",
+    )
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     parser.add_argument("--build-only", action="store_true", help="build the feed in --work and stop")
@@ -470,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
         args.limit,
         work,
         args.shards,
+        workers=[int(n) for n in args.workers.split(",")],
         build_only=args.build_only,
     )
     if args.build_only:
@@ -483,13 +645,19 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": core_pipeline._cpus(),
             "load_average_1m_before_and_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         },
-        "note": "SQLite warehouse; one uvicorn worker on loopback; clients are separate processes on "
-        "the same machine (their CPU is shared with the server's, and the machine with other work: "
-        "see the load average); the feed is built with the real publish and sync from synthetic "
-        "scored frames (see bench/lender_feed.py). A read when nothing changed costs one query on the "
-        "feed's state and, the first time a page is read under that state, its query and encoding "
-        "(concurrent); a page read again comes from the cache of encoded pages (concurrent_repeat). "
-        "A read that has to plan re-plans the whole catalog.",
+        "note": "SQLite warehouse; the service is `dossier serve --workers N` on loopback (N in "
+        "latency_by_load); clients are separate processes on the same machine, each reading pages on "
+        "one kept-alive connection and timing each request until its whole body is received (only "
+        "its first page is parsed); their CPU is shared with the service's, and the machine with "
+        "other work (see the load average). service_cpu_ms_per_page and client_cpu_ms_per_page "
+        "say where the machine's CPU went. first_read builds each page the first time it is read "
+        "in that service (its query and encoding): 1,000 distinct pages at 50 clients; repeat reads "
+        "pages from the answering process's cache of encoded pages, distinct_starts x "
+        "pages_per_client of them (as many as fill half of its 512 MB), after untimed passes that "
+        "fill each process's cache. A read that has to plan re-plans the whole catalog "
+        "(sync_reads). target_check: with clients that each wait for their page, mean latency = "
+        "clients / pages per second, so p99 < 100 ms at 50 clients needs > 500 pages/s, i.e. at "
+        "most 4 ms of CPU per page (service and client) on 2 cores.",
         "results": [result],
     }
     if not args.no_write:

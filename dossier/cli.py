@@ -1333,6 +1333,7 @@ def sandbox_link(settings: Settings) -> tuple[str, str, list[str]] | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
+    import gc
 
     import uvicorn
 
@@ -1386,10 +1387,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 sync_every=wired.webhook_sync_seconds,
             ).start()
         try:
-            uvicorn.run(app, host=wired.web_host, port=wired.web_port, log_level="warning")
+            if args.workers == 1:
+                gc.collect()
+                gc.freeze()  # what the app was built of is never garbage: full collections skip it
+                uvicorn.run(app, host=wired.web_host, port=wired.web_port, log_level="warning")
+            else:
+                # each process builds its own app (dossier.web.app.worker_app) from the
+                # environment, which carries what this command resolved; the grant runs a
+                # stopped service left open are taken up here, once
+                os.environ.update(
+                    DOSSIER_WEB_HOST=wired.web_host,
+                    DOSSIER_WEB_PORT=str(wired.web_port),
+                    DOSSIER_SANDBOX_URL=wired.sandbox_url,
+                )
+                app.state.grant_runs.resume()
+                uvicorn.run(
+                    "dossier.web.app:worker_app",
+                    factory=True,
+                    workers=args.workers,
+                    host=wired.web_host,
+                    port=wired.web_port,
+                    log_level="warning",
+                )
         finally:
             if worker is not None:
                 worker.stop()
+            if args.workers > 1:
+                app.state.grant_runs.close()
     return 0
 
 
@@ -1978,6 +2002,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to bind (default DOSSIER_WEB_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default DOSSIER_WEB_PORT, 8000)")
+    serve.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="service processes sharing the port (default 1); with more than one, keep the rate-limit "
+        "counters in Redis (DOSSIER_RATE_LIMIT_STORAGE_URL) so that they are shared",
+    )
     serve.add_argument(
         "--no-webhooks",
         action="store_true",

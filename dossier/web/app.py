@@ -22,13 +22,16 @@ from warehouse.storage import Store
 API_VERSION = "1"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The web service for ``settings`` (default: the environment's)."""
+def create_app(settings: Settings | None = None, *, resume_grant_runs: bool = True) -> FastAPI:
+    """The web service for ``settings`` (default: the environment's). At startup it takes up the
+    grant runs a stopped service left open, unless ``resume_grant_runs`` is False (one of several
+    service processes: :func:`worker_app`)."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.grant_runs.resume()
+        if resume_grant_runs:
+            app.state.grant_runs.resume()
         try:
             yield
         finally:
@@ -59,4 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(links_api.router)
     app.include_router(sme.router)
     sharing.install(app)
+    return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one of the processes of ``dossier serve --workers N``, built from the environment
+    the command set up. The command itself takes up the grant runs a stopped service left open,
+    once, rather than each process; the objects made while building the app are moved out of the
+    garbage collector's reach (``gc.freeze``), so its full collections do not walk them again."""
+    import gc
+
+    app = create_app(resume_grant_runs=False)
+    gc.collect()
+    gc.freeze()
     return app

@@ -22,11 +22,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -34,12 +36,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from dossier.settings import Settings
 from dossier.web import problems
 from warehouse import keys
-from warehouse.db import make_engine, session_scope
+from warehouse.db import make_engine
 from warehouse.models import LenderKey
 from warehouse.storage import Store
 
@@ -48,23 +50,57 @@ log = logging.getLogger(__name__)
 bearer = HTTPBearer(auto_error=False)
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
     """The settings the application was built with."""
     return request.app.state.settings
 
 
-def session(request: Request) -> Iterator[Session]:
-    """One warehouse transaction per request: committed when the route returns, rolled back on error."""
-    engine = request.app.state.engine
-    with session_scope(engine) as opened:
+def sessions(app: Any) -> sessionmaker[Session]:
+    """The application's session factory, made once: a factory per request would make a new
+    ``Session`` class each time, and SQLAlchemy sets up its event dispatch per class."""
+    state = app.state
+    made = getattr(state, "sessions", None)
+    if made is None or made.kw.get("bind") is not state.engine:
+        made = state.sessions = sessionmaker(bind=state.engine, expire_on_commit=False)
+    return made
+
+
+def _finish(opened: Session, failed: bool) -> None:
+    try:
+        if failed:
+            opened.rollback()
+        else:
+            opened.commit()
+    finally:
+        opened.close()
+
+
+async def session(request: Request) -> AsyncIterator[Session]:
+    """One warehouse transaction per request: committed when the route returns, rolled back on error.
+
+    Opening it does no I/O (it connects at its first query, in the thread that runs it), so it is
+    made on the event loop; the commit or rollback runs on the thread pool, as every query does.
+    Dependencies and routes that do no I/O are ``async`` for the same reason: each sync one costs a
+    trip through the thread pool.
+    """
+    opened = sessions(request.app)()
+    # the end runs outside the thread pool's limit, as FastAPI runs a sync dependency's exit: a
+    # request holding a pooled connection must be able to give it back while every thread of the
+    # pool waits for one
+    own = anyio.CapacityLimiter(1)
+    try:
         yield opened
+    except Exception:
+        await anyio.to_thread.run_sync(_finish, opened, True, limiter=own)
+        raise
+    await anyio.to_thread.run_sync(_finish, opened, False, limiter=own)
 
 
-def store(request: Request) -> Store:
+async def store(request: Request) -> Store:
     return request.app.state.store
 
 
-def now() -> dt.datetime:
+async def now() -> dt.datetime:
     """The instant a request is served at (UTC). Tests that play a clock of their own override it:
     ``app.dependency_overrides[deps.now] = lambda: instant``."""
     return dt.datetime.now(dt.UTC)

@@ -441,16 +441,14 @@ class PageCache:
 PAGE_CACHE_BYTES = 512 * 1024 * 1024
 """The most encoded page bytes one server process keeps (a page of 1,000 versions is about 1.5 MB)."""
 
-_MAKING = threading.Lock()
 
-
-def page_cache(request: Request) -> PageCache:
+async def page_cache(request: Request) -> PageCache:
     """The app's encoded feed pages (:class:`PageCache`), made at its first feed read: one per app
-    and process, so never shared between two warehouses."""
+    and process, so never shared between two warehouses. It runs on the event loop (no thread pool
+    trip), where nothing else runs at the same time."""
     state = request.app.state
-    with _MAKING:
-        if getattr(state, "feed_pages", None) is None:
-            state.feed_pages = PageCache(PAGE_CACHE_BYTES)
+    if getattr(state, "feed_pages", None) is None:
+        state.feed_pages = PageCache(PAGE_CACHE_BYTES)
     return state.feed_pages
 
 
