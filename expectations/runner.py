@@ -8,6 +8,14 @@ alike; the runner maps those rows back to the SME, the record (key values and ``
 and the field, and writes one readable reason per failing record. An SME with any failing record
 fails; the others pass.
 
+With :data:`USE_PLAN` (the default), the suites compiled into vectorised checks
+(:mod:`expectations.plan`) decide every expectation's failing rows and counts over the whole
+frame; GX then validates only the failing rows and up to :data:`DOCS_PASSING_ROWS` passing rows,
+so that its results and the Data Docs still show every expectation. In those results the
+counts (``element_count``, ``unexpected_count``, missing counts and percentages) are replaced by
+the whole frame's, so the Data Docs report the shard, not the sample; GX's failing rows in the
+sample must equal the plan's, or the shard stops.
+
 The steps, as the pipeline calls them for one shard and then once per as-of date::
 
     validation = validate_shard(tables, as_of=as_of, shard=shard)   # pure: frames in, outcome out
@@ -39,6 +47,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dossier.settings import get_settings
+from expectations.plan import Outcome, table_plan
 from expectations.prepare import ROW_INDEX, column_types, derived_inputs, prepare
 from expectations.suites import (
     LoadedSuite,
@@ -295,27 +304,121 @@ def _docs_sample(
     outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
 
 
+USE_PLAN = True
+"""Decide failing rows with the compiled plan (:mod:`expectations.plan`) and run GX only over those
+rows and a sample of passing ones; ``False`` runs GX over every row, as the plan's equivalence
+test does."""
+
+DOCS_PASSING_ROWS = 100
+"""Passing rows added to the failing ones in the frame GX validates when the plan decides."""
+
+_COUNT_KEYS = (
+    "element_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "missing_count",
+    "missing_percent",
+    "unexpected_percent_total",
+    "unexpected_percent_nonmissing",
+)
+
+
+def _gx_validate(
+    table_name: str, prepared: pd.DataFrame, loaded: LoadedSuite, parameters: dict[str, pd.Timestamp]
+) -> ExpectationSuiteValidationResult:
+    """GX's validation of one prepared frame (one batch) against the table's suite."""
+    batch = _runtime().batch_definitions[table_name].get_batch(batch_parameters={"dataframe": prepared})
+    return batch.validate(loaded.suite, result_format=RESULT_FORMAT, expectation_parameters=parameters)
+
+
+def _gx_failing_rows(
+    table_name: str, prepared: pd.DataFrame, loaded: LoadedSuite, parameters: dict[str, pd.Timestamp]
+) -> tuple[dict[str, np.ndarray], ExpectationSuiteValidationResult]:
+    """Every expectation's failing rows as GX finds them over ``prepared``, by expectation id."""
+    suite_result = _gx_validate(table_name, prepared, loaded, parameters)
+    rows: dict[str, np.ndarray] = {}
+    for result in suite_result.results:
+        identifier = expectation_id(result.expectation_config)
+        _raise_if_not_evaluated(table_name, identifier, result)
+        rows[identifier] = _failing_rows(table_name, identifier, result)
+    return rows, suite_result
+
+
+def _sample_positions(outcomes: list[Outcome], size: int) -> np.ndarray:
+    """Every failing row of any check and up to :data:`DOCS_PASSING_ROWS` passing rows, in order."""
+    failing = np.unique(np.concatenate([o.rows for o in outcomes])) if outcomes else np.zeros(0, np.int64)
+    passing = np.setdiff1d(np.arange(min(size, len(failing) + DOCS_PASSING_ROWS)), failing)
+    return np.union1d(failing, passing[:DOCS_PASSING_ROWS]).astype(np.int64)
+
+
+def _whole_frame_counts(result: ExpectationValidationResult, outcome: Outcome) -> None:
+    """Replace the counts GX computed over the sample by the plan's counts over the whole frame.
+
+    The same formulas as GX's map expectations: percentages of the rows looked at, or of the
+    non-null ones among them; ``None`` when there is nothing to divide by.
+    """
+    outcome_result = result.result
+    elements, unexpected, nonnull = outcome.element_count, len(outcome.rows), outcome.nonnull_count
+    total = unexpected / elements * 100 if elements else None
+    counts: dict[str, Any] = {"element_count": elements, "unexpected_count": unexpected}
+    if nonnull is None or "missing_count" not in outcome_result:
+        counts["unexpected_percent"] = total
+    else:
+        nonmissing = (unexpected / nonnull * 100 if nonnull else None) if elements else None
+        counts |= {
+            "unexpected_percent": nonmissing,
+            "missing_count": elements - nonnull,
+            "missing_percent": (elements - nonnull) / elements * 100 if elements else None,
+            "unexpected_percent_total": total,
+            "unexpected_percent_nonmissing": nonmissing,
+        }
+    outcome_result.update({k: v for k, v in counts.items() if k in _COUNT_KEYS})
+    result.success = outcome.success
+
+
 def _validate_table(
     table_name: str,
     frame: pd.DataFrame,
     loaded: LoadedSuite,
     parameters: dict[str, pd.Timestamp],
     shard: int,
+    *,
+    use_plan: bool | None = None,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None, ExpectationSuiteValidationResult]:
-    """Validate one table's frame as one batch; return per-expectation results and failing records."""
+    """Validate one table's frame as one batch; return per-expectation results and failing records.
+
+    With the plan (:data:`USE_PLAN`), the plan decides every expectation's failing rows and counts
+    over the whole frame; GX then validates only the failing rows and a sample of passing ones, so
+    that its results (and the Data Docs) show every expectation. The counts in those results are
+    replaced by the whole frame's, and GX's failing rows in the sample must be the plan's: a
+    difference stops the shard.
+    """
+    use_plan = USE_PLAN if use_plan is None else use_plan
     prepared = prepare(table_name, frame, loaded.columns)
-    batch = _runtime().batch_definitions[table_name].get_batch(batch_parameters={"dataframe": prepared})
-    suite_result = batch.validate(
-        loaded.suite, result_format=RESULT_FORMAT, expectation_parameters=parameters
-    )
+    outcomes: dict[str, Outcome] = {}
+    if use_plan:
+        plan = table_plan(table_name)
+        if plan.ids != loaded.ids:
+            raise RuntimeError(f"{table_name}: the compiled plan does not list the suite's expectations")
+        outcomes = {o.identifier: o for o in plan.run(prepared, parameters)}
+        sample = _sample_positions(list(outcomes.values()), len(prepared))
+        gx_rows, suite_result = _gx_failing_rows(table_name, prepared.iloc[sample], loaded, parameters)
+        differing = [i for i, o in outcomes.items() if not np.array_equal(gx_rows[i], o.rows)]
+        if differing:
+            raise RuntimeError(
+                f"{table_name}: the compiled plan and GX disagree on the failing rows of {differing}"
+            )
+    else:
+        gx_rows, suite_result = _gx_failing_rows(table_name, prepared, loaded, parameters)
     sme_ids = frame["sme_id"]
     summaries: list[dict[str, Any]] = []
     failing: list[tuple[str, str, list[str], np.ndarray]] = []
     for result in suite_result.results:
         configuration = result.expectation_config
         identifier = expectation_id(configuration)
-        _raise_if_not_evaluated(table_name, identifier, result)
-        rows = _failing_rows(table_name, identifier, result)
+        rows = gx_rows[identifier]
+        if use_plan:
+            _whole_frame_counts(result, outcomes[identifier])
         if len(rows):
             notes = configuration.notes
             note = notes if isinstance(notes, str) else " ".join(notes or [])
