@@ -306,7 +306,10 @@ def _condition(suite: str, identifier: str, condition: Any) -> _Condition | None
 def _check(suite: str, expectation: dict[str, Any]) -> Check:
     kind = expectation["type"]
     kwargs = dict(expectation["kwargs"])
-    identifier = expectation_id(_Configuration(kind, kwargs))
+    try:
+        identifier = expectation_id(_Configuration(kind, kwargs))
+    except (KeyError, TypeError):
+        identifier = f"{kind}({', '.join(expectation_columns(kwargs))})"
     if kind not in SUPPORTED:
         raise PlanError(f"{suite}: {identifier}: expectation type {kind} is not supported by the plan")
     condition = _condition(suite, identifier, kwargs.pop("row_condition", None))
