@@ -167,13 +167,20 @@ class Plan:
         return [check.run(frame, parameters, self.table_name) for check in self.checks]
 
 
-def _resolve(value: Any, parameters: Mapping[str, Any], table_name: str, identifier: str) -> Any:
+def resolve_parameter(value: Any, parameters: Mapping[str, Any]) -> Any:
+    """A kwarg's value with a ``{"$PARAMETER": name}`` reference replaced by the parameter's value."""
     if isinstance(value, dict) and "$PARAMETER" in value:
-        name = value["$PARAMETER"]
-        if name not in parameters:
-            raise PlanError(f"{table_name}: {identifier} refers to suite parameter {name!r}, not given")
-        return parameters[name]
+        return parameters[value["$PARAMETER"]]
     return value
+
+
+def _resolve(value: Any, parameters: Mapping[str, Any], table_name: str, identifier: str) -> Any:
+    try:
+        return resolve_parameter(value, parameters)
+    except KeyError as missing:
+        raise PlanError(
+            f"{table_name}: {identifier} refers to suite parameter {missing}, not given"
+        ) from None
 
 
 def _non_null(values: pd.Series) -> np.ndarray:
@@ -345,4 +352,4 @@ def table_plan(table_name: str) -> Plan:
     return compile_suite(json.loads(suite_path(table_name).read_text()))
 
 
-__all__ = ["Check", "Outcome", "Plan", "PlanError", "compile_suite", "table_plan"]
+__all__ = ["Check", "Outcome", "Plan", "PlanError", "compile_suite", "resolve_parameter", "table_plan"]
