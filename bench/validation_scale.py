@@ -4,13 +4,15 @@
 
 For each size it builds the universe's canonical tables in memory, warms GX up on a small slice
 (import, context, suites, compiled plan), then times ``validate_shard`` over all of it in two
-configurations in the same run, once on the universe as generated (nearly clean) and once with
-1% of each table's rows missing a value (``--fault-share``): ``gx`` (GX validates every row) and ``plan`` (the compiled plan
-of :mod:`expectations.plan` decides the failing rows and GX validates only those and a sample of
-passing rows, :data:`expectations.runner.USE_PLAN`). It also times the plan's checks alone
-(prepare and run, no GX), checks both configurations report the same outcome, and prints seconds,
-rows, failing SMEs, the plan/GX ratio and the peak resident set size of the process. With the
-default sizes the figures go to ``bench/results/validation_scale.json``.
+configurations, in the same run: ``gx`` (GX validates every expectation over every row) and
+``plan`` (the compiled plan of :mod:`expectations.plan` decides the failing rows, and GX
+validates only the failing expectations over those rows and a sample of passing ones;
+:data:`expectations.runner.USE_PLAN`). Both run on the universe as generated (nearly clean) and
+on a copy with 1% of each table's rows missing one value (``--fault-share``). It also times the
+plan's checks alone (prepare and run, no GX), stops if the two configurations report different
+outcomes, and prints seconds, rows, failing SMEs and records, the plan/GX ratio (best of each)
+and the peak resident set size of the process. With the default arguments the figures go to
+``bench/results/validation_scale.json``.
 """
 
 from __future__ import annotations
