@@ -13,7 +13,9 @@ With :data:`USE_PLAN` (the default), the suites compiled into vectorised checks
 frame. GX then validates only the expectations the plan finds failing, over the failing rows and
 up to :data:`DOCS_PASSING_ROWS` passing rows, and its failing rows there must equal the plan's or
 the shard stops; every other expectation gets the result GX reports for an expectation no row
-fails. In every result the counts (``element_count``, ``unexpected_count``, missing counts and
+fails. GX does not evaluate the expectations the plan passes, so a row the plan missed would go
+unnoticed at run time: ``tests/expectations/test_plan.py`` (GX and the plan over fault-injected
+and randomized frames) is what holds the plan to GX's semantics. In every result the counts (``element_count``, ``unexpected_count``, missing counts and
 percentages) are the whole frame's, not the sample's, so ``gx_results`` and the Data Docs report
 the shard exactly as a GX run over every row does (the equivalence test compares them).
 

@@ -11,9 +11,12 @@ with the same counts.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -428,3 +431,43 @@ def test_condition_the_ids_cannot_name_is_refused_when_compiled() -> None:
                 }
             )
         )
+
+
+def test_a_plan_that_disagrees_with_gx_stops_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX re-checks the expectations the plan fails: a plan that fails a row GX passes stops the shard."""
+    plan = table_plan("vat_returns")
+    strict = dataclasses.replace(plan.checks[0], find=lambda frame, kwargs: np.ones(len(frame), dtype=bool))
+    monkeypatch.setattr(
+        runner, "table_plan", lambda name: dataclasses.replace(plan, checks=(strict, *plan.checks[1:]))
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"vat_returns: the compiled plan and GX disagree on the failing rows of "
+        r"\['expect_column_values_to_not_be_null\(sme_id\)'\]",
+    ):
+        runner.validate_shard(
+            {"vat_returns": clean_tables(["SME-000001"])["vat_returns"]}, as_of=AS_OF, shard=0
+        )
+
+
+def test_the_plan_runs_without_importing_great_expectations() -> None:
+    script = (
+        "import sys, datetime\n"
+        "from expectations.plan import table_plan\n"
+        "from expectations.prepare import prepare\n"
+        "from expectations.suites import suite_parameters\n"
+        "from warehouse.canonical import TABLES\n"
+        "sys.path.insert(0, 'tests/expectations')\n"
+        "from expectation_frames import clean_tables\n"
+        "tables = clean_tables(['SME-000001'])\n"
+        "parameters = suite_parameters(datetime.date(2026, 11, 1))\n"
+        "for name in TABLES:\n"
+        "    plan = table_plan(name)\n"
+        "    columns = list(dict.fromkeys(c for check in plan.checks for c in check.columns))\n"
+        "    columns += [check.condition.column for check in plan.checks if check.condition]\n"
+        "    outcomes = plan.run(prepare(name, tables[name], list(dict.fromkeys(columns))), parameters)\n"
+        "    assert all(o.success for o in outcomes), name\n"
+        "print(sorted(m for m in sys.modules if m.startswith('great_expectations')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
