@@ -8,6 +8,17 @@ alike; the runner maps those rows back to the SME, the record (key values and ``
 and the field, and writes one readable reason per failing record. An SME with any failing record
 fails; the others pass.
 
+With :data:`USE_PLAN` (the default), the suites compiled into vectorised checks
+(:mod:`expectations.plan`) decide every expectation's failing rows and counts over the whole
+frame. GX then validates only the expectations the plan finds failing, over the failing rows and
+up to :data:`DOCS_PASSING_ROWS` passing rows, and its failing rows there must equal the plan's or
+the shard stops; every other expectation gets the result GX reports for an expectation no row
+fails. GX does not evaluate the expectations the plan passes, so a row the plan missed would go
+unnoticed at run time: ``tests/expectations/test_plan.py`` (GX and the plan over fault-injected
+and randomized frames) is what holds the plan to GX's semantics. In every result the counts (``element_count``, ``unexpected_count``, missing counts and
+percentages) are the whole frame's, not the sample's, so ``gx_results`` and the Data Docs report
+the shard exactly as a GX run over every row does (the equivalence test compares them).
+
 The steps, as the pipeline calls them for one shard and then once per as-of date::
 
     validation = validate_shard(tables, as_of=as_of, shard=shard)   # pure: frames in, outcome out
@@ -39,6 +50,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dossier.settings import get_settings
+from expectations.plan import Outcome, resolve_parameter, table_plan
 from expectations.prepare import ROW_INDEX, column_types, derived_inputs, prepare
 from expectations.suites import (
     LoadedSuite,
@@ -54,8 +66,10 @@ from warehouse.models import QuarantineEntry, ValidationResult, utcnow
 from warehouse.storage import Store
 
 if TYPE_CHECKING:
+    from great_expectations import ExpectationSuite
     from great_expectations.core import ExpectationSuiteValidationResult, ExpectationValidationResult
     from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +133,10 @@ class ShardValidation:
         return sorted(self.sme_status.loc[~self.sme_status["passed"], "sme_id"])
 
 
+_DATASOURCE = "canonical"
+"""Name of the in-memory pandas data source; GX names each table's batch ``canonical-<table>``."""
+
+
 @dataclass(frozen=True)
 class _Runtime:
     """One in-memory GX context per process, with one whole-frame batch definition per table."""
@@ -142,7 +160,7 @@ def _runtime() -> _Runtime:
         analytics_enabled=False,
     )
     context = gx.get_context(mode="ephemeral", project_config=config)
-    source = context.data_sources.add_pandas("canonical")
+    source = context.data_sources.add_pandas(_DATASOURCE)
     definitions = {
         name: source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("shard")
         for name in TABLES
@@ -295,27 +313,199 @@ def _docs_sample(
     outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
 
 
+USE_PLAN = True
+"""Decide failing rows and counts with the compiled plan (:mod:`expectations.plan`) and run GX
+only for the failing expectations, over their rows and a sample of passing ones; ``False`` runs
+GX for every expectation over every row (the plan's equivalence test compares the two)."""
+
+DOCS_PASSING_ROWS = 100
+"""Passing rows added to the failing ones in the frame GX validates when the plan decides."""
+
+_COUNT_KEYS = (
+    "element_count",
+    "unexpected_count",
+    "unexpected_percent",
+    "missing_count",
+    "missing_percent",
+    "unexpected_percent_total",
+    "unexpected_percent_nonmissing",
+)
+
+
+def _gx_validate(
+    table_name: str, prepared: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str, pd.Timestamp]
+) -> ExpectationSuiteValidationResult:
+    """GX's validation of one prepared frame (one batch) against ``suite``."""
+    batch = _runtime().batch_definitions[table_name].get_batch(batch_parameters={"dataframe": prepared})
+    return batch.validate(suite, result_format=RESULT_FORMAT, expectation_parameters=parameters)
+
+
+def _gx_failing_rows(
+    table_name: str, prepared: pd.DataFrame, suite: ExpectationSuite, parameters: dict[str, pd.Timestamp]
+) -> tuple[dict[str, np.ndarray], ExpectationSuiteValidationResult]:
+    """Every expectation's failing rows as GX finds them over ``prepared``, by expectation id."""
+    suite_result = _gx_validate(table_name, prepared, suite, parameters)
+    rows: dict[str, np.ndarray] = {}
+    for result in suite_result.results:
+        identifier = expectation_id(result.expectation_config)
+        _raise_if_not_evaluated(table_name, identifier, result)
+        rows[identifier] = _failing_rows(table_name, identifier, result)
+    return rows, suite_result
+
+
+def _sample_positions(outcomes: list[Outcome], size: int) -> np.ndarray:
+    """Every failing row of any check and up to :data:`DOCS_PASSING_ROWS` passing rows, in order."""
+    failing = np.unique(np.concatenate([o.rows for o in outcomes])) if outcomes else np.zeros(0, np.int64)
+    passing = np.setdiff1d(np.arange(min(size, len(failing) + DOCS_PASSING_ROWS)), failing)
+    return np.union1d(failing, passing[:DOCS_PASSING_ROWS]).astype(np.int64)
+
+
+def _whole_frame_counts(result: ExpectationValidationResult, outcome: Outcome) -> None:
+    """Replace the counts GX computed over the sample by the plan's counts over the whole frame.
+
+    The same formulas as GX's map expectations: percentages of the rows looked at, or of the
+    non-null ones among them; ``None`` when there is nothing to divide by.
+    """
+    outcome_result = result.result
+    elements, unexpected, nonnull = outcome.element_count, len(outcome.rows), outcome.nonnull_count
+    total = unexpected / elements * 100 if elements else None
+    counts: dict[str, Any] = {"element_count": elements, "unexpected_count": unexpected}
+    if nonnull is None or "missing_count" not in outcome_result:
+        counts["unexpected_percent"] = total
+    else:
+        nonmissing = (unexpected / nonnull * 100 if nonnull else None) if elements else None
+        counts |= {
+            "unexpected_percent": nonmissing,
+            "missing_count": elements - nonnull,
+            "missing_percent": (elements - nonnull) / elements * 100 if elements else None,
+            "unexpected_percent_total": total,
+            "unexpected_percent_nonmissing": nonmissing,
+        }
+    outcome_result.update({k: v for k, v in counts.items() if k in _COUNT_KEYS})
+    result.success = outcome.success
+
+
+def _passing_result(
+    table_name: str,
+    configuration: ExpectationConfiguration,
+    outcome: Outcome,
+    parameters: dict[str, pd.Timestamp],
+) -> ExpectationValidationResult:
+    """The result GX reports for an expectation no row fails, with the whole frame's counts.
+
+    Its configuration is the suite's with the suite parameters filled in and the batch named, as
+    in GX's own results.
+    """
+    from great_expectations.core import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    kwargs = {k: resolve_parameter(v, parameters) for k, v in configuration.kwargs.items()}
+    resolved = ExpectationConfiguration(
+        type=configuration.type,
+        kwargs={"batch_id": f"{_DATASOURCE}-{table_name}", **kwargs},
+        meta=configuration.meta,
+        notes=configuration.notes,
+        severity=configuration.severity,
+    )
+    counts: dict[str, Any] = {"element_count": 0, "unexpected_count": 0, "unexpected_percent": None}
+    if outcome.nonnull_count is not None:
+        counts |= dict.fromkeys(
+            ("missing_count", "missing_percent", "unexpected_percent_total", "unexpected_percent_nonmissing")
+        )
+    result = ExpectationValidationResult(
+        success=True,
+        expectation_config=resolved,
+        result={
+            **counts,
+            "unexpected_index_column_names": [ROW_INDEX],
+            "partial_unexpected_index_list": [],
+            "unexpected_index_list": [],
+        },
+        meta={},
+        exception_info={"raised_exception": False, "exception_traceback": None, "exception_message": None},
+    )
+    _whole_frame_counts(result, outcome)
+    return result
+
+
+def _plan_validate(
+    table_name: str,
+    prepared: pd.DataFrame,
+    loaded: LoadedSuite,
+    parameters: dict[str, pd.Timestamp],
+) -> tuple[dict[str, np.ndarray], dict[str, Outcome], ExpectationSuiteValidationResult]:
+    """The plan's failing rows, checked by GX over those rows and a sample of passing ones.
+
+    GX validates only the expectations the plan finds failing; every other expectation's result
+    is :func:`_passing_result`. The suite result lists the expectations in the suite's order.
+    """
+    from great_expectations import ExpectationSuite
+
+    plan = table_plan(table_name)
+    if plan.ids != loaded.ids:
+        raise RuntimeError(f"{table_name}: the compiled plan does not list the suite's expectations")
+    outcomes = {o.identifier: o for o in plan.run(prepared, parameters)}
+    failing = [
+        e.configuration.to_domain_obj()
+        for e, identifier in zip(loaded.suite.expectations, loaded.ids, strict=True)
+        if not outcomes[identifier].success
+    ]
+    sample = _sample_positions(list(outcomes.values()), len(prepared))
+    suite = ExpectationSuite(name=loaded.suite.name, expectations=failing)
+    gx_rows, suite_result = _gx_failing_rows(table_name, prepared.iloc[sample], suite, parameters)
+    differing = [i for i, rows in gx_rows.items() if not np.array_equal(rows, outcomes[i].rows)]
+    if differing:
+        raise RuntimeError(
+            f"{table_name}: the compiled plan and GX disagree on the failing rows of {differing}"
+        )
+    by_id = {expectation_id(r.expectation_config): r for r in suite_result.results}
+    results = []
+    for expectation, identifier in zip(loaded.suite.expectations, loaded.ids, strict=True):
+        result = by_id.get(identifier)
+        if result is None:
+            result = _passing_result(table_name, expectation.configuration, outcomes[identifier], parameters)
+        else:
+            _whole_frame_counts(result, outcomes[identifier])
+        results.append(result)
+    successful = sum(bool(r.success) for r in results)
+    suite_result.results = results
+    suite_result.success = successful == len(results)
+    suite_result.statistics = {
+        "evaluated_expectations": len(results),
+        "successful_expectations": successful,
+        "unsuccessful_expectations": len(results) - successful,
+        "success_percent": successful / len(results) * 100 if results else None,
+    }
+    return {i: o.rows for i, o in outcomes.items()}, outcomes, suite_result
+
+
 def _validate_table(
     table_name: str,
     frame: pd.DataFrame,
     loaded: LoadedSuite,
     parameters: dict[str, pd.Timestamp],
     shard: int,
+    *,
+    use_plan: bool | None = None,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None, ExpectationSuiteValidationResult]:
-    """Validate one table's frame as one batch; return per-expectation results and failing records."""
+    """Validate one table's frame as one batch; return per-expectation results and failing records.
+
+    With the plan (:data:`USE_PLAN`), the plan decides every expectation's failing rows and counts
+    over the whole frame (:func:`_plan_validate`); otherwise GX validates every row.
+    """
+    use_plan = USE_PLAN if use_plan is None else use_plan
     prepared = prepare(table_name, frame, loaded.columns)
-    batch = _runtime().batch_definitions[table_name].get_batch(batch_parameters={"dataframe": prepared})
-    suite_result = batch.validate(
-        loaded.suite, result_format=RESULT_FORMAT, expectation_parameters=parameters
-    )
+    if use_plan:
+        gx_rows, _, suite_result = _plan_validate(table_name, prepared, loaded, parameters)
+    else:
+        gx_rows, suite_result = _gx_failing_rows(table_name, prepared, loaded.suite, parameters)
     sme_ids = frame["sme_id"]
     summaries: list[dict[str, Any]] = []
     failing: list[tuple[str, str, list[str], np.ndarray]] = []
     for result in suite_result.results:
         configuration = result.expectation_config
         identifier = expectation_id(configuration)
-        _raise_if_not_evaluated(table_name, identifier, result)
-        rows = _failing_rows(table_name, identifier, result)
+        rows = gx_rows[identifier]
         if len(rows):
             notes = configuration.notes
             note = notes if isinstance(notes, str) else " ".join(notes or [])
