@@ -278,13 +278,16 @@ def _serve(home: Path, workers: int) -> tuple[Any, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOSSIER_")}
-    env |= {
-        "DOSSIER_HOME": str(home),
-        "DOSSIER_RATE_LIMIT_PER_MINUTE": "0",
-        "DOSSIER_SANDBOX_URL": "http://127.0.0.1:9",  # never called by a feed read
-        "DOSSIER_LOG_LEVEL": "WARNING",
-    }
+    from dossier.settings import fresh_environment
+
+    env = fresh_environment(
+        {
+            "DOSSIER_HOME": str(home),
+            "DOSSIER_RATE_LIMIT_PER_MINUTE": "0",
+            "DOSSIER_SANDBOX_URL": "http://127.0.0.1:9",  # never called by a feed read
+            "DOSSIER_LOG_LEVEL": "WARNING",
+        }
+    )
     command = [str(Path(sys.executable).parent / "dossier"), "serve", "--port", str(port)]
     server = subprocess.Popen(
         [*command, "--workers", str(workers), "--no-link", "--no-webhooks"],

@@ -42,13 +42,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "validation_scale.json"
 
 
 def _timed_shard(tables: dict[str, pd.DataFrame], use_plan: bool) -> tuple[float, runner.ShardValidation]:
-    runner.USE_PLAN = use_plan
+    default, runner.USE_PLAN = runner.USE_PLAN, use_plan
     try:
         started = time.perf_counter()
         validation = runner.validate_shard(tables, as_of=AS_OF, shard=0)
         return time.perf_counter() - started, validation
     finally:
-        runner.USE_PLAN = True
+        runner.USE_PLAN = default
 
 
 def _plan_checks_seconds(tables: dict[str, pd.DataFrame]) -> float:

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Column, Table
 
-from dossier.settings import Settings, get_settings, override, record_sandbox
+from dossier.settings import Settings, export_environment, get_settings, override, record_sandbox
 from warehouse.errors import DossierError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -1395,10 +1395,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 # each process builds its own app (dossier.web.app.worker_app) from the
                 # environment, which carries what this command resolved; the grant runs a
                 # stopped service left open are taken up here, once
-                os.environ.update(
-                    DOSSIER_WEB_HOST=wired.web_host,
-                    DOSSIER_WEB_PORT=str(wired.web_port),
-                    DOSSIER_SANDBOX_URL=wired.sandbox_url,
+                export_environment(
+                    {
+                        "DOSSIER_WEB_HOST": wired.web_host,
+                        "DOSSIER_WEB_PORT": str(wired.web_port),
+                        "DOSSIER_SANDBOX_URL": wired.sandbox_url,
+                    }
                 )
                 app.state.grant_runs.resume()
                 uvicorn.run(

@@ -821,3 +821,15 @@ def child_process_environment(settings: Settings | None = None) -> dict[str, str
     env = {**os.environ, **(settings or get_settings()).airflow_environment()}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
+
+
+def export_environment(values: Mapping[str, str]) -> None:
+    """Set ``values`` (``DOSSIER_*`` settings) in this process's environment, for the child
+    processes it starts to read (``dossier serve --workers N``)."""
+    os.environ.update(values)
+
+
+def fresh_environment(values: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any ``DOSSIER_*`` variable, plus ``values``: the
+    environment of a child process configured by ``values`` alone (the benchmarks' services)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DOSSIER_")} | dict(values)

@@ -313,10 +313,14 @@ def _docs_sample(
     outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
 
 
-USE_PLAN = True
+USE_PLAN = False
 """Decide failing rows and counts with the compiled plan (:mod:`expectations.plan`) and run GX
 only for the failing expectations, over their rows and a sample of passing ones; ``False`` runs
-GX for every expectation over every row (the plan's equivalence test compares the two)."""
+GX for every expectation over every row (the plan's equivalence test compares the two).
+
+Off by default for now: with the plan deciding, a scoped pipeline run on PostgreSQL that follows
+other runs in the same process (``tests/web/test_links_uploads_pipeline.py``) can publish nothing
+for an SME that validated and was evaluated; until that is understood, GX decides."""
 
 DOCS_PASSING_ROWS = 100
 """Passing rows added to the failing ones in the frame GX validates when the plan decides."""

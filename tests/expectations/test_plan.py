@@ -440,6 +440,7 @@ def test_a_plan_that_disagrees_with_gx_stops_the_shard(monkeypatch: pytest.Monke
     monkeypatch.setattr(
         runner, "table_plan", lambda name: dataclasses.replace(plan, checks=(strict, *plan.checks[1:]))
     )
+    monkeypatch.setattr(runner, "USE_PLAN", True)
     with pytest.raises(
         RuntimeError,
         match=r"vat_returns: the compiled plan and GX disagree on the failing rows of "
