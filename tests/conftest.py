@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -46,9 +47,10 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL schema, dropped after the test."""
+@contextlib.contextmanager
+def fresh_postgres_schema() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL schema, dropped when the block ends; skips the test where
+    ``DOSSIER_TEST_POSTGRES_URL=skip`` says this machine runs no PostgreSQL."""
     if POSTGRES_URL == "skip":
         pytest.skip("DOSSIER_TEST_POSTGRES_URL=skip: PostgreSQL runs disabled on this machine")
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -62,6 +64,13 @@ def postgres_url() -> Iterator[str]:
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL schema, dropped after the test."""
+    with fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,15 +8,15 @@ check each function's whole answer, not only that it ran.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, create_engine, insert, select, text
+from conftest import fresh_postgres_schema
+from sqlalchemy import Engine, insert, select
 
 from dossier.pipeline import HOLD_STAGE, failed_pulls, record_holds
 from expectations.runner import FAILURE_COLUMNS, ShardValidation, record_validation
@@ -76,28 +76,15 @@ def insert_in_batches(session: object, model: type, rows: list[dict[str, object]
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def warehouse_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated, empty warehouse per backend, shared by this module's tests (filling one is slow)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('scale') / 'warehouse.db'}"
-        admin, schema = None, ""
-    else:
-        base = os.environ.get(
-            "DOSSIER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        )
-        if base == "skip":
-            pytest.skip("DOSSIER_TEST_POSTGRES_URL=skip: PostgreSQL runs disabled on this machine")
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(base)
-        with admin.begin() as connection:
-            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    if admin is not None:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('scale') / 'warehouse.db'}"
+        else:
+            url = stack.enter_context(fresh_postgres_schema())
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(scope="module")
