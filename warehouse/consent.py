@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
@@ -345,6 +346,52 @@ def event_hash(
         separators=(",", ":"),
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+APPEND_ATTEMPTS = 5
+"""How often an append that lost a race to the same sequence number is tried again on top of the winner."""
+
+
+def append_chained(
+    session: Session,
+    model: type[Any],
+    chain_column: str,
+    chain_id: str,
+    event_type: str,
+    occurred_at: dt.datetime,
+    actor: str,
+    details: dict[str, Any],
+) -> Any | None:
+    """Append one event to the hash chain ``chain_id`` of ``model`` (a ledger table with
+    ``sequence``, ``event_type``, ``occurred_at``, ``actor``, ``details``, ``prev_hash`` and ``hash``;
+    ``chain_column`` names its chain id, as ``link_id``). Its hash covers the previous event's
+    (:func:`event_hash`). An insert that lost the race to a sequence number (another request
+    appended at once) is tried again on top of the winner, so the chain never forks; None when
+    :data:`APPEND_ATTEMPTS` tries all lost (the caller says so in its own terms)."""
+    column = getattr(model, chain_column)
+    for _ in range(APPEND_ATTEMPTS):
+        last = session.scalars(
+            select(model).where(column == chain_id).order_by(model.sequence.desc()).limit(1)
+        ).first()
+        sequence = 1 if last is None else last.sequence + 1
+        prev_hash = GENESIS_HASH if last is None else last.hash
+        event = model(
+            **{chain_column: chain_id},
+            sequence=sequence,
+            event_type=event_type,
+            occurred_at=occurred_at,
+            actor=actor,
+            details=details,
+            prev_hash=prev_hash,
+            hash=event_hash(prev_hash, chain_id, sequence, event_type, occurred_at, actor, details),
+        )
+        try:
+            with session.begin_nested():
+                session.add(event)
+        except IntegrityError:
+            continue
+        return event
+    return None
 
 
 def _append_event(

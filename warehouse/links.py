@@ -59,7 +59,6 @@ DEFAULT_VALID_DAYS = 14
 MAX_VALID_DAYS = 90
 MAX_CONSENT_DAYS = 3660
 """The longest consent a link asks for: ten years."""
-APPEND_ATTEMPTS = 5
 SIGNATURE_CHARS = 32
 SOURCE_WORDS: dict[str, str] = {
     "accounting": "your accounting books (sales, costs, balances)",
@@ -127,27 +126,10 @@ def append_event(
     number is retried on top of the winner, so the chain never forks.
     """
     session.get(ConnectorLink, link_id, with_for_update=True)
-    for _ in range(APPEND_ATTEMPTS):
-        last = session.scalars(
-            select(LinkEvent).where(LinkEvent.link_id == link_id).order_by(LinkEvent.sequence.desc()).limit(1)
-        ).first()
-        sequence = 1 if last is None else last.sequence + 1
-        prev_hash = consent.GENESIS_HASH if last is None else last.hash
-        event = LinkEvent(
-            link_id=link_id,
-            sequence=sequence,
-            event_type=event_type,
-            occurred_at=occurred_at,
-            actor=actor,
-            details=details,
-            prev_hash=prev_hash,
-            hash=consent.event_hash(prev_hash, link_id, sequence, event_type, occurred_at, actor, details),
-        )
-        try:
-            with session.begin_nested():
-                session.add(event)
-        except IntegrityError:
-            continue
+    event = consent.append_chained(
+        session, LinkEvent, "link_id", link_id, event_type, occurred_at, actor, details
+    )
+    if event is not None:
         return event
     raise LinkError(f"link {link_id}: too many simultaneous changes; try again", 409)
 

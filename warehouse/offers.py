@@ -41,7 +41,6 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from evaluation.credit_cost import OfferTerms, TermsError, check_terms, schedule
@@ -77,8 +76,6 @@ REASON_WORDS = {
     "another_offer_accepted": "the SME accepted another offer",
 }
 """Plain words for each ``status_reason``."""
-
-APPEND_ATTEMPTS = 5
 
 
 class OfferError(DossierError):
@@ -257,30 +254,8 @@ def _record(
     session: Session, offer_id: str, event_type: str, at: dt.datetime, actor: str, details: dict[str, Any]
 ) -> OfferEvent:
     """Append one event to the offer's chain (the offer's row is the lock: callers change it first)."""
-    for _ in range(APPEND_ATTEMPTS):
-        last = session.scalars(
-            select(OfferEvent)
-            .where(OfferEvent.offer_id == offer_id)
-            .order_by(OfferEvent.sequence.desc())
-            .limit(1)
-        ).first()
-        sequence = 1 if last is None else last.sequence + 1
-        prev_hash = consent.GENESIS_HASH if last is None else last.hash
-        event = OfferEvent(
-            offer_id=offer_id,
-            sequence=sequence,
-            event_type=event_type,
-            occurred_at=at,
-            actor=actor,
-            details=details,
-            prev_hash=prev_hash,
-            hash=consent.event_hash(prev_hash, offer_id, sequence, event_type, at, actor, details),
-        )
-        try:
-            with session.begin_nested():
-                session.add(event)
-        except IntegrityError:
-            continue
+    event = consent.append_chained(session, OfferEvent, "offer_id", offer_id, event_type, at, actor, details)
+    if event is not None:
         return event
     raise OfferError("offer_id", f"offer {offer_id}: too many simultaneous changes; try again", 409)
 
