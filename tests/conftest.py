@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from postgres_schema import fresh_postgres_schema
+from sqlalchemy import Engine
 
 from dossier.settings import Settings, apply_airflow_environment, for_home, override
 from warehouse.db import make_engine
@@ -45,25 +44,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is not present on this machine")
     return SHARED_DATA
-
-
-@contextlib.contextmanager
-def fresh_postgres_schema() -> Iterator[str]:
-    """URL of a fresh, empty PostgreSQL schema, dropped when the block ends; skips the test where
-    ``DOSSIER_TEST_POSTGRES_URL=skip`` says this machine runs no PostgreSQL."""
-    if POSTGRES_URL == "skip":
-        pytest.skip("DOSSIER_TEST_POSTGRES_URL=skip: PostgreSQL runs disabled on this machine")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

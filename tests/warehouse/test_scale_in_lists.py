@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import fresh_postgres_schema
+from postgres_schema import fresh_postgres_schema
 from sqlalchemy import Engine, insert, select
 
 from dossier.pipeline import HOLD_STAGE, failed_pulls, record_holds
