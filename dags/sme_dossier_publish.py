@@ -12,7 +12,8 @@ with `{"as_of": "YYYY-MM-DD"}`.
   every SME that was pulled, passed validation and has no open quarantine.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
-* `build_data_docs`: renders the validation results as Great Expectations Data Docs under `var/gx`.
+* `build_data_docs`: confirms the date's validation with Great Expectations (once per table, over
+  the failing rows and a sample) and renders it as Data Docs under `var/gx`.
 * `send_webhooks`: after the publish, pushes the lenders' new feed events to their webhook endpoints (one
   send pass of the webhook worker), so a deployment without the web service still pushes.
 

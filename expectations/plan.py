@@ -123,6 +123,8 @@ class Check:
     find: Callable[[pd.DataFrame, Mapping[str, Any]], np.ndarray | None]
     """(domain frame, resolved kwargs) -> boolean array of failing rows of the domain, or ``None``
     when an aggregate already shows no row fails."""
+    note: str = ""
+    """The expectation's notes (the plain-language rule quarantine reasons quote)."""
 
     def run(self, frame: pd.DataFrame, parameters: Mapping[str, Any], table_name: str) -> Outcome:
         kwargs = {k: _resolve(v, parameters, table_name, self.identifier) for k, v in self.kwargs.items()}
@@ -161,6 +163,17 @@ class Plan:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(c.identifier for c in self.checks)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns the checks read (their own, then their row condition's), first use first:
+        the same as :attr:`expectations.suites.LoadedSuite.columns`."""
+        columns: list[str] = []
+        for check in self.checks:
+            for column in (*check.columns, *((check.condition.column,) if check.condition else ())):
+                if column not in columns:
+                    columns.append(column)
+        return tuple(columns)
 
     def run(self, frame: pd.DataFrame, parameters: Mapping[str, Any]) -> list[Outcome]:
         """Every check over ``frame`` (prepared, indexed by position) with the run's suite parameters."""
@@ -337,7 +350,9 @@ def _check(suite: str, expectation: dict[str, Any]) -> Check:
     if kind == "expect_column_values_to_match_regex" and not isinstance(kwargs.get("regex"), str):
         raise PlanError(f"{suite}: {identifier}: regex must be a string")
     columns = tuple(expectation_columns(expectation["kwargs"]))
-    return Check(identifier, kind, columns, kwargs, condition, _FINDERS[kind])
+    notes = expectation.get("notes")
+    note = notes if isinstance(notes, str) else " ".join(notes or [])
+    return Check(identifier, kind, columns, kwargs, condition, _FINDERS[kind], note)
 
 
 def compile_suite(document: dict[str, Any]) -> Plan:

@@ -1,8 +1,8 @@
 """Validate a shard's canonical tables in batches and attribute every failing row to its SME.
 
-One GX validation runs per canonical table per shard (never per SME): the table's frame, prepared
-by :func:`expectations.prepare.prepare`, is one batch validated against the table's suite. GX
-reports each failing row by its position (``unexpected_index_column_names`` on the prepared
+Each canonical table of a shard is validated as one batch (never per SME): the table's frame,
+prepared by :func:`expectations.prepare.prepare`, is checked against the table's suite. Each
+failing row is reported by its position (``unexpected_index_column_names`` on the prepared
 frame's ``row`` index), for column, column-pair, multi-column and compound-uniqueness expectations
 alike; the runner maps those rows back to the SME, the record (key values and ``source_record``)
 and the field, and writes one readable reason per failing record. An SME with any failing record
@@ -10,26 +10,29 @@ fails; the others pass.
 
 With :data:`USE_PLAN` (the default), the suites compiled into vectorised checks
 (:mod:`expectations.plan`) decide every expectation's failing rows and counts over the whole
-frame. GX then validates only the expectations the plan finds failing, over the failing rows and
-up to :data:`DOCS_PASSING_ROWS` passing rows, and its failing rows there must equal the plan's or
-the shard stops; every other expectation gets the result GX reports for an expectation no row
-fails. GX does not evaluate the expectations the plan passes, so a row the plan missed would go
-unnoticed at run time: ``tests/expectations/test_plan.py`` (GX and the plan over fault-injected
-and randomized frames) is what holds the plan to GX's semantics. In every result the counts (``element_count``, ``unexpected_count``, missing counts and
-percentages) are the whole frame's, not the sample's, so ``gx_results`` and the Data Docs report
-the shard exactly as a GX run over every row does (the equivalence test compares them).
+frame, and the shard task never imports GX. Each table's :class:`TableEvidence` (the failing rows
+and up to :data:`DOCS_PASSING_ROWS` passing rows, the plan's outcomes and a readable sample) is
+stored; once per as-of date :func:`build_data_docs` has GX validate the expectations the plan
+failed over every shard's evidence at once (:func:`confirm_with_gx`), and GX's failing rows there
+must equal the plan's or that step fails. GX does not evaluate the expectations the plan passes, so
+a row the plan missed would go unnoticed at run time: ``tests/expectations/test_plan.py`` (GX and
+the plan over fault-injected and randomized frames) is what holds the plan to GX's semantics. In
+every result the counts (``element_count``, ``unexpected_count``, missing counts and percentages)
+are the whole frames', not the sample's, so the Data Docs report the date exactly as a GX run over
+every row does (the equivalence test compares them). With ``USE_PLAN = False`` GX validates every
+row in the shard task, as the reference.
 
 The steps, as the pipeline calls them for one shard and then once per as-of date::
 
     validation = validate_shard(tables, as_of=as_of, shard=shard)   # pure: frames in, outcome out
-    record_validation(session, validation)    # validation_results, quarantine, GX result JSON
-    build_data_docs(as_of)                    # after every shard: the Data Docs site (HTML)
+    record_validation(session, validation)    # validation_results, quarantine, evidence JSON
+    build_data_docs(as_of)                    # after every shard: GX confirms; Data Docs (HTML)
 
 Shards run in parallel processes, so nothing here writes to a shared GX project while validating:
-each process keeps one in-memory GX context, and :func:`record_validation` stores the shard's GX
-validation results as JSON in the store (``staging/gx_validation/as_of=<date>/shard=<NNNN>.json``).
-:func:`build_data_docs` reads those files into the file-backed GX project under
-``get_settings().data_docs_dir`` and renders the site in one step.
+:func:`record_validation` stores the shard's evidence (or, without the plan, its GX results) as
+JSON in the store (``staging/gx_validation/as_of=<date>/shard=<NNNN>.json``, samples as Parquet
+under ``staging/validation_samples/``). :func:`build_data_docs` reads those files into the
+file-backed GX project under ``get_settings().data_docs_dir`` and renders the site in one step.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dossier.settings import get_settings
-from expectations.plan import Outcome, resolve_parameter, table_plan
+from expectations.plan import Outcome, Plan, resolve_parameter, table_plan
 from expectations.prepare import ROW_INDEX, column_types, derived_inputs, prepare
 from expectations.suites import (
     LoadedSuite,
@@ -62,6 +65,7 @@ from expectations.suites import (
 )
 from warehouse.canonical import TABLES
 from warehouse.db import in_chunks, upsert
+from warehouse.dossier_store import store_absolute, store_relative
 from warehouse.models import QuarantineEntry, ValidationResult, utcnow
 from warehouse.storage import Store
 
@@ -77,7 +81,10 @@ STAGE = "validate"
 """Quarantine stage of the entries this module writes."""
 
 GX_RESULTS_STEP = "gx_validation"
-"""Staging step under which each shard's GX validation results are kept as JSON."""
+"""Staging step under which each shard's GX validation results (or the plan's evidence) are kept as JSON."""
+
+SAMPLES_STEP = "validation_samples"
+"""Staging step under which the plan's evidence keeps each table's sample rows as Parquet."""
 
 RESULT_FORMAT: dict[str, Any] = {
     "result_format": "COMPLETE",
@@ -109,6 +116,23 @@ _LIMITS = {"record": 256, "field": 128, "reason": 512}
 
 
 @dataclass
+class TableEvidence:
+    """What GX needs, after the plan decided, to confirm one table of one shard and report it.
+
+    * ``sample``: the prepared rows GX validates (every row any check fails and up to
+      :data:`DOCS_PASSING_ROWS` passing ones), indexed by their position in the shard's frame;
+    * ``outcomes``: the plan's outcome of every expectation over the whole frame, by expectation id
+      (failing rows as positions in the shard's frame);
+    * ``docs``: per expectation id, the readable sample of failing records the Data Docs show
+      (:func:`_docs_fields`).
+    """
+
+    sample: pd.DataFrame
+    outcomes: dict[str, Outcome]
+    docs: dict[str, dict[str, Any]]
+
+
+@dataclass
 class ShardValidation:
     """The outcome of validating one shard for one as-of date.
 
@@ -118,7 +142,10 @@ class ShardValidation:
       :class:`warehouse.models.ValidationResult` (``failing_smes`` sorted).
     * ``failures``: one row per failing record per expectation (:data:`FAILURE_COLUMNS`): the SME,
       table, source kind, record locator, field, expectation id, observed value and reason.
-    * ``gx_results``: per table, GX's suite validation result as JSON (failing rows sampled).
+    * ``evidence``: with the plan, per table, what GX confirms later (:class:`TableEvidence`).
+    * ``gx_results``: per table, GX's suite validation result as JSON (failing rows sampled). With
+      the plan it is computed from ``evidence`` when first read (:func:`confirm_with_gx`), which
+      imports GX: a shard task never reads it, :func:`build_data_docs` confirms once per date.
     """
 
     as_of: datetime.date
@@ -126,11 +153,22 @@ class ShardValidation:
     sme_status: pd.DataFrame
     expectation_results: list[dict[str, Any]]
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(FAILURE_COLUMNS)))
-    gx_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evidence: dict[str, TableEvidence] = field(default_factory=dict)
+    gx_documents: dict[str, dict[str, Any]] | None = None
 
     @property
     def failing_smes(self) -> list[str]:
         return sorted(self.sme_status.loc[~self.sme_status["passed"], "sme_id"])
+
+    @property
+    def gx_results(self) -> dict[str, dict[str, Any]]:
+        if self.gx_documents is None:
+            confirmed = confirm_with_gx({self.shard: self.evidence}, as_of=self.as_of)
+            self.gx_documents = {}
+            for name, result in confirmed.items():
+                result.meta["shard"] = self.shard
+                self.gx_documents[name] = result.to_json_dict()
+        return self.gx_documents
 
 
 _DATASOURCE = "canonical"
@@ -287,40 +325,54 @@ def _attribute(
     return failures
 
 
-def _docs_sample(
-    table_name: str, frame: pd.DataFrame, result: ExpectationValidationResult, rows: np.ndarray
-) -> None:
-    """Replace GX's bare list of failing positions by a few readable records for the Data Docs.
+def _docs_fields(
+    table_name: str, frame: pd.DataFrame, columns: list[str], rows: np.ndarray
+) -> dict[str, Any]:
+    """A few readable failing records for the Data Docs, in place of GX's bare list of positions.
 
     Each record holds the expectation's columns (the values Data Docs tabulates) and the SME, key
     and source record that locate it; the full list of failing records lives in the warehouse.
     """
     table = TABLES[table_name]
-    columns = expectation_columns(result.expectation_config.kwargs)
     locator = [c for c in dict.fromkeys([*table.key, "source_record"]) if c not in columns]
-    outcome = result.result
-    outcome.pop("partial_unexpected_index_list", None)
-    outcome["unexpected_index_column_names"] = locator
-    outcome["unexpected_index_list"] = []
+    fields: dict[str, Any] = {"unexpected_index_column_names": locator, "unexpected_index_list": []}
     sample = rows[:DOCS_SAMPLE_ROWS]
     if not len(sample):
-        return
+        return fields
     display = _display_frame(table_name, frame, sample, [*columns, *locator])
     values = display[columns[0]] if len(columns) == 1 else display[columns].agg(tuple, axis=1).map(str)
-    counts = values.value_counts(sort=True)
-    outcome["unexpected_index_list"] = display.to_dict("records")
-    outcome["partial_unexpected_list"] = values.tolist()
-    outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
+    fields["unexpected_index_list"] = display.to_dict("records")
+    fields["partial_unexpected_list"] = values.tolist()
+    return fields
 
 
-USE_PLAN = False
+def _merged_docs(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The docs fields of several shards as one: their records in shard order, the first few kept."""
+    merged = {**parts[0], "unexpected_index_list": [], "partial_unexpected_list": []}
+    for part in parts:
+        merged["unexpected_index_list"] += part["unexpected_index_list"]
+        merged["partial_unexpected_list"] += part.get("partial_unexpected_list", [])
+    merged["unexpected_index_list"] = merged["unexpected_index_list"][:DOCS_SAMPLE_ROWS]
+    merged["partial_unexpected_list"] = merged["partial_unexpected_list"][:DOCS_SAMPLE_ROWS]
+    if not merged["partial_unexpected_list"]:
+        del merged["partial_unexpected_list"]
+    return merged
+
+
+def _apply_docs(result: ExpectationValidationResult, fields: dict[str, Any]) -> None:
+    """Put the readable sample (:func:`_docs_fields`) into GX's result, with its value counts."""
+    outcome = result.result
+    outcome.pop("partial_unexpected_index_list", None)
+    outcome.update(fields)
+    if "partial_unexpected_list" in fields:
+        counts = pd.Series(fields["partial_unexpected_list"], dtype=object).value_counts(sort=True)
+        outcome["partial_unexpected_counts"] = [{"value": v, "count": int(c)} for v, c in counts.items()]
+
+
+USE_PLAN = True
 """Decide failing rows and counts with the compiled plan (:mod:`expectations.plan`) and run GX
 only for the failing expectations, over their rows and a sample of passing ones; ``False`` runs
-GX for every expectation over every row (the plan's equivalence test compares the two).
-
-Off by default for now: with the plan deciding, a scoped pipeline run on PostgreSQL that follows
-other runs in the same process (``tests/web/test_links_uploads_pipeline.py``) can publish nothing
-for an SME that validated and was evaluated; until that is understood, GX decides."""
+GX for every expectation over every row (the plan's equivalence test compares the two)."""
 
 DOCS_PASSING_ROWS = 100
 """Passing rows added to the failing ones in the frame GX validates when the plan decides."""
@@ -432,31 +484,84 @@ def _passing_result(
     return result
 
 
-def _plan_validate(
+def _plan_evidence(
     table_name: str,
+    frame: pd.DataFrame,
     prepared: pd.DataFrame,
+    plan: Plan,
+    parameters: dict[str, pd.Timestamp],
+) -> TableEvidence:
+    """The plan's outcome of every expectation over the whole frame, and what GX needs to confirm it.
+
+    GX is not imported here: :func:`confirm_with_gx` later validates only the expectations the plan
+    fails, over the failing rows and a sample of passing ones.
+    """
+    outcomes = {o.identifier: o for o in plan.run(prepared, parameters)}
+    sample = _sample_positions(list(outcomes.values()), len(prepared))
+    docs = {
+        check.identifier: _docs_fields(
+            table_name, frame, list(check.columns), outcomes[check.identifier].rows
+        )
+        for check in plan.checks
+    }
+    return TableEvidence(sample=prepared.iloc[sample], outcomes=outcomes, docs=docs)
+
+
+def _merged_outcomes(
+    loaded: LoadedSuite, parts: list[TableEvidence]
+) -> tuple[pd.DataFrame, dict[str, Outcome]]:
+    """The shards' samples as one frame (indexed by position) and their outcomes in its positions.
+
+    Counts add up; failing rows are the rows of each shard's sample, offset by the samples before it.
+    """
+    rows: dict[str, list[np.ndarray]] = {i: [] for i in loaded.ids}
+    elements = dict.fromkeys(loaded.ids, 0)
+    nonnull: dict[str, int | None] = dict.fromkeys(loaded.ids, 0)
+    offset = 0
+    for part in parts:
+        index = part.sample.index.to_numpy()
+        for identifier in loaded.ids:
+            outcome = part.outcomes[identifier]
+            rows[identifier].append(np.searchsorted(index, outcome.rows) + offset)
+            elements[identifier] += outcome.element_count
+            counted = nonnull[identifier]
+            nonnull[identifier] = (
+                None if counted is None or outcome.nonnull_count is None else counted + outcome.nonnull_count
+            )
+        offset += len(part.sample)
+    frame = pd.concat([part.sample for part in parts], ignore_index=True)
+    frame.index = pd.RangeIndex(len(frame), name=ROW_INDEX)
+    merged = {
+        i: Outcome(i, np.concatenate(rows[i]).astype(np.int64), elements[i], nonnull[i]) for i in loaded.ids
+    }
+    return frame, merged
+
+
+def _confirm_table(
+    table_name: str,
+    parts: list[TableEvidence],
     loaded: LoadedSuite,
     parameters: dict[str, pd.Timestamp],
-) -> tuple[dict[str, np.ndarray], dict[str, Outcome], ExpectationSuiteValidationResult]:
-    """The plan's failing rows, checked by GX over those rows and a sample of passing ones.
+) -> ExpectationSuiteValidationResult:
+    """GX's suite result for one table over the evidence of one or more shards.
 
-    GX validates only the expectations the plan finds failing; every other expectation's result
-    is :func:`_passing_result`. The suite result lists the expectations in the suite's order.
+    GX validates the expectations the plan fails over the samples, and its failing rows there must
+    equal the plan's, or this raises ``RuntimeError`` naming the expectations; every other
+    expectation gets the result GX reports for an expectation no row fails (:func:`_passing_result`).
+    Every result carries the whole frames' counts and a readable sample of failing records.
     """
     from great_expectations import ExpectationSuite
 
-    plan = table_plan(table_name)
-    if plan.ids != loaded.ids:
+    if table_plan(table_name).ids != loaded.ids:
         raise RuntimeError(f"{table_name}: the compiled plan does not list the suite's expectations")
-    outcomes = {o.identifier: o for o in plan.run(prepared, parameters)}
+    frame, outcomes = _merged_outcomes(loaded, parts)
     failing = [
         e.configuration.to_domain_obj()
         for e, identifier in zip(loaded.suite.expectations, loaded.ids, strict=True)
         if not outcomes[identifier].success
     ]
-    sample = _sample_positions(list(outcomes.values()), len(prepared))
     suite = ExpectationSuite(name=loaded.suite.name, expectations=failing)
-    gx_rows, suite_result = _gx_failing_rows(table_name, prepared.iloc[sample], suite, parameters)
+    gx_rows, suite_result = _gx_failing_rows(table_name, frame, suite, parameters)
     differing = [i for i, rows in gx_rows.items() if not np.array_equal(rows, outcomes[i].rows)]
     if differing:
         raise RuntimeError(
@@ -470,6 +575,7 @@ def _plan_validate(
             result = _passing_result(table_name, expectation.configuration, outcomes[identifier], parameters)
         else:
             _whole_frame_counts(result, outcomes[identifier])
+        _apply_docs(result, _merged_docs([part.docs[identifier] for part in parts]))
         results.append(result)
     successful = sum(bool(r.success) for r in results)
     suite_result.results = results
@@ -480,58 +586,103 @@ def _plan_validate(
         "unsuccessful_expectations": len(results) - successful,
         "success_percent": successful / len(results) * 100 if results else None,
     }
-    return {i: o.rows for i, o in outcomes.items()}, outcomes, suite_result
+    return suite_result
+
+
+def confirm_with_gx(
+    evidence: dict[int, dict[str, TableEvidence]], *, as_of: datetime.date
+) -> dict[str, ExpectationSuiteValidationResult]:
+    """GX's suite result per table over the plan's evidence of the given shards (shard -> table -> evidence).
+
+    One GX validation per table for all the shards together: this is where GX confirms the plan's
+    failing rows (raising ``RuntimeError`` where they differ) and writes what the Data Docs show.
+    """
+    suites = loaded_suites()
+    parameters = suite_parameters(as_of)
+    confirmed: dict[str, ExpectationSuiteValidationResult] = {}
+    for name in TABLES:
+        parts = [tables[name] for _, tables in sorted(evidence.items()) if name in tables]
+        if parts:
+            result = _confirm_table(name, parts, suites[name], parameters)
+            result.meta["as_of"] = as_of.isoformat()
+            result.meta["shards"] = sorted(shard for shard, tables in evidence.items() if name in tables)
+            confirmed[name] = result
+    return confirmed
 
 
 def _validate_table(
     table_name: str,
     frame: pd.DataFrame,
-    loaded: LoadedSuite,
     parameters: dict[str, pd.Timestamp],
     shard: int,
     *,
     use_plan: bool | None = None,
-) -> tuple[list[dict[str, Any]], pd.DataFrame | None, ExpectationSuiteValidationResult]:
+) -> tuple[list[dict[str, Any]], pd.DataFrame | None, TableEvidence | ExpectationSuiteValidationResult]:
     """Validate one table's frame as one batch; return per-expectation results and failing records.
 
     With the plan (:data:`USE_PLAN`), the plan decides every expectation's failing rows and counts
-    over the whole frame (:func:`_plan_validate`); otherwise GX validates every row.
+    over the whole frame and the third value is its :class:`TableEvidence` for GX to confirm later
+    (GX is not imported); otherwise GX validates every row here and the third value is GX's suite
+    result.
     """
     use_plan = USE_PLAN if use_plan is None else use_plan
-    prepared = prepare(table_name, frame, loaded.columns)
+    outcome: TableEvidence | ExpectationSuiteValidationResult
     if use_plan:
-        gx_rows, _, suite_result = _plan_validate(table_name, prepared, loaded, parameters)
+        plan = table_plan(table_name)
+        prepared = prepare(table_name, frame, plan.columns)
+        outcome = _plan_evidence(table_name, frame, prepared, plan, parameters)
+        found = outcome.outcomes
+        decided = [
+            (
+                c.identifier,
+                c.note,
+                list(c.columns),
+                found[c.identifier].success,
+                found[c.identifier].element_count,
+            )
+            for c in plan.checks
+        ]
+        gx_rows = {i: o.rows for i, o in outcome.outcomes.items()}
+        order = plan.ids
     else:
-        gx_rows, suite_result = _gx_failing_rows(table_name, prepared, loaded.suite, parameters)
+        loaded = loaded_suites()[table_name]
+        prepared = prepare(table_name, frame, loaded.columns)
+        gx_rows, outcome = _gx_failing_rows(table_name, prepared, loaded.suite, parameters)
+        decided = []
+        for result in outcome.results:
+            configuration = result.expectation_config
+            identifier = expectation_id(configuration)
+            columns = expectation_columns(configuration.kwargs)
+            _apply_docs(result, _docs_fields(table_name, frame, columns, gx_rows[identifier]))
+            notes = configuration.notes
+            note = notes if isinstance(notes, str) else " ".join(notes or [])
+            count = int((result.result or {}).get("element_count") or 0)
+            decided.append((identifier, note, columns, bool(result.success), count))
+        order = loaded.ids
     sme_ids = frame["sme_id"]
     summaries: list[dict[str, Any]] = []
     failing: list[tuple[str, str, list[str], np.ndarray]] = []
-    for result in suite_result.results:
-        configuration = result.expectation_config
-        identifier = expectation_id(configuration)
+    for identifier, note, columns, success, element_count in decided:
         rows = gx_rows[identifier]
         if len(rows):
-            notes = configuration.notes
-            note = notes if isinstance(notes, str) else " ".join(notes or [])
-            failing.append((identifier, note, expectation_columns(configuration.kwargs), rows))
+            failing.append((identifier, note, columns, rows))
         summaries.append(
             {
                 "table_name": table_name,
                 "shard": shard,
-                "suite": loaded.suite.name,
+                "suite": table_name,
                 "expectation": identifier,
-                "success": bool(result.success),
-                "element_count": int((result.result or {}).get("element_count") or 0),
+                "success": success,
+                "element_count": element_count,
                 "unexpected_count": len(rows),
                 "failing_smes": sorted(sme_ids.iloc[rows].dropna().unique().tolist()),
             }
         )
-        _docs_sample(table_name, frame, result, rows)
-    position = {identifier: i for i, identifier in enumerate(loaded.ids)}
+    position = {identifier: i for i, identifier in enumerate(order)}
     summaries.sort(key=lambda summary: position[summary["expectation"]])
     failing.sort(key=lambda entry: position[entry[0]])
     failures = _attribute(table_name, frame, failing) if failing else None
-    return summaries, failures, suite_result
+    return summaries, failures, outcome
 
 
 def _no_failures() -> pd.DataFrame:
@@ -558,21 +709,24 @@ def validate_shard(tables: dict[str, pd.DataFrame], *, as_of: datetime.date, sha
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
         raise ValueError(f"not canonical tables: {unknown}")
-    suites = loaded_suites()
     parameters = suite_parameters(as_of)
     results: list[dict[str, Any]] = []
     failure_parts: list[pd.DataFrame] = []
-    gx_results: dict[str, dict[str, Any]] = {}
+    documents: dict[str, dict[str, Any]] = {}
+    evidence: dict[str, TableEvidence] = {}
     present: list[np.ndarray] = []
     for name in (n for n in TABLES if n in tables):
         frame = tables[name].reset_index(drop=True)
-        summaries, failures, suite_result = _validate_table(name, frame, suites[name], parameters, shard)
+        summaries, failures, outcome = _validate_table(name, frame, parameters, shard, use_plan=USE_PLAN)
         results += summaries
         if failures is not None:
             failure_parts.append(failures)
-        suite_result.meta["as_of"] = as_of.isoformat()
-        suite_result.meta["shard"] = shard
-        gx_results[name] = suite_result.to_json_dict()
+        if isinstance(outcome, TableEvidence):
+            evidence[name] = outcome
+        else:
+            outcome.meta["as_of"] = as_of.isoformat()
+            outcome.meta["shard"] = shard
+            documents[name] = outcome.to_json_dict()
         present.append(frame["sme_id"].dropna().unique())
     failures = pd.concat(failure_parts, ignore_index=True) if failure_parts else _no_failures()
     table_order = failures["table_name"].map({name: i for i, name in enumerate(TABLES)})
@@ -586,7 +740,8 @@ def validate_shard(tables: dict[str, pd.DataFrame], *, as_of: datetime.date, sha
         sme_status=_sme_status(sme_ids, failures),
         expectation_results=results,
         failures=failures[list(FAILURE_COLUMNS)].reset_index(drop=True),
-        gx_results=gx_results,
+        evidence=evidence,
+        gx_documents=None if evidence else documents,
     )
 
 
@@ -595,6 +750,43 @@ def gx_results_path(store: Store, as_of: datetime.date, shard: int) -> str:
     return posixpath.join(
         store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat()), f"shard={shard:04d}.json"
     )
+
+
+def _write_evidence(store: Store, validation: ShardValidation) -> dict[str, Any]:
+    """Store each table's sample as Parquet (``staging/validation_samples/...``); the rest as JSON."""
+    folder = posixpath.join(
+        store.layout.staging_dir(SAMPLES_STEP, validation.as_of.isoformat()), f"shard={validation.shard:04d}"
+    )
+    tables: dict[str, Any] = {}
+    for name, evidence in validation.evidence.items():
+        sample_path = posixpath.join(folder, f"{name}.parquet")
+        store.write_table(sample_path, pa.Table.from_pandas(evidence.sample, preserve_index=True))
+        tables[name] = {
+            "sample": store_relative(store, sample_path),
+            "outcomes": {
+                i: {
+                    "rows": o.rows.tolist(),
+                    "element_count": o.element_count,
+                    "nonnull_count": o.nonnull_count,
+                }
+                for i, o in evidence.outcomes.items()
+            },
+            "docs": evidence.docs,
+        }
+    return tables
+
+
+def read_evidence(store: Store, tables: dict[str, Any]) -> dict[str, TableEvidence]:
+    """The evidence :func:`_write_evidence` stored, as it was."""
+    evidence: dict[str, TableEvidence] = {}
+    for name, stored in tables.items():
+        sample = store.read_table(store_absolute(store, stored["sample"])).to_pandas()
+        outcomes = {
+            i: Outcome(i, np.asarray(o["rows"], dtype=np.int64), o["element_count"], o["nonnull_count"])
+            for i, o in stored["outcomes"].items()
+        }
+        evidence[name] = TableEvidence(sample=sample, outcomes=outcomes, docs=stored["docs"])
+    return evidence
 
 
 def _quarantine_rows(validation: ShardValidation) -> list[dict[str, Any]]:
@@ -674,10 +866,12 @@ def record_validation(
     )
     resolved = _resolve_fixed(session, validation, now)
     path = gx_results_path(store, validation.as_of, validation.shard)
-    store.write_json(
-        path,
-        {"as_of": validation.as_of.isoformat(), "shard": validation.shard, "results": validation.gx_results},
-    )
+    document: dict[str, Any] = {"as_of": validation.as_of.isoformat(), "shard": validation.shard}
+    if validation.evidence:
+        document["evidence"] = _write_evidence(store, validation)
+    else:
+        document["results"] = validation.gx_results
+    store.write_json(path, document)
     return {
         "validation_results": len(result_rows),
         "quarantined": len(entries),
@@ -696,11 +890,14 @@ def _docs_context(directory: Path) -> Any:
 
 
 def build_data_docs(as_of: datetime.date, *, store: Store | None = None) -> Path:
-    """Render the Data Docs of ``as_of``'s shard validations; returns the site's ``index.html``.
+    """Confirm ``as_of``'s validations with GX and render the Data Docs; returns the site's ``index.html``.
 
-    Reads every shard's GX validation results JSON from the store, adds the suites and those
-    results to the GX project under ``get_settings().data_docs_dir`` (a re-run of a shard replaces
-    its earlier results of the same date) and builds the local site once.
+    Reads every shard's stored JSON. Shards the plan decided left evidence: GX confirms it once per
+    table for all of them together (:func:`confirm_with_gx`, which raises ``RuntimeError`` if GX and
+    the plan disagree) and each table gets one result for the date (batch ``shards=all``). Shards GX
+    validated in full left their results, one per table per shard (batch ``shard=<NNNN>``). The
+    suites and results go into the GX project under ``get_settings().data_docs_dir`` (a re-run
+    replaces the earlier results of the same date) and the local site is built once.
     """
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResultSchema,
@@ -718,18 +915,28 @@ def build_data_docs(as_of: datetime.date, *, store: Store | None = None) -> Path
     run_time = datetime.datetime.combine(as_of, datetime.time(), tzinfo=datetime.UTC)
     run_id = RunIdentifier(run_name=f"as_of={as_of.isoformat()}", run_time=run_time)
     schema = ExpectationSuiteValidationResultSchema()
+
+    def keep(result: ExpectationSuiteValidationResult, batch: str) -> None:
+        result.meta["run_id"] = run_id
+        identifier = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+            run_id=run_id,
+            batch_identifier=batch,
+        )
+        context.validation_results_store.set(identifier, result)
+
+    evidence: dict[int, dict[str, TableEvidence]] = {}
     directory = store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat())
     for path in store.list(directory, suffix=".json"):
         document = store.read_json(path)
+        shard = int(document["shard"])
+        if "evidence" in document:
+            evidence[shard] = read_evidence(store, document["evidence"])
+            continue
         for document_result in document["results"].values():
-            result = schema.load(document_result)
-            result.meta["run_id"] = run_id
-            identifier = ValidationResultIdentifier(
-                expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-                run_id=run_id,
-                batch_identifier=f"shard={int(document['shard']):04d}",
-            )
-            context.validation_results_store.set(identifier, result)
+            keep(schema.load(document_result), f"shard={shard:04d}")
+    for result in confirm_with_gx(evidence, as_of=as_of).values():
+        keep(result, "shards=all")
     urls = context.build_data_docs()
     index = Path(unquote(urlparse(urls["local_site"]).path))
     log.info("Data Docs of %s built at %s", as_of, index)
@@ -739,8 +946,11 @@ def build_data_docs(as_of: datetime.date, *, store: Store | None = None) -> Path
 __all__ = [
     "FAILURE_COLUMNS",
     "ShardValidation",
+    "TableEvidence",
     "build_data_docs",
+    "confirm_with_gx",
     "gx_results_path",
+    "read_evidence",
     "record_validation",
     "validate_shard",
 ]

@@ -1,4 +1,4 @@
-"""build_data_docs renders the shards' stored GX results into the Data Docs site."""
+"""build_data_docs confirms the shards' stored evidence with GX once per table and renders the Data Docs site."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def test_data_docs_site_is_built_from_every_shard(home: Settings) -> None:
     assert index == home.data_docs_dir / "uncommitted" / "data_docs" / "local_site" / "index.html"
     site = index.parent
     pages = sorted(p.relative_to(site).as_posix() for p in site.glob("validations/**/*.html"))
-    assert len(pages) == 14
-    assert "validations/monthly_financials/as_of=2026-11-01/20261101T000000.000000Z/shard=0000.html" in pages
+    assert len(pages) == 7
+    assert "validations/monthly_financials/as_of=2026-11-01/20261101T000000.000000Z/shards=all.html" in pages
     assert sorted(p.name for p in site.glob("expectations/*.html")) == [
         "bank_transactions.html",
         "monthly_financials.html",
@@ -57,7 +57,7 @@ def test_data_docs_site_is_built_from_every_shard(home: Settings) -> None:
     ]
     failed = _text(
         (
-            site / "validations/monthly_financials/as_of=2026-11-01/20261101T000000.000000Z/shard=0000.html"
+            site / "validations/monthly_financials/as_of=2026-11-01/20261101T000000.000000Z/shards=all.html"
         ).read_text()
     )
     assert "SME-000002" in failed
@@ -67,5 +67,5 @@ def test_data_docs_site_is_built_from_every_shard(home: Settings) -> None:
 
     again = build_data_docs(AS_OF)
     assert again == index
-    assert len(list(site.glob("validations/**/*.html"))) == 14
+    assert len(list(site.glob("validations/**/*.html"))) == 7
     engine.dispose()

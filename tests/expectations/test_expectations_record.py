@@ -6,11 +6,19 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from expectation_frames import AS_OF, edit, frames, row_sets, sha
 from sqlalchemy import Engine, select
 
-from expectations.runner import ShardValidation, gx_results_path, record_validation, validate_shard
+from expectations.runner import (
+    ShardValidation,
+    confirm_with_gx,
+    gx_results_path,
+    read_evidence,
+    record_validation,
+    validate_shard,
+)
 from expectations.suites import loaded_suites
 from warehouse.db import session_scope
 from warehouse.models import QuarantineEntry, Sme, ValidationResult
@@ -182,8 +190,20 @@ def test_failing_smes_are_quarantined_with_whole_records(
     }
     document = store.read_json(gx_results_path(store, AS_OF, 1))
     assert (document["as_of"], document["shard"]) == (AS_OF.isoformat(), 1)
-    assert sorted(document["results"]) == sorted(loaded_suites())
-    assert document["results"]["survey_visits"]["success"] is False
+    assert sorted(document["evidence"]) == sorted(loaded_suites())
+    stored = read_evidence(store, document["evidence"])
+    visits = stored["survey_visits"]
+    assert visits.sample.index.tolist() == broken.evidence["survey_visits"].sample.index.tolist()
+    pd.testing.assert_frame_equal(visits.sample, broken.evidence["survey_visits"].sample, check_dtype=False)
+    assert {i: o.rows.tolist() for i, o in visits.outcomes.items()} == {
+        i: o.rows.tolist() for i, o in broken.evidence["survey_visits"].outcomes.items()
+    }
+    # GX confirms the stored evidence exactly as it confirms the evidence in memory
+    assert (
+        confirm_with_gx({1: stored}, as_of=AS_OF)["survey_visits"].to_json_dict()["results"]
+        == (broken.gx_results["survey_visits"]["results"])
+    )
+    assert broken.gx_results["survey_visits"]["success"] is False
 
 
 def test_rerun_changes_nothing(engine: Engine, broken: ShardValidation, tmp_path: Path) -> None:

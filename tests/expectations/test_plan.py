@@ -433,22 +433,25 @@ def test_condition_the_ids_cannot_name_is_refused_when_compiled() -> None:
         )
 
 
-def test_a_plan_that_disagrees_with_gx_stops_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
-    """GX re-checks the expectations the plan fails: a plan that fails a row GX passes stops the shard."""
+def test_a_plan_that_disagrees_with_gx_stops_the_confirmation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GX re-checks the expectations the plan fails: a plan that fails a row GX passes stops the
+    confirmation (the date's Data Docs step), naming the table and the expectation."""
     plan = table_plan("vat_returns")
     strict = dataclasses.replace(plan.checks[0], find=lambda frame, kwargs: np.ones(len(frame), dtype=bool))
     monkeypatch.setattr(
         runner, "table_plan", lambda name: dataclasses.replace(plan, checks=(strict, *plan.checks[1:]))
     )
     monkeypatch.setattr(runner, "USE_PLAN", True)
+    validation = runner.validate_shard(
+        {"vat_returns": clean_tables(["SME-000001"])["vat_returns"]}, as_of=AS_OF, shard=0
+    )
+    assert validation.failing_smes == ["SME-000001"]
     with pytest.raises(
         RuntimeError,
         match=r"vat_returns: the compiled plan and GX disagree on the failing rows of "
         r"\['expect_column_values_to_not_be_null\(sme_id\)'\]",
     ):
-        runner.validate_shard(
-            {"vat_returns": clean_tables(["SME-000001"])["vat_returns"]}, as_of=AS_OF, shard=0
-        )
+        runner.confirm_with_gx({0: validation.evidence}, as_of=AS_OF)
 
 
 def test_the_plan_runs_without_importing_great_expectations() -> None:
@@ -471,4 +474,27 @@ def test_the_plan_runs_without_importing_great_expectations() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('great_expectations')))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_shard_is_validated_and_its_evidence_stored_without_importing_great_expectations(
+    tmp_path: Any,
+) -> None:
+    """A shard task (validate_shard, then the evidence it stores) needs no GX; the date's step does."""
+    script = (
+        "import sys, datetime\n"
+        "sys.path.insert(0, 'tests/expectations')\n"
+        "from expectation_frames import clean_tables\n"
+        "from expectations import runner\n"
+        "from warehouse.storage import Store\n"
+        "tables = clean_tables(['SME-000001', 'SME-000002'])\n"
+        "tables['vat_returns'].loc[0, 'net_vat_due'] = -5.0\n"
+        "v = runner.validate_shard(tables, as_of=datetime.date(2026, 11, 1), shard=3)\n"
+        "assert v.failing_smes == [tables['vat_returns'].loc[0, 'sme_id']], v.failing_smes\n"
+        f"stored = runner._write_evidence(Store({str(tmp_path)!r}), v)\n"
+        "assert sorted(stored) == sorted(tables), sorted(stored)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('great_expectations')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
