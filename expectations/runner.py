@@ -881,6 +881,26 @@ def record_validation(
     }
 
 
+def _stored_documents(store: Store, as_of: datetime.date) -> list[tuple[int, dict[str, Any]]]:
+    """Every shard's stored validation JSON of ``as_of`` (:func:`record_validation`), by shard."""
+    directory = store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat())
+    documents = [store.read_json(path) for path in store.list(directory, suffix=".json")]
+    return sorted((int(d["shard"]), d) for d in documents)
+
+
+def confirm_stored(
+    as_of: datetime.date, *, store: Store | None = None
+) -> dict[str, ExpectationSuiteValidationResult]:
+    """GX's confirmation (:func:`confirm_with_gx`) of the evidence every shard stored for ``as_of``."""
+    store = store or Store.from_settings()
+    evidence = {
+        shard: read_evidence(store, document["evidence"])
+        for shard, document in _stored_documents(store, as_of)
+        if "evidence" in document
+    }
+    return confirm_with_gx(evidence, as_of=as_of)
+
+
 def _docs_context(directory: Path) -> Any:
     """The file-backed GX project that holds the Data Docs site (created on first use)."""
     import great_expectations as gx
@@ -925,17 +945,10 @@ def build_data_docs(as_of: datetime.date, *, store: Store | None = None) -> Path
         )
         context.validation_results_store.set(identifier, result)
 
-    evidence: dict[int, dict[str, TableEvidence]] = {}
-    directory = store.layout.staging_dir(GX_RESULTS_STEP, as_of.isoformat())
-    for path in store.list(directory, suffix=".json"):
-        document = store.read_json(path)
-        shard = int(document["shard"])
-        if "evidence" in document:
-            evidence[shard] = read_evidence(store, document["evidence"])
-            continue
-        for document_result in document["results"].values():
+    for shard, document in _stored_documents(store, as_of):
+        for document_result in document.get("results", {}).values():
             keep(schema.load(document_result), f"shard={shard:04d}")
-    for result in confirm_with_gx(evidence, as_of=as_of).values():
+    for result in confirm_stored(as_of, store=store).values():
         keep(result, "shards=all")
     urls = context.build_data_docs()
     index = Path(unquote(urlparse(urls["local_site"]).path))
@@ -948,6 +961,7 @@ __all__ = [
     "ShardValidation",
     "TableEvidence",
     "build_data_docs",
+    "confirm_stored",
     "confirm_with_gx",
     "gx_results_path",
     "read_evidence",
