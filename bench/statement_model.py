@@ -18,7 +18,9 @@ the training part only (the held-out part is split off exactly as in ``make trai
 scored): prior-year masking against none and against augmentation (each row also copied with its
 prior year masked), LightGBM hyper-parameters and constraint methods, reading ``attr22``/``attr42``
 zeros as missing, and the AUC each single ratio would add if it were left unconstrained, beside the
-unconstrained model on the same ratios and on all 64. Writes
+unconstrained model on the same ratios and on all 64; and, by the same protocol, the binned
+weight-of-evidence scorecard ``make train`` compares the trees with (``evaluation.train.Scorecard``)
+and the average of the two Platt-calibrated logits (``candidates``). Writes
 ``bench/results/statement_model_levers.json``.
 """
 
@@ -166,6 +168,8 @@ def levers(data: Path) -> dict[str, Any]:
         HELD_OUT_SHARE,
         LIGHTGBM_PARAMS,
         SEED,
+        Scorecard,
+        _platt,
         mask_prior_years,
         prepared,
         read_labelled,
@@ -206,6 +210,39 @@ def levers(data: Path) -> dict[str, Any]:
             "roc_auc_short": round(float(roc_auc_score(y_train, oof_short)), 4),
         }
 
+    def candidates(frame: pd.DataFrame) -> dict:
+        """The trees as trained, the WoE scorecard and the average of their Platt-calibrated logits,
+        each fitted on the masked fold and scored as filed and short (the Platt fits on the
+        out-of-fold values)."""
+        options = dict(LIGHTGBM_PARAMS, random_state=SEED, monotone_constraints=directions)
+        short = frame.assign(attr21=np.nan, attr24=np.nan)
+        trees, card = (
+            (np.zeros(len(y_train)), np.zeros(len(y_train))),
+            (np.zeros(len(y_train)), np.zeros(len(y_train))),
+        )
+        for fit_rows, score_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(
+            frame, y_train
+        ):
+            fit_x, fit_y = mask_prior_years(frame.iloc[fit_rows], SEED), y_train[fit_rows]
+            model = lightgbm.LGBMClassifier(**options).fit(fit_x.to_numpy(), fit_y)
+            scorecard = Scorecard().fit(fit_x, fit_y)
+            for i, rows in enumerate((frame.iloc[score_rows], short.iloc[score_rows])):
+                trees[i][score_rows] = model.predict(rows.to_numpy(), raw_score=True)
+                card[i][score_rows] = scorecard.logit(rows)
+        (ta, tb), (ca, cb) = _platt(trees[0], y_train), _platt(card[0], y_train)
+        scores = {
+            "monotone_lightgbm": [trees[i] for i in (0, 1)],
+            "woe_scorecard": [card[i] for i in (0, 1)],
+            "average": [(ta + tb * trees[i] + ca + cb * card[i]) / 2 for i in (0, 1)],
+        }
+        return {
+            name: {
+                "roc_auc": round(float(roc_auc_score(y_train, s[0])), 4),
+                "roc_auc_short": round(float(roc_auc_score(y_train, s[1])), 4),
+            }
+            for name, s in scores.items()
+        }
+
     started = time.perf_counter()
     base = cross_validate(x, "mask", directions)
     zeros = x.copy()
@@ -224,6 +261,7 @@ def levers(data: Path) -> dict[str, Any]:
         "attr22_zero_as_missing": cross_validate(zeros, "mask", directions),
         "unconstrained_same_ratios": cross_validate(x, "mask", None),
         "unconstrained_all_64": cross_validate(full, "none", None),
+        "candidates": candidates(x),
         "gain_if_unconstrained": dict(sorted(single.items(), key=lambda item: -item[1])),
         "seconds": round(time.perf_counter() - started, 1),
     }

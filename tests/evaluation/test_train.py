@@ -30,6 +30,14 @@ def test_training_again_writes_the_committed_artifact(tmp_path: Path) -> None:
     held = meta["held_out"]
     assert held["statement_model"]["roc_auc"] > held["logistic_regression"]["roc_auc"]
     assert held["statement_model"]["roc_auc"] > held["altman_z2"]["roc_auc"]
+    candidates = meta["candidates"]
+    assert "candidates" not in json.loads(meta_path.read_text())
+    assert list(candidates["cross_validation"]) == ["monotone_lightgbm", "woe_scorecard", "average"]
+    assert candidates["held_out"]["monotone_lightgbm"] == held["statement_model"]
+    assert candidates["chosen"] in candidates["cross_validation"]
+    scorecard = candidates["held_out"]["woe_scorecard"]
+    assert f"| {scorecard['roc_auc']:.4f} | {scorecard['brier']:.4f} | {scorecard['log_loss']:.4f} |" in card
+    assert "**Chosen" in card
 
 
 def test_a_missing_data_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
