@@ -675,7 +675,7 @@ def _validate_table(
                 "success": success,
                 "element_count": element_count,
                 "unexpected_count": len(rows),
-                "failing_smes": sorted(sme_ids.iloc[rows].dropna().unique().tolist()),
+                "failing_smes": sorted(sme_ids.iloc[rows].dropna().unique().tolist()) if len(rows) else [],
             }
         )
     position = {identifier: i for i, identifier in enumerate(order)}
