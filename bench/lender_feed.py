@@ -46,10 +46,14 @@ deployed) on a free loopback port:
   works, serves at most 1 / its CPU per page. The p99 counts as reachable only with a mean floor
   under half the target.
 
-Nothing changes between the concurrent reads, so each costs the key check (one indexed query, not
-cached: a revoked key is refused at once in every process), the rate limit and one query on the
-feed's state (:func:`warehouse.feed.fresh_state`), plus, the first time a page is read under a
-state in a process, its query and encoding. Results go to ``bench/results/lender_feed.json``.
+Nothing changes between the concurrent reads, so each costs the key check (taken from the
+process's cache of keys verified in the last ``KEY_CACHE_SECONDS``, else one indexed query), the
+rate limit and one query on the feed's state (:func:`warehouse.feed.fresh_state`), plus, the first
+time a page is read under a state in a process, its query, its JSON and, for a client that accepts
+gzip, its compression (once; the compressed variant is kept beside the page). Clients send
+``Accept-Encoding`` as ``--encodings`` says (default ``gzip``, as ``requests`` and pandas do; one
+curve per value) and decompress what comes compressed, inside the timed request and their CPU.
+Results go to ``bench/results/lender_feed.json``.
 Run: ``python -m bench.lender_feed`` (full size) or ``--smes 500 --dates 4 --clients 8`` (a quick look); ``--work DIR`` keeps
 the built feed for the next run.
 """
@@ -647,6 +651,28 @@ def benchmark(
     }
 
 
+NOTE = (
+    "SQLite warehouse; the service is `dossier serve --workers N` on loopback (N in latency_by_load); "
+    "clients are separate processes on the same machine, each reading pages on one kept-alive "
+    "connection and timing each request until its whole body is received and, when it came "
+    "gzip-compressed (accept_encoding gzip: the client sends Accept-Encoding: gzip, as requests and "
+    "pandas do), decompressed (only its first page is parsed); their CPU is shared with the "
+    "service's, and the machine with other work (see the load average: pages_per_second and the "
+    "latencies fall with it, the CPU per page much less). service_cpu_ms_per_page and "
+    "client_cpu_ms_per_page (decompression included) say where the machine's CPU went; "
+    "mean_page_kilobytes_on_the_wire is what was sent. first_read builds each page the first time it "
+    "is read in that service (its query, its JSON and, for gzip, its compression): 1,000 distinct "
+    "pages at 50 clients; repeat reads pages from the answering process's cache of encoded pages "
+    "(for gzip, their kept compressed variant), distinct_starts x pages_per_client of them (as many "
+    "as fill half of its 512 MB), after untimed passes that fill each process's cache. A read that "
+    "has to plan re-plans the whole catalog (sync_reads). target_check: with clients that each wait "
+    "for their page, mean latency = clients / pages per second, so p99 < 100 ms at 50 clients needs "
+    "> 500 pages/s, i.e. at most 4 ms of CPU per page (service and client) on 2 cores; it is taken "
+    "from the repeat row with the most pages per second, of either encoding."
+)
+"""What ``bench/results/lender_feed.json`` says of how it was measured."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lender_feed", description=__doc__)
     parser.add_argument("--smes", type=int, default=5000, help="SMEs (default 5000)")
@@ -695,19 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": core_pipeline._cpus(),
             "load_average_1m_before_and_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         },
-        "note": "SQLite warehouse; the service is `dossier serve --workers N` on loopback (N in "
-        "latency_by_load); clients are separate processes on the same machine, each reading pages on "
-        "one kept-alive connection and timing each request until its whole body is received (only "
-        "its first page is parsed); their CPU is shared with the service's, and the machine with "
-        "other work (see the load average). service_cpu_ms_per_page and client_cpu_ms_per_page "
-        "say where the machine's CPU went. first_read builds each page the first time it is read "
-        "in that service (its query and encoding): 1,000 distinct pages at 50 clients; repeat reads "
-        "pages from the answering process's cache of encoded pages, distinct_starts x "
-        "pages_per_client of them (as many as fill half of its 512 MB), after untimed passes that "
-        "fill each process's cache. A read that has to plan re-plans the whole catalog "
-        "(sync_reads). target_check: with clients that each wait for their page, mean latency = "
-        "clients / pages per second, so p99 < 100 ms at 50 clients needs > 500 pages/s, i.e. at "
-        "most 4 ms of CPU per page (service and client) on 2 cores.",
+        "note": NOTE,
         "results": [result],
     }
     if not args.no_write:
