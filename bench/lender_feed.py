@@ -46,10 +46,14 @@ deployed) on a free loopback port:
   works, serves at most 1 / its CPU per page. The p99 counts as reachable only with a mean floor
   under half the target.
 
-Nothing changes between the concurrent reads, so each costs the key check (one indexed query, not
-cached: a revoked key is refused at once in every process), the rate limit and one query on the
-feed's state (:func:`warehouse.feed.fresh_state`), plus, the first time a page is read under a
-state in a process, its query and encoding. Results go to ``bench/results/lender_feed.json``.
+Nothing changes between the concurrent reads, so each costs the key check (taken from the
+process's cache of keys verified in the last ``KEY_CACHE_SECONDS``, else one indexed query), the
+rate limit and one query on the feed's state (:func:`warehouse.feed.fresh_state`), plus, the first
+time a page is read under a state in a process, its query, its JSON and, for a client that accepts
+gzip, its compression (once; the compressed variant is kept beside the page). Clients send
+``Accept-Encoding`` as ``--encodings`` says (default ``gzip``, as ``requests`` and pandas do; one
+curve per value) and decompress what comes compressed, inside the timed request and their CPU.
+Results go to ``bench/results/lender_feed.json``.
 Run: ``python -m bench.lender_feed`` (full size) or ``--smes 500 --dates 4 --clients 8`` (a quick look); ``--work DIR`` keeps
 the built feed for the next run.
 """
@@ -335,11 +339,20 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _client(
-    url: str, token: str, cursor: str, limit: int, pages: int, results: Any, ready: Any, go: Any
+    url: str,
+    token: str,
+    cursor: str,
+    limit: int,
+    pages: int,
+    results: Any,
+    ready: Any,
+    go: Any,
+    encoding: str = "gzip",
 ) -> None:
     """One lender client (its own process): once started and connected it reports ``ready`` and
     waits for ``go``, so that no page is timed while other clients are still starting; then
-    ``pages`` page requests from ``cursor``; latencies and its own CPU time out."""
+    ``pages`` page requests from ``cursor``, sending ``Accept-Encoding: encoding``; latencies and
+    its own CPU time out."""
     try:
         import http.client
         from urllib.parse import urlsplit
@@ -358,7 +371,8 @@ def _client(
         # (uvicorn's keep-alive), as one may be while the other clients start
         connection.close()
         connection.connect()
-        results.put(_read_pages(connection, auth, cursor, limit, pages))
+        wanted = {**auth, "Accept-Encoding": encoding}
+        results.put(_read_pages(connection, wanted, cursor, limit, pages))
     except Exception as error:  # reported by the parent, which waits for every client
         ready.put(True)
         results.put({"error": f"{type(error).__name__}: {error}"})
@@ -366,18 +380,24 @@ def _client(
 
 def _read_pages(connection: Any, auth: dict[str, str], cursor: str, limit: int, pages: int) -> dict[str, Any]:
     """Read ``pages`` pages on one kept-alive connection. Each request is timed from sending it
-        until its whole body is received (``http.client`` reads the ``Content-Length`` bytes, in one
-        call, and fails on a short body): the client's own cost stays small beside the server's. The
-        first page is also parsed and checked in full (order, cursor, size); later pages are checked
-        by status, size and the cursor headers, which take the client to the next page. The client's CPU
-    time is reported without that full check."""
-    latencies, sizes, events, check_cpu = [], 0, 0, 0.0
+    until its whole body is received (``http.client`` reads the ``Content-Length`` bytes, in one
+    call, and fails on a short body) and, when it came gzip-compressed, decompressed, as any
+    client does before it can use the page (``requests`` and pandas do it transparently). The
+    first page is also parsed and checked in full (order, cursor, size); later pages are checked
+    by status, size and the cursor headers, which take the client to the next page. The client's
+    CPU time (decompression included) is reported without that full check."""
+    import zlib
+
+    latencies, sizes, wire, events, check_cpu = [], 0, 0, 0, 0.0
     started_cpu = time.process_time()
     for number in range(pages):
         started = time.perf_counter()
         connection.request("GET", f"/v1/feed?cursor={cursor}&limit={limit}", headers=auth)
         answer = connection.getresponse()
         body = answer.read()
+        wire += len(body)
+        if answer.getheader("content-encoding") == "gzip":
+            body = zlib.decompress(body, wbits=31)
         latencies.append(time.perf_counter() - started)
         if answer.status != 200:
             raise RuntimeError(f"GET /v1/feed answered {answer.status}: {body[:200]!r}")
@@ -397,19 +417,27 @@ def _read_pages(connection: Any, auth: dict[str, str], cursor: str, limit: int, 
     return {
         "latencies": latencies,
         "bytes": sizes,
+        "wire_bytes": wire,
         "checked_events": events,
         "cpu_seconds": time.process_time() - started_cpu - check_cpu,  # reading, not checking
     }
 
 
 def _concurrent(
-    context: Any, url: str, token: str, starts: list[str], limit: int, pages: int, server_pid: int
+    context: Any,
+    url: str,
+    token: str,
+    starts: list[str],
+    limit: int,
+    pages: int,
+    server_pid: int,
+    encoding: str,
 ) -> tuple[list[dict[str, Any]], float, float]:
     """One client process per starting cursor, released together once all are started and
     connected; their results, the wall time from the release and the service's CPU seconds."""
     results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [
-        context.Process(target=_client, args=(url, token, start, limit, pages, results, ready, go))
+        context.Process(target=_client, args=(url, token, start, limit, pages, results, ready, go, encoding))
         for start in starts
     ]
     for worker in workers:
@@ -442,6 +470,7 @@ def _summary(runs: list[dict[str, Any]], wall: float, server_cpu: float) -> dict
         "pages_per_second": round(count / wall, 1),
         "megabytes_per_second": round(sum(r["bytes"] for r in runs) / wall / 1e6, 1),
         "mean_page_kilobytes": round(sum(r["bytes"] for r in runs) / count / 1e3, 1),
+        "mean_page_kilobytes_on_the_wire": round(sum(r["wire_bytes"] for r in runs) / count / 1e3, 1),
         "service_cpu_ms_per_page": round(server_cpu / count * 1000, 2),
         "client_cpu_ms_per_page": round(sum(r["cpu_seconds"] for r in runs) / count * 1000, 2),
         "events_checked_in_full": sum(r["checked_events"] for r in runs),
@@ -463,7 +492,14 @@ def _timed_read(url: str, token: str, limit: int) -> float:
 
 
 def _curve(
-    home: Path, token: str, newest: int, workers: int, clients_list: list[int], pages: int, limit: int
+    home: Path,
+    token: str,
+    newest: int,
+    workers: int,
+    clients_list: list[int],
+    pages: int,
+    limit: int,
+    encoding: str,
 ) -> list[dict[str, Any]]:
     """For each number of clients, a fresh service of ``workers`` processes (its page caches
     empty), read by that many clients twice: ``first_read`` builds the pages, ``repeat`` reads the
@@ -478,7 +514,7 @@ def _curve(
         server, url = _serve(home, workers)
         try:
             _timed_read(url, token, 1)  # the feed is fresh and the service warm
-            first = _concurrent(context, url, token, starts, limit, pages, server.pid)
+            first = _concurrent(context, url, token, starts, limit, pages, server.pid, encoding)
             # the repeat reads pages that fit in half a process's cache, each client's start
             # shared by several clients (all of them read in full would not fit: 50 x 20 pages
             # of 1.7 MB are 1.7 GB, and least-recently-read eviction under a scan keeps none)
@@ -488,21 +524,22 @@ def _curve(
             hot = [starts[i * len(starts) // fitting] for i in range(fitting)]
             shared = [hot[i % len(hot)] for i in range(clients)]
             for _ in range(workers):  # each process builds the pages its clients reach
-                _concurrent(context, url, token, shared, limit, pages, server.pid)
-            again = _concurrent(context, url, token, shared, limit, pages, server.pid)
+                _concurrent(context, url, token, shared, limit, pages, server.pid, encoding)
+            again = _concurrent(context, url, token, shared, limit, pages, server.pid, encoding)
         finally:
             _stop(server)
         measured.append(
             {
                 "workers": workers,
                 "clients": clients,
+                "accept_encoding": encoding,
                 "pages_per_client": pages,
                 "first_read": _summary(*first),
                 "repeat": {"distinct_starts": len(hot), **_summary(*again)},
             }
         )
         print(
-            f"workers {workers}, clients {clients}: p50/p99 {measured[-1]['first_read']['page_p50_ms']}/"
+            f"{encoding}: workers {workers}, clients {clients}: p50/p99 {measured[-1]['first_read']['page_p50_ms']}/"
             f"{measured[-1]['first_read']['page_p99_ms']} ms, repeat {measured[-1]['repeat']['page_p50_ms']}/"
             f"{measured[-1]['repeat']['page_p99_ms']} ms",
             flush=True,
@@ -518,8 +555,8 @@ def _target_check(curve: list[dict[str, Any]], clients: int, cpus: int, target_m
     rows = [r for r in curve if r["clients"] == clients]
     if not rows:
         return {}
-    best = max(rows, key=lambda r: r["repeat"]["pages_per_second"])["repeat"]
-    best_workers = max(rows, key=lambda r: r["repeat"]["pages_per_second"])["workers"]
+    best_row = max(rows, key=lambda r: r["repeat"]["pages_per_second"])
+    best, best_workers = best_row["repeat"], best_row["workers"]
     needed = clients / (target_ms / 1000)
     cpu_per_page = best["service_cpu_ms_per_page"] + best["client_cpu_ms_per_page"]
     return {
@@ -529,6 +566,7 @@ def _target_check(curve: list[dict[str, Any]], clients: int, cpus: int, target_m
         "pages_per_second_needed_for_mean_below_target": round(needed, 1),
         "cpu_ms_per_page_allowed_at_that_rate": round(cpus / needed * 1000, 2),
         "best_measured_workers": best_workers,
+        "best_measured_accept_encoding": best_row.get("accept_encoding", "identity"),
         "best_measured_pages_per_second": best["pages_per_second"],
         "best_measured_cpu_ms_per_page": round(cpu_per_page, 2),
         "pages_per_second_if_cpu_bound": round(cpus / cpu_per_page * 1000, 1),
@@ -551,6 +589,7 @@ def benchmark(
     *,
     workers: list[int],
     build_only: bool = False,
+    encodings: tuple[str, ...] = ("gzip",),
 ) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -587,7 +626,12 @@ def benchmark(
         with session_scope(get_engine()) as session:
             newest = session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == LENDER))
     counts = sorted({1, 8, clients})
-    curve = [row for n in workers for row in _curve(home, token, newest, n, counts, pages, limit)]
+    curve = [
+        row
+        for encoding in encodings
+        for n in workers
+        for row in _curve(home, token, newest, n, counts, pages, limit, encoding)
+    ]
     return {
         "smes": smes,
         "dates": dates,
@@ -607,6 +651,28 @@ def benchmark(
     }
 
 
+NOTE = (
+    "SQLite warehouse; the service is `dossier serve --workers N` on loopback (N in latency_by_load); "
+    "clients are separate processes on the same machine, each reading pages on one kept-alive "
+    "connection and timing each request until its whole body is received and, when it came "
+    "gzip-compressed (accept_encoding gzip: the client sends Accept-Encoding: gzip, as requests and "
+    "pandas do), decompressed (only its first page is parsed); their CPU is shared with the "
+    "service's, and the machine with other work (see the load average: pages_per_second and the "
+    "latencies fall with it, the CPU per page much less). service_cpu_ms_per_page and "
+    "client_cpu_ms_per_page (decompression included) say where the machine's CPU went; "
+    "mean_page_kilobytes_on_the_wire is what was sent. first_read builds each page the first time it "
+    "is read in that service (its query, its JSON and, for gzip, its compression): 1,000 distinct "
+    "pages at 50 clients; repeat reads pages from the answering process's cache of encoded pages "
+    "(for gzip, their kept compressed variant), distinct_starts x pages_per_client of them (as many "
+    "as fill half of its 512 MB), after untimed passes that fill each process's cache. A read that "
+    "has to plan re-plans the whole catalog (sync_reads). target_check: with clients that each wait "
+    "for their page, mean latency = clients / pages per second, so p99 < 100 ms at 50 clients needs "
+    "> 500 pages/s, i.e. at most 4 ms of CPU per page (service and client) on 2 cores; it is taken "
+    "from the repeat row with the most pages per second, of either encoding."
+)
+"""What ``bench/results/lender_feed.json`` says of how it was measured."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.lender_feed", description=__doc__)
     parser.add_argument("--smes", type=int, default=5000, help="SMEs (default 5000)")
@@ -619,6 +685,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         default="1,2",
         help="service processes (dossier serve --workers) to measure, comma-separated (default 1,2)",
+    )
+    parser.add_argument(
+        "--encodings",
+        default="gzip",
+        help="Accept-Encoding values the clients send, one curve each, comma-separated (default gzip; "
+        "identity: uncompressed)",
     )
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
@@ -636,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         args.shards,
         workers=[int(n) for n in args.workers.split(",")],
         build_only=args.build_only,
+        encodings=tuple(args.encodings.split(",")),
     )
     if args.build_only:
         return 0
@@ -648,19 +721,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": core_pipeline._cpus(),
             "load_average_1m_before_and_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
         },
-        "note": "SQLite warehouse; the service is `dossier serve --workers N` on loopback (N in "
-        "latency_by_load); clients are separate processes on the same machine, each reading pages on "
-        "one kept-alive connection and timing each request until its whole body is received (only "
-        "its first page is parsed); their CPU is shared with the service's, and the machine with "
-        "other work (see the load average). service_cpu_ms_per_page and client_cpu_ms_per_page "
-        "say where the machine's CPU went. first_read builds each page the first time it is read "
-        "in that service (its query and encoding): 1,000 distinct pages at 50 clients; repeat reads "
-        "pages from the answering process's cache of encoded pages, distinct_starts x "
-        "pages_per_client of them (as many as fill half of its 512 MB), after untimed passes that "
-        "fill each process's cache. A read that has to plan re-plans the whole catalog "
-        "(sync_reads). target_check: with clients that each wait for their page, mean latency = "
-        "clients / pages per second, so p99 < 100 ms at 50 clients needs > 500 pages/s, i.e. at "
-        "most 4 ms of CPU per page (service and client) on 2 cores.",
+        "note": NOTE,
         "results": [result],
     }
     if not args.no_write:

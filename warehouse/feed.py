@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from evaluation.scoring import GRADE_BANDS
@@ -718,17 +718,20 @@ class FeedState:
     newest: int
 
 
+_FRESH_STATE = select(
+    FeedWatermark.changes,
+    FeedWatermark.synced_at,
+    FeedWatermark.valid_until,
+    select(func.sum(FeedChange.version)).scalar_subquery(),
+    select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == bindparam("lender_id")).scalar_subquery(),
+).where(FeedWatermark.lender_id == bindparam("lender_id"))
+
+
 def fresh_state(session: Session, lender_id: str, at: dt.datetime) -> FeedState | None:
     """The lender's :class:`FeedState` when its last sync still holds at ``at`` (:func:`is_fresh`),
     else None (the feed must be refreshed first). One query: the watermark, the counters' sum and
-    the newest event together."""
-    total = select(func.sum(FeedChange.version)).scalar_subquery()
-    newest = select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == lender_id).scalar_subquery()
-    mark = session.execute(
-        select(
-            FeedWatermark.changes, FeedWatermark.synced_at, FeedWatermark.valid_until, total, newest
-        ).where(FeedWatermark.lender_id == lender_id)
-    ).first()
+    the newest event together (one statement built once: every feed read runs it)."""
+    mark = session.execute(_FRESH_STATE, {"lender_id": lender_id}).first()
     if mark is None or mark[3] is None:
         return None
     counted, synced_at, valid_until, now_counted, last = mark

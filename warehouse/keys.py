@@ -25,9 +25,11 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, event, or_, select
 from sqlalchemy.orm import Session
 
 from warehouse.errors import DossierError, InputError
@@ -52,6 +54,29 @@ class UnknownKey(KeyError_):
 
 class KeyNotValid(KeyError_):
     """The key was issued but is revoked, or its grace period after a rotation is over."""
+
+
+_generation = 0
+"""Bumped by every revocation and rotation made in this process (:func:`changed`): what a
+:class:`KeyCache` of this process kept before it is checked again at the next use."""
+
+
+def _bump(*_: object) -> None:
+    global _generation
+    _generation += 1
+
+
+def changed(session: Session) -> None:
+    """Note that a key is revoked or rotated in ``session``: every :class:`KeyCache` of this process
+    forgets what it verified, now and again when the session commits (a key verified by another
+    request between the two, which read the row before the change, is not kept past the commit)."""
+    _bump()
+    event.listen(session, "after_commit", _bump, once=True)
+
+
+def generation() -> int:
+    """This process's count of revocations and rotations (:func:`changed`)."""
+    return _generation
 
 
 def new_token() -> tuple[str, str]:
@@ -154,6 +179,7 @@ def rotate_key(
         LenderKey.revoked_at.is_(None),
         or_(LenderKey.expires_at.is_(None), LenderKey.expires_at > ends),
     )
+    changed(session)
     for key in session.scalars(valid):
         key.expires_at = ends
     session.flush()
@@ -172,9 +198,13 @@ def revoke_key(session: Session, prefix: str, *, at: dt.datetime, lender_id: str
     if lender_id is not None and key.lender_id != lender_id:
         raise KeyNotValid(f"key {prefix!r} is not a key of lender {lender_id!r}")
     if key.revoked_at is None:
+        changed(session)
         key.revoked_at = at
         session.flush()
     return key
+
+
+_BY_HASH = select(LenderKey).where(LenderKey.key_sha256 == bindparam("digest"))
 
 
 def authenticate(session: Session, token: str, *, at: dt.datetime) -> LenderKey:
@@ -183,12 +213,91 @@ def authenticate(session: Session, token: str, *, at: dt.datetime) -> LenderKey:
     Raises :class:`UnknownKey` when no such key was issued and :class:`KeyNotValid` when it was
     revoked or its grace period after a rotation has ended.
     """
-    key = session.scalars(select(LenderKey).where(LenderKey.key_sha256 == hash_token(token))).first()
+    key = session.scalars(_BY_HASH, {"digest": hash_token(token)}).first()
     if key is None:
         raise UnknownKey("API key not known")
+    check(key, at)
+    return key
+
+
+def check(key: LenderKey, at: dt.datetime) -> None:
+    """Raise :class:`KeyNotValid` if ``key`` is revoked or expired at ``at``."""
     status = status_at(key, at)
     if status == "revoked":
         raise KeyNotValid(f"API key {key.prefix} was revoked")
     if status == "expired":
         raise KeyNotValid(f"API key {key.prefix} expired after its rotation; use the new key")
-    return key
+
+
+class KeyCache:
+    """Keys :func:`authenticate` verified in this process, by the SHA-256 of their token, so that a
+    request of a key verified less than ``seconds`` ago costs no warehouse query.
+
+    What is kept is a copy of the key row (``revoked_at``, ``expires_at``), and each use checks it
+    again at the request's instant (:func:`status_at`): the end of a rotation's grace period is
+    exact. A revocation or a rotation made in this process (:func:`changed`) empties every cache of
+    the process at once; one made in another process (another service worker, ``dossier lender
+    revoke-key``) is seen at the latest ``seconds`` after its commit, when the key is verified
+    again. ``seconds`` 0 keeps nothing: every use queries the warehouse. Only valid keys are kept
+    (an unknown or refused token is looked up each time), at most ``max_keys``, least recently used
+    dropped first. Thread-safe.
+    """
+
+    def __init__(self, seconds: float, max_keys: int = 10_000) -> None:
+        self.ttl = dt.timedelta(seconds=seconds)
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, tuple[LenderKey, dt.datetime, int]] = OrderedDict()
+        self._generation = generation()
+        self._lock = threading.Lock()
+
+    def get(self, token: str, *, at: dt.datetime) -> LenderKey | None:
+        """The kept key of ``token`` if it was verified within the bound before ``at`` and no
+        revocation or rotation happened here since; raises :class:`KeyNotValid` when the kept key
+        is no longer valid at ``at``; None when the warehouse must be asked."""
+        if not self.ttl:
+            return None
+        digest = hash_token(token)
+        with self._lock:
+            if self._generation != generation():
+                self._keys.clear()
+                self._generation = generation()
+            found = self._keys.get(digest)
+            if found is None:
+                return None
+            key, verified_at, _ = found
+            if not verified_at <= at < verified_at + self.ttl:
+                del self._keys[digest]
+                return None
+            self._keys.move_to_end(digest)
+        try:
+            check(key, at)
+        except KeyNotValid:
+            with self._lock:
+                self._keys.pop(digest, None)
+            raise
+        return key
+
+    def put(self, token: str, key: LenderKey, *, at: dt.datetime, seen: int) -> None:
+        """Keep a copy of ``key``, verified at ``at`` by a lookup that began at generation ``seen``
+        (nothing is kept if a revocation or rotation happened here meanwhile)."""
+        if not self.ttl:
+            return
+        copy = LenderKey(
+            id=key.id,
+            lender_id=key.lender_id,
+            prefix=key.prefix,
+            key_sha256=key.key_sha256,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+        )
+        with self._lock:
+            if seen != generation():
+                return
+            self._keys[key.key_sha256] = (copy, at, seen)
+            self._keys.move_to_end(key.key_sha256)
+            while len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._keys)

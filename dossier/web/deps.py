@@ -34,9 +34,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItemPerMinute
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from dossier.settings import Settings
 from dossier.web import problems
@@ -91,9 +92,19 @@ async def session(request: Request) -> AsyncIterator[Session]:
     try:
         yield opened
     except Exception:
-        await anyio.to_thread.run_sync(_finish, opened, True, limiter=own)
+        await _end(opened, True, own)
         raise
-    await anyio.to_thread.run_sync(_finish, opened, False, limiter=own)
+    await _end(opened, False, own)
+
+
+async def _end(opened: Session, failed: bool, limiter: anyio.CapacityLimiter) -> None:
+    """Commit or roll back on the thread pool; a session with no transaction left (the route
+    ended it in its own thread, as the feed routes do to save a trip) is only closed, which does
+    no I/O."""
+    if opened.in_transaction():
+        await anyio.to_thread.run_sync(_finish, opened, failed, limiter=limiter)
+    else:
+        opened.close()
 
 
 async def store(request: Request) -> Store:
@@ -170,6 +181,8 @@ class RateLimiter:
         self.item = RateLimitItemPerMinute(per_minute) if per_minute else None
         self.storage = storage_from_string(storage_url) if per_minute else None
         self.strategy = FixedWindowRateLimiter(self.storage) if self.storage is not None else None
+        self.local = self.storage is None or isinstance(self.storage, MemoryStorage)
+        """True when counting does no I/O (no limit, or counters in this process's memory)."""
 
     @classmethod
     def of(cls, settings: Settings) -> RateLimiter:
@@ -273,7 +286,30 @@ def install(app: FastAPI) -> None:
 # --- lender keys ----------------------------------------------------------------------------------
 
 
-def lender_key(
+KEY_CACHE_SECONDS = 1.0
+"""How long a service process trusts a key it verified without asking the warehouse again: the
+bound on how long a key revoked (or rotated out) by another process (``dossier lender
+revoke-key``, another worker) still works here. Revocations and rotations made through this
+process take effect here at once (:class:`warehouse.keys.KeyCache`)."""
+
+
+def key_cache(request: Request) -> keys.KeyCache:
+    """The application's verified keys (:class:`warehouse.keys.KeyCache`), made on first use."""
+    state = request.app.state
+    cache = getattr(state, "key_cache", None)
+    if cache is None:
+        cache = state.key_cache = keys.KeyCache(KEY_CACHE_SECONDS)
+    return cache
+
+
+def _verify(session: Session, cache: keys.KeyCache, token: str, at: dt.datetime) -> LenderKey:
+    seen = keys.generation()
+    key = keys.authenticate(session, token, at=at)
+    cache.put(token, key, at=at, seen=seen)
+    return key
+
+
+async def lender_key(
     request: Request,
     session: SessionDep,
     at: Now,
@@ -283,17 +319,27 @@ def lender_key(
 
     No key or an unknown one: 401; a revoked key or one past its rotation grace period: 403. Each
     request of a valid key is counted against the key's rate limit (:func:`count_request`).
+
+    A key verified in the last :data:`KEY_CACHE_SECONDS` by this process is taken from its
+    :func:`key_cache` on the event loop; otherwise the warehouse is asked, on the thread pool. The
+    rate limit is counted on the event loop when its counters are in this process's memory.
     """
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None:
         raise HTTPException(401, "API key required", headers=challenge)
+    cache = key_cache(request)
     try:
-        key = keys.authenticate(session, credentials.credentials, at=at)
+        key = cache.get(credentials.credentials, at=at)
+        if key is None:
+            key = await run_in_threadpool(_verify, session, cache, credentials.credentials, at)
     except keys.UnknownKey as error:
         raise HTTPException(401, str(error), headers=challenge) from None
     except keys.KeyNotValid as error:
         raise HTTPException(403, str(error)) from None
-    count_request(request, key.prefix)
+    if rate_limiter(request).local:
+        count_request(request, key.prefix)
+    else:
+        await run_in_threadpool(count_request, request, key.prefix)
     return key
 
 

@@ -480,3 +480,42 @@ def test_the_page_cache_keeps_at_most_its_bound_dropping_the_least_recently_read
     )
     pages.put(("huge",), b"x" * 11, {})
     assert (len(pages), pages.get(("huge",))) == (2, None)
+
+
+def test_a_page_is_sent_gzip_compressed_to_a_client_that_accepts_it(service: Any) -> None:
+    import doctest
+    import gzip
+
+    from dossier.web import lender
+
+    assert doctest.testmod(lender).failed == 0
+    client, _engine, headers, _settings = service
+    auth = headers["northwind"]
+    client.get("/v1/feed", params={"limit": 10}, headers=auth)  # syncs the feed: not kept
+
+    def raw(accept: str) -> tuple[bytes, dict[str, str]]:
+        with client.stream(
+            "GET", "/v1/feed", params={"limit": 10}, headers={**auth, "Accept-Encoding": accept}
+        ) as answer:
+            assert answer.status_code == 200
+            return b"".join(answer.iter_raw()), dict(answer.headers)
+
+    plain, plain_headers = raw("identity")
+    packed, packed_headers = raw("br;q=1, gzip;q=0.5")
+    refused, refused_headers = raw("gzip;q=0, *")
+    assert [e["seq"] for e in json.loads(plain)["events"]] == [1, 2]
+    assert (gzip.decompress(packed), refused) == (plain, plain)
+    assert [
+        (h.get("content-encoding"), h["vary"], h["content-length"], h["feed-next-cursor"])
+        for h in (plain_headers, packed_headers, refused_headers)
+    ] == [
+        (None, "Accept-Encoding", str(len(plain)), "2"),
+        ("gzip", "Accept-Encoding", str(len(packed)), "2"),
+        (None, "Accept-Encoding", str(len(plain)), "2"),
+    ]
+    pages = client.app.state.feed_pages
+    assert len(pages) == 2  # the page and its gzip variant
+    assert raw("gzip")[0] == packed  # the kept variant: the same bytes again
+    assert len(pages) == 2
+    # the client's transparent decoding (requests, httpx, pandas) gives the page itself
+    assert client.get("/v1/feed", params={"limit": 10}, headers=auth).content == plain

@@ -313,3 +313,86 @@ def test_another_lenders_keys_and_data_are_out_of_reach(service: Any) -> None:
     ]
     assert client.get("/v1/keys", headers=kestrel).json()[0]["status"] == "active"
     assert client.get("/v1/subscriptions/kestrel-only", headers=kestrel).json()["active"] is True
+
+
+def test_a_verified_key_is_trusted_for_at_most_the_cache_bound_after_another_process_revokes_it(
+    service: Any, warehouse_url: str
+) -> None:
+    """A revocation written by another process (here: straight into the table, which bumps nothing
+    in this process) is seen once the key's verification is older than ``KEY_CACHE_SECONDS``; one
+    made through this process is seen at once, and a grace period ends exactly on time."""
+    from dossier.web import deps
+
+    client, tokens = service
+    clock = {"at": dt.datetime.now(dt.UTC)}
+    client.app.dependency_overrides[deps.now] = lambda: clock["at"]
+    token, prefix = tokens["northwind"], tokens["northwind"].split("_")[1]
+    bound = dt.timedelta(seconds=deps.KEY_CACHE_SECONDS)
+    assert client.get("/v1/lender", headers=bearer(token)).status_code == 200
+    verified_at = clock["at"]
+    engine = make_engine(warehouse_url)
+    with session_scope(engine) as session:
+        session.query(LenderKey).filter_by(prefix=prefix).update({"revoked_at": verified_at})
+
+    def status_at(at: dt.datetime) -> tuple[int, str | None]:
+        clock["at"] = at
+        answer = client.get("/v1/lender", headers=bearer(token))
+        return answer.status_code, answer.json().get("detail")
+
+    assert status_at(verified_at + bound / 2) == (200, None)  # inside the bound: still trusted here
+    assert status_at(verified_at + bound) == (403, f"API key {prefix} was revoked")
+    assert status_at(verified_at + bound / 2) == (403, f"API key {prefix} was revoked")
+
+    # a grace period that ends inside the bound ends on time: the kept copy is checked each use
+    other, other_prefix = tokens["kestrel"], tokens["kestrel"].split("_")[1]
+    start = verified_at + 10 * bound
+    with session_scope(engine) as session:
+        session.query(LenderKey).filter_by(prefix=other_prefix).update({"expires_at": start + bound / 4})
+    clock["at"] = start
+    assert client.get("/v1/lender", headers=bearer(other)).status_code == 200
+    clock["at"] = start + bound / 4
+    expired = client.get("/v1/lender", headers=bearer(other))
+    assert (expired.status_code, expired.json()["detail"]) == (
+        403,
+        f"API key {other_prefix} expired after its rotation; use the new key",
+    )
+
+    # a revocation through this process's warehouse code is seen at once, cache or not
+    with session_scope(engine) as session:
+        token3, _ = keys.issue_key(session, "northwind", at=start)
+    prefix3 = token3.split("_")[1]
+    clock["at"] = start + bound / 8
+    assert client.get("/v1/lender", headers=bearer(token3)).status_code == 200
+    assert len(client.app.state.key_cache) == 1
+    with session_scope(engine) as session:
+        keys.revoke_key(session, prefix3, at=start)
+    refused = client.get("/v1/lender", headers=bearer(token3))
+    assert (refused.status_code, refused.json()["detail"]) == (403, f"API key {prefix3} was revoked")
+    engine.dispose()
+
+
+def test_the_key_cache_keeps_only_valid_keys_within_its_bound_and_forgets_on_a_change(
+    warehouse_url: str,
+) -> None:
+    engine = make_engine(warehouse_url)
+    with session_scope(engine) as session:
+        token, _lender = keys.add_lender(session, "northwind", at=T0)
+    cache = keys.KeyCache(seconds=2, max_keys=1)
+    with session_scope(engine) as session:
+        seen = keys.generation()
+        key = keys.authenticate(session, token, at=T0)
+        cache.put(token, key, at=T0, seen=seen)
+        stale = keys.generation()
+        keys.changed(session)  # a change while another lookup ran: that lookup is not kept
+        cache.put(token, key, at=T0, seen=stale)
+    second = dt.timedelta(seconds=1)
+    assert cache.get(token, at=T0) is None  # the change emptied it
+    cache.put(token, key, at=T0, seen=keys.generation())
+    kept = cache.get(token, at=T0 + second)
+    assert (kept.lender_id, kept.prefix, kept.revoked_at) == ("northwind", key.prefix, None)
+    assert (cache.get(token, at=T0 + 2 * second), cache.get(token, at=T0 - second)) == (None, None)
+    assert cache.get("sdk_000000000000_never", at=T0) is None
+    off = keys.KeyCache(seconds=0)
+    off.put(token, key, at=T0, seen=keys.generation())
+    assert (len(off), off.get(token, at=T0)) == (0, None)
+    engine.dispose()
