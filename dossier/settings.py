@@ -140,7 +140,7 @@ class Environment(BaseSettings):
         " this many of the latest months already pulled (providers still revise recent months: late filings,"
         " payments, corrections); 0 re-pulls only the months after the last pull. The whole consent window is"
         " pulled when there is no earlier pull, the consent now reaches further back, the SME reconnected, or a"
-        " full re-pull is asked for (the `sme_ingest` DAG conf `{\"full\": true}`).",
+        ' full re-pull is asked for (the `sme_ingest` DAG conf `{"full": true}`).',
     )
     history_months: int = Field(
         36, ge=1, le=120, description="Months of history a consent asks for when none is given."
