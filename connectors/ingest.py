@@ -700,7 +700,11 @@ def incremental_plan(
             frame = frame[frame["sme_id"].isin(restarts.keys())].reset_index(drop=True)
             frame[DAY] = connector.row_dates(table.name, frame).to_numpy()
             frames[table.name] = frame
-            unsettled = frame[connector.unsettled(table.name, frame).to_numpy(dtype=bool)]
+            # Only the consent window's rows count: older ones are cut, whatever becomes of them.
+            inside = frame[DAY] >= frame["sme_id"].map(
+                {s: pd.Timestamp(plan.covered_from[s]) for s in restarts}
+            )
+            unsettled = frame[connector.unsettled(table.name, frame).to_numpy(dtype=bool) & inside.to_numpy()]
             for sme_id, day in unsettled.groupby("sme_id")[DAY].min().items():
                 if pd.notna(day):
                     first = dt.date(day.year, day.month, 1)

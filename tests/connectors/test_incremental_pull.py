@@ -12,10 +12,13 @@ import pytest
 from connector_fixtures import NOW, FakeClock, ObservedSessions, Seeded
 from sqlalchemy import select
 
-from connectors.ingest import ingest_shard
+from connectors.core.connector import PullWindow
+from connectors.ingest import connections_in_shard, incremental_plan, ingest_shard, load_cursors
+from connectors.registry import connector_for
 from connectors.sandbox.server import SandboxServer
 from dossier.settings import override
 from warehouse.canonical import TABLES_BY_SOURCE
+from warehouse.consent import pull_windows
 from warehouse.models import PullCursor
 
 SOURCES = ("accounting", "tax", "utility", "survey")
@@ -193,3 +196,38 @@ def test_cursors_on_postgresql(seeded_postgres: Seeded, sandbox: SandboxServer) 
     pull(seeded, sandbox, "utility", dt.date(2026, 11, 25), full=True)
     for name, frame in canonical(seeded, "utility", dt.date(2026, 11, 25)).items():
         pd.testing.assert_frame_equal(incremental[name].drop(columns=LINEAGE), frame.drop(columns=LINEAGE))
+
+
+def test_an_open_obligation_inside_the_consent_is_asked_for_again(
+    seeded: Seeded, sandbox: SandboxServer
+) -> None:
+    day, next_day = dt.date(2026, 11, 24), dt.date(2026, 11, 25)
+    pull(seeded, sandbox, "tax", day)
+    returns = canonical(seeded, "tax", day)["vat_returns"]
+    with seeded.sessions() as session:
+        connections = connections_in_shard(session, "tax", 0, seeded.settings.shard_count)
+        known = load_cursors(session, "tax", [c.sme_id for c in connections])
+        windows = pull_windows(session, "tax", [c.sme_id for c in connections], then=NOW, now=PULLED_AT)
+    plan = incremental_plan(
+        connector_for("tax"),
+        seeded.store,
+        0,
+        next_day,
+        connections,
+        known,
+        windows,
+        {},
+        shard_count=seeded.settings.shard_count,
+        revision_months=2,
+    )
+    base = dt.date(2026, 9, 1)  # two months back from the end of October, the cursor's last month
+    expected = {}
+    for sme_id in known:
+        covered = PullWindow.for_history(next_day, windows[sme_id]).start
+        open_ends = returns[(returns["sme_id"] == sme_id) & (returns["status"] != "F")]["period_end"]
+        open_ends = [d for d in open_ends if d >= covered]
+        restart = min([base, *(d.replace(day=1) for d in open_ends)])
+        if restart > covered:
+            expected[sme_id] = restart
+    assert plan.restart == expected
+    assert any(restart < base for restart in expected.values())
