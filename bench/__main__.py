@@ -9,6 +9,7 @@ from bench import (
     evaluation_adjustments,
     format_parsing,
     grant_to_delivered,
+    incremental_pull,
     lender_feed,
     offers_market,
     statement_model,
@@ -26,4 +27,5 @@ sys.exit(
     or collusion.main([])
     or evaluation_adjustments.main([])
     or offers_market.main([])
+    or incremental_pull.main([])
 )

@@ -19,6 +19,19 @@ connection, or an upload newer than it; :func:`connectors.uploads.uploads_to_use
 :func:`ingest_uploads` reads its files under the same consent rule and records the run alike
 (status ``uploaded``, ``unreadable`` or ``quarantined``), the files as its raw payloads.
 
+**Incremental pulls.** A successful pull leaves a cursor (``pull_cursors``, written with its run
+record): the as-of date it served, the first day its rows cover and the end of the last month it
+pulled. The next pull of a later date asks the provider only from ``DOSSIER_PULL_REVISION_MONTHS``
+months before that end (providers revise recent months), or from the earliest row the provider may
+still change (:meth:`~connectors.core.connector.Connector.unsettled`), and keeps the SME's rows of
+the earlier months from the cursor's canonical partition, cut to the consent window as it is now.
+The whole window is pulled when there is no cursor, the consent now reaches further back than the
+rows cover, the SME reconnected (another provider, account or own connection), the shard count or
+the source's connector does not allow it, the cursor's partition is gone, the SME's data was
+erased since, on a re-run or backfill of a date not after the cursor's (which never moves it back),
+and with ``full=True``. A failed or quarantined pull never advances the cursor; one for the
+cursor's own date drops it, since that partition no longer holds the SME's rows.
+
 It then writes each of the source's canonical tables for the shard as one Parquet file (replacing
 the previous one; empty tables keep the schema). One SME failing, for whatever reason, never stops
 the others. A re-run of the same shard and date gives the same files and the same rows.
@@ -39,15 +52,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import requests
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from connectors import uploads
 from connectors.authorization import fernet_for
 from connectors.core.auth import OAuth2RefreshAuth
-from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
+from connectors.core.connector import Connection, Connector, HttpContext, PullWindow, add_months
 from connectors.core.errors import AuthError, ConnectorError
 from connectors.core.http import SYSTEM_CLOCK, Clock, make_session
 from connectors.core.landing import LandedPayload, land_page, record_payloads, run_hash
@@ -59,7 +74,15 @@ from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.consent import as_of_instant, pull_window, pull_windows
 from warehouse.db import in_chunks, session_scope, upsert
-from warehouse.models import IngestionRun, ProviderToken, QuarantineEntry, SourceConnection, utcnow
+from warehouse.models import (
+    IngestionRun,
+    ProviderToken,
+    PullCursor,
+    QuarantineEntry,
+    Sme,
+    SourceConnection,
+    utcnow,
+)
 from warehouse.shards import shard_range
 from warehouse.storage import Store
 
@@ -93,6 +116,10 @@ class Pulled:
     """New encrypted tokens for the SME's ``provider_tokens`` row (its own OAuth connection)."""
     token_refused: str | None = None
     """The provider refused the SME's stored token: reauthorization is needed (why)."""
+    window: PullWindow | None = None
+    """What was asked for (from the cursor on, for an incremental pull)."""
+    covered_from: dt.date | None = None
+    """First day of the consent window the SME's rows cover (the whole window's start)."""
 
 
 @dataclass
@@ -113,6 +140,8 @@ class SmeOutcome:
     rotated_credentials: dict[str, Any] | None = None
     token_update: dict[str, Any] | None = None
     token_refused: str | None = None
+    window: PullWindow | None = None
+    covered_from: dt.date | None = None
 
 
 REAUTHORIZE = "reauthorization needed"
@@ -342,6 +371,8 @@ def _outcome(source: str, pulled: Pulled, parsed: ParseResult | Exception | None
         rotated_credentials=pulled.rotated_credentials,
         token_update=pulled.token_update,
         token_refused=pulled.token_refused,
+        window=pulled.window,
+        covered_from=pulled.covered_from,
     )
     if pulled.no_consent:
         outcome.status = "skipped_no_consent"
@@ -418,11 +449,15 @@ def record_outcomes(
     *,
     resolved_at: dt.datetime,
     obtained: Mapping[str, dt.datetime] | None = None,
+    shard_count: int | None = None,
 ) -> None:
-    """Upsert runs, their raw payloads, quarantine entries (opened, or resolved at ``resolved_at``)
-    and rotated refresh tokens, in a few batched statements however many SMEs the shard holds."""
+    """Upsert runs, their raw payloads, quarantine entries (opened, or resolved at ``resolved_at``),
+    rotated refresh tokens and, with ``shard_count``, the pull cursors of the successful pulls, in a
+    few batched statements however many SMEs the shard holds."""
     if not outcomes:
         return
+    if shard_count is not None:
+        record_cursors(session, source, as_of, outcomes, shard_count, obtained or {}, at=resolved_at)
     upsert(
         session,
         IngestionRun,
@@ -508,6 +543,225 @@ def _record_tokens(
             .values(refused_at=at, refused_reason=bindparam("why")),
             refused,
         )
+
+
+def record_cursors(
+    session: Session,
+    source: str,
+    as_of: dt.date,
+    outcomes: Sequence[SmeOutcome],
+    shard_count: int,
+    obtained: Mapping[str, dt.datetime],
+    *,
+    at: dt.datetime,
+) -> None:
+    """Advance the cursor of every successful pull (never back to an earlier as-of date); drop the
+    cursor of an SME whose run of the cursor's own date did not pull (its partition lost the rows)."""
+    rows = [
+        {
+            "sme_id": o.connection.sme_id,
+            "source": source,
+            "as_of_date": as_of,
+            "covered_from": o.covered_from,
+            "pulled_through": o.window.end,
+            "provider": o.connection.provider,
+            "account_ref": o.connection.account_ref,
+            "connected_at": obtained.get(o.connection.sme_id) if o.connection.stored_token else None,
+            "shard_count": shard_count,
+            "updated_at": at,
+        }
+        for o in outcomes
+        if o.status == "pulled" and o.window is not None and o.covered_from is not None
+    ]
+    lost = [o.connection.sme_id for o in outcomes if o.status != "pulled"]
+    for chunk in in_chunks(lost):
+        session.execute(
+            delete(PullCursor).where(
+                PullCursor.source == source, PullCursor.as_of_date == as_of, PullCursor.sme_id.in_(chunk)
+            )
+        )
+    if not rows:
+        return
+    insert_factory = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[
+        session.get_bind().dialect.name
+    ]
+    statement = insert_factory(PullCursor)
+    statement = statement.on_conflict_do_update(
+        index_elements=["sme_id", "source"],
+        set_={c: statement.excluded[c] for c in rows[0] if c not in ("sme_id", "source")},
+        where=PullCursor.as_of_date <= statement.excluded.as_of_date,
+    )
+    session.execute(statement, rows)
+
+
+@dataclass(frozen=True)
+class KnownCursor:
+    """An SME's ``pull_cursors`` row as read before its pull, with when its data was last erased."""
+
+    as_of: dt.date
+    covered_from: dt.date
+    pulled_through: dt.date
+    provider: str
+    account_ref: str
+    connected_at: dt.datetime | None
+    shard_count: int
+    updated_at: dt.datetime
+    erased_at: dt.datetime | None
+
+
+def load_cursors(session: Session, source: str, sme_ids: Sequence[str]) -> dict[str, KnownCursor]:
+    """The cursors of ``sme_ids`` at ``source`` (one query per chunk)."""
+    found: dict[str, KnownCursor] = {}
+    for chunk in in_chunks(list(sme_ids)):
+        for row in session.execute(
+            select(
+                PullCursor.sme_id,
+                PullCursor.as_of_date,
+                PullCursor.covered_from,
+                PullCursor.pulled_through,
+                PullCursor.provider,
+                PullCursor.account_ref,
+                PullCursor.connected_at,
+                PullCursor.shard_count,
+                PullCursor.updated_at,
+                Sme.erased_at,
+            )
+            .join(Sme, Sme.sme_id == PullCursor.sme_id)
+            .where(PullCursor.source == source, PullCursor.sme_id.in_(chunk))
+        ):
+            found[row[0]] = KnownCursor(*row[1:])
+    return found
+
+
+@dataclass
+class EarlierRows:
+    """What an incremental pull keeps: per SME, the day its pull starts from; per table, the
+    candidate rows of the SMEs' earlier partitions (with their provider day in ``_day``)."""
+
+    restart: dict[str, dt.date] = field(default_factory=dict)
+    covered_from: dict[str, dt.date] = field(default_factory=dict)
+    tables: dict[str, list[pd.DataFrame]] = field(default_factory=dict)
+
+
+DAY = "_day"
+
+
+def incremental_plan(
+    connector: Connector,
+    store: Store,
+    shard: int,
+    as_of: dt.date,
+    connections: Sequence[Connection],
+    cursors: Mapping[str, KnownCursor],
+    windows: Mapping[str, int],
+    tokens: Mapping[str, StoredToken],
+    *,
+    shard_count: int,
+    revision_months: int,
+) -> EarlierRows:
+    """Which of ``connections`` can be pulled incrementally, from when, and the rows they keep.
+
+    An SME qualifies when its cursor is for an earlier date, was written for the same connection and
+    shard count, its rows cover the consent window's start, its data was not erased since, and the
+    connector dates every row of the source; its partition must still exist.
+    """
+    plan = EarlierRows()
+    tables = TABLES_BY_SOURCE[connector.source]
+    if any(connector.row_dates(t.name, t.empty_frame()) is None for t in tables):
+        return plan
+    groups: dict[dt.date, dict[str, dt.date]] = {}
+    for connection in connections:
+        sme_id = connection.sme_id
+        cursor, months = cursors.get(sme_id), windows.get(sme_id)
+        if cursor is None or months is None:
+            continue
+        token = tokens.get(sme_id)
+        start = PullWindow.for_history(as_of, months).start
+        if (
+            cursor.as_of >= as_of
+            or cursor.shard_count != shard_count
+            or cursor.provider != connection.provider
+            or cursor.account_ref != connection.account_ref
+            or cursor.connected_at != (token.obtained_at if token is not None else None)
+            or (cursor.erased_at is not None and cursor.erased_at >= cursor.updated_at)
+            or start < cursor.covered_from
+        ):
+            continue
+        restart = add_months(cursor.pulled_through.replace(day=1), 1 - revision_months)
+        groups.setdefault(cursor.as_of, {})[sme_id] = restart
+        plan.covered_from[sme_id] = start
+    for earlier, restarts in groups.items():
+        paths = [store.layout.canonical(t.name, earlier.isoformat(), shard) for t in tables]
+        if not all(store.exists(path) for path in paths):
+            continue  # the partition is gone: these SMEs are pulled whole
+        frames: dict[str, pd.DataFrame] = {}
+        for table, path in zip(tables, paths, strict=True):
+            frame = store.read_table(path).to_pandas()
+            frame = frame[frame["sme_id"].isin(restarts.keys())].reset_index(drop=True)
+            frame[DAY] = connector.row_dates(table.name, frame).to_numpy()
+            frames[table.name] = frame
+            # Only the consent window's rows count: older ones are cut, whatever becomes of them.
+            inside = frame[DAY] >= frame["sme_id"].map(
+                {s: pd.Timestamp(plan.covered_from[s]) for s in restarts}
+            )
+            unsettled = frame[connector.unsettled(table.name, frame).to_numpy(dtype=bool) & inside.to_numpy()]
+            for sme_id, day in unsettled.groupby("sme_id")[DAY].min().items():
+                if pd.notna(day):
+                    first = dt.date(day.year, day.month, 1)
+                    restarts[sme_id] = min(restarts[sme_id], first)
+        for sme_id, restart in restarts.items():
+            if restart > plan.covered_from[sme_id]:
+                plan.restart[sme_id] = restart
+        for name, frame in frames.items():
+            plan.tables.setdefault(name, []).append(frame[frame["sme_id"].isin(plan.restart.keys())])
+    return plan
+
+
+def kept_rows(
+    source: str, plan: EarlierRows, outcomes: Sequence[SmeOutcome], parts: dict[str, list[pd.DataFrame]]
+) -> None:
+    """Add to ``parts`` the earlier rows incremental pulls keep: those of the SMEs pulled from a
+    later day, dated inside the consent window as it is now and before that day, unless the pull
+    just brought a row with the same key."""
+    spans = {
+        o.connection.sme_id: (o.covered_from, o.window.start)
+        for o in outcomes
+        if o.status == "pulled"
+        and o.window is not None
+        and o.covered_from is not None
+        and o.window.start > o.covered_from
+    }
+    if not spans:
+        return
+    low = {sme: pd.Timestamp(span[0]) for sme, span in spans.items()}
+    high = {sme: pd.Timestamp(span[1]) for sme, span in spans.items()}
+    for table in TABLES_BY_SOURCE[source]:
+        candidates = [f for f in plan.tables.get(table.name, []) if len(f)]
+        if not candidates:
+            continue
+        frame = pd.concat(candidates, ignore_index=True)
+        day = frame[DAY]
+        keep = (day >= frame["sme_id"].map(low)) & (day < frame["sme_id"].map(high))
+        frame = frame[keep.fillna(False).astype(bool)].drop(columns=[DAY])
+        fresh = [f for f in parts[table.name] if len(f)]
+        if fresh and len(frame):
+            new = pd.concat([f[list(table.key)] for f in fresh], ignore_index=True)
+            frame = frame[~_key_index(table, frame).isin(_key_index(table, new))]
+        if len(frame):
+            parts[table.name].append(frame)
+
+
+def _key_index(table: Any, frame: pd.DataFrame) -> pd.MultiIndex:
+    """``table``'s key of every row, dates and instants as epoch nanoseconds (whatever pandas type
+    the frame holds them in), the rest as text."""
+    temporal = {f.name for f in table.schema if pa.types.is_temporal(f.type)}
+    columns = {
+        name: pd.to_datetime(frame[name], utc=True).astype("int64")
+        if name in temporal
+        else frame[name].astype("string")
+        for name in table.key
+    }
+    return pd.MultiIndex.from_frame(pd.DataFrame(columns))
 
 
 def _reauthorize_row(outcome: SmeOutcome, source: str, as_of: dt.date) -> dict[str, Any]:
@@ -607,8 +861,12 @@ def ingest_shard(
     max_workers: int = PULL_THREADS,
     sme_ids: Collection[str] | None = None,
     token_key: str | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Ingest ``source`` for every connected SME of ``shard`` as of ``as_of``; a small summary back.
+
+    Each SME with a cursor from an earlier date is pulled incrementally (see the module's
+    docstring); ``full=True`` pulls every SME's whole consent window.
 
     With ``sme_ids``, only those SMEs of the shard are pulled, and the shard's canonical files keep
     the rows the other SMEs already have there (a run for the SMEs that just granted).
@@ -661,6 +919,7 @@ def ingest_shard(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
         )
         tokens = stored_tokens(session, source, [c.sme_id for c in connections], box)
+        cursors = {} if full else load_cursors(session, source, [c.sme_id for c in connections])
 
     outcomes: list[SmeOutcome] = []
     planned: list[Connection] = []
@@ -691,6 +950,18 @@ def ingest_shard(
         else:
             planned.append(connection)
 
+    plan = incremental_plan(
+        connector,
+        store,
+        shard,
+        as_of,
+        planned,
+        cursors,
+        windows,
+        tokens,
+        shard_count=settings.shard_count,
+        revision_months=settings.pull_revision_months,
+    )
     sessions = HttpSessions(http_session_factory or default_session)
 
     def run(connection: Connection) -> Pulled:
@@ -704,7 +975,11 @@ def ingest_shard(
                 "%s/%s: consent withdrawn since the shard started; not pulled", connection.sme_id, source
             )
             return Pulled(connection, checked, checked, no_consent=True)
-        window = PullWindow.for_history(as_of, months)
+        whole = PullWindow.for_history(as_of, months)
+        window = whole
+        restart = plan.restart.get(connection.sme_id)
+        if restart is not None and whole.start >= plan.covered_from[connection.sme_id]:
+            window = whole.since(restart)
         data_session, token_session = sessions.pair()
         http = HttpContext(
             endpoint.base_url,
@@ -717,7 +992,9 @@ def ingest_shard(
             token_url=endpoint.token_url,
             fraud_prevention=fraud,
         )
-        return pull_one(connector, connection, window, http, store, box)
+        pulled = pull_one(connector, connection, window, http, store, box)
+        pulled.window, pulled.covered_from = window, whole.start
+        return pulled
 
     table_parts: dict[str, list[pd.DataFrame]] = {t.name: [] for t in TABLES_BY_SOURCE[source]}
     with contextlib.closing(sessions), ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
@@ -741,6 +1018,7 @@ def ingest_shard(
             now=now,
         )
     )
+    kept_rows(source, plan, outcomes, table_parts)
     outcomes.sort(key=lambda o: o.connection.sme_id)
     if sme_ids is not None:
         _keep_other_smes(store, source, as_of, shard, set(sme_ids), table_parts)
@@ -753,6 +1031,7 @@ def ingest_shard(
             outcomes,
             resolved_at=utcnow(),
             obtained={sme: t.obtained_at for sme, t in tokens.items() if t.obtained_at is not None},
+            shard_count=settings.shard_count,
         )
 
     statuses = [o.status for o in outcomes]
@@ -766,6 +1045,11 @@ def ingest_shard(
         "failed": statuses.count("failed"),
         "quarantined": statuses.count("quarantined"),
         "uploaded": statuses.count("uploaded"),
+        "incremental": sum(
+            1
+            for o in outcomes
+            if o.window is not None and o.covered_from is not None and o.window.start > o.covered_from
+        ),
         "unreadable": statuses.count("unreadable"),
         "rows": rows,
         "paths": paths,

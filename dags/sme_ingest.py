@@ -13,7 +13,12 @@ providers, one mapped task per source per shard of SMEs.
 * `complete_<source>`: sums the shards and updates the source's Asset, which schedules `sme_dossier_publish`.
 
 Re-running a date replaces the same files and rows (idempotent). Backfill a date by triggering with
-`{"as_of": "YYYY-MM-DD"}`.
+`{"as_of": "YYYY-MM-DD"}` (a date range: one run per date).
+
+**Incremental pulls**: an SME pulled successfully before is asked only for the months since its last pull
+(plus the `DOSSIER_PULL_REVISION_MONTHS` latest ones) and keeps its earlier rows; a backfill of an earlier
+date pulls that date's whole window and leaves the cursor where it is. `{"full": true}` pulls every SME's
+whole consent window.
 
 **A run for some SMEs** (what a grant triggers through the REST API): the conf
 `{"sme_ids": ["SME-000042"], "as_of": "YYYY-MM-DD", "consent_at": "<ISO instant>"}` pulls only those SMEs
@@ -45,6 +50,7 @@ from warehouse.canonical import SOURCES
         "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)"),
         "sme_ids": Param(None, type=["null", "array"], description="Only these SMEs (a grant's run)"),
         "consent_at": Param(None, type=["null", "string"], description="Instant consents are read at"),
+        "full": Param(False, type="boolean", description="Pull every SME's whole consent window"),
     },
 )
 def sme_ingest() -> None:
@@ -69,7 +75,7 @@ def sme_ingest() -> None:
         return scoped_shards(scope)
 
     @task(map_index_template="{{ shard_label }}")
-    def ingest(source: str, shard: int, as_of: str, scope: dict) -> dict:
+    def ingest(source: str, shard: int, as_of: str, scope: dict, params: dict | None = None) -> dict:
         import functools
 
         from airflow.sdk import get_current_context
@@ -79,7 +85,8 @@ def sme_ingest() -> None:
         from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"{source} shard {shard}"  # type: ignore[typeddict-unknown-key]
-        step = functools.partial(run_ingest, **scope_arguments(scope))
+        full = bool((params or {}).get("full"))
+        step = functools.partial(run_ingest, **scope_arguments(scope), full=full)
         return run_step(
             f"ingest {source} shard {shard} as of {as_of}", step, source, shard, parse_as_of(as_of)
         )

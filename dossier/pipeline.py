@@ -275,14 +275,16 @@ def ingest(
     *,
     sme_ids: Iterable[str] | None = None,
     consent_at: dt.datetime | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Pull one source for every consenting SME of one shard (or only ``sme_ids`` of it) and write
     its canonical table(s); an SME that uploaded files for the source instead has its rows read
-    from them (:mod:`connectors.uploads`)."""
+    from them (:mod:`connectors.uploads`). An SME pulled successfully before is pulled only from
+    its cursor on (:mod:`connectors.ingest`), unless ``full``."""
     from connectors.ingest import ingest_shard
 
     wanted = None if sme_ids is None else sorted(sme_ids)
-    return ingest_shard(source, shard, as_of, sme_ids=wanted, consent_at=consent_at)
+    return ingest_shard(source, shard, as_of, sme_ids=wanted, consent_at=consent_at, full=full)
 
 
 def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.DataFrame]:

@@ -133,6 +133,15 @@ class Environment(BaseSettings):
     http_retries: int = Field(
         5, ge=1, description="Attempts per provider request for retriable errors (429, 5xx, timeouts)."
     )
+    pull_revision_months: int = Field(
+        2,
+        ge=0,
+        description="Daily pulls ask each provider only for what is new since the SME's last successful pull, plus"
+        " this many of the latest months already pulled (providers still revise recent months: late filings,"
+        " payments, corrections); 0 re-pulls only the months after the last pull. The whole consent window is"
+        " pulled when there is no earlier pull, the consent now reaches further back, the SME reconnected, or a"
+        ' full re-pull is asked for (the `sme_ingest` DAG conf `{"full": true}`).',
+    )
     history_months: int = Field(
         36, ge=1, le=120, description="Months of history a consent asks for when none is given."
     )
@@ -510,6 +519,7 @@ class Settings:
     oauth_client_secret: str = "sme-dossier-sandbox-secret"
     http_timeout: float = 10.0
     http_retries: int = 5
+    pull_revision_months: int = 2
     history_months: int = 36
     log_level: str = "INFO"
     web_host: str = "127.0.0.1"
@@ -579,6 +589,7 @@ class Settings:
             oauth_client_secret=parsed.oauth_client_secret,
             http_timeout=float(parsed.http_timeout),
             http_retries=parsed.http_retries,
+            pull_revision_months=parsed.pull_revision_months,
             history_months=parsed.history_months,
             log_level=parsed.log_level,
             web_host=parsed.web_host,

@@ -769,3 +769,33 @@ class StageRun(Base):
     """The numbers the step returned (e.g. ``pulled``, ``failed``, ``evaluated``, ``rows``)."""
     error: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(default=1)
+
+
+class PullCursor(Base):
+    """How far the last successful pull of one SME's source reached, so the next pull asks only for what
+    is new (plus the months a provider may still revise).
+
+    Written with the ``ingestion_runs`` row of a successful pull, in the same transaction; a failed
+    or quarantined pull leaves it where it was, and a backfill of an earlier date never moves it
+    back. The canonical rows of ``as_of_date`` (its shard's partition) hold what it covers.
+    """
+
+    __tablename__ = "pull_cursors"
+    __table_args__ = (UniqueConstraint("sme_id", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sme_id: Mapped[str] = mapped_column(ForeignKey("smes.sme_id"), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    as_of_date: Mapped[dt.date] = mapped_column(Date)
+    """The as-of date the pull served (its canonical partition holds the rows it covers)."""
+    covered_from: Mapped[dt.date] = mapped_column(Date)
+    """First day of the consent window those rows cover (an incremental pull keeps the rows since)."""
+    pulled_through: Mapped[dt.date] = mapped_column(Date)
+    """Last day of the last whole month pulled (the end of the pull's window)."""
+    provider: Mapped[str] = mapped_column(String(64))
+    account_ref: Mapped[str] = mapped_column(String(128))
+    connected_at: Mapped[dt.datetime | None]
+    """When the SME connected the provider itself (``provider_tokens.obtained_at``), if it did."""
+    shard_count: Mapped[int]
+    """The shard count the partition was written under (another count: the SME's rows sit elsewhere)."""
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from connectors.accounting.monthly_reports import parse_batch
-from connectors.core.connector import Connection, OAuth2Connector, PullWindow
+from connectors.core.connector import Connection, OAuth2Connector, PullWindow, day_of
 from connectors.core.http import ProviderClient
 from connectors.core.parsing import (
     ParseResult,
@@ -106,6 +106,14 @@ class AccountingConnector(OAuth2Connector):
         yield from books.pages(client, path_values=path_values, params=params)
         if self.bank_statement:
             yield from self.statement.pages(client, path_values=path_values, params=params)
+
+    def row_dates(self, table: str, frame: pd.DataFrame) -> pd.Series | None:
+        """Monthly reports are asked by month. A SAF-T export or a bank statement is always pulled
+        whole: its balances run from the first month asked."""
+        if self.books != "reports" or self.bank_statement:
+            return None
+        column = {"monthly_financials": "period_month", "bank_transactions": "booked_date"}.get(table)
+        return None if column is None else day_of(frame[column])
 
     def parse(self, batch: Sequence[SmePages]) -> ParseResult:
         if self.books == "reports" and not self.bank_statement:

@@ -9,22 +9,31 @@ A connector is a small declarative object (its streams are class attributes) wit
 * :meth:`Connector.parse` turns the pages of many SMEs into canonical frames (a pure function of
   bytes, batched so the cost is per shard, not per SME).
 
+A connector whose provider filters by date says, per canonical row, which day that filter applies
+to (:meth:`Connector.row_dates`) and which rows the provider may still change however old they are
+(:meth:`Connector.unsettled`): with them, a daily pull asks only for the months since the last one
+(:meth:`PullWindow.since`) and keeps the earlier rows it already holds.
+
 The ingestion loop (``connectors.ingest``) owns everything around them: consent, landing,
 quarantine, run records and the shard's files.
 
 >>> window = PullWindow.for_history(dt.date(2026, 11, 1), 3)
 >>> (str(window.start), str(window.end), window.first_month, window.last_month)
 ('2026-08-01', '2026-10-31', '2026-08', '2026-10')
+>>> str(window.since(dt.date(2026, 10, 1)).start), str(window.since(dt.date(2026, 1, 1)).start)
+('2026-10-01', '2026-08-01')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pandas as pd
 import requests
 
 from connectors.core.auth import OAuth2RefreshAuth, require_credential
@@ -62,6 +71,10 @@ class PullWindow:
             end=first_of_as_of_month - dt.timedelta(days=1),
         )
 
+    def since(self, start: dt.date) -> PullWindow:
+        """The same window asked only from ``start`` on (never before its own start)."""
+        return dataclasses.replace(self, start=max(self.start, start))
+
     @property
     def first_month(self) -> str:
         return self.start.strftime("%Y-%m")
@@ -69,6 +82,12 @@ class PullWindow:
     @property
     def last_month(self) -> str:
         return self.end.strftime("%Y-%m")
+
+
+def day_of(values: pd.Series) -> pd.Series:
+    """Dates or UTC instants as the midnight of their (UTC) day, ``datetime64`` without a zone."""
+    moments = pd.to_datetime(values, utc=True)
+    return moments.dt.tz_localize(None).dt.floor("D")
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,17 @@ class Connector(ABC):
 
     @abstractmethod
     def parse(self, batch: Sequence[SmePages]) -> ParseResult: ...
+
+    def row_dates(self, table: str, frame: pd.DataFrame) -> pd.Series | None:
+        """Per row of canonical ``table``, the day the provider's date filter applies to (midnight,
+        ``datetime64``): a pull whose window starts on day S returns exactly the rows dated S or
+        later (up to the window's end). None (the default): this source is always pulled whole."""
+        return None
+
+    def unsettled(self, table: str, frame: pd.DataFrame) -> pd.Series:
+        """Rows of ``table`` the provider may still change however old they are (an open VAT
+        obligation, an unpaid bill): an incremental pull reaches back to the earliest. None by default."""
+        return pd.Series(False, index=frame.index)
 
     def client(self, connection: Connection, http: HttpContext) -> ProviderClient:
         """A client for this SME's provider account, authenticated and with this source's headers."""

@@ -17,8 +17,10 @@ import json
 from collections.abc import Iterator, Sequence
 from urllib.parse import quote
 
+import pandas as pd
+
 from connectors.core.auth import KoboTokenAuth, require_credential
-from connectors.core.connector import Connection, Connector, HttpContext, PullWindow
+from connectors.core.connector import Connection, Connector, HttpContext, PullWindow, day_of
 from connectors.core.http import ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import RawPage, StartLimitPaginator, Stream
@@ -61,6 +63,12 @@ class SurveyConnector(Connector):
             path_values={"asset_uid": quote(asset_uid, safe="")},
             params={"format": "json", "query": submissions_query(connection.account_ref, window)},
         )
+
+    def row_dates(self, table: str, frame: pd.DataFrame) -> pd.Series | None:
+        """Submissions are asked by the time the platform received them."""
+        if table in ("survey_visits", "survey_submissions"):
+            return day_of(frame["submitted_at"])
+        return None
 
     def parse(self, batch: Sequence[SmePages]) -> ParseResult:
         return parse_batch(batch)

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
-from connectors.core.connector import Connection, HttpContext, OAuth2Connector, PullWindow
+import pandas as pd
+
+from connectors.core.connector import Connection, HttpContext, OAuth2Connector, PullWindow, day_of
 from connectors.core.http import ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import RawPage, SinglePage, Stream, date_windows
@@ -63,6 +65,14 @@ class TaxConnector(OAuth2Connector):
                 path_values={"vrn": vrn, "period_key": quote(period_key, safe="")},
                 label_prefix=f"returns/{period_key}",
             )
+
+    def row_dates(self, table: str, frame: pd.DataFrame) -> pd.Series | None:
+        """Obligations are asked by overlap: one is returned when its period ends on or after ``from``."""
+        return day_of(frame["period_end"]) if table == "vat_returns" else None
+
+    def unsettled(self, table: str, frame: pd.DataFrame) -> pd.Series:
+        """An open obligation may be filed at any time: it is asked for again until it is."""
+        return frame["status"] != "F"
 
     def parse(self, batch: Sequence[SmePages]) -> ParseResult:
         return parse_batch(batch)

@@ -16,10 +16,11 @@ from urllib.parse import quote
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as SafeET
+import pandas as pd
 import requests
 from defusedxml import DefusedXmlException
 
-from connectors.core.connector import Connection, OAuth2Connector, PullWindow
+from connectors.core.connector import Connection, OAuth2Connector, PullWindow, day_of
 from connectors.core.http import ProviderClient
 from connectors.core.parsing import ParseResult, SmePages
 from connectors.core.streams import NextLinkPaginator, RawPage, Stream
@@ -76,6 +77,26 @@ class UtilityConnector(OAuth2Connector):
                 "max-results": str(self.max_results),
             },
         )
+
+    def row_dates(self, table: str, frame: pd.DataFrame) -> pd.Series | None:
+        """Entries are asked by publication: a reading is published when its interval ends, a bill when
+        it is issued, just after its period ends (the period's end stands for it)."""
+        start, seconds = {
+            "utility_readings": ("interval_start", "interval_seconds"),
+            "utility_bills": ("period_start", "period_seconds"),
+        }.get(table, ("", ""))
+        if not start:
+            return None
+        ends = pd.to_datetime(frame[start], utc=True) + pd.to_timedelta(
+            frame[seconds].astype("int64"), unit="s"
+        )
+        return day_of(ends)
+
+    def unsettled(self, table: str, frame: pd.DataFrame) -> pd.Series:
+        """An unpaid bill may be paid at any time: it is asked for again until it is."""
+        if table == "utility_bills":
+            return frame["paid_date"].isna()
+        return pd.Series(False, index=frame.index)
 
     def parse(self, batch: Sequence[SmePages]) -> ParseResult:
         return parse_batch(batch)
