@@ -138,7 +138,8 @@ def run_once(api: Any, base: str, items: int, processes: Any) -> tuple[dict[str,
 
 def shard_smes(overhead_seconds: float, seconds_per_sme: float) -> int:
     """The smallest shard (SMEs) whose work is at least overhead / 5%."""
-    return math.ceil(overhead_seconds / (OVERHEAD_SHARE * seconds_per_sme))
+    # Rounded first, so that float noise (12000.000000001) does not add an SME.
+    return math.ceil(round(overhead_seconds / (OVERHEAD_SHARE * seconds_per_sme), 6))
 
 
 def shard_size(runs: list[dict[str, Any]], seconds_per_sme: float) -> dict[str, Any]:
