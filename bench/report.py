@@ -198,6 +198,7 @@ def airflow_overhead(data: dict[str, Any]) -> list[str]:
     rows = [
         [
             row.get("items"),
+            value(row, "queued_to_done_seconds", "mean"),
             value(row, "queued_to_done_seconds", "median"),
             value(row, "queued_to_done_seconds", "p90"),
             value(row, "running_seconds", "median"),
@@ -209,6 +210,7 @@ def airflow_overhead(data: dict[str, Any]) -> list[str]:
     ]
     header = [
         "mapped tasks N",
+        "queued to done s (mean)",
         "queued to done s (median)",
         "queued to done s (p90)",
         "running s (median)",
@@ -220,7 +222,13 @@ def airflow_overhead(data: dict[str, Any]) -> list[str]:
     shard = data.get("shard_size") or {}
     measures = shard.get("by_measure") or {}
     if measures:
-        lines += [""]
+        lines += [
+            "",
+            f"Headline: at most {cell(shard.get('overhead_share_at_most'))} of a shard's work goes to Airflow "
+            f"from {cell(shard.get('smallest_shard_smes'))} SMEs per shard "
+            f"({cell(shard.get('overhead_seconds'))} s of overhead per task).",
+            "",
+        ]
         lines += table(
             [
                 "overhead measure",
