@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--items", type=int, nargs="+", default=[16, 64], help="N per measured run")
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker slots")
+    parser.add_argument(
+        "--parallelism", type=int, default=4, help="task instances queued or running at once (as in the test)"
+    )
     parser.add_argument("--postgres", default=POSTGRES, help="PostgreSQL server URL (a database is created)")
     parser.add_argument("--out", type=Path, default=RESULTS / "airflow_overhead.json")
     args = parser.parse_args(argv)
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             broker_url=broker,
             port=port,
             concurrency=args.concurrency,
-            parallelism=max(4, args.concurrency),
+            parallelism=args.parallelism,
             dags_folder=DAGS,
         )
         processes = Processes(env, Path(scratch) / "logs")
@@ -266,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "airflow": _airflow_version(),
         "concurrency": args.concurrency,
+        "parallelism": args.parallelism,
         "core_pipeline": cost,
         "warm_up": warm_up,
         "results": runs,
