@@ -1,8 +1,9 @@
-"""``python -m bench``: run every benchmark and write its JSON under ``bench/results/``."""
+"""``python -m bench``: run every benchmark, write its JSON under ``bench/results/``, then ``bench/RESULTS.md``."""
 
 import sys
 
 from bench import (
+    airflow_overhead,
     collusion,
     core_pipeline,
     delta_sharing,
@@ -12,6 +13,7 @@ from bench import (
     incremental_pull,
     lender_feed,
     offers_market,
+    report,
     statement_model,
     webhooks,
 )
@@ -28,4 +30,7 @@ sys.exit(
     or evaluation_adjustments.main([])
     or offers_market.main([])
     or incremental_pull.main([])
+    or airflow_overhead.main([])
+    # Last: bench/RESULTS.md from every results file just written.
+    or report.main([])
 )
