@@ -119,9 +119,12 @@ NEXT = AS_OF + dt.timedelta(days=1)
 """The date of the incremental run: the day after :data:`AS_OF`, with 1% of the SMEs changed."""
 
 
-def land_next_date(home: Path, shard_count: int, changed_share: float) -> list[str]:
-    """Copy every canonical file of :data:`AS_OF` to :data:`NEXT`, with the monthly books of
-    ``changed_share`` of the SMEs changed (revenue up 1% in every month); returns their ids."""
+def land_next_date(
+    home: Path, shard_count: int, changed_share: float, *, start: dt.date = AS_OF, end: dt.date = NEXT
+) -> list[str]:
+    """Copy every canonical file of ``start`` to ``end``, with the monthly books of
+    ``changed_share`` of the SMEs changed (revenue and cost of sales up by 1% of the revenue in every
+    month, so the books still add up); returns their ids."""
     import numpy as np
     import pandas as pd
 
@@ -132,7 +135,7 @@ def land_next_date(home: Path, shard_count: int, changed_share: float) -> list[s
     with override(_settings(home, shard_count)):
         store = Store.from_settings()
         books = [
-            store.read_table(store.layout.canonical("monthly_financials", AS_OF.isoformat(), shard))
+            store.read_table(store.layout.canonical("monthly_financials", start.isoformat(), shard))
             for shard in range(shard_count)
         ]
         ids = sorted({s for table in books for s in table.column("sme_id").to_pylist()})
@@ -142,13 +145,15 @@ def land_next_date(home: Path, shard_count: int, changed_share: float) -> list[s
         changed = sorted(ids[i] for i in picked)
         for shard in range(shard_count):
             for name, table in TABLES.items():
-                source = store.layout.canonical(name, AS_OF.isoformat(), shard)
+                source = store.layout.canonical(name, start.isoformat(), shard)
                 if not store.exists(source):
                     continue
                 frame = store.read_table(source).to_pandas()
                 if name == "monthly_financials":
                     rows = frame["sme_id"].isin(changed)
-                    frame.loc[rows, "revenue"] = frame.loc[rows, "revenue"] * 1.01
+                    raised = frame.loc[rows, "revenue"] * 0.01
+                    frame.loc[rows, "revenue"] += raised
+                    frame.loc[rows, "cost_of_sales"] += raised  # the books still add up
                 store.write_table(
                     store.layout.canonical(name, NEXT.isoformat(), shard), table.to_arrow(frame)
                 )

@@ -380,7 +380,8 @@ def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any
     else:
         fresh = carried.iloc[:0]
     status = pd.concat([fresh, carried], ignore_index=True) if len(carried) else fresh
-    status = status.sort_values("sme_id", ignore_index=True).merge(current, on="sme_id", how="left")
+    status = status.astype({"sme_id": str}).sort_values("sme_id", ignore_index=True)
+    status = status.merge(current.astype({"sme_id": str}), on="sme_id", how="left")
     status["passed"] = status["passed"].astype(bool)
     status["reasons"] = [list(r) for r in status["reasons"]]
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
