@@ -6,13 +6,13 @@ A fingerprint is 32 hex digits (two independent 64-bit lanes) over:
 * the SME's **canonical rows** of every table, as read by the step (order does not matter: each row
   is hashed, the row hashes are summed per SME and table, and the row count is kept beside them);
 * the **as-of date as the step sees it**. Validation and evaluation read the date only through
-  comparisons: a date or instant of a row against the suites' bounds
-  (:func:`expectations.suites.suite_parameters`: the as-of day, its end, the history start and the
-  due horizon), against the as-of day and instant (events count when they happened before it), and
-  through the calendar month of the as-of date (monthly windows). So each row carries, for each of
-  its date and instant values and each of those bounds, whether the value is before, at or after
-  it, and the as-of month is part of every fingerprint. Two dates with the same comparisons give
-  the same outcome; a bill falling due between them changes the fingerprint of its SME;
+  comparisons of a row's dates with instants derived from it, and through its calendar month
+  (monthly windows). So each row carries the outcome of every such comparison the step makes
+  with each of its dates - for validation, the ``$PARAMETER`` bounds the suites check a column
+  against (:func:`validation_bounds`, read from the suite files); for scores, ``value < as_of``
+  for the dates :data:`SCORING_DATES` lists - and the as-of month is part of every fingerprint.
+  Two dates with the same comparisons give the same outcome; a bill falling due between them
+  changes the fingerprint of its SME;
 * for scores, also the **consent scope** (sources and window), the SME's profile, the model
   version, the lending terms and the visits' ``agent_suspended`` marks (they are columns of the
   rows hashed).
