@@ -361,7 +361,9 @@ def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any
     prints = fp.fingerprints(
         digests, pd.DataFrame({"sme_id": smes}), context=("validation", fp.as_of_month(as_of))
     )
-    current = pd.DataFrame({"sme_id": smes, fp.FINGERPRINT: prints.to_numpy()})
+    current = pd.DataFrame(
+        {"sme_id": pd.array(smes, dtype="str"), fp.FINGERPRINT: pd.array(prints.to_numpy(), dtype="str")}
+    )
     carried = pd.DataFrame(columns=["sme_id", "passed", "reasons"])
     previous = None if full else _previous_staged(store, VALIDATION_STEP, "validate", shard, as_of)
     if previous is not None:
@@ -620,7 +622,12 @@ def evaluate(
     )
     no_data = scored["sources_used"].map(len) == 0
     scored = scored[~no_data].reset_index(drop=True)
-    scored = scored.merge(todo[["sme_id", "scope", fp.FINGERPRINT]], on=["sme_id", "scope"], how="left")
+    prints = pd.Series(
+        todo[fp.FINGERPRINT].to_numpy(), index=pd.MultiIndex.from_frame(todo[["sme_id", "scope"]])
+    )
+    scored[fp.FINGERPRINT] = pd.array(
+        prints.reindex(pd.MultiIndex.from_frame(scored[["sme_id", "scope"]])).to_numpy(), dtype="str"
+    )
     staged = _without_pandas_metadata(scored[columns])
     kept = 0 if carried is None else carried.num_rows
     if kept:

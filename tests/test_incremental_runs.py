@@ -157,3 +157,16 @@ def test_fingerprints_follow_the_rows_and_the_as_of_comparisons_only() -> None:
     # a due date the as-of day passes changes it, and so does a new month
     assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 13)) != base
     assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 12, 20)) != base
+
+
+def test_a_shard_without_data_stages_typed_empty_files(landed: tuple[Path, list[str]]) -> None:
+    empty_day = AS_OF - dt.timedelta(days=30)
+    assert pipeline.validate(0, empty_day)["smes"] == 0
+    assert pipeline.evaluate(0, empty_day)["evaluated"] == 0
+    for step in (pipeline.VALIDATION_STEP, pipeline.SCORES_STEP):
+        table = staged(step, empty_day, 0)
+        assert table.num_rows == 0
+        assert pa.types.is_string(table.schema.field("sme_id").type) or pa.types.is_large_string(
+            table.schema.field("sme_id").type
+        )
+        assert not pa.types.is_null(table.schema.field(fp.FINGERPRINT).type)
