@@ -120,6 +120,127 @@ def run_core(home: Path, shard_count: int) -> dict[str, Any]:
     return {"seconds": total, "steps": timings, "published": summary.get("rows"), **_peak()}
 
 
+NEXT = AS_OF + dt.timedelta(days=1)
+"""The date of the incremental run: the day after :data:`AS_OF`, with 1% of the SMEs changed."""
+
+
+def land_next_date(
+    home: Path, shard_count: int, changed_share: float, *, start: dt.date = AS_OF, end: dt.date = NEXT
+) -> list[str]:
+    """Copy every canonical file of ``start`` to ``end``, with the monthly books of
+    ``changed_share`` of the SMEs changed (revenue and cost of sales up by 1% of the revenue in every
+    month, so the books still add up); returns their ids."""
+    import numpy as np
+    import pandas as pd
+
+    from dossier.settings import override
+    from warehouse.canonical import TABLES
+    from warehouse.storage import Store
+
+    with override(_settings(home, shard_count)):
+        store = Store.from_settings()
+        books = [
+            store.read_table(store.layout.canonical("monthly_financials", start.isoformat(), shard))
+            for shard in range(shard_count)
+        ]
+        ids = sorted({s for table in books for s in table.column("sme_id").to_pylist()})
+        picked = np.random.default_rng(20261202).choice(
+            len(ids), max(1, round(len(ids) * changed_share)), replace=False
+        )
+        changed = sorted(ids[i] for i in picked)
+        for shard in range(shard_count):
+            for name, table in TABLES.items():
+                source = store.layout.canonical(name, start.isoformat(), shard)
+                if not store.exists(source):
+                    continue
+                frame = store.read_table(source).to_pandas()
+                if name == "monthly_financials":
+                    rows = frame["sme_id"].isin(changed)
+                    raised = frame.loc[rows, "revenue"] * 0.01
+                    frame.loc[rows, "revenue"] += raised
+                    frame.loc[rows, "cost_of_sales"] += raised  # the books still add up
+                store.write_table(
+                    store.layout.canonical(name, NEXT.isoformat(), shard), table.to_arrow(frame)
+                )
+        del pd
+    return changed
+
+
+def _timed_run(shard_count: int, as_of: dt.date, *, full: bool) -> dict[str, Any]:
+    from dossier import pipeline
+
+    timings: dict[str, float] = {"validate": 0.0, "evaluate": 0.0}
+    counts = {"validated": 0, "validation_carried": 0, "scored": 0, "scores_carried": 0}
+    started = time.perf_counter()
+    for shard in range(shard_count):
+        t = time.perf_counter()
+        validated = pipeline.validate(shard, as_of, full=full)
+        timings["validate"] += time.perf_counter() - t
+        t = time.perf_counter()
+        evaluated = pipeline.evaluate(shard, as_of, full=full)
+        timings["evaluate"] += time.perf_counter() - t
+        counts["validated"] += validated["validated"]
+        counts["validation_carried"] += validated["carried"]
+        counts["scored"] += evaluated["scored"]
+        counts["scores_carried"] += evaluated["carried"]
+    t = time.perf_counter()
+    summary = pipeline.publish(as_of)
+    timings["publish"] = time.perf_counter() - t
+    return {
+        "seconds": time.perf_counter() - started,
+        "steps": timings,
+        "published": summary.get("rows"),
+        "new_or_changed": summary.get("new_or_changed"),
+        **counts,
+    }
+
+
+def _staged_scores(as_of: dt.date) -> Any:
+    import pyarrow as pa
+
+    from dossier import pipeline
+    from warehouse.storage import Store
+
+    store = Store.from_settings()
+    tables = [pa.Table.from_pandas(f, preserve_index=False) for f in pipeline.staged_scores(store, as_of)]
+    return pa.concat_tables(tables).sort_by([("sme_id", "ascending"), ("scope", "ascending")])
+
+
+def run_next(
+    home: Path, shard_count: int, changed_share: float, *, mode: str, plan: bool = False
+) -> dict[str, Any]:
+    """After ``core`` on :data:`AS_OF`, the next date in this (cold) process: ``mode`` ``incremental``
+    lands it with ``changed_share`` of the SMEs changed and runs it incrementally, keeping its
+    staged scores; ``full`` runs the same date in full and tells whether its staged scores equal the
+    incremental run's. Both compare with :data:`AS_OF` (the last date before :data:`NEXT`). ``plan``
+    lets the compiled validation plan decide the failing rows (``expectations.runner.USE_PLAN``)."""
+    import pyarrow.parquet as pq
+
+    from dossier.settings import override
+    from expectations import runner
+
+    runner.USE_PLAN = plan
+    kept = home / "next-incremental-scores.parquet"
+    changed = land_next_date(home, shard_count, changed_share) if mode == "incremental" else []
+    with override(_settings(home, shard_count)):
+        cpu = _cpu()
+        run = _timed_run(shard_count, NEXT, full=mode == "full")
+        run["cpu_seconds"] = _cpu() - cpu
+        scores = _staged_scores(NEXT)
+    result: dict[str, Any] = {"run": run, **_peak()}
+    if mode == "incremental":
+        pq.write_table(scores, kept)
+        result["changed_smes"] = len(changed)
+    else:
+        result["identical_scores"] = pq.read_table(kept).equals(scores)
+    return result
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_floor(home: Path, shard_count: int) -> dict[str, Any]:
     """Read the same canonical files and write the same dossier rows with pyarrow alone."""
     import pyarrow.parquet as pq
@@ -156,7 +277,7 @@ def _peak() -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _in_subprocess(step: str, home: Path, shard_count: int) -> dict[str, Any]:
+def _in_subprocess(step: str, home: Path, shard_count: int, *extra: str) -> dict[str, Any]:
     output = subprocess.run(
         [
             sys.executable,
@@ -168,6 +289,7 @@ def _in_subprocess(step: str, home: Path, shard_count: int) -> dict[str, Any]:
             str(home),
             "--shards",
             str(shard_count),
+            *extra,
         ],
         check=True,
         capture_output=True,
@@ -176,7 +298,9 @@ def _in_subprocess(step: str, home: Path, shard_count: int) -> dict[str, Any]:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def benchmark(sizes: list[int], work: Path, shard_count: int) -> dict[str, Any]:
+def benchmark(
+    sizes: list[int], work: Path, shard_count: int, changed_share: float | None = None
+) -> dict[str, Any]:
     results = []
     for size in sizes:
         home = work / f"smes-{size}"
@@ -201,6 +325,21 @@ def benchmark(sizes: list[int], work: Path, shard_count: int) -> dict[str, Any]:
             "core_over_floor": round(core["seconds"] / floor["seconds"], 2),
             "targets": {"core_over_floor_at_most": 3.0, "peak_rss_mib_below_at_100k": 2048},
         }
+        if changed_share:
+            print(
+                f"[bench] incremental run with {changed_share:.0%} of {size:,} SMEs changed ...", flush=True
+            )
+            for key, extra in (
+                ("incremental", ()),
+                ("incremental_with_validation_plan", ("--validation-plan",)),
+            ):
+                runs = {
+                    mode: _in_subprocess(
+                        "next", home, shard_count, "--changed", str(changed_share), "--mode", mode, *extra
+                    )
+                    for mode in ("incremental", "full")
+                }
+                result[key] = _incremental_result(runs, changed_share)
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
     return {
@@ -208,8 +347,37 @@ def benchmark(sizes: list[int], work: Path, shard_count: int) -> dict[str, Any]:
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": _cpus()},
         "note": "validate + evaluate + publish from landed canonical data vs pyarrow-only read+write of the same data; "
-        "ratios are measured in one run on a shared machine.",
+        "ratios are measured in one run on a shared machine. incremental: the next date with 1% of the SMEs' books "
+        "changed, run incrementally and in full, each in its own process (imports included, as in a task); "
+        "incremental_with_validation_plan: the same with expectations.runner.USE_PLAN on.",
         "results": results,
+    }
+
+
+def _incremental_result(runs: dict[str, dict[str, Any]], changed_share: float) -> dict[str, Any]:
+    """The incremental figures: the next date with ``changed_share`` of the SMEs changed, run
+    incrementally and then in full (each in its own process), and the ratios of the two."""
+
+    def rounded(run: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **run,
+            "seconds": round(run["seconds"], 3),
+            "cpu_seconds": round(run["cpu_seconds"], 3),
+            "steps": {k: round(v, 3) for k, v in run["steps"].items()},
+        }
+
+    incremental, full = rounded(runs["incremental"]["run"]), rounded(runs["full"]["run"])
+    return {
+        "as_of": NEXT.isoformat(),
+        "changed_share": changed_share,
+        "changed_smes": runs["incremental"]["changed_smes"],
+        "incremental_run": incremental,
+        "full_run": full,
+        "incremental_over_full": round(incremental["seconds"] / full["seconds"], 4),
+        "incremental_over_full_cpu": round(incremental["cpu_seconds"] / full["cpu_seconds"], 4),
+        "identical_scores": runs["full"]["identical_scores"],
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs.values()), 1),
+        "target_incremental_over_full_at_most": 0.05,
     }
 
 
@@ -248,7 +416,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated SME counts")
     parser.add_argument("--shards", type=int, default=8, help="shards (mapped tasks) per step")
     parser.add_argument("--work", default="var/bench", help="scratch folder (prepared data is reused)")
-    parser.add_argument("--step", choices=["prepare", "core", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--changed",
+        type=float,
+        default=0.01,
+        help="share of SMEs changed for the incremental run on the next date (0: no incremental run)",
+    )
+    parser.add_argument("--validation-plan", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["incremental", "full"], help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=["prepare", "core", "floor", "next"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -258,11 +434,14 @@ def main(argv: list[str] | None = None) -> int:
             "prepare": lambda: prepare(home, args.size, args.shards),
             "core": lambda: run_core(home, args.shards),
             "floor": lambda: run_floor(home, args.shards),
+            "next": lambda: run_next(
+                home, args.shards, args.changed, mode=args.mode, plan=args.validation_plan
+            ),
         }[args.step]
         print(json.dumps(step(), default=str))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
-    report = benchmark(sizes, Path(args.work).absolute(), args.shards)
+    report = benchmark(sizes, Path(args.work).absolute(), args.shards, args.changed or None)
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / "core_pipeline.json"
     target.write_text(json.dumps(report, indent=2) + "\n")

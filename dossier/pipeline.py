@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import select, update
 
 from dossier.monitoring import publish_stability, stage_counts
@@ -299,19 +301,95 @@ def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.
     return tables
 
 
+def previous_run_date(session: Any, stage: str, shard: int, as_of: dt.date) -> dt.date | None:
+    """The latest date before ``as_of`` whose ``stage`` step of ``shard`` succeeded (None: none)."""
+    from sqlalchemy import func
+
+    return session.scalar(
+        select(func.max(StageRun.as_of_date)).where(
+            StageRun.stage == stage,
+            StageRun.shard == shard,
+            StageRun.source == "",
+            StageRun.status == "succeeded",
+            StageRun.as_of_date < as_of,
+        )
+    )
+
+
+def _previous_staged(store: Store, step: str, stage: str, shard: int, as_of: dt.date) -> pa.Table | None:
+    """The staged rows (with fingerprints) of the last successful ``stage`` of ``shard`` before ``as_of``."""
+    from dossier.fingerprints import FINGERPRINT
+
+    with session_scope() as session:
+        previous = previous_run_date(session, stage, shard, as_of)
+    if previous is None:
+        return None
+    path = store.layout.staging(step, previous.isoformat(), shard)
+    if not store.exists(path):
+        return None
+    table = store.read_table(path)
+    return table if FINGERPRINT in table.column_names else None
+
+
+def _shard_smes(tables: dict[str, pd.DataFrame]) -> list[str]:
+    found = [frame["sme_id"].dropna().astype(str).unique() for frame in tables.values() if len(frame)]
+    return sorted(set(np.concatenate(found))) if found else []
+
+
+def _only(tables: dict[str, pd.DataFrame], sme_ids: Iterable[str]) -> dict[str, pd.DataFrame]:
+    wanted = set(sme_ids)
+    return {
+        name: frame[frame["sme_id"].isin(wanted)].reset_index(drop=True) for name, frame in tables.items()
+    }
+
+
 @recorded("validate")
-def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
-    """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome."""
+def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any]:
+    """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome.
+
+    Incremental unless ``full``: an SME that passed on the last successful validation of this shard
+    before ``as_of`` and whose input fingerprint (:mod:`dossier.fingerprints`: its canonical rows,
+    their dates against the as-of bounds, the as-of month) is the one recorded then keeps that
+    outcome; only the other SMEs are validated (and recorded) again. A failing SME is always
+    validated again, so its quarantine entries are those of the date.
+    """
+    from dossier import fingerprints as fp
     from expectations.runner import record_validation, validate_shard
 
     store = Store.from_settings()
     tables = read_shard_tables(store, as_of, shard)
-    validation = validate_shard(tables, as_of=as_of, shard=shard)
-    status = validation.sme_status
+    smes = _shard_smes(tables)
+    digests = fp.table_digests(tables, smes, fp.validation_bounds(as_of))
+    prints = fp.fingerprints(
+        digests, pd.DataFrame({"sme_id": smes}), context=("validation", fp.as_of_month(as_of))
+    )
+    current = pd.DataFrame(
+        {"sme_id": pd.array(smes, dtype="str"), fp.FINGERPRINT: pd.array(prints.to_numpy(), dtype="str")}
+    )
+    carried = pd.DataFrame(columns=["sme_id", "passed", "reasons"])
+    previous = None if full else _previous_staged(store, VALIDATION_STEP, "validate", shard, as_of)
+    if previous is not None:
+        earlier = previous.select(["sme_id", "passed", "reasons", fp.FINGERPRINT]).to_pandas()
+        earlier = earlier[earlier["passed"].astype(bool)]
+        carried = earlier.merge(current, on=["sme_id", fp.FINGERPRINT])[["sme_id", "passed", "reasons"]]
+    again = sorted(set(smes) - set(carried["sme_id"]))
+    checked = tables if len(carried) == 0 else _only(tables, again)
+    if len(carried) == 0 or again:
+        if len(carried):
+            checked = {name: frame for name, frame in checked.items() if len(frame)}
+        validation = validate_shard(checked, as_of=as_of, shard=shard)
+        with session_scope() as session:
+            record_validation(session, validation)
+        fresh = validation.sme_status[["sme_id", "passed", "reasons"]]
+    else:
+        fresh = carried.iloc[:0]
+    status = pd.concat([fresh, carried], ignore_index=True) if len(carried) else fresh
+    status = status.astype({"sme_id": str}).sort_values("sme_id", ignore_index=True)
+    status = status.merge(current.astype({"sme_id": str}), on="sme_id", how="left")
+    status["passed"] = status["passed"].astype(bool)
+    status["reasons"] = [list(r) for r in status["reasons"]]
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
-    store.write_table(path, _without_pandas_metadata(status[["sme_id", "passed", "reasons"]]))
-    with session_scope() as session:
-        record_validation(session, validation)
+    store.write_table(path, _without_pandas_metadata(status[["sme_id", "passed", "reasons", fp.FINGERPRINT]]))
     failed = int((~status["passed"]).sum()) if len(status) else 0
     return {
         "shard": shard,
@@ -319,6 +397,8 @@ def validate(shard: int, as_of: dt.date) -> dict[str, Any]:
         "smes": len(status),
         "passed": len(status) - failed,
         "failed": failed,
+        "validated": len(status) - len(carried),
+        "carried": len(carried),
         "path": path,
     }
 
@@ -400,25 +480,24 @@ def smes_to_evaluate(
     failures = failed_pulls(session, as_of, None if wanted is None else sorted(wanted))
     considered = sorted(set(status["sme_id"]) | set(in_shard(failures, shard, get_settings().shard_count)))
     then = then or as_of_instant(as_of)
-    scopes = consent.evaluation_scopes(session, considered, then=then, now=now)
-    rows: list[dict[str, Any]] = []
-    holds: list[dict[str, Any]] = []
-    for sme_id in sorted(scopes):
-        for scope in sorted(scopes[sme_id], key=lambda s: s.key):
-            failed = {src: why for src, why in failures.get(sme_id, {}).items() if src in scope.sources}
-            if failed:
-                for source, why in sorted(failed.items()):
-                    holds.append({"sme_id": sme_id, "scope": scope.key, "source": source, "reason": why})
-            elif sme_id in passed:
-                rows.append(
-                    {
-                        "sme_id": sme_id,
-                        "scope": scope.key,
-                        "history_months": scope.months,
-                        "sources": tuple(sorted(scope.sources)),
-                    }
-                )
-    frame = pd.DataFrame(rows, columns=["sme_id", "scope", "history_months", "sources"])
+    scopes = consent.scope_frame(session, considered, then=then, now=now)
+    failed = pd.DataFrame(
+        [
+            (sme_id, source, why)
+            for sme_id, by_source in failures.items()
+            for source, why in by_source.items()
+        ],
+        columns=["sme_id", "source", "reason"],
+    )
+    held = scopes.merge(failed, on="sme_id")  # failed pulls are few: this frame stays small
+    covered = [source in sources for source, sources in zip(held["source"], held["sources"], strict=True)]
+    held = held.loc[np.array(covered, dtype=bool)]
+    held = held.sort_values(["sme_id", "scope", "source"], ignore_index=True)
+    holds = held[["sme_id", "scope", "source", "reason"]].to_dict("records")
+    held_pairs = pd.MultiIndex.from_frame(held[["sme_id", "scope"]])
+    pairs = pd.MultiIndex.from_frame(scopes[["sme_id", "scope"]])
+    frame = scopes[~pairs.isin(held_pairs) & scopes["sme_id"].isin(passed)]
+    frame = frame[["sme_id", "scope", "history_months", "sources"]]
     profiles = []
     for chunk in in_chunks(frame["sme_id"]):
         profiles += session.execute(
@@ -484,6 +563,7 @@ def evaluate(
     now: dt.datetime | None = None,
     sme_ids: Iterable[str] | None = None,
     consent_at: dt.datetime | None = None,
+    full: bool = False,
 ) -> dict[str, Any]:
     """Score the shard's validated SMEs (or only ``sme_ids`` of them) once per consent scope and
     stage their rows; with ``sme_ids`` the other SMEs' staged rows are kept.
@@ -491,8 +571,15 @@ def evaluate(
     ``now`` (default: the current instant) is when consents are read, together with ``consent_at``
     (default: the as-of instant). Dossiers held for a failed pull are recorded in the quarantine
     (stage ``evaluate``).
+
+    Incremental unless ``full`` (or ``sme_ids``): an (SME, scope) row whose input fingerprint
+    (:mod:`dossier.fingerprints`: the SME's canonical rows and their dates against the as-of
+    bounds, the as-of month, the scope, the SME's profile, the model version and the lending terms)
+    equals the one staged by the last successful evaluation of this shard before ``as_of`` keeps
+    that row; only the others are scored. A new model version changes every fingerprint.
     """
     import evaluation
+    from dossier import fingerprints as fp
 
     store = Store.from_settings()
     at = now or dt.datetime.now(dt.UTC)
@@ -506,24 +593,65 @@ def evaluate(
     tables["survey_visits"] = mark_suspended_visits(tables["survey_visits"], suspended)
     if wanted is not None:
         tables = {name: frame[frame["sme_id"].isin(wanted)] for name, frame in tables.items()}
+    terms = lending_terms(get_settings())
+    digests = fp.table_digests(tables, plan.smes["sme_id"], fp.scoring_bounds(as_of))
+    smes = plan.smes.assign(
+        **{
+            fp.FINGERPRINT: fp.fingerprints(
+                digests,
+                plan.smes,
+                context=("scores", evaluation.MODEL_VERSION, repr(terms), fp.as_of_month(as_of)),
+            )
+        }
+    )
+    columns = [*evaluation.SCOPED_COLUMNS, *evaluation.RATIO_COLUMNS, fp.FINGERPRINT]
+    carried = None
+    if not full and wanted is None:
+        previous = _previous_staged(store, SCORES_STEP, "evaluate", shard, as_of)
+        if previous is not None and all(name in previous.column_names for name in columns):
+            keys = ["sme_id", "scope", fp.FINGERPRINT]
+            same = pd.MultiIndex.from_frame(previous.select(keys).to_pandas()).isin(
+                pd.MultiIndex.from_frame(smes[keys])
+            )
+            carried = previous.filter(pa.array(same, pa.bool_())).select(columns)
+    todo = smes
+    if carried is not None and carried.num_rows:
+        done = pd.MultiIndex.from_frame(carried.select(["sme_id", "scope"]).to_pandas())
+        todo = smes[~pd.MultiIndex.from_frame(smes[["sme_id", "scope"]]).isin(done)]
+        tables = _only(tables, todo["sme_id"])
     scored = evaluation.evaluate_scopes(
-        tables, plan.smes, as_of=as_of, terms=lending_terms(get_settings()), with_ratios=True
+        tables, todo.drop(columns=[fp.FINGERPRINT]), as_of=as_of, terms=terms, with_ratios=True
     )
     no_data = scored["sources_used"].map(len) == 0
     scored = scored[~no_data].reset_index(drop=True)
-    stage_counts(store, as_of, shard, scored)
-    scored = scored[list(evaluation.SCOPED_COLUMNS)]
+    prints = pd.Series(
+        todo[fp.FINGERPRINT].to_numpy(), index=pd.MultiIndex.from_frame(todo[["sme_id", "scope"]])
+    )
+    scored[fp.FINGERPRINT] = pd.array(
+        prints.reindex(pd.MultiIndex.from_frame(scored[["sme_id", "scope"]])).to_numpy(), dtype="str"
+    )
+    staged = _without_pandas_metadata(scored[columns])
+    kept = 0 if carried is None else carried.num_rows
+    if kept:
+        staged = pa.concat_tables([staged, carried], promote_options="permissive").sort_by(
+            [("sme_id", "ascending"), ("scope", "ascending")]
+        )
+    stage_counts(store, as_of, shard, staged.to_pandas() if kept else scored)
+    counts = {
+        "evaluated": staged.num_rows,
+        "scored": len(scored),
+        "carried": kept,
+        "smes": len(pc.unique(staged.column("sme_id"))),
+        "scopes": len(pc.unique(staged.column("scope"))),
+    }
     path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
-    staged = _without_pandas_metadata(scored)
     if wanted is not None and store.exists(path):
         staged = _beside_others(store.read_table(path), staged, wanted)
     store.write_table(path, staged)
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
-        "evaluated": len(scored),
-        "smes": int(scored["sme_id"].nunique()),
-        "scopes": int(scored["scope"].nunique()),
+        **counts,
         "held": len({(h["sme_id"], h["scope"]) for h in plan.holds}),
         "no_data_in_scope": int(no_data.sum()),
         "model_version": evaluation.MODEL_VERSION,
@@ -563,8 +691,10 @@ def lending_terms(settings: Any) -> Any:
 
 def staged_scores(store: Store, as_of: dt.date) -> Iterator[pd.DataFrame]:
     """The staged score frames of every shard, one at a time (bounded memory)."""
+    import evaluation
+
     for path in store.list(store.layout.staging_dir(SCORES_STEP, as_of.isoformat()), suffix=".parquet"):
-        yield store.read_table(path).to_pandas()
+        yield store.read_table(path, columns=list(evaluation.SCOPED_COLUMNS)).to_pandas()
 
 
 @recorded("publish")

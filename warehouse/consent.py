@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,6 +58,8 @@ from warehouse.errors import DossierError
 from warehouse.models import Consent, ConsentEvent, Lender, Sme, utcnow
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from warehouse.storage import Store
 
 GENESIS_HASH = "0" * 64
@@ -178,12 +180,7 @@ def terms_of(
     instants = list(active_at)
     query = select(Consent)
     if instants:
-        query = query.where(
-            Consent.status == "active",
-            Consent.granted_at <= min(instants),
-            Consent.expires_at > max(instants),
-            Consent.reconfirm_by > max(instants),
-        )
+        query = query.where(*_active_throughout(instants))
     by_sme: dict[str, list[Terms]] = defaultdict(list)
     wanted = list(sme_ids)
     for sme_id in wanted:
@@ -192,6 +189,17 @@ def terms_of(
         for consent in session.scalars(query.where(Consent.sme_id.in_(chunk)).order_by(Consent.consent_id)):
             by_sme[consent.sme_id].append(Terms.of(consent))
     return dict(by_sme)
+
+
+def _active_throughout(instants: list[dt.datetime]) -> tuple[Any, ...]:
+    """The SQL condition of a consent active at every instant of ``instants`` (:meth:`Terms.active_at`
+    at the earliest and the latest: active, granted by then, neither expired nor lapsed)."""
+    return (
+        Consent.status == "active",
+        Consent.granted_at <= min(instants),
+        Consent.expires_at > max(instants),
+        Consent.reconfirm_by > max(instants),
+    )
 
 
 def as_of_instant(as_of: dt.date) -> dt.datetime:
@@ -262,6 +270,51 @@ def evaluation_scopes(
         if by_scope:
             scopes[sme_id] = dict(by_scope)
     return scopes
+
+
+SCOPE_COLUMNS = ("sme_id", "scope", "history_months", "sources")
+"""Columns of :func:`scope_frame`."""
+
+
+def scope_frame(
+    session: Session, sme_ids: Iterable[str], *, then: dt.datetime, now: dt.datetime
+) -> pd.DataFrame:
+    """:func:`evaluation_scopes` as one frame, loaded in bulk: one row per SME and distinct scope
+    (``sme_id``, ``scope`` key, ``history_months``, ``sources`` as a sorted tuple), sorted by SME and
+    scope key. The same consents count (active both at ``then`` and ``now``); only the loading
+    differs: one query per chunk of SME ids selecting plain columns, the ``sources`` lists read as
+    their JSON text and decoded once per distinct text rather than once per consent.
+    """
+    import pandas as pd
+
+    query = select(
+        Consent.sme_id, cast(Consent.sources, Text).label("sources_text"), Consent.history_months
+    ).where(*_active_throughout([then, now]))
+    rows = [
+        row
+        for chunk in in_chunks(sme_ids)
+        for row in session.execute(query.where(Consent.sme_id.in_(chunk))).all()
+    ]
+    found = pd.DataFrame(rows, columns=["sme_id", "sources_text", "history_months"])
+    found = found.drop_duplicates(ignore_index=True)
+    if found.empty:
+        return pd.DataFrame(
+            {
+                "sme_id": pd.Series(dtype=object),
+                "scope": pd.Series(dtype=object),
+                "history_months": pd.Series(dtype="int64"),
+                "sources": pd.Series(dtype=object),
+            }
+        )
+    decoded = {text: tuple(sorted(set(json.loads(text)))) for text in found["sources_text"].unique()}
+    joined = {text: "+".join(sources) for text, sources in decoded.items()}
+    found = found.assign(
+        sources=found["sources_text"].map(decoded),
+        scope=found["sources_text"].map(joined) + "@" + found["history_months"].astype(str) + "m",
+        history_months=found["history_months"].astype("int64"),
+    )
+    found = found.drop_duplicates(["sme_id", "scope"]).sort_values(["sme_id", "scope"], ignore_index=True)
+    return found[list(SCOPE_COLUMNS)]
 
 
 # --- delivery -------------------------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""Incremental runs: an SME whose input fingerprint is unchanged since the previous date keeps its
+validation status and score rows; everything else is validated and scored again, and the result is
+the one a full run gives."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import evaluation
+from bench.core_pipeline import AS_OF, NEXT, _settings, land_next_date, prepare
+from dossier import fingerprints as fp
+from dossier import pipeline
+from dossier.settings import override
+from warehouse.storage import Store
+
+SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+    """40 SMEs landed on AS_OF and, with 30% of them changed, on NEXT; AS_OF run in full."""
+    home = tmp_path_factory.mktemp("incremental") / "home"
+    prepare(home, 40, SHARDS)
+    changed = land_next_date(home, SHARDS, 0.3)
+    with override(_settings(home, SHARDS)):
+        for shard in range(SHARDS):
+            pipeline.validate(shard, AS_OF)
+            pipeline.evaluate(shard, AS_OF)
+        yield home, changed
+
+
+def staged(step: str, as_of: dt.date, shard: int) -> pa.Table:
+    store = Store.from_settings()
+    return store.read_table(store.layout.staging(step, as_of.isoformat(), shard))
+
+
+def scores(as_of: dt.date) -> pd.DataFrame:
+    frames = [staged(pipeline.SCORES_STEP, as_of, shard).to_pandas() for shard in range(SHARDS)]
+    return pd.concat(frames, ignore_index=True).sort_values(["sme_id", "scope"], ignore_index=True)
+
+
+def test_unchanged_smes_carry_their_rows_and_the_result_equals_a_full_run(
+    landed: tuple[Path, list[str]],
+) -> None:
+    _home, changed = landed
+    before = scores(AS_OF)
+    counts = []
+    for shard in range(SHARDS):
+        validated = pipeline.validate(shard, NEXT)
+        evaluated = pipeline.evaluate(shard, NEXT)
+        counts.append((validated, evaluated))
+    incremental = scores(NEXT)
+    smes = {
+        s
+        for v, _e in counts
+        for s in staged(pipeline.VALIDATION_STEP, NEXT, v["shard"]).column("sme_id").to_pylist()
+    }
+    # every SME but the changed ones (and any whose dates crossed the as-of day) is carried
+    carried_validation = sum(v["carried"] for v, _e in counts)
+    assert sum(v["validated"] for v, _e in counts) == len(smes) - carried_validation
+    assert set(changed) <= smes
+    assert 0 < carried_validation <= len(smes) - len(changed)
+    scored = sum(e["scored"] for _v, e in counts)
+    carried = sum(e["carried"] for _v, e in counts)
+    assert carried > 0
+    assert scored + carried == len(incremental)
+    changed_rows = incremental["sme_id"].isin(changed)
+    assert scored >= int(changed_rows.sum()) > 0
+
+    # an unchanged SME's row is the previous date's row, value for value (fingerprint included)
+    same = incremental[~changed_rows].merge(
+        before, on=["sme_id", "scope", fp.FINGERPRINT], suffixes=("", "_before")
+    )
+    assert len(same) == carried
+    for column in evaluation.SCOPED_COLUMNS:
+        left, right = (
+            same[column],
+            same[f"{column}_before"] if column not in ("sme_id", "scope") else same[column],
+        )
+        assert [repr(v) for v in left] == [repr(v) for v in right], column
+    # a changed SME's fingerprint and revenue-based values moved
+    moved = incremental[changed_rows].merge(before, on=["sme_id", "scope"], suffixes=("", "_before"))
+    assert len(moved) == int(changed_rows.sum())
+    assert (moved[fp.FINGERPRINT] != moved[f"{fp.FINGERPRINT}_before"]).all()
+    assert (moved["revenue_12m"] != moved["revenue_12m_before"]).all()
+
+    # a full run of the same date stages exactly the same rows
+    for shard in range(SHARDS):
+        assert pipeline.validate(shard, NEXT, full=True)["carried"] == 0
+        assert pipeline.evaluate(shard, NEXT, full=True)["carried"] == 0
+    full = scores(NEXT)
+    assert pa.Table.from_pandas(full).equals(pa.Table.from_pandas(incremental))
+
+
+def test_a_new_model_version_scores_every_sme_again(
+    landed: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = NEXT + dt.timedelta(days=1)
+    store = Store.from_settings()
+    for shard in range(SHARDS):
+        for name in (
+            "monthly_financials",
+            "vat_returns",
+            "utility_readings",
+            "utility_bills",
+            "survey_visits",
+        ):
+            source = store.layout.canonical(name, NEXT.isoformat(), shard)
+            if store.exists(source):
+                store.write_table(
+                    store.layout.canonical(name, later.isoformat(), shard), store.read_table(source)
+                )
+    monkeypatch.setattr(evaluation, "MODEL_VERSION", evaluation.MODEL_VERSION + ".next")
+    for shard in range(SHARDS):
+        pipeline.validate(shard, later)
+        result = pipeline.evaluate(shard, later)
+        assert result["carried"] == 0
+        assert result["scored"] == result["evaluated"] > 0
+
+
+def frame(dates: list[str], revenue: list[float]) -> dict[str, pd.DataFrame]:
+    return {
+        "vat_returns": pd.DataFrame(
+            {
+                "sme_id": ["SME-1"] * len(dates),
+                "due_date": [dt.date.fromisoformat(d) for d in dates],
+                "total_sales_ex_vat": revenue,
+            }
+        )
+    }
+
+
+def prints(tables: dict[str, pd.DataFrame], as_of: dt.date) -> str:
+    digests = fp.table_digests(tables, ["SME-1"], fp.scoring_bounds(as_of))
+    return fp.fingerprints(
+        digests, pd.DataFrame({"sme_id": ["SME-1"]}), context=(fp.as_of_month(as_of),)
+    ).iloc[0]
+
+
+def test_fingerprints_follow_the_rows_and_the_as_of_comparisons_only() -> None:
+    day = dt.date(2026, 11, 10)
+    base = prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), day)
+    assert len(base) == 32
+    # the order of the rows does not matter
+    assert prints(frame(["2026-11-12", "2026-10-15"], [2.0, 1.0]), day) == base
+    # a value, or a repeated row, does
+    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.5]), day) != base
+    assert prints(frame(["2026-10-15", "2026-11-12", "2026-11-12"], [1.0, 2.0, 2.0]), day) != base
+    # the next day of the same month compares every date alike: same fingerprint
+    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 11)) == base
+    # a due date the as-of day passes changes it, and so does a new month
+    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 13)) != base
+    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 12, 20)) != base
+
+
+def test_a_shard_without_data_stages_typed_empty_files(landed: tuple[Path, list[str]]) -> None:
+    empty_day = AS_OF - dt.timedelta(days=30)
+    assert pipeline.validate(0, empty_day)["smes"] == 0
+    assert pipeline.evaluate(0, empty_day)["evaluated"] == 0
+    for step in (pipeline.VALIDATION_STEP, pipeline.SCORES_STEP):
+        table = staged(step, empty_day, 0)
+        assert table.num_rows == 0
+        assert pa.types.is_string(table.schema.field("sme_id").type) or pa.types.is_large_string(
+            table.schema.field("sme_id").type
+        )
+        assert not pa.types.is_null(table.schema.field(fp.FINGERPRINT).type)
