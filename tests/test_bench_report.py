@@ -53,6 +53,7 @@ def _fixture(folder: Path) -> None:
                         {
                             "workers": 2,
                             "clients": 50,
+                            "accept_encoding": "gzip",
                             "first_read": {"page_p50_ms": 696.4, "page_p99_ms": 1932.1},
                             "repeat": {"page_p50_ms": 131.0, "page_p99_ms": 461.1, "pages_per_second": 236.7},
                         }
@@ -155,9 +156,9 @@ def test_every_table_row_and_provenance_line_comes_from_the_json(tmp_path: Path)
         "| SMEs | shards | core s | floor s | core / floor | SMEs / s | peak MiB |",
         "| 100,000 | 8 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 |",
         "`lender_feed.json`: measured_at 2026-12-02T02:16:35+00:00; python 3.11.7; cpus 2.",
-        "| delivered versions | workers | clients | first read p50 ms | first read p99 ms | repeat p50 ms "
-        "| repeat p99 ms | repeat pages / s |",
-        "| 114,997 | 2 | 50 | 696.4 | 1932.1 | 131.0 | 461.1 | 236.7 |",
+        "| delivered versions | workers | clients | accept-encoding | first read p50 ms | first read p99 ms "
+        "| repeat p50 ms | repeat p99 ms | repeat pages / s |",
+        "| 114,997 | 2 | 50 | gzip | 696.4 | 1932.1 | 131.0 | 461.1 | 236.7 |",
         "`webhooks.json`: measured_at 2026-12-01T19:38:55+00:00; python 3.11.7; cpus 2; load average 1m before 14.8.",
         "| scenario | messages | threads | messages / s | attempt p50 ms | attempt p99 ms | delivered | failed |",
         "| workers_8 | 2,000 | 8 | 107.2 | 11 | 312 | 2,000 | 0 |",
