@@ -578,11 +578,11 @@ def grant(
     Raises :class:`ConsentError` for an unknown SME, lender, source or purpose, a window outside
     1..:data:`MAX_HISTORY_MONTHS` months, or an expiry not after the grant; nothing is changed then.
 
-    ``granted_at`` is kept to the second, as dossier timestamps are: a dossier published within the
-    second of its grant is stamped with that second, and must find the consent already active then.
+    ``granted_at`` and ``expires_at`` are kept to the second, as dossier timestamps are: a dossier
+    published within the second of its grant is stamped with that second, and must find the consent
+    already active then.
     """
-    if granted_at.tzinfo is not None:
-        granted_at = granted_at.replace(microsecond=0)
+    granted_at, expires_at = granted_at.replace(microsecond=0), expires_at.replace(microsecond=0)
     sources, recipients = check_terms(
         session,
         sme_id=sme_id,
