@@ -6,10 +6,13 @@ with `{"as_of": "YYYY-MM-DD"}`.
 
 * `resolve_as_of`: the as-of date (the `as_of` param, else the one carried by the triggering Asset events,
   else the run's logical date).
-* `validate` (mapped over shards): runs each Great Expectations suite once per table per shard, attributes
-  failing rows to their SME, quarantines those SMEs with the reasons and stages the outcome.
+* `validate` (mapped over shards): checks each table of the shard against its Great Expectations suite with
+  the compiled check plan (GX itself is not loaded here), attributes failing rows to their SME, quarantines
+  those SMEs with the reasons and stages the outcome.
 * `evaluate` (mapped over shards): computes features and the score (PD, grade, reason codes, limit, rate) of
   every SME that was pulled, passed validation and has no open quarantine.
+* Both carry forward the SMEs whose inputs did not change since the previous date's run (same input
+  fingerprint); `{"full": true}` validates and scores every SME again.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
 * `build_data_docs`: confirms the date's validation with Great Expectations (once per table, over
@@ -43,6 +46,7 @@ from dossier.assets import CANONICAL, DOSSIERS
         "as_of": Param(None, type=["null", "string"], format="date", description="As-of date (YYYY-MM-DD)"),
         "sme_ids": Param(None, type=["null", "array"], description="Only these SMEs (a grant's run)"),
         "consent_at": Param(None, type=["null", "string"], description="Instant consents are read at"),
+        "full": Param(False, type="boolean", description="Validate and score every SME again"),
     },
 )
 def sme_dossier_publish() -> None:
@@ -81,7 +85,9 @@ def sme_dossier_publish() -> None:
         return scoped_shards(scope)
 
     @task(map_index_template="{{ shard_label }}")
-    def validate(shard: int, as_of: str) -> dict:
+    def validate(shard: int, as_of: str, params: dict | None = None) -> dict:
+        import functools
+
         from airflow.sdk import get_current_context
 
         from dossier.pipeline import parse_as_of
@@ -89,10 +95,11 @@ def sme_dossier_publish() -> None:
         from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
-        return run_step(f"validate shard {shard} as of {as_of}", run_validate, shard, parse_as_of(as_of))
+        step = functools.partial(run_validate, full=bool((params or {}).get("full")))
+        return run_step(f"validate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
 
     @task
-    def evaluate(validation: dict, scope: dict) -> dict:
+    def evaluate(validation: dict, scope: dict, params: dict | None = None) -> dict:
         import functools
 
         from dossier.pipeline import evaluate as run_evaluate
@@ -100,7 +107,8 @@ def sme_dossier_publish() -> None:
         from dossier.tasks import run_step
 
         shard, as_of = validation["shard"], validation["as_of"]
-        step = functools.partial(run_evaluate, **scope_arguments(scope))
+        full = bool((params or {}).get("full"))
+        step = functools.partial(run_evaluate, **scope_arguments(scope), full=full)
         return run_step(f"evaluate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
 
     @task(outlets=[DOSSIERS])

@@ -398,7 +398,7 @@ def cmd_sandbox_seed(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dossier.demo import run_pipeline
 
-    result = run_pipeline(as_of=_as_of(args.as_of), dags=args.dag)
+    result = run_pipeline(as_of=_as_of(args.as_of), dags=args.dag, full=args.full)
     _print_json(result)
     return 0 if all(r["state"] == "success" for r in result["runs"]) else 1
 
@@ -1698,6 +1698,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     as_of_option(run)
     run.add_argument("--dag", choices=["all", "ingest", "publish"], default="all", help="which DAG(s) to run")
+    run.add_argument(
+        "--full",
+        action="store_true",
+        help="pull every SME's whole consent window and validate and score every SME again "
+        "(default: only what changed since the last run)",
+    )
 
     demo = add(
         commands,

@@ -40,8 +40,11 @@ def sandbox_running(settings: Settings, as_of: dt.date) -> Iterator[Settings]:
         yield wired
 
 
-def run_pipeline(*, as_of: dt.date, dags: str = "all", on_progress: Any = None) -> dict[str, Any]:
-    """Run the ingest and/or publish DAG in-process for ``as_of`` (starting the sandbox when needed)."""
+def run_pipeline(
+    *, as_of: dt.date, dags: str = "all", on_progress: Any = None, full: bool = False
+) -> dict[str, Any]:
+    """Run the ingest and/or publish DAG in-process for ``as_of`` (starting the sandbox when needed);
+    ``full`` pulls every SME's whole consent window and validates and scores every SME again."""
     from dossier import airflow_runner
     from warehouse.db import get_engine
     from warehouse.migrate import upgrade
@@ -61,7 +64,8 @@ def run_pipeline(*, as_of: dt.date, dags: str = "all", on_progress: Any = None) 
         for dag_id in dag_ids:
             if on_progress:
                 on_progress(dag_id, "start")
-            runs.append(airflow_runner.run_dag(dag_id, as_of=as_of, log_file=log_file))
+            conf = {"full": True} if full else None
+            runs.append(airflow_runner.run_dag(dag_id, as_of=as_of, log_file=log_file, conf=conf))
             if on_progress:
                 on_progress(dag_id, "end")
     return {"as_of": as_of.isoformat(), "runs": runs, "log": str(log_file)}

@@ -202,4 +202,11 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
             assert {row["sme_id"] for row in dossiers + withdrawals} <= {withdrawn_sme}, other
         unchanged = {p.name: p.read_bytes() for p in partition if p.exists()}
         assert set(unchanged) <= set(before)
+        # `dossier run --full`: every window pulled, every SME validated and scored again; the same
+        # inputs give the same versions
+        settled = _catalog()
+        full = run_pipeline(as_of=as_of, full=True)
+        assert [r["state"] for r in full["runs"]] == ["success", "success"]
+        assert _catalog() == settled
+        assert lenders.pull(lender)[0]["delivered"] == 0
         lenders.engine.dispose()
