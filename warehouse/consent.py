@@ -455,26 +455,12 @@ def _append_event(
     actor: str,
     details: dict[str, Any],
 ) -> ConsentEvent:
-    last = session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.consent_id == consent_id)
-        .order_by(ConsentEvent.sequence.desc())
-        .limit(1)
-    ).first()
-    sequence = 1 if last is None else last.sequence + 1
-    prev_hash = GENESIS_HASH if last is None else last.hash
-    event = ConsentEvent(
-        consent_id=consent_id,
-        sequence=sequence,
-        event_type=event_type,
-        occurred_at=occurred_at,
-        actor=actor,
-        details=details,
-        prev_hash=prev_hash,
-        hash=event_hash(prev_hash, consent_id, sequence, event_type, occurred_at, actor, details),
+    """Append one event to ``consent_id``'s chain in the ledger (:func:`append_chained`)."""
+    event = append_chained(
+        session, ConsentEvent, "consent_id", consent_id, event_type, occurred_at, actor, details
     )
-    session.add(event)
-    session.flush()
+    if event is None:
+        raise ConsentError(f"consent {consent_id}: the ledger is busy (concurrent changes); try again")
     return event
 
 
