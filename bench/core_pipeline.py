@@ -40,6 +40,7 @@ def _settings(home: Path, shard_count: int) -> Any:
 def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
     """Land canonical tables for ``size`` SMEs and register them with consents (not timed)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from connectors.sandbox.seed import seed_warehouse
     from connectors.sandbox.universe import Universe
@@ -61,29 +62,17 @@ def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
         with session_scope() as session:
             seed_warehouse(session, universe, now=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC))
         store = Store.from_settings()
-        rows: dict[str, int] = {}
-        chunk = 5000
-        profiles = universe.profiles()
-        frames: dict[str, list] = {name: [] for name in TABLES}
-        for start in range(0, size, chunk):
-            truth = universe.truth(profiles["sme_id"].iloc[start : start + chunk])
-            for name, frame in truth.items():
-                frames[name].append(frame)
-        for name, parts in frames.items():
-            import pandas as pd
-
-            frame = pd.concat(parts, ignore_index=True)
-            rows[name] = len(frame)
-            frame["raw_sha256"] = frame["raw_sha256"].replace("", "0" * 64)
-            shards = shard_column(frame["sme_id"], shard_count)
-            for shard in range(shard_count):
-                part = frame[shards == shard]
-                store.write_table(
-                    store.layout.canonical(name, AS_OF.isoformat(), shard), TABLES[name].to_arrow(part)
-                )
-            del frame, parts
-        frames.clear()
-        del pa
+        rows = dict.fromkeys(TABLES, 0)
+        ids = universe.profiles()["sme_id"]
+        shards = shard_column(ids, shard_count)
+        for shard in range(shard_count):  # one shard's SMEs at a time, so memory stays flat in the size
+            for name, table in universe.truth_arrow(ids[shards == shard]).items():
+                rows[name] += table.num_rows
+                column = table.schema.get_field_index("raw_sha256")
+                digest = table.column(column)
+                filled = pc.if_else(pc.equal(digest, ""), pa.scalar("0" * 64, digest.type), digest)
+                table = table.set_column(column, table.schema.field(column), filled)
+                store.write_table(store.layout.canonical(name, AS_OF.isoformat(), shard), table)
     info = {
         "size": size,
         "shard_count": shard_count,
@@ -139,11 +128,18 @@ def land_next_date(
 
     with override(_settings(home, shard_count)):
         store = Store.from_settings()
-        books = [
-            store.read_table(store.layout.canonical("monthly_financials", start.isoformat(), shard))
-            for shard in range(shard_count)
-        ]
-        ids = sorted({s for table in books for s in table.column("sme_id").to_pylist()})
+        ids = sorted(
+            {
+                sme
+                for shard in range(shard_count)
+                for sme in store.read_table(
+                    store.layout.canonical("monthly_financials", start.isoformat(), shard), columns=["sme_id"]
+                )
+                .column("sme_id")
+                .unique()
+                .to_pylist()
+            }
+        )
         picked = np.random.default_rng(20261202).choice(
             len(ids), max(1, round(len(ids) * changed_share)), replace=False
         )
@@ -311,7 +307,9 @@ def benchmark(
         floor = _in_subprocess("floor", home, shard_count)
         result = {
             "smes": size,
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "shards": shard_count,
+            "shard_workers": 1,
             "canonical_rows": prepared["rows"],
             "core_seconds": round(core["seconds"], 3),
             "core_steps_seconds": {k: round(v, 3) for k, v in core["steps"].items()},
@@ -398,6 +396,14 @@ def _in_subprocess_prepare(home: Path, size: int, shard_count: int) -> dict[str,
     return json.loads(output.strip().splitlines()[-1])
 
 
+def _merged(target: Path, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``fresh`` results beside the earlier ones in ``target`` for other sizes (a size measured again
+    replaces its earlier result), ordered by size."""
+    earlier = json.loads(target.read_text())["results"] if target.exists() else []
+    sizes = {r["smes"] for r in fresh}
+    return sorted([r for r in earlier if r["smes"] not in sizes] + fresh, key=lambda r: r["smes"])
+
+
 def _cpus() -> int:
     import os
 
@@ -436,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     report = benchmark(sizes, Path(args.work).absolute(), args.shards, args.changed or None)
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / "core_pipeline.json"
+    report["results"] = _merged(target, report["results"])
     target.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[bench] results written to {target}")
     return 0
