@@ -272,7 +272,27 @@ def _peak() -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _in_subprocess(step: str, home: Path, shard_count: int, *extra: str) -> dict[str, Any]:
+def _step_file(home: Path, step: str, mode: str | None) -> Path:
+    return home / "steps" / f"{step}{'-' + mode if mode else ''}.json"
+
+
+def _keep_step(home: Path, step: str, mode: str | None, result: dict[str, Any]) -> None:
+    """Keep a finished step's result in the home folder, so ``--resume`` can reuse it."""
+    target = _step_file(home, step, mode)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(result, default=str))
+
+
+def _in_subprocess(
+    step: str, home: Path, shard_count: int, *extra: str, resume: bool = False
+) -> dict[str, Any]:
+    """Run ``step`` in its own process and return its result; with ``resume``, the kept result of an
+    earlier run of the same home when there is one."""
+    mode = extra[extra.index("--mode") + 1] if "--mode" in extra else None
+    kept = _step_file(home, step, mode)
+    if resume and kept.exists():
+        print(f"[bench] reusing {kept}", flush=True)
+        return json.loads(kept.read_text())
     output = subprocess.run(
         [
             sys.executable,
@@ -294,7 +314,12 @@ def _in_subprocess(step: str, home: Path, shard_count: int, *extra: str) -> dict
 
 
 def benchmark(
-    sizes: list[int], work: Path, shard_count: int, changed_share: float | None = None
+    sizes: list[int],
+    work: Path,
+    shard_count: int,
+    changed_share: float | None = None,
+    *,
+    resume: bool = False,
 ) -> dict[str, Any]:
     results = []
     for size in sizes:
@@ -302,9 +327,9 @@ def benchmark(
         print(f"[bench] preparing {size:,} SMEs in {home} ...", flush=True)
         prepared = _in_subprocess_prepare(home, size, shard_count)
         print(f"[bench] core pipeline on {size:,} SMEs ...", flush=True)
-        core = _in_subprocess("core", home, shard_count)
+        core = _in_subprocess("core", home, shard_count, resume=resume)
         print(f"[bench] pyarrow I/O floor on {size:,} SMEs ...", flush=True)
-        floor = _in_subprocess("floor", home, shard_count)
+        floor = _in_subprocess("floor", home, shard_count, resume=resume)
         result = {
             "smes": size,
             "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -328,7 +353,7 @@ def benchmark(
             )
             runs = {
                 mode: _in_subprocess(
-                    "next", home, shard_count, "--changed", str(changed_share), "--mode", mode
+                    "next", home, shard_count, "--changed", str(changed_share), "--mode", mode, resume=resume
                 )
                 for mode in ("incremental", "full")
             }
@@ -423,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.01,
         help="share of SMEs changed for the incremental run on the next date (0: no incremental run)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the results of steps that finished in an earlier run of the same --work folder",
+    )
     parser.add_argument("--mode", choices=["incremental", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=["prepare", "core", "floor", "next"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -436,10 +466,14 @@ def main(argv: list[str] | None = None) -> int:
             "floor": lambda: run_floor(home, args.shards),
             "next": lambda: run_next(home, args.shards, args.changed, mode=args.mode),
         }[args.step]
-        print(json.dumps(step(), default=str))
+        result = step()
+        _keep_step(home, args.step, args.mode, result)
+        print(json.dumps(result, default=str))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
-    report = benchmark(sizes, Path(args.work).absolute(), args.shards, args.changed or None)
+    report = benchmark(
+        sizes, Path(args.work).absolute(), args.shards, args.changed or None, resume=args.resume
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / "core_pipeline.json"
     report["results"] = _merged(target, report["results"])
