@@ -203,7 +203,9 @@ def _staged_scores(as_of: dt.date) -> Any:
 
     store = Store.from_settings()
     tables = [pa.Table.from_pandas(f, preserve_index=False) for f in pipeline.staged_scores(store, as_of)]
-    return pa.concat_tables(tables).sort_by([("sme_id", "ascending"), ("scope", "ascending")])
+    # a shard whose count column is all missing stages it as double, another as int32
+    combined = pa.concat_tables(tables, promote_options="permissive")
+    return combined.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
 
 
 def run_next(home: Path, shard_count: int, changed_share: float, *, mode: str) -> dict[str, Any]:
