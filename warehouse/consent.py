@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, select
+from sqlalchemy import Text, cast, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -502,11 +502,39 @@ def check_terms(
 
     Raises :class:`ConsentError` with one line naming the first bad argument and what is allowed.
     """
-    sme = session.get(Sme, sme_id)
+    _check_sme(sme_id, session.get(Sme, sme_id))
+    recipients = sorted(set(recipients))
+    known_lenders = set(session.scalars(select(Lender.lender_id).where(Lender.lender_id.in_(recipients))))
+    return _checked_values(
+        sources=sources,
+        recipients=recipients,
+        known_lenders=known_lenders,
+        purpose=purpose,
+        history_months=history_months,
+        granted_at=granted_at,
+        expires_at=expires_at,
+    )
+
+
+def _check_sme(sme_id: str, sme: Sme | None) -> None:
     if sme is None:
         raise ConsentError(f"unknown SME {sme_id!r}")
     if sme.erased_at is not None:
         raise ConsentError(f"SME {sme_id} was erased on {sme.erased_at:%Y-%m-%d}; it must register again")
+
+
+def _checked_values(
+    *,
+    sources: Iterable[str],
+    recipients: Iterable[str],
+    known_lenders: set[str],
+    purpose: str,
+    history_months: int,
+    granted_at: dt.datetime,
+    expires_at: dt.datetime,
+) -> tuple[list[str], list[str]]:
+    """:func:`check_terms` once the SME is known to exist and ``known_lenders`` are the recipients
+    the warehouse knows."""
     sources = sorted(set(sources))
     if not sources:
         raise ConsentError(f"a consent needs at least one source; known: {_listed(SOURCES)}")
@@ -516,7 +544,6 @@ def check_terms(
     recipients = sorted(set(recipients))
     if not recipients:
         raise ConsentError("a consent needs at least one recipient lender")
-    known_lenders = set(session.scalars(select(Lender.lender_id).where(Lender.lender_id.in_(recipients))))
     if set(recipients) - known_lenders:
         raise ConsentError(
             f"unknown lender {_listed(set(recipients) - known_lenders)}; see: dossier lender list"
@@ -607,6 +634,125 @@ def grant(
     session.flush()
     _append_event(session, consent_id, "granted", granted_at, actor, _terms_record(consent))
     return consent
+
+
+@dataclass(frozen=True)
+class NewGrant:
+    """One consent for :func:`grant_many`: the arguments of :func:`grant`, and, when the SME has
+    already withdrawn it, the instant and reason of its revocation."""
+
+    consent_id: str
+    sme_id: str
+    sources: tuple[str, ...]
+    recipients: tuple[str, ...]
+    purpose: str
+    history_months: int
+    granted_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    reason: str = ""
+
+
+def grant_many(session: Session, grants: Iterable[NewGrant], *, actor: str = "sme") -> int:
+    """Record many consents at once: for each, exactly the rows :func:`grant` (and :func:`revoke`,
+    when ``revoked_at`` is set) would write, with the same checks, in a few set-based statements.
+
+    For registering a whole population (the sandbox seed). A consent id that exists already goes
+    through :func:`grant` (and :func:`revoke`) one at a time, so its chain is appended to as usual.
+    Raises :class:`ConsentError` naming the first grant that :func:`grant` would refuse; nothing is
+    written for that batch then. Returns how many grants were recorded.
+    """
+    grants = list(grants)
+    known_lenders = set(session.scalars(select(Lender.lender_id)))
+    existing: set[str] = set()
+    smes: dict[str, Sme] = {}
+    for chunk in in_chunks(sorted({g.consent_id for g in grants})):
+        existing |= set(session.scalars(select(Consent.consent_id).where(Consent.consent_id.in_(chunk))))
+    for chunk in in_chunks(sorted({g.sme_id for g in grants})):
+        smes |= {s.sme_id: s for s in session.scalars(select(Sme).where(Sme.sme_id.in_(chunk)))}
+    consents: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    one_by_one: list[NewGrant] = []
+    for item in grants:
+        _check_sme(item.sme_id, smes.get(item.sme_id))
+        granted_at, expires_at = (
+            item.granted_at.replace(microsecond=0),
+            item.expires_at.replace(microsecond=0),
+        )
+        sources, recipients = _checked_values(
+            sources=item.sources,
+            recipients=item.recipients,
+            known_lenders=known_lenders,
+            purpose=item.purpose,
+            history_months=item.history_months,
+            granted_at=granted_at,
+            expires_at=expires_at,
+        )
+        if item.consent_id in existing:  # new terms for a recorded consent, or a repeat in ``grants``
+            one_by_one.append(item)
+            continue
+        existing.add(item.consent_id)
+        consents.append(
+            {
+                "consent_id": item.consent_id,
+                "sme_id": item.sme_id,
+                "purpose": item.purpose,
+                "sources": sources,
+                "recipients": recipients,
+                "history_months": item.history_months,
+                "granted_at": granted_at,
+                "expires_at": expires_at,
+                "status": "active" if item.revoked_at is None else "revoked",
+                "revoked_at": item.revoked_at,
+                "reconfirmed_at": None,
+                "reconfirm_by": granted_at + RECONFIRM_AFTER,
+            }
+        )
+        terms = {
+            "sources": sources,
+            "recipients": recipients,
+            "purpose": item.purpose,
+            "history_months": item.history_months,
+            "expires_at": expires_at.astimezone(dt.UTC).isoformat(),
+        }
+        chain = [("granted", granted_at, terms)]
+        if item.revoked_at is not None:
+            chain.append(("revoked", item.revoked_at, {"reason": item.reason}))
+        prev_hash = GENESIS_HASH
+        for sequence, (event_type, occurred_at, details) in enumerate(chain, start=1):
+            digest = event_hash(prev_hash, item.consent_id, sequence, event_type, occurred_at, actor, details)
+            events.append(
+                {
+                    "consent_id": item.consent_id,
+                    "sequence": sequence,
+                    "event_type": event_type,
+                    "occurred_at": occurred_at,
+                    "actor": actor,
+                    "details": details,
+                    "prev_hash": prev_hash,
+                    "hash": digest,
+                }
+            )
+            prev_hash = digest
+    if consents:
+        session.execute(insert(Consent), consents)
+        session.execute(insert(ConsentEvent), events)
+    for item in one_by_one:
+        grant(
+            session,
+            consent_id=item.consent_id,
+            sme_id=item.sme_id,
+            sources=item.sources,
+            recipients=item.recipients,
+            purpose=item.purpose,
+            history_months=item.history_months,
+            granted_at=item.granted_at,
+            expires_at=item.expires_at,
+            actor=actor,
+        )
+        if item.revoked_at is not None:
+            revoke(session, item.consent_id, at=item.revoked_at, actor=actor, reason=item.reason)
+    return len(grants)
 
 
 def reconfirm(session: Session, consent_id: str, *, at: dt.datetime, actor: str = "sme") -> Consent:

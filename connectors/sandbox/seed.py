@@ -172,32 +172,29 @@ def seed_warehouse(session: Session, universe: Universe, *, now: dt.datetime) ->
 
     existing = set(session.scalars(select(Consent.consent_id)))
     categories: Counter[str] = Counter()
-    created = 0
+    grants: list[consent.NewGrant] = []
     for sme_id in profiles.sme_id:
         plan = consent_plan(universe.seed, sme_id)
         categories[plan.category] += 1
         if plan.category == "no_consent" or plan.consent_id in existing:
             continue
         granted_at = now - dt.timedelta(days=plan.granted_days_ago)
-        consent.grant(
-            session,
-            consent_id=plan.consent_id,
-            sme_id=sme_id,
-            sources=plan.sources,
-            recipients=plan.recipients,
-            purpose=PURPOSE,
-            history_months=HISTORY_MONTHS,
-            granted_at=granted_at,
-            expires_at=granted_at + dt.timedelta(days=CONSENT_DAYS),
-        )
-        if plan.revoked_days_ago is not None:
-            consent.revoke(
-                session,
-                plan.consent_id,
-                at=now - dt.timedelta(days=plan.revoked_days_ago),
-                reason="SME withdrew consent",
+        revoked = plan.revoked_days_ago is not None
+        grants.append(
+            consent.NewGrant(
+                consent_id=plan.consent_id,
+                sme_id=sme_id,
+                sources=tuple(plan.sources),
+                recipients=tuple(plan.recipients),
+                purpose=PURPOSE,
+                history_months=HISTORY_MONTHS,
+                granted_at=granted_at,
+                expires_at=granted_at + dt.timedelta(days=CONSENT_DAYS),
+                revoked_at=now - dt.timedelta(days=plan.revoked_days_ago) if revoked else None,
+                reason="SME withdrew consent" if revoked else "",
             )
-        created += 1
+        )
+    created = consent.grant_many(session, grants)
     return {
         "smes": len(profiles),
         "lenders": len(LENDERS),
