@@ -118,15 +118,17 @@ def source_presence(features: pd.DataFrame) -> pd.DataFrame:
     ``months_of_accounts > 0``, tax as ``vat_returns_due``, utility as ``utility_bills_due`` and
     survey as ``survey_visits`` being present.
     """
-    return pd.DataFrame(
-        {
-            "accounting": features["months_of_accounts"].fillna(0).to_numpy() > 0,
-            "tax": features["vat_returns_due"].notna().to_numpy(),
-            "utility": features["utility_bills_due"].notna().to_numpy(),
-            "survey": features["survey_visits"].notna().to_numpy(),
-        },
-        index=features.index,
-    )
+    return pd.DataFrame(presence_arrays(features), index=features.index)
+
+
+def presence_arrays(features: pd.DataFrame) -> dict[str, np.ndarray]:
+    """:func:`source_presence` as one boolean array per source."""
+    return {
+        "accounting": features["months_of_accounts"].fillna(0).to_numpy() > 0,
+        "tax": features["vat_returns_due"].notna().to_numpy(),
+        "utility": features["utility_bills_due"].notna().to_numpy(),
+        "survey": features["survey_visits"].notna().to_numpy(),
+    }
 
 
 @dataclass(frozen=True)
@@ -148,18 +150,25 @@ class Scorecard:
 
     def predict(self, features: pd.DataFrame) -> Prediction:
         """PD and contributions; needs only the factor features and the four count features."""
-        present = source_presence(features)
+        frame = self.contributions(features)
+        logit = self.intercept + frame.sum(axis=1)
+        return Prediction(pd_12m=(1.0 / (1.0 + np.exp(-logit))).rename("pd_12m"), contributions=frame)
+
+    def contributions(
+        self, features: pd.DataFrame, present: dict[str, np.ndarray] | None = None
+    ) -> pd.DataFrame:
+        """The contributions of :meth:`predict` (one column per code, indexed like ``features``);
+        ``present`` is :func:`presence_arrays` of ``features`` when the caller has it."""
+        present = presence_arrays(features) if present is None else present
         contributions = {}
         for factor in self.factors:
-            shared = present[list(factor.sources)].all(axis=1).to_numpy()
+            shared = np.logical_and.reduce([present[source] for source in factor.sources])
             values = features[factor.feature].to_numpy(dtype=np.float64, na_value=np.nan)
             values = np.where(np.isnan(values), factor.missing_as, values)
             contributions[factor.code] = np.where(shared, factor.weight * factor.badness(values), 0.0)
         for penalty in self.absence_penalties:
-            contributions[penalty.code] = np.where(present[penalty.source].to_numpy(), 0.0, penalty.weight)
-        frame = pd.DataFrame(contributions, index=features.index)
-        logit = self.intercept + frame.sum(axis=1)
-        return Prediction(pd_12m=(1.0 / (1.0 + np.exp(-logit))).rename("pd_12m"), contributions=frame)
+            contributions[penalty.code] = np.where(present[penalty.source], 0.0, penalty.weight)
+        return pd.DataFrame(contributions, index=features.index)
 
 
 BOOKS = ("accounting",)
@@ -488,6 +497,7 @@ __all__ = [
     "grade",
     "improvement_hints",
     "indicative_rate",
+    "presence_arrays",
     "reason_codes",
     "score_points",
     "source_presence",
