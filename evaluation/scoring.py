@@ -459,25 +459,29 @@ def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Seri
     logit = _logit(pd_12m)
     known = [c for c in contributions.columns if c in HINT_TEXTS]
     table = contributions[known].to_numpy(dtype=np.float64) if known else np.zeros((len(values), 0))
-    hints = []
-    for row in range(len(values)):
-        if band[row] == 0:
-            hints.append("Grade A is the best grade.")
-            continue
-        target_letter, target_pd = letters[band[row] - 1], bounds[band[row]]
-        needed = logit[row] - float(np.log(target_pd / (1 - target_pd)))
-        if table.shape[1] == 0 or table[row].max() <= MIN_REASON_CONTRIBUTION:
-            hints.append(
-                f"To reach grade {target_letter} (PD below {target_pd:.0%}) the evidence must improve broadly."
-            )
-            continue
-        top = int(np.argmax(table[row]))
-        enough = (
-            "this alone would be enough" if table[row, top] >= needed else "this alone would not be enough"
+    # One text per (band, code, enough); band 0 is grade A, code len(known) the broad one.
+    targets = [(letters[b - 1], bounds[b]) for b in range(1, len(bounds))]
+    texts = np.empty((len(bounds), len(known) + 1, 2), dtype=object)
+    texts[0] = "Grade A is the best grade."
+    for b, (letter, target) in enumerate(targets, start=1):
+        for code, name in enumerate(known):
+            for enough, said in enumerate(("this alone would not be enough", "this alone would be enough")):
+                texts[b, code, enough] = (
+                    f"To reach grade {letter} (PD below {target:.0%}): {HINT_TEXTS[name]}; {said}."
+                )
+        texts[b, len(known)] = (
+            f"To reach grade {letter} (PD below {target:.0%}) the evidence must improve broadly."
         )
-        hints.append(
-            f"To reach grade {target_letter} (PD below {target_pd:.0%}): {HINT_TEXTS[known[top]]}; {enough}."
-        )
+    target_logit = np.array([np.nan] + [float(np.log(target / (1 - target))) for _, target in targets])
+    needed = logit - target_logit[band]
+    code = np.full(len(values), len(known))
+    enough = np.zeros(len(values), dtype=np.int64)
+    if table.shape[1]:
+        rows = np.flatnonzero(~(table.max(axis=1) <= MIN_REASON_CONTRIBUTION))
+        top = np.argmax(table[rows], axis=1)
+        code[rows] = top
+        enough[rows] = table[rows, top] >= needed[rows]
+    hints = texts[band, code, enough]
     return pd.Series(pd.array(hints, dtype="str"), index=pd_12m.index, name="improvement_hint")
 
 
