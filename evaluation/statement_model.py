@@ -263,11 +263,10 @@ class StatementModel:
         reference = self._reference_rows
         if len(gaps):
             distinct, which = _distinct_rows(values[gaps])
-            filled = np.repeat(distinct, len(reference), axis=0)
-            donors = np.tile(reference, (len(distinct), 1))
-            holes = np.isnan(filled)
-            filled[holes] = donors[holes]
-            rows = np.concatenate([values, filled])
+            # row i * len(reference) + j: firm i's ratios, its missing ones taken from reference j
+            holes = np.isnan(distinct)[:, None, :]
+            filled = np.where(holes, reference[None, :, :], distinct[:, None, :])
+            rows = np.concatenate([values, filled.reshape(-1, values.shape[1])])
         else:
             rows = values
         outputs = np.zeros(0)
