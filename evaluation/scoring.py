@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -445,21 +446,13 @@ HINT_TEXTS: dict[str, str] = {
 """What the SME could do about each reason code: the start of the improvement hint."""
 
 
-def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Series:
-    """A short hint per row of what would improve the grade.
-
-    The next better grade needs the logit to fall below that grade's PD bound; the hint names the
-    action of the largest contribution (:data:`HINT_TEXTS`) and whether removing that contribution
-    alone would be enough. Grade A gets ``"Grade A is the best grade."``.
-    """
+@cache
+def _hint_texts(known: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The hints of :func:`improvement_hints` for contributions with the columns ``known``: one text
+    per (grade band, code, enough), band 0 being grade A and code ``len(known)`` the broad hint;
+    and the logit of each band's target PD (none for grade A)."""
     bounds = np.array([0.0, *(b for _, b in GRADE_BANDS)])
     letters = [letter for letter, _ in GRADE_BANDS] + ["E"]
-    values = pd_12m.to_numpy(dtype=np.float64)
-    band = np.searchsorted(bounds[1:], values, side="right")
-    logit = _logit(pd_12m)
-    known = [c for c in contributions.columns if c in HINT_TEXTS]
-    table = contributions[known].to_numpy(dtype=np.float64) if known else np.zeros((len(values), 0))
-    # One text per (band, code, enough); band 0 is grade A, code len(known) the broad one.
     targets = [(letters[b - 1], bounds[b]) for b in range(1, len(bounds))]
     texts = np.empty((len(bounds), len(known) + 1, 2), dtype=object)
     texts[0] = "Grade A is the best grade."
@@ -472,7 +465,26 @@ def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Seri
         texts[b, len(known)] = (
             f"To reach grade {letter} (PD below {target:.0%}) the evidence must improve broadly."
         )
+    texts.setflags(write=False)
     target_logit = np.array([np.nan] + [float(np.log(target / (1 - target))) for _, target in targets])
+    target_logit.setflags(write=False)
+    return texts, target_logit
+
+
+def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Series:
+    """A short hint per row of what would improve the grade.
+
+    The next better grade needs the logit to fall below that grade's PD bound; the hint names the
+    action of the largest contribution (:data:`HINT_TEXTS`) and whether removing that contribution
+    alone would be enough. Grade A gets ``"Grade A is the best grade."``.
+    """
+    bounds = np.array([0.0, *(b for _, b in GRADE_BANDS)])
+    values = pd_12m.to_numpy(dtype=np.float64)
+    band = np.searchsorted(bounds[1:], values, side="right")
+    logit = _logit(pd_12m)
+    known = [c for c in contributions.columns if c in HINT_TEXTS]
+    table = contributions[known].to_numpy(dtype=np.float64) if known else np.zeros((len(values), 0))
+    texts, target_logit = _hint_texts(tuple(known))
     needed = logit - target_logit[band]
     code = np.full(len(values), len(known))
     enough = np.zeros(len(values), dtype=np.int64)
