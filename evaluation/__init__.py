@@ -14,8 +14,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
-from evaluation.features import compute_features
+from evaluation.features import _strings, compute_features
 from evaluation.ratios import statement_ratios
 from evaluation.scoring import (
     LENDING_TERMS,
@@ -155,13 +156,18 @@ def evaluate_scopes(
     """
     columns = [*SCOPED_COLUMNS, *(RATIO_COLUMNS if with_ratios else ())]
     frames = []
+    ids = pc.unique(_strings(smes["sme_id"]))
+    positions: dict[str, np.ndarray] = {}  # each table row's SME among ``ids`` (-1: none of them)
     for scope, group in smes.groupby("scope", sort=True):
         sources = group["sources"].iloc[0]
-        members = set(group["sme_id"])
-        scoped = {
-            name: frame[frame["sme_id"].isin(members)]
-            for name, frame in tables_for_sources(tables, sources).items()
-        }
+        members = np.zeros(len(ids) + 1, dtype=bool)  # the last entry answers for -1
+        members[pc.index_in(_strings(group["sme_id"]), value_set=ids).to_numpy(zero_copy_only=False)] = True
+        scoped = {}
+        for name, frame in tables_for_sources(tables, sources).items():
+            if name not in positions:
+                found = pc.index_in(_strings(frame["sme_id"]), value_set=ids)
+                positions[name] = found.fill_null(-1).to_numpy().astype(np.int64)
+            scoped[name] = frame[members[positions[name]]]
         scored = evaluate(
             scoped,
             group.reset_index(drop=True),

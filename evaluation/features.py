@@ -588,10 +588,13 @@ def compute_features(
         "survey_verified_rate": survey["verified"],
         "survey_revenue_ratio": survey["books"],
     }
-    result = pd.DataFrame({"sme_id": pd.array(ctx.sme_ids.to_pylist(), dtype="str")})
-    result["sources_used"] = _list_column(used, SOURCES)
-    for column in FEATURE_COLUMNS:
-        result[column.name] = _typed(values[column.name], column.type, column.nullable)
+    result = pd.DataFrame(
+        {
+            "sme_id": pd.array(ctx.sme_ids.to_pylist(), dtype="str"),
+            "sources_used": _list_column(used, SOURCES),
+            **{c.name: _typed(values[c.name], c.type, c.nullable) for c in FEATURE_COLUMNS},
+        }
+    )
     return blank_outside_sources(result)
 
 

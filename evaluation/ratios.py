@@ -220,10 +220,9 @@ def statement_ratios(
     values = ratios_from_items(
         years[0], balances, sales_prev=years[1]["revenue"], gross_profit_3y=gross[0] + gross[1] + gross[2]
     )
-    result = pd.DataFrame({"sme_id": pd.array(ctx.sme_ids.to_pylist(), dtype="str")})
-    for ratio in RATIOS:
-        result[ratio.attr] = values[ratio.attr]
-    return result
+    return pd.DataFrame(
+        {"sme_id": pd.array(ctx.sme_ids.to_pylist(), dtype="str"), **{r.attr: values[r.attr] for r in RATIOS}}
+    )
 
 
 __all__ = ["MIN_BOOKED_MONTHS", "REQUIRED_COLUMNS", "ratios_from_items", "statement_ratios"]

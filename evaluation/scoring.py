@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -118,15 +119,17 @@ def source_presence(features: pd.DataFrame) -> pd.DataFrame:
     ``months_of_accounts > 0``, tax as ``vat_returns_due``, utility as ``utility_bills_due`` and
     survey as ``survey_visits`` being present.
     """
-    return pd.DataFrame(
-        {
-            "accounting": features["months_of_accounts"].fillna(0).to_numpy() > 0,
-            "tax": features["vat_returns_due"].notna().to_numpy(),
-            "utility": features["utility_bills_due"].notna().to_numpy(),
-            "survey": features["survey_visits"].notna().to_numpy(),
-        },
-        index=features.index,
-    )
+    return pd.DataFrame(presence_arrays(features), index=features.index)
+
+
+def presence_arrays(features: pd.DataFrame) -> dict[str, np.ndarray]:
+    """:func:`source_presence` as one boolean array per source."""
+    return {
+        "accounting": features["months_of_accounts"].fillna(0).to_numpy() > 0,
+        "tax": features["vat_returns_due"].notna().to_numpy(),
+        "utility": features["utility_bills_due"].notna().to_numpy(),
+        "survey": features["survey_visits"].notna().to_numpy(),
+    }
 
 
 @dataclass(frozen=True)
@@ -148,18 +151,25 @@ class Scorecard:
 
     def predict(self, features: pd.DataFrame) -> Prediction:
         """PD and contributions; needs only the factor features and the four count features."""
-        present = source_presence(features)
+        frame = self.contributions(features)
+        logit = self.intercept + frame.sum(axis=1)
+        return Prediction(pd_12m=(1.0 / (1.0 + np.exp(-logit))).rename("pd_12m"), contributions=frame)
+
+    def contributions(
+        self, features: pd.DataFrame, present: dict[str, np.ndarray] | None = None
+    ) -> pd.DataFrame:
+        """The contributions of :meth:`predict` (one column per code, indexed like ``features``);
+        ``present`` is :func:`presence_arrays` of ``features`` when the caller has it."""
+        present = presence_arrays(features) if present is None else present
         contributions = {}
         for factor in self.factors:
-            shared = present[list(factor.sources)].all(axis=1).to_numpy()
+            shared = np.logical_and.reduce([present[source] for source in factor.sources])
             values = features[factor.feature].to_numpy(dtype=np.float64, na_value=np.nan)
             values = np.where(np.isnan(values), factor.missing_as, values)
             contributions[factor.code] = np.where(shared, factor.weight * factor.badness(values), 0.0)
         for penalty in self.absence_penalties:
-            contributions[penalty.code] = np.where(present[penalty.source].to_numpy(), 0.0, penalty.weight)
-        frame = pd.DataFrame(contributions, index=features.index)
-        logit = self.intercept + frame.sum(axis=1)
-        return Prediction(pd_12m=(1.0 / (1.0 + np.exp(-logit))).rename("pd_12m"), contributions=frame)
+            contributions[penalty.code] = np.where(present[penalty.source], 0.0, penalty.weight)
+        return pd.DataFrame(contributions, index=features.index)
 
 
 BOOKS = ("accounting",)
@@ -436,6 +446,31 @@ HINT_TEXTS: dict[str, str] = {
 """What the SME could do about each reason code: the start of the improvement hint."""
 
 
+@cache
+def _hint_texts(known: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The hints of :func:`improvement_hints` for contributions with the columns ``known``: one text
+    per (grade band, code, enough), band 0 being grade A and code ``len(known)`` the broad hint;
+    and the logit of each band's target PD (none for grade A)."""
+    bounds = np.array([0.0, *(b for _, b in GRADE_BANDS)])
+    letters = [letter for letter, _ in GRADE_BANDS] + ["E"]
+    targets = [(letters[b - 1], bounds[b]) for b in range(1, len(bounds))]
+    texts = np.empty((len(bounds), len(known) + 1, 2), dtype=object)
+    texts[0] = "Grade A is the best grade."
+    for b, (letter, target) in enumerate(targets, start=1):
+        for code, name in enumerate(known):
+            for enough, said in enumerate(("this alone would not be enough", "this alone would be enough")):
+                texts[b, code, enough] = (
+                    f"To reach grade {letter} (PD below {target:.0%}): {HINT_TEXTS[name]}; {said}."
+                )
+        texts[b, len(known)] = (
+            f"To reach grade {letter} (PD below {target:.0%}) the evidence must improve broadly."
+        )
+    texts.setflags(write=False)
+    target_logit = np.array([np.nan] + [float(np.log(target / (1 - target))) for _, target in targets])
+    target_logit.setflags(write=False)
+    return texts, target_logit
+
+
 def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Series:
     """A short hint per row of what would improve the grade.
 
@@ -444,31 +479,21 @@ def improvement_hints(pd_12m: pd.Series, contributions: pd.DataFrame) -> pd.Seri
     alone would be enough. Grade A gets ``"Grade A is the best grade."``.
     """
     bounds = np.array([0.0, *(b for _, b in GRADE_BANDS)])
-    letters = [letter for letter, _ in GRADE_BANDS] + ["E"]
     values = pd_12m.to_numpy(dtype=np.float64)
     band = np.searchsorted(bounds[1:], values, side="right")
     logit = _logit(pd_12m)
     known = [c for c in contributions.columns if c in HINT_TEXTS]
     table = contributions[known].to_numpy(dtype=np.float64) if known else np.zeros((len(values), 0))
-    hints = []
-    for row in range(len(values)):
-        if band[row] == 0:
-            hints.append("Grade A is the best grade.")
-            continue
-        target_letter, target_pd = letters[band[row] - 1], bounds[band[row]]
-        needed = logit[row] - float(np.log(target_pd / (1 - target_pd)))
-        if table.shape[1] == 0 or table[row].max() <= MIN_REASON_CONTRIBUTION:
-            hints.append(
-                f"To reach grade {target_letter} (PD below {target_pd:.0%}) the evidence must improve broadly."
-            )
-            continue
-        top = int(np.argmax(table[row]))
-        enough = (
-            "this alone would be enough" if table[row, top] >= needed else "this alone would not be enough"
-        )
-        hints.append(
-            f"To reach grade {target_letter} (PD below {target_pd:.0%}): {HINT_TEXTS[known[top]]}; {enough}."
-        )
+    texts, target_logit = _hint_texts(tuple(known))
+    needed = logit - target_logit[band]
+    code = np.full(len(values), len(known))
+    enough = np.zeros(len(values), dtype=np.int64)
+    if table.shape[1]:
+        rows = np.flatnonzero(~(table.max(axis=1) <= MIN_REASON_CONTRIBUTION))
+        top = np.argmax(table[rows], axis=1)
+        code[rows] = top
+        enough[rows] = table[rows, top] >= needed[rows]
+    hints = texts[band, code, enough]
     return pd.Series(pd.array(hints, dtype="str"), index=pd_12m.index, name="improvement_hint")
 
 
@@ -488,6 +513,7 @@ __all__ = [
     "grade",
     "improvement_hints",
     "indicative_rate",
+    "presence_arrays",
     "reason_codes",
     "score_points",
     "source_presence",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -151,17 +151,31 @@ STATEMENT_CODES: tuple[str, ...] = (*dict.fromkeys(r.code for r in RATIOS), MISS
 """The statement model's reason codes, in the order of their first ratio, then the missing-data code."""
 
 
-def prepared(ratios: pd.DataFrame) -> pd.DataFrame:
-    """The model's input: the :data:`RATIOS` columns as floats, in model order, infinities as
-    missing. Missing columns raise ``KeyError`` naming them."""
+def _as_floats(column: pd.Series) -> np.ndarray:
+    """A ratio column as float64 values, anything not a number as NaN (float64 columns as they are)."""
+    if column.dtype == np.float64:
+        return column.to_numpy()
+    return pd.to_numeric(column, errors="coerce").astype(np.float64).to_numpy()
+
+
+def ratio_block(ratios: pd.DataFrame) -> np.ndarray:
+    """The :data:`RATIOS` columns of ``ratios`` as one ``(ratios, rows)`` float block, infinities as
+    missing; its transpose is the model's input (what ``prepared(ratios).to_numpy()`` gives, in the
+    same memory layout). Missing columns raise ``KeyError`` naming them."""
     absent = [r.attr for r in RATIOS if r.attr not in ratios.columns]
     if absent:
         raise KeyError(f"ratio columns missing: {absent}")
-    frame = pd.DataFrame(
-        {r.attr: pd.to_numeric(ratios[r.attr], errors="coerce").astype(np.float64) for r in RATIOS},
-        index=ratios.index,
-    )
-    return frame.replace([np.inf, -np.inf], np.nan)
+    block = np.empty((len(RATIOS), len(ratios)), dtype=np.float64)
+    for row, ratio in enumerate(RATIOS):
+        block[row] = _as_floats(ratios[ratio.attr])
+    block[np.isinf(block)] = np.nan
+    return block
+
+
+def prepared(ratios: pd.DataFrame) -> pd.DataFrame:
+    """The model's input: the :data:`RATIOS` columns as floats, in model order, infinities as
+    missing. Missing columns raise ``KeyError`` naming them."""
+    return pd.DataFrame(ratio_block(ratios).T, columns=[r.attr for r in RATIOS], index=ratios.index)
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,7 @@ class StatementModel:
 
     def raw(self, ratios: pd.DataFrame) -> np.ndarray:
         """The trees' summed output (log-odds scale, before calibration)."""
-        return np.asarray(self.booster.predict(prepared(ratios).to_numpy(), raw_score=True))
+        return np.asarray(self.booster.predict(ratio_block(ratios).T, raw_score=True))
 
     @property
     def importance(self) -> np.ndarray:
@@ -207,13 +221,20 @@ class StatementModel:
     @property
     def reference_rows(self) -> np.ndarray:
         """The stratified sample of training statements kept in the artifact (rows x ratios)."""
+        return self._reference_rows.copy()
+
+    @cached_property
+    def _reference_rows(self) -> np.ndarray:
         rows = self.meta["reference"]["rows"]
         return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
 
     def ratio_coverage(self, ratios: pd.DataFrame) -> pd.Series:
         """Importance-weighted share of the model's ratios that are present for each firm (0 to 1)."""
-        present = prepared(ratios).notna().to_numpy()
-        return pd.Series(present @ self.importance, index=ratios.index, name="ratio_coverage")
+        return pd.Series(self.block_coverage(ratio_block(ratios)), index=ratios.index, name="ratio_coverage")
+
+    def block_coverage(self, block: np.ndarray) -> np.ndarray:
+        """:meth:`ratio_coverage` of a ratio block (:func:`ratio_block`)."""
+        return (~np.isnan(block)).T @ self.importance
 
     def logit_range(
         self, ratios: pd.DataFrame, low: float = 5.0, high: float = 95.0
@@ -226,34 +247,49 @@ class StatementModel:
         A firm with no missing ratio gets its own logit twice. The point PD never uses these
         fills: it takes the trees' missing-value branch, as trained.
         """
-        values = prepared(ratios).to_numpy()
-        logit = (
-            self.platt_a + self.platt_b * np.asarray(self.booster.predict(values, raw_score=True))
-            if len(values)
-            else np.zeros(0)
-        )
-        lower, upper = logit.copy(), logit.copy()
+        return self.block_logit_range(ratio_block(ratios), low, high)
+
+    def block_logit_range(
+        self, block: np.ndarray, low: float = 5.0, high: float = 95.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`logit_range` of a ratio block (:func:`ratio_block`).
+
+        The trees see every distinct row once: the firm's own rows and its fills go to LightGBM in
+        one call, and firms whose ratios are alike to the bit (firms without books, all missing)
+        share their fills. Each row's output depends on that row alone, so this changes nothing."""
+        values = block.T
+        n = len(values)
         gaps = np.flatnonzero(np.isnan(values).any(axis=1))
+        reference = self._reference_rows
         if len(gaps):
-            reference = self.reference_rows
-            filled = np.repeat(values[gaps], len(reference), axis=0)
-            donors = np.tile(reference, (len(gaps), 1))
-            holes = np.isnan(filled)
-            filled[holes] = donors[holes]
-            fills = self.platt_a + self.platt_b * np.asarray(self.booster.predict(filled, raw_score=True))
-            fills = fills.reshape(len(gaps), len(reference))
-            lower[gaps] = np.minimum(np.percentile(fills, low, axis=1), logit[gaps])
-            upper[gaps] = np.maximum(np.percentile(fills, high, axis=1), logit[gaps])
+            distinct, which = _distinct_rows(values[gaps])
+            # row i * len(reference) + j: firm i's ratios, its missing ones taken from reference j
+            holes = np.isnan(distinct)[:, None, :]
+            filled = np.where(holes, reference[None, :, :], distinct[:, None, :])
+            rows = np.concatenate([values, filled.reshape(-1, values.shape[1])])
+        else:
+            rows = values
+        outputs = np.zeros(0)
+        if n:
+            outputs = self.platt_a + self.platt_b * np.asarray(self.booster.predict(rows, raw_score=True))
+        logit = outputs[:n]
+        lower, upper = logit.copy(), logit.copy()
+        if len(gaps):
+            fills = outputs[n:].reshape(len(distinct), len(reference))
+            lower[gaps] = np.minimum(np.percentile(fills, low, axis=1)[which], logit[gaps])
+            upper[gaps] = np.maximum(np.percentile(fills, high, axis=1)[which], logit[gaps])
         return lower, upper
 
     def score(self, ratios: pd.DataFrame) -> StatementOutput:
         """Calibrated logit and per-reason-code contributions for each row of ``ratios``."""
-        values = prepared(ratios).to_numpy()
+        return self.block_score(ratio_block(ratios), ratios.index)
+
+    def block_score(self, block: np.ndarray, index: pd.Index) -> StatementOutput:
+        """:meth:`score` of a ratio block (:func:`ratio_block`) whose firms are ``index``."""
+        values = block.T
         if len(values) == 0:
-            empty = pd.DataFrame(
-                {c: pd.Series(dtype=np.float64) for c in STATEMENT_CODES}, index=ratios.index
-            )
-            return StatementOutput(pd.Series(dtype=np.float64, index=ratios.index), empty)
+            empty = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in STATEMENT_CODES}, index=index)
+            return StatementOutput(pd.Series(dtype=np.float64, index=index), empty)
         shap = np.asarray(self.booster.predict(values, pred_contrib=True))
         raw = shap.sum(axis=1)
         logit = self.platt_a + self.platt_b * raw
@@ -263,8 +299,20 @@ class StatementModel:
         by_code = present.T.groupby([r.code for r in RATIOS], sort=False).sum().T
         by_code[MISSING_CODE] = np.where(missing, per_ratio, 0.0).sum(axis=1)
         contributions = by_code.clip(lower=0.0)[list(STATEMENT_CODES)]
-        contributions.index = ratios.index
-        return StatementOutput(pd.Series(logit, index=ratios.index, name="logit"), contributions)
+        contributions.index = index
+        return StatementOutput(pd.Series(logit, index=index, name="logit"), contributions)
+
+
+def _distinct_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a float matrix that differ in at least one bit, in first-seen order, and for each
+    row of ``values`` the position of its row among them."""
+    rows = np.ascontiguousarray(values)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, which = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[which.ravel()]
 
 
 def artifact_paths(version: str, directory: Path = ARTIFACTS) -> tuple[Path, Path]:
@@ -314,4 +362,5 @@ __all__ = [
     "default_statement_model",
     "load_statement_model",
     "prepared",
+    "ratio_block",
 ]

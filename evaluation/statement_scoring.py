@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from evaluation.scoring import REASON_TEXTS, SCORECARD, Prediction, Scorecard, source_presence
+from evaluation.scoring import REASON_TEXTS, SCORECARD, Prediction, Scorecard, presence_arrays
 from evaluation.statement_model import (
     ARTIFACTS,
     RATIOS,
@@ -54,6 +54,7 @@ from evaluation.statement_model import (
     STATEMENT_TEXTS,
     StatementModel,
     default_statement_model,
+    ratio_block,
 )
 
 EXPERT_CODES: tuple[str, ...] = (
@@ -102,11 +103,21 @@ def expert_adjustments(
     return Scorecard(version=version, intercept=intercept, factors=factors, absence_penalties=penalties)
 
 
-def adjustment_signals(features: pd.DataFrame, codes: tuple[str, ...] = EXPERT_CODES) -> pd.DataFrame:
+def adjustment_signals(
+    features: pd.DataFrame,
+    codes: tuple[str, ...] = EXPERT_CODES,
+    present: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Each adjustment at weight 1: a factor's badness (0 to 1, 0 when its sources are not all
-    shared), an absence penalty's 0/1 for the source missing. The adjustment is weight x signal."""
-    unit = expert_adjustments(codes, weights=dict.fromkeys(codes, 1.0))
-    return unit.predict(features).contributions[list(codes)]
+    shared), an absence penalty's 0/1 for the source missing. The adjustment is weight x signal.
+    ``present`` is :func:`~evaluation.scoring.presence_arrays` of ``features`` when the caller has it."""
+    return _unit_adjustments(tuple(codes)).contributions(features, present)[list(codes)]
+
+
+@cache
+def _unit_adjustments(codes: tuple[str, ...]) -> Scorecard:
+    """The adjustments of ``codes`` at weight 1 (built once per set of codes)."""
+    return expert_adjustments(codes, weights=dict.fromkeys(codes, 1.0))
 
 
 ADJUSTMENT_INPUTS: tuple[str, ...] = tuple(
@@ -165,22 +176,29 @@ class StatementScoring:
         absent = [r.attr for r in RATIOS if r.attr not in features.columns]
         if absent:
             raise ValueError(f"model {self.version}: features lack the statement ratios {absent[:5]}")
-        books = source_presence(features)["accounting"].to_numpy()
-        statement = pd.DataFrame(0.0, index=features.index, columns=list(STATEMENT_CODES))
+        present = presence_arrays(features)
+        books = present["accounting"]
+        block = ratio_block(features)
+        statement = np.zeros((len(features), len(STATEMENT_CODES)))
         base = _logit(self.statement.base_rate)
         logit = np.full(len(features), base)
         if books.any():
-            scored = self.statement.score(features.loc[books, [r.attr for r in RATIOS]])
+            scored = self.statement.block_score(np.ascontiguousarray(block[:, books]), features.index[books])
             logit[books] = scored.logit.to_numpy()
-            statement.loc[books] = scored.contributions.to_numpy()
+            statement[books] = scored.contributions.to_numpy()
         no_books = np.where(books, 0.0, max(base - self.statement.reference_logit, 0.0))
-        total, expert, distrust, untrusted = self.adjusted(features, logit)
+        total, expert, distrust, untrusted = self._adjusted(features, logit, present)
         contributions = pd.concat(
-            [statement, pd.DataFrame({"NO_BOOKS": no_books}, index=features.index), expert], axis=1
+            [
+                pd.DataFrame(statement, index=features.index, columns=list(STATEMENT_CODES)),
+                pd.DataFrame({"NO_BOOKS": no_books}, index=features.index),
+                expert,
+            ],
+            axis=1,
         )
         low, high = self._interval(
-            features,
-            books,
+            present,
+            block,
             logit,
             self.expert.intercept + expert.sum(axis=1).to_numpy() - untrusted,
             distrust,
@@ -194,8 +212,8 @@ class StatementScoring:
 
     def _interval(
         self,
-        features: pd.DataFrame,
-        books: np.ndarray,
+        present: dict[str, np.ndarray],
+        block: np.ndarray,
         logit: np.ndarray,
         expert: np.ndarray,
         distrust: np.ndarray,
@@ -203,11 +221,12 @@ class StatementScoring:
         """Logit bounds over what the missing inputs could have said (``evaluation/MODEL_CARD.md``).
 
         The statement part ranges over its missing ratios filled from the reference statements
-        (:meth:`~evaluation.statement_model.StatementModel.logit_range`; without books, over whole
-        reference statements); each source not shared widens both sides by its absence penalty."""
-        ratios = features[[r.attr for r in RATIOS]].copy()
-        ratios.loc[~books] = np.nan
-        low, high = self.statement.logit_range(ratios)
+        (:meth:`~evaluation.statement_model.StatementModel.logit_range` of the ratio ``block``;
+        without books, over whole reference statements); each source not shared widens both sides
+        by its absence penalty."""
+        ratios = block.copy()
+        ratios[:, ~present["accounting"]] = np.nan
+        low, high = self.statement.block_logit_range(ratios)
         low, high = np.minimum(low, logit), np.maximum(high, logit)
         base = _logit(self.statement.base_rate)
 
@@ -215,10 +234,9 @@ class StatementScoring:
             # Non-decreasing in the statement logit (distrust <= 1), so bounds map to bounds.
             return statement_logit + expert + distrust * np.maximum(base - statement_logit, 0.0)
 
-        present = source_presence(features)
-        spread = np.zeros(len(features))
+        spread = np.zeros(len(logit))
         for penalty in self.expert.absence_penalties:
-            spread += np.where(present[penalty.source].to_numpy(), 0.0, penalty.weight)
+            spread += np.where(present[penalty.source], 0.0, penalty.weight)
         return total(low) - spread, total(high) + spread
 
     def coverage(self, features: pd.DataFrame) -> pd.Series:
@@ -227,11 +245,11 @@ class StatementScoring:
         Books count by the importance-weighted share of the statement ratios that could be computed
         (:meth:`~evaluation.statement_model.StatementModel.ratio_coverage`); each other source counts
         whole when shared."""
-        present = source_presence(features)
-        ratios = self.statement.ratio_coverage(features[[r.attr for r in RATIOS]]).to_numpy()
-        value = COVERAGE_WEIGHTS["accounting"] * np.where(present["accounting"].to_numpy(), ratios, 0.0)
+        present = presence_arrays(features)
+        ratios = self.statement.block_coverage(ratio_block(features))
+        value = COVERAGE_WEIGHTS["accounting"] * np.where(present["accounting"], ratios, 0.0)
         for source in ("tax", "utility", "survey"):
-            value = value + COVERAGE_WEIGHTS[source] * present[source].to_numpy()
+            value = value + COVERAGE_WEIGHTS[source] * present[source]
         return pd.Series(np.round(value, 4), index=features.index, name="coverage")
 
     def adjusted(
@@ -241,7 +259,12 @@ class StatementScoring:
         population's logit for an SME without books): ``(logit, contributions, distrust,
         withdrawn)``, the contributions one column per adjustment code, the withdrawn credit of
         contradicted books included under ``VAT_BOOKS_MISMATCH``."""
-        signals = adjustment_signals(features, tuple(self.expert.codes))
+        return self._adjusted(features, statement_logit, None)
+
+    def _adjusted(
+        self, features: pd.DataFrame, statement_logit: np.ndarray, present: dict[str, np.ndarray] | None
+    ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, np.ndarray]:
+        signals = adjustment_signals(features, tuple(self.expert.codes), present)
         weights = np.array(
             [f.weight for f in self.expert.factors] + [p.weight for p in self.expert.absence_penalties]
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from warehouse.canonical import SOURCES, Column
 
@@ -373,6 +374,27 @@ def describe_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _uses(sources_used: pd.Series) -> dict[str, np.ndarray]:
+    """Per source, whether each row's ``sources_used`` lists it (an Arrow list column is read in
+    Arrow; any other column holds Python containers)."""
+    dtype = sources_used.dtype
+    if not (isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype)):
+        return {
+            source: sources_used.map(lambda used, s=source: s in used).to_numpy(dtype=bool)
+            for source in SOURCES
+        }
+    lists = pa.array(sources_used.array)
+    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    names = pc.list_flatten(lists)
+    rows = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    uses = {}
+    for source in SOURCES:
+        used = np.zeros(len(sources_used), dtype=bool)
+        used[rows[pc.fill_null(pc.equal(names, source), False).to_numpy(zero_copy_only=False)]] = True
+        uses[source] = used
+    return uses
+
+
 def blank_outside_sources(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (dossier rows) with every column whose sources are not all in ``sources_used`` emptied.
 
@@ -384,10 +406,7 @@ def blank_outside_sources(frame: pd.DataFrame) -> pd.DataFrame:
     >>> blank_outside_sources(rows)[["vat_on_time_rate", "revenue_12m"]].to_dict("records")
     [{'vat_on_time_rate': 1.0, 'revenue_12m': nan}]
     """
-    uses = {
-        source: frame["sources_used"].map(lambda used, s=source: s in used).to_numpy(dtype=bool)
-        for source in SOURCES
-    }
+    uses = _uses(frame["sources_used"])
     blanked = frame.copy()
     for column in FEATURE_COLUMNS + SCORE_COLUMNS:
         if column.derives_from == ALL_USED or column.name not in blanked.columns:

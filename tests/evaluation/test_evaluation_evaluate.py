@@ -11,7 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from evaluation import MODEL_VERSION, OUTPUT_COLUMNS, Prediction, evaluate
+from evaluation import (
+    MODEL_VERSION,
+    OUTPUT_COLUMNS,
+    Prediction,
+    evaluate,
+    evaluate_scopes,
+    tables_for_sources,
+)
 from evaluation.scoring import SCORECARD
 from warehouse.dossier_schema import ALL_COLUMNS, build_schema
 
@@ -175,3 +182,38 @@ def test_a_model_giving_no_probability_is_an_error_naming_the_smes(hand_built) -
         ValueError, match=r"model broken-0: pd_12m missing or outside \[0, 1\] for \['SME-B', 'SME-C'\]"
     ):
         evaluate(tables, smes, as_of=AS_OF, model=BrokenModel())
+
+
+def test_each_scope_is_scored_from_its_own_sources_and_smes_only(hand_built) -> None:
+    tables, _ = hand_built
+    smes = pd.DataFrame(
+        {
+            "sme_id": ["SME-A", "SME-C", "SME-A", "SME-B"],
+            "scope": ["accounting+tax@36m", "accounting+tax@36m", "survey+utility@24m", "survey+utility@24m"],
+            "history_months": [36, 6, 24, 24],
+            "sources": [("accounting", "tax")] * 2 + [("survey", "utility")] * 2,
+        }
+    )
+
+    result = evaluate_scopes(tables, smes, as_of=AS_OF, with_ratios=True)
+
+    expected = []
+    for scope, sources, ids in [
+        ("accounting+tax@36m", ("accounting", "tax"), ["SME-A", "SME-C"]),
+        ("survey+utility@24m", ("survey", "utility"), ["SME-A", "SME-B"]),
+    ]:
+        members = smes[smes["scope"] == scope].reset_index(drop=True)
+        own = {
+            name: frame[frame["sme_id"].isin(ids)]
+            for name, frame in tables_for_sources(tables, sources).items()
+        }
+        scored = evaluate(own, members, as_of=AS_OF, with_ratios=True)
+        expected.append(scored.assign(scope=scope, history_months=members["history_months"].to_numpy()))
+    expected = pd.concat(expected, ignore_index=True)[list(result.columns)]
+    pd.testing.assert_frame_equal(result, expected, check_exact=True)
+    assert result["sources_used"].tolist() == [
+        ["accounting", "tax"],
+        ["accounting"],
+        ["utility", "survey"],
+        [],
+    ]

@@ -328,6 +328,32 @@ def test_the_hint_names_the_strongest_action_and_whether_it_is_enough() -> None:
     ]
 
 
+def test_the_hint_of_every_grade_reads_only_codes_with_an_action_and_ties_go_to_the_first() -> None:
+    contributions = pd.DataFrame(
+        {
+            "NOT_A_HINT": [9.0, 9.0, 9.0, 9.0],
+            "LOW_MARGINS": [0.5, 0.0, 0.06, 0.0],
+            "NO_SURVEY": [0.5, 0.01, 0.05, 0.2],
+        }
+    )
+    hints = improvement_hints(pd.Series([0.5, 0.1, 0.02, 0.012]), contributions)
+
+    # Enough means the contribution covers logit(pd) - logit(target): 1.73, -, 0.70 and 0.18 here.
+    assert hints.tolist() == [
+        "To reach grade D (PD below 15%): keep more of each sale as profit (prices, costs); "
+        "this alone would not be enough.",
+        "To reach grade C (PD below 7%) the evidence must improve broadly.",
+        "To reach grade A (PD below 1%): keep more of each sale as profit (prices, costs); "
+        "this alone would not be enough.",
+        "To reach grade A (PD below 1%): agree to a field visit; this alone would be enough.",
+    ]
+    unexplained = improvement_hints(pd.Series([0.2, 0.001]), contributions[["NOT_A_HINT"]].iloc[:2])
+    assert unexplained.tolist() == [
+        "To reach grade D (PD below 15%) the evidence must improve broadly.",
+        "Grade A is the best grade.",
+    ]
+
+
 def _markdown_rows(text: str) -> dict[str, list[str]]:
     """Table rows of a Markdown text keyed by their first cell."""
     rows = {}

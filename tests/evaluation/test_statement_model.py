@@ -18,6 +18,7 @@ from evaluation.statement_model import (
     STATEMENT_TEXTS,
     artifact_paths,
     default_statement_model,
+    prepared,
 )
 
 TRAINING_FILE = (
@@ -149,3 +150,43 @@ def test_the_pd_interval_widens_with_missing_ratios_and_coverage_falls() -> None
     assert 0 < widths[1] < widths[2] < widths[3]
     assert coverage[0] == pytest.approx(1.0)
     assert 1.0 > coverage[1] > coverage[2] > coverage[3] == 0.0
+
+
+def test_the_pd_interval_of_each_firm_is_the_one_it_gets_alone() -> None:
+    # Alike firms share their fills and all rows go to the trees in one call; every firm's bounds
+    # must still be those of its own fills, to the bit.
+    model = default_statement_model()
+    rows = [SOUND, WEAK | {"attr37": np.nan}, SOUND, {r.attr: np.nan for r in RATIOS}, WEAK]
+    rows += [{r.attr: np.nan for r in RATIOS}, SOUND | {"attr21": np.nan}, WEAK | {"attr37": np.nan}]
+    frame = pd.DataFrame(rows)
+
+    low, high = model.logit_range(frame)
+
+    reference = model.reference_rows
+    for i, row in enumerate(rows):
+        values = np.array([[row[r.attr] for r in RATIOS]])
+        logit = model.platt_a + model.platt_b * model.booster.predict(values, raw_score=True)[0]
+        expected = (logit, logit)
+        if np.isnan(values).any():
+            filled = np.where(np.isnan(values), reference, values)
+            fills = model.platt_a + model.platt_b * model.booster.predict(filled, raw_score=True)
+            expected = (min(np.percentile(fills, 5.0), logit), max(np.percentile(fills, 95.0), logit))
+        assert (low[i], high[i]) == expected
+
+
+def test_ratio_columns_of_any_type_are_read_as_numbers_and_infinities_as_missing() -> None:
+    frame = pd.DataFrame([SOUND, WEAK, SOUND], index=[7, 3, 5]).astype({"attr1": object, "attr2": "Float64"})
+    frame.loc[3, "attr1"] = "n/a"
+    frame.loc[5, "attr2"] = pd.NA
+    frame["attr3"] = pd.array(["0.25", "x", "1.5"], dtype="str")
+    frame["attr4"] = [np.inf, -np.inf, 2]
+    frame["extra"] = "not read"
+
+    inputs = prepared(frame)
+
+    expected = pd.DataFrame([SOUND, WEAK, SOUND], index=[7, 3, 5])[[r.attr for r in RATIOS]]
+    expected["attr1"] = [SOUND["attr1"], np.nan, SOUND["attr1"]]
+    expected["attr2"] = [SOUND["attr2"], WEAK["attr2"], np.nan]
+    expected["attr3"] = [0.25, np.nan, 1.5]
+    expected["attr4"] = [np.nan, np.nan, 2.0]
+    pd.testing.assert_frame_equal(inputs, expected, check_exact=True)
