@@ -662,9 +662,8 @@ def evaluate(
         scored[fp.CARRY_UNTIL] = until.reindex(scored["sme_id"].astype(object)).to_numpy()
         staged = _without_pandas_metadata(scored[columns])
         if carried is not None and carried.num_rows:
-            staged = pa.concat_tables([staged, carried], promote_options="permissive").sort_by(
-                [("sme_id", "ascending"), ("scope", "ascending")]
-            )
+            staged = pa.concat_tables([staged, carried], promote_options="permissive")
+        staged = staged.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
     kept = 0 if carried is None else carried.num_rows
     stage_counts(store, as_of, shard, staged.to_pandas() if kept or scored is None else scored)
     counts = {

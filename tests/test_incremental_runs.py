@@ -11,12 +11,18 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import select
 
 import evaluation
 from bench.core_pipeline import AS_OF, NEXT, _settings, land_next_date, prepare
 from dossier import fingerprints as fp
 from dossier import pipeline
 from dossier.settings import override
+from warehouse import consent
+from warehouse.canonical import TABLES
+from warehouse.canonical_files import write_canonical
+from warehouse.db import session_scope
+from warehouse.models import Lender
 from warehouse.storage import Store
 
 SHARDS = 2
@@ -113,24 +119,69 @@ def test_unchanged_smes_carry_their_rows_and_the_result_equals_a_full_run(
         assert staged(pipeline.VALIDATION_STEP, NEXT, shard).equals(validated[shard])
 
 
+def land_again(day: dt.date, later: dt.date) -> None:
+    """Write ``day``'s canonical files again for ``later``, as ingest writes them (with sidecars)."""
+    store = Store.from_settings()
+    for shard in range(SHARDS):
+        for name in TABLES:
+            source = store.layout.canonical(name, day.isoformat(), shard)
+            if store.exists(source):
+                write_canonical(store, name, later, shard, store.read_table(source))
+
+
+def test_a_new_consent_scope_is_scored_and_every_other_row_carried(landed: tuple[Path, list[str]]) -> None:
+    later = NEXT + dt.timedelta(days=1)
+    land_again(NEXT, later)
+    before = scores(NEXT)
+    sme = str(before["sme_id"].iloc[0])
+    assert "accounting@7m" not in set(before.loc[before["sme_id"] == sme, "scope"])
+    with session_scope() as session:
+        lender = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).first()
+        consent.grant(
+            session,
+            consent_id="incremental-new-scope",
+            sme_id=sme,
+            sources=["accounting"],
+            recipients=[lender],
+            purpose="credit_decision",
+            history_months=7,
+            granted_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC),
+            expires_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=365),
+        )
+    results = []
+    for shard in range(SHARDS):
+        pipeline.validate(shard, later)
+        results.append(pipeline.evaluate(shard, later))
+    after = scores(later)
+    new = after[(after["sme_id"] == sme) & (after["scope"] == "accounting@7m")]
+    assert len(new) == 1
+    assert new[fp.FINGERPRINT].iloc[0] not in set(before[fp.FINGERPRINT])
+    # every other row is the previous date's, unless its dates compare otherwise with the new day
+    carried = before[before[fp.CARRY_UNTIL] > later]
+    keys = set(zip(carried["sme_id"], carried["scope"], carried[fp.FINGERPRINT], strict=True))
+    same = 0
+    for shard in range(SHARDS):
+        now, then = (staged(pipeline.SCORES_STEP, day, shard) for day in (later, NEXT))
+        pick = [
+            [
+                k in keys
+                for k in zip(
+                    *(t.column(c).to_pylist() for c in ("sme_id", "scope", fp.FINGERPRINT)), strict=True
+                )
+            ]
+            for t in (now, then)
+        ]
+        assert now.filter(pa.array(pick[0])).equals(then.filter(pa.array(pick[1])))
+        same += sum(pick[0])
+    assert same == sum(r["carried"] for r in results) == len(carried)
+    assert sum(r["scored"] for r in results) == len(after) - same >= 1
+
+
 def test_a_new_model_version_scores_every_sme_again(
     landed: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    later = NEXT + dt.timedelta(days=1)
-    store = Store.from_settings()
-    for shard in range(SHARDS):
-        for name in (
-            "monthly_financials",
-            "vat_returns",
-            "utility_readings",
-            "utility_bills",
-            "survey_visits",
-        ):
-            source = store.layout.canonical(name, NEXT.isoformat(), shard)
-            if store.exists(source):
-                store.write_table(
-                    store.layout.canonical(name, later.isoformat(), shard), store.read_table(source)
-                )
+    later = NEXT + dt.timedelta(days=2)
+    land_again(NEXT, later)
     monkeypatch.setattr(evaluation, "MODEL_VERSION", evaluation.MODEL_VERSION + ".next")
     for shard in range(SHARDS):
         pipeline.validate(shard, later)
