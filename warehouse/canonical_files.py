@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.canonical import TABLES
@@ -36,6 +35,10 @@ DIGEST_COLUMNS = ("rows", "h0", "h1")
 
 FILE_SHA256 = b"canonical_sha256"
 """Sidecar schema metadata: the sha256 of the canonical file's bytes the digests describe."""
+
+ROW_GROUP_ROWS = 8192
+"""Rows per Parquet row group of a canonical file: its rows are sorted by SME, so a reader of a few
+SMEs reads only the groups whose ``sme_id`` statistics hold them."""
 
 _SCHEMA = pa.schema(
     [
@@ -113,7 +116,7 @@ def digest_columns(digests: dict[str, pd.DataFrame], sme_ids: Iterable[str]) -> 
 def write_canonical(store: Store, table: str, as_of: dt.date, shard: int, data: pa.Table) -> str:
     """Write one canonical shard file and its digest sidecar (digests of the rows as read back); its path."""
     path = store.layout.canonical(table, as_of.isoformat(), shard)
-    sha256 = store.write_table(path, data)
+    sha256 = store.write_table(path, data, row_group_size=ROW_GROUP_ROWS)
     digests = sme_digests(data.to_pandas())
     sidecar = pa.Table.from_pandas(digests.reset_index(), schema=_SCHEMA, preserve_index=False)
     store.write_table(
@@ -188,11 +191,16 @@ class CanonicalShard:
             if sme_ids is not None:
                 frame = frame[frame["sme_id"].isin(set(sme_ids))].reset_index(drop=True)
             return frame
-        table = pq.read_table(io.BytesIO(file.data), columns=columns)
-        if sme_ids is not None:
-            wanted = pa.array(sorted(set(sme_ids)), pa.string())
-            table = table.filter(pc.fill_null(pc.is_in(table.column("sme_id"), value_set=wanted), False))
-        return table.to_pandas()
+        if sme_ids is None:
+            return pq.read_table(io.BytesIO(file.data), columns=columns).to_pandas()
+        wanted = sorted(set(sme_ids))
+        if not wanted:
+            schema = pq.read_schema(io.BytesIO(file.data))
+            empty = schema.empty_table().to_pandas()
+            return empty if columns is None else empty[columns]
+        # files are sorted by SME in row groups of ROW_GROUP_ROWS: only the groups holding them are read
+        filters = [("sme_id", "in", wanted)]
+        return pq.read_table(io.BytesIO(file.data), columns=columns, filters=filters).to_pandas()
 
     def frames(self, sme_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Every table's rows (of ``sme_ids`` only, when given), in file order."""

@@ -8,6 +8,7 @@ Layout under the root::
 
     raw/<source>/<sha256[:2]>/<sha256>.<ext>            immutable, content-addressed payloads
     canonical/<table>/as_of=<date>/shard=<NNNN>.parquet  one file per table per shard per as-of date
+    canonical/<table>/as_of=<date>/_digests/shard=<NNNN>.parquet  its per-SME digests (warehouse.canonical_files)
     staging/<step>/as_of=<date>/shard=<NNNN>.parquet     validation outcomes and scores per shard
     dossiers/schema=<v>/as_of=<date>/part-<NNNN>-<attempt>.parquet  the published dossier dataset
     manifests/dossiers/schema=<v>/as_of=<date>.json      written last: files, row counts, sha256
