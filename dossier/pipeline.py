@@ -12,7 +12,7 @@ they can travel through XCom.
 
 **A run for some SMEs** (:func:`run_for_smes`, what a grant starts) uses the same steps with
 ``sme_ids``: ingest pulls only those SMEs and keeps the other SMEs' rows in the shard's canonical
-files; validate checks the whole shard as always (its results stay the shard's); evaluate scores
+files; validate checks the shard as always (incrementally: see :func:`validate`); evaluate scores
 only those SMEs and keeps the other SMEs' staged scores; publish republishes the date, so only the
 new or changed versions take a new ``feed_seq`` and every other version stays as it was. Its
 consents are read at the run's instant (``consent_at``), not at the start of the as-of day: the

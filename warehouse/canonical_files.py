@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.canonical import TABLES
-from warehouse.storage import Store, sha256_hex
+from warehouse.storage import Store, parquet_table, sha256_hex
 
 HASH_KEYS = ("sme-dossier-fpA0", "sme-dossier-fpB1")
 """The two 16-byte hash keys of the digest lanes (``pandas.util.hash_pandas_object``)."""
@@ -127,6 +127,7 @@ def write_canonical(store: Store, table: str, as_of: dt.date, shard: int, data: 
 
 @dataclass
 class _File:
+    path: str
     data: bytes | None
     digests: pd.DataFrame
     frame: pd.DataFrame | None = None
@@ -149,7 +150,7 @@ class CanonicalShard:
         for name in TABLES:
             path = store.layout.canonical(name, as_of.isoformat(), shard)
             if not store.exists(path):
-                opened.files[name] = _File(None, sme_digests(TABLES[name].empty_frame()))
+                opened.files[name] = _File(path, None, sme_digests(TABLES[name].empty_frame()))
                 continue
             data = store.read_bytes(path)
             sidecar = digests_path(store, name, as_of, shard)
@@ -161,10 +162,10 @@ class CanonicalShard:
                     digests.index = digests.index.astype(object)
                     opened.from_sidecars += 1
             if digests is None:
-                frame = _parse(data)
-                opened.files[name] = _File(data, sme_digests(frame), frame)
+                frame = parquet_table(path, io.BytesIO(data)).to_pandas()
+                opened.files[name] = _File(path, data, sme_digests(frame), frame)
             else:
-                opened.files[name] = _File(data, digests)
+                opened.files[name] = _File(path, data, digests)
         return opened
 
     def smes(self) -> list[str]:
@@ -192,7 +193,7 @@ class CanonicalShard:
                 frame = frame[frame["sme_id"].isin(set(sme_ids))].reset_index(drop=True)
             return frame
         if sme_ids is None:
-            return pq.read_table(io.BytesIO(file.data), columns=columns).to_pandas()
+            return parquet_table(file.path, io.BytesIO(file.data), columns=columns).to_pandas()
         wanted = sorted(set(sme_ids))
         if not wanted:
             schema = pq.read_schema(io.BytesIO(file.data))
@@ -200,13 +201,9 @@ class CanonicalShard:
             return empty if columns is None else empty[columns]
         # files are sorted by SME in row groups of ROW_GROUP_ROWS: only the groups holding them are read
         filters = [("sme_id", "in", wanted)]
-        return pq.read_table(io.BytesIO(file.data), columns=columns, filters=filters).to_pandas()
+        return parquet_table(file.path, io.BytesIO(file.data), columns=columns, filters=filters).to_pandas()
 
     def frames(self, sme_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Every table's rows (of ``sme_ids`` only, when given), in file order."""
         wanted = None if sme_ids is None else sorted(set(sme_ids))
         return {name: self.table(name, wanted) for name in self.files}
-
-
-def _parse(data: bytes) -> pd.DataFrame:
-    return pq.read_table(io.BytesIO(data)).to_pandas()

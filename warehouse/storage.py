@@ -45,6 +45,17 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def parquet_table(path: str, source: Any, **options: Any) -> pa.Table:
+    """``pyarrow.parquet.read_table(source, **options)`` of the file at ``path`` (its handle or bytes);
+    :class:`StoreError` naming the file when it is not readable Parquet."""
+    try:
+        return pq.read_table(source, **options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+        raise StoreError(
+            f"{path}: not a readable Parquet file ({error}); delete it and re-run the step that writes it"
+        ) from error
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths of every kind of object, relative to ``root`` (no I/O)."""
@@ -153,12 +164,7 @@ class Store:
     def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
         """The Parquet file at ``path``; :class:`StoreError` naming the file when it is not readable Parquet."""
         with self.fs.open(path, "rb") as handle:
-            try:
-                return pq.read_table(handle, columns=columns)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
-                raise StoreError(
-                    f"{path}: not a readable Parquet file ({error}); delete it and re-run the step that writes it"
-                ) from error
+            return parquet_table(path, handle, columns=columns)
 
     def read_tables(self, paths: Iterable[str], columns: list[str] | None = None) -> list[pa.Table]:
         return [self.read_table(p, columns) for p in paths if self.fs.exists(p)]
