@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from warehouse.canonical_files import HASH_KEYS, digest_columns, instants, sme_digests
+from warehouse.canonical_files import HASH_KEYS, instants
 
 VERSION = "2"
 """Bumped when the fingerprint's definition (or what the steps depend on) changes."""
@@ -129,11 +129,6 @@ def as_of_month(as_of: dt.date) -> int:
     return (as_of.year - 1970) * 12 + as_of.month - 1
 
 
-def table_digests(tables: dict[str, pd.DataFrame], sme_ids: Iterable[str]) -> pd.DataFrame:
-    """The digests (:func:`warehouse.canonical_files.digest_columns`) of ``sme_ids`` in frames."""
-    return digest_columns({name: sme_digests(frame) for name, frame in tables.items()}, sme_ids)
-
-
 def next_month(as_of: dt.date) -> dt.date:
     """The first day of the month after ``as_of``'s."""
     return dt.date(as_of.year + as_of.month // 12, as_of.month % 12 + 1, 1)
@@ -219,8 +214,8 @@ def scoring_context(as_of: dt.date, model_version: str, terms: object) -> tuple[
 
 def fingerprints(digests: pd.DataFrame, rows: pd.DataFrame, *, context: Iterable[object] = ()) -> pd.Series:
     """One fingerprint per row of ``rows`` (a frame with ``sme_id`` and any further inputs of the
-    row, e.g. its scope): the SME's ``digests`` (:func:`table_digests` or
-    :meth:`warehouse.canonical_files.CanonicalShard.digests`), the row's own values and
+    row, e.g. its scope): the SME's ``digests``
+    (:meth:`warehouse.canonical_files.CanonicalShard.digests`), the row's own values and
     ``context`` (values common to every row: the as-of month, model version, ...)."""
     if rows.empty:
         return pd.Series([], dtype=object, index=rows.index)

@@ -20,7 +20,7 @@ from dossier import pipeline
 from dossier.settings import override
 from warehouse import consent
 from warehouse.canonical import TABLES
-from warehouse.canonical_files import write_canonical
+from warehouse.canonical_files import digest_columns, sme_digests, write_canonical
 from warehouse.db import session_scope
 from warehouse.models import Lender
 from warehouse.storage import Store
@@ -203,7 +203,7 @@ def frame(dates: list[str], revenue: list[float]) -> dict[str, pd.DataFrame]:
 
 
 def prints(tables: dict[str, pd.DataFrame], as_of: dt.date) -> str:
-    digests = fp.table_digests(tables, ["SME-1"])
+    digests = digest_columns({name: sme_digests(f) for name, f in tables.items()}, ["SME-1"])
     return fp.fingerprints(
         digests, pd.DataFrame({"sme_id": ["SME-1"]}), context=(fp.as_of_month(as_of),)
     ).iloc[0]
