@@ -87,9 +87,11 @@ def _suite_expectations(table: str) -> list[dict[str, object]]:
     return json.loads(path.read_text())["expectations"] if path.exists() else []
 
 
+@functools.lru_cache(maxsize=64)
 def validation_bounds(as_of: dt.date) -> Bounds:
     """Per table and column, the comparisons the suites make with its values on ``as_of`` (the
-    ``$PARAMETER`` bounds of every expectation reading the column; the suite files are the contract)."""
+    ``$PARAMETER`` bounds of every expectation reading the column; the suite files are the contract).
+    Kept per date (callers only read it)."""
     from expectations.suites import expectation_columns, suite_parameters
     from warehouse.canonical import TABLES
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from warehouse.canonical import TABLES
@@ -199,11 +200,32 @@ class CanonicalShard:
             schema = pq.read_schema(io.BytesIO(file.data))
             empty = schema.empty_table().to_pandas()
             return empty if columns is None else empty[columns]
-        # files are sorted by SME in row groups of ROW_GROUP_ROWS: only the groups holding them are read
-        filters = [("sme_id", "in", wanted)]
-        return parquet_table(file.path, io.BytesIO(file.data), columns=columns, filters=filters).to_pandas()
+        return _rows_of(file.path, file.data, wanted, columns).to_pandas()
 
     def frames(self, sme_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
         """Every table's rows (of ``sme_ids`` only, when given), in file order."""
         wanted = None if sme_ids is None else sorted(set(sme_ids))
         return {name: self.table(name, wanted) for name in self.files}
+
+
+def _rows_of(path: str, data: bytes, wanted: list[str], columns: list[str] | None) -> pa.Table:
+    """The rows of ``wanted`` (sorted SME ids) in ``file``: its rows are sorted by SME in row groups
+    of :data:`ROW_GROUP_ROWS`, so only the groups whose ``sme_id`` range holds one of them are read."""
+    parquet_table(path, io.BytesIO(data), columns=[])  # an unreadable file fails naming it
+    reader = pq.ParquetFile(io.BytesIO(data))
+    field = reader.schema_arrow.get_field_index("sme_id")
+    ids = np.asarray(wanted, dtype=object)
+    groups = []
+    for number in range(reader.metadata.num_row_groups):
+        stats = reader.metadata.row_group(number).column(field).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(number)
+            continue
+        first = np.searchsorted(ids, stats.min, side="left")
+        if first < len(ids) and ids[first] <= stats.max:
+            groups.append(number)
+    table = reader.read_row_groups(groups, columns=columns) if groups else reader.schema_arrow.empty_table()
+    if columns is not None and not groups:
+        table = table.select(columns)
+    keep = pc.fill_null(pc.is_in(table.column("sme_id"), value_set=pa.array(wanted, pa.string())), False)
+    return table.filter(keep)
