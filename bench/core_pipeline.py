@@ -46,6 +46,7 @@ def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
     from connectors.sandbox.universe import Universe
     from dossier.settings import override
     from warehouse.canonical import TABLES
+    from warehouse.canonical_files import write_canonical
     from warehouse.db import get_engine, session_scope
     from warehouse.migrate import upgrade
     from warehouse.shards import shard_column
@@ -72,7 +73,7 @@ def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
                 digest = table.column(column)
                 filled = pc.if_else(pc.equal(digest, ""), pa.scalar("0" * 64, digest.type), digest)
                 table = table.set_column(column, table.schema.field(column), filled)
-                store.write_table(store.layout.canonical(name, AS_OF.isoformat(), shard), table)
+                write_canonical(store, name, AS_OF, shard, table)
     info = {
         "size": size,
         "shard_count": shard_count,
@@ -116,14 +117,16 @@ NEXT = AS_OF + dt.timedelta(days=1)
 def land_next_date(
     home: Path, shard_count: int, changed_share: float, *, start: dt.date = AS_OF, end: dt.date = NEXT
 ) -> list[str]:
-    """Copy every canonical file of ``start`` to ``end``, with the monthly books of
+    """Land every canonical file of ``start`` again for ``end``, with the monthly books of
     ``changed_share`` of the SMEs changed (revenue and cost of sales up by 1% of the revenue in every
-    month, so the books still add up); returns their ids."""
+    month, so the books still add up); returns their ids. Files are written as ingest writes them
+    (:func:`warehouse.canonical_files.write_canonical`: with their digest sidecars)."""
     import numpy as np
     import pandas as pd
 
     from dossier.settings import override
     from warehouse.canonical import TABLES
+    from warehouse.canonical_files import write_canonical
     from warehouse.storage import Store
 
     with override(_settings(home, shard_count)):
@@ -155,9 +158,7 @@ def land_next_date(
                     raised = frame.loc[rows, "revenue"] * 0.01
                     frame.loc[rows, "revenue"] += raised
                     frame.loc[rows, "cost_of_sales"] += raised  # the books still add up
-                store.write_table(
-                    store.layout.canonical(name, NEXT.isoformat(), shard), table.to_arrow(frame)
-                )
+                write_canonical(store, name, end, shard, table.to_arrow(frame))
         del pd
     return changed
 

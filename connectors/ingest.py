@@ -72,6 +72,7 @@ from connectors.registry import connector_for, provider_endpoint
 from connectors.tax.fraud_prevention import FraudPrevention
 from dossier.settings import get_settings
 from warehouse.canonical import TABLES_BY_SOURCE
+from warehouse.canonical_files import write_canonical
 from warehouse.consent import as_of_instant, pull_window, pull_windows
 from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.models import (
@@ -827,15 +828,15 @@ def _record_quarantine(
 def write_tables(
     store: Store, source: str, as_of: dt.date, shard: int, parts: dict[str, list[pd.DataFrame]]
 ) -> tuple[dict[str, int], dict[str, str]]:
-    """One Parquet file per canonical table of ``source`` for the shard; (rows, paths) per table."""
+    """One Parquet file per canonical table of ``source`` for the shard, each with its digest sidecar
+    (:func:`warehouse.canonical_files.write_canonical`); (rows, paths) per table."""
     rows: dict[str, int] = {}
     paths: dict[str, str] = {}
     for table in TABLES_BY_SOURCE[source]:
         frames = [f for f in parts[table.name] if len(f)]
         frame = pd.concat(frames, ignore_index=True) if frames else table.empty_frame()
         frame = frame.sort_values([*table.key, "source_record"], kind="stable")
-        path = store.layout.canonical(table.name, as_of.isoformat(), shard)
-        store.write_table(path, table.to_arrow(frame))
+        path = write_canonical(store, table.name, as_of, shard, table.to_arrow(frame))
         rows[table.name] = len(frame)
         paths[table.name] = path
     return rows, paths

@@ -3,19 +3,22 @@ carried forward from the previous date instead of being validated and scored aga
 
 A fingerprint is 32 hex digits (two independent 64-bit lanes) over:
 
-* the SME's **canonical rows** of every table, as read by the step (order does not matter: each row
-  is hashed, the row hashes are summed per SME and table, and the row count is kept beside them);
-* the **as-of date as the step sees it**. Validation and evaluation read the date only through
-  comparisons of a row's dates with instants derived from it, and through its calendar month
-  (monthly windows). So each row carries the outcome of every such comparison the step makes
-  with each of its dates - for validation, the ``$PARAMETER`` bounds the suites check a column
-  against (:func:`validation_bounds`, read from the suite files); for scores, ``value < as_of``
-  for the dates :data:`SCORING_DATES` lists - and the as-of month is part of every fingerprint.
-  Two dates with the same comparisons give the same outcome; a bill falling due between them
-  changes the fingerprint of its SME;
-* for scores, also the **consent scope** (sources and window), the SME's profile, the model
-  version, the lending terms and the visits' ``agent_suspended`` marks (they are columns of the
-  rows hashed).
+* the SME's **canonical rows** of every table: per table the row count and the sums of its rows'
+  hashes, dates hashed as values (:func:`warehouse.canonical_files.sme_digests`; the same digests
+  every canonical write stores beside its file, so a step reads them without reading the rows);
+* the as-of **calendar month** (monthly windows) and the step's context: for validation the suite
+  files, for scores the model version and the lending terms;
+* for scores, also the **consent scope** (sources and window), the SME's profile and which of its
+  visits were made by a suspended field agent.
+
+The as-of date is also read through comparisons of a row's dates with instants derived from it:
+the ``$PARAMETER`` bounds the suites check a column against (:func:`validation_bounds`, read from
+the suite files) and ``value < as_of`` for the dates :data:`SCORING_DATES` lists. Those are not in
+the fingerprint; instead each staged row carries :data:`CARRY_UNTIL`, the first as-of date on which
+one of those comparisons, for one of the SME's rows, gives another outcome (or the first day of the
+next month): every bound grows with the as-of date, so that day is found by one sorted search over
+the month's remaining bounds (:func:`carry_until`). A row is carried only on a date before it, so a
+bill falling due between two dates has its SME done again.
 
 :data:`VERSION` is part of every fingerprint: change it when what a step reads changes in a way
 the inputs above do not show (new code that reads something new).
@@ -24,20 +27,25 @@ the inputs above do not show (new code that reads something new).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-VERSION = "1"
-"""Bumped when the fingerprint's definition (or what the steps depend on) changes."""
+from warehouse.canonical_files import HASH_KEYS, instants
 
-_KEYS = ("sme-dossier-fpA0", "sme-dossier-fpB1")
-"""The two 16-byte hash keys of the lanes (``pandas.util.hash_pandas_object``)."""
+VERSION = "2"
+"""Bumped when the fingerprint's definition (or what the steps depend on) changes."""
 
 FINGERPRINT = "input_fingerprint"
 """The staged column holding a row's fingerprint."""
+
+CARRY_UNTIL = "carry_until"
+"""The staged column holding the first as-of date the row may not be carried to (:func:`carry_until`)."""
 
 
 Test = tuple[np.datetime64, str]
@@ -71,22 +79,27 @@ def _tests(kwargs: dict[str, object], values: dict[str, object]) -> list[Test]:
     return tests
 
 
+@functools.cache
+def _suite_expectations(table: str) -> list[dict[str, object]]:
+    import expectations
+
+    path = Path(expectations.__file__).parent / "suites" / f"{table}.json"
+    return json.loads(path.read_text())["expectations"] if path.exists() else []
+
+
+@functools.lru_cache(maxsize=64)
 def validation_bounds(as_of: dt.date) -> Bounds:
     """Per table and column, the comparisons the suites make with its values on ``as_of`` (the
-    ``$PARAMETER`` bounds of every expectation reading the column; the suite files are the contract)."""
-    from pathlib import Path
-
-    import expectations
+    ``$PARAMETER`` bounds of every expectation reading the column; the suite files are the contract).
+    Kept per date (callers only read it)."""
     from expectations.suites import expectation_columns, suite_parameters
     from warehouse.canonical import TABLES
 
     values = suite_parameters(as_of)
-    folder = Path(expectations.__file__).parent / "suites"
     bounds: Bounds = {}
     for table in TABLES:
-        path = folder / f"{table}.json"
         found: dict[str, list[Test]] = {}
-        for expectation in json.loads(path.read_text())["expectations"] if path.exists() else []:
+        for expectation in _suite_expectations(table):
             kwargs = expectation.get("kwargs", {})
             tests = _tests(kwargs, values)
             for column in expectation_columns(kwargs) if tests else []:
@@ -118,81 +131,93 @@ def as_of_month(as_of: dt.date) -> int:
     return (as_of.year - 1970) * 12 + as_of.month - 1
 
 
-def _instants(values: pd.Series) -> np.ndarray | None:
-    """``values`` as naive UTC ``datetime64[ns]`` when the column holds dates or instants, else None."""
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        series = values.dt.tz_convert("UTC").dt.tz_localize(None) if values.dt.tz is not None else values
-        return series.to_numpy(dtype="datetime64[ns]")
-    if values.dtype == object:
-        first = values.dropna()
-        if len(first) and isinstance(first.iloc[0], dt.date):
-            return pd.to_datetime(values, utc=True).dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-    return None
+def next_month(as_of: dt.date) -> dt.date:
+    """The first day of the month after ``as_of``'s."""
+    return dt.date(as_of.year + as_of.month // 12, as_of.month % 12 + 1, 1)
 
 
-_OPERATORS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+def carry_until(
+    tables: dict[str, pd.DataFrame],
+    sme_ids: Iterable[str],
+    as_of: dt.date,
+    bounds_of: Callable[[dt.date], Bounds],
+) -> pd.Series:
+    """Per SME of ``sme_ids`` (the index, sorted): the first date after ``as_of`` on which a
+    comparison ``bounds_of`` makes with one of its rows' dates gives another outcome than on
+    ``as_of``, or the first day of the next month when none does before it.
 
-
-def _hashable(frame: pd.DataFrame, bounds: dict[str, list[Test]]) -> pd.DataFrame:
-    """``frame`` with its dates and instants as integers (nanoseconds, missing as the minimum) and,
-    per date column the step compares, the outcome of each comparison (two bits each: false, true,
-    or for ``cmp`` before/at/after; 3 for a missing value) packed into one more integer column."""
-    columns: dict[str, object] = {}
-    for name in frame.columns:
-        instants = _instants(frame[name])
-        if instants is None:
-            columns[name] = frame[name].to_numpy()
-            continue
-        columns[name] = instants.view(np.int64)
-        tests = bounds.get(name, [])
-        if not tests:
-            continue
-        missing = np.isnat(instants)
-        packed = np.zeros(len(frame), dtype=np.int64)
-        for position, (bound, operator) in enumerate(tests):
-            if operator == "cmp":
-                code = np.where(instants < bound, 0, np.where(instants == bound, 1, 2))
-            else:
-                code = _OPERATORS[operator](instants, bound).astype(np.int64)
-            packed |= np.where(missing, 3, code).astype(np.int64) << (2 * position)
-        columns[f"__tests_{name}"] = packed
-    return pd.DataFrame(columns)
-
-
-def _row_hashes(frame: pd.DataFrame, key: str) -> np.ndarray:
-    return pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(dtype=np.uint64)
-
-
-def table_digests(tables: dict[str, pd.DataFrame], sme_ids: Iterable[str], bounds: Bounds) -> pd.DataFrame:
-    """Per SME of ``sme_ids`` (the index): per table, the sums of its rows' hashes (two lanes) and
-    the row count, every row seen with its dates' places against the as-of bounds."""
+    Every bound is non-decreasing in the as-of date (checked: a bound that is not makes every row
+    with a value in that column due the next day), so a comparison of a value changes at most once a
+    month and the day it does is a sorted search of the value among the month's remaining bounds.
+    """
     index = pd.Index(sorted(set(sme_ids)), name="sme_id", dtype=object)
-    columns: dict[str, np.ndarray] = {}
-    for name in sorted(tables):
-        frame = tables[name]
-        counts = np.zeros(len(index), dtype=np.int64)
-        sums = [np.zeros(len(index), dtype=np.uint64) for _ in _KEYS]
-        if len(frame):
-            position = index.get_indexer(frame["sme_id"].astype(object))
-            inside = position >= 0
-            rows = frame.loc[inside].reset_index(drop=True)
-            position = position[inside]
-            if len(rows):
-                rows = _hashable(rows, bounds.get(name, {}))
-                counts = np.bincount(position, minlength=len(index)).astype(np.int64)
-                for lane, key in enumerate(_KEYS):
-                    hashes = _row_hashes(rows, key)
-                    with np.errstate(over="ignore"):
-                        np.add.at(sums[lane], position, hashes)
-        columns[f"{name}.rows"] = counts
-        for lane, total in enumerate(sums):
-            columns[f"{name}.h{lane}"] = total
-    return pd.DataFrame(columns, index=index)
+    days = (next_month(as_of) - as_of).days
+    offset = np.full(len(index), days, dtype=np.int64)
+    today = bounds_of(as_of)
+    future = [bounds_of(as_of + dt.timedelta(days=k)) for k in range(1, days)]
+    for table, columns in today.items():
+        frame = tables.get(table)
+        if frame is None or frame.empty:
+            continue
+        position = index.get_indexer(frame["sme_id"].astype(object))
+        inside = position >= 0
+        for column, tests in columns.items():
+            if column not in frame.columns or not tests:
+                continue
+            values = instants(frame[column])
+            if values is None:
+                continue
+            values, where = values[inside], position[inside]
+            present = ~np.isnat(values)
+            for number, (bound, operator) in enumerate(tests):
+                later = np.array([day[table][column][number][0] for day in future], dtype="datetime64[ns]")
+                start = np.datetime64(bound, "ns")
+                if len(later) and (later[0] < start or (np.diff(later) < np.timedelta64(0)).any()):
+                    flips = present
+                    due = np.ones(len(values), dtype=np.int64)
+                else:
+                    # "<" and ">=" read value < bound; "<=" and ">" read value <= bound; cmp reads both
+                    after = np.searchsorted(later, values, side="right") + 1  # first bound > value
+                    reach = np.searchsorted(later, values, side="left") + 1  # first bound >= value
+                    if operator in ("<", ">="):
+                        flips, due = present & (values >= start), after
+                    elif operator in ("<=", ">"):
+                        flips, due = present & (values > start), reach
+                    else:
+                        flips = present & (values >= start)
+                        due = np.where(values == start, after, reach)
+                np.minimum.at(offset, where[flips], due[flips])
+    return pd.Series(
+        [as_of + dt.timedelta(days=int(d)) for d in offset], index=index, name=CARRY_UNTIL, dtype=object
+    )
+
+
+@functools.cache
+def suites_digest() -> str:
+    """sha256 of the suite files (the contract validation checks): part of the validation context."""
+    import expectations
+
+    folder = Path(expectations.__file__).parent / "suites"
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.json")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def validation_context(as_of: dt.date) -> tuple[object, ...]:
+    """What every validation fingerprint of ``as_of`` shares: the as-of month and the suites."""
+    return ("validation", as_of_month(as_of), suites_digest())
+
+
+def scoring_context(as_of: dt.date, model_version: str, terms: object) -> tuple[object, ...]:
+    """What every score fingerprint of ``as_of`` shares: the model, the lending terms, the as-of month."""
+    return ("scores", model_version, repr(terms), as_of_month(as_of))
 
 
 def fingerprints(digests: pd.DataFrame, rows: pd.DataFrame, *, context: Iterable[object] = ()) -> pd.Series:
     """One fingerprint per row of ``rows`` (a frame with ``sme_id`` and any further inputs of the
-    row, e.g. its scope): the SME's ``digests`` (:func:`table_digests`), the row's own values and
+    row, e.g. its scope): the SME's ``digests``
+    (:meth:`warehouse.canonical_files.CanonicalShard.digests`), the row's own values and
     ``context`` (values common to every row: the as-of month, model version, ...)."""
     if rows.empty:
         return pd.Series([], dtype=object, index=rows.index)
@@ -205,7 +230,7 @@ def fingerprints(digests: pd.DataFrame, rows: pd.DataFrame, *, context: Iterable
         inputs[f"__{column}"] = joined[column].to_numpy()
     inputs["__context"] = "\x1f".join(str(value) for value in (VERSION, *context))
     lanes = [
-        pd.util.hash_pandas_object(inputs, index=False, hash_key=key).to_numpy(np.uint64) for key in _KEYS
+        pd.util.hash_pandas_object(inputs, index=False, hash_key=key).to_numpy(np.uint64) for key in HASH_KEYS
     ]
     text = np.char.add(
         np.char.zfill(np.char.mod("%x", lanes[0]), 16), np.char.zfill(np.char.mod("%x", lanes[1]), 16)

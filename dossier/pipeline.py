@@ -12,7 +12,7 @@ they can travel through XCom.
 
 **A run for some SMEs** (:func:`run_for_smes`, what a grant starts) uses the same steps with
 ``sme_ids``: ingest pulls only those SMEs and keeps the other SMEs' rows in the shard's canonical
-files; validate checks the whole shard as always (its results stay the shard's); evaluate scores
+files; validate checks the shard as always (incrementally: see :func:`validate`); evaluate scores
 only those SMEs and keeps the other SMEs' staged scores; publish republishes the date, so only the
 new or changed versions take a new ``feed_seq`` and every other version stays as it was. Its
 consents are read at the run's instant (``consent_at``), not at the start of the as-of day: the
@@ -40,7 +40,7 @@ from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
 from warehouse import consent
 from warehouse.agents import mark_suspended_visits, suspended_ids
-from warehouse.canonical import SOURCES, TABLES
+from warehouse.canonical import SOURCES
 from warehouse.consent import as_of_instant
 from warehouse.db import in_chunks, session_scope, upsert
 from warehouse.models import IngestionRun, QuarantineEntry, Sme, StageRun
@@ -289,18 +289,6 @@ def ingest(
     return ingest_shard(source, shard, as_of, sme_ids=wanted, consent_at=consent_at, full=full)
 
 
-def read_shard_tables(store: Store, as_of: dt.date, shard: int) -> dict[str, pd.DataFrame]:
-    """Every canonical table of one shard (empty, correctly typed frames where a source wrote none)."""
-    tables: dict[str, pd.DataFrame] = {}
-    for name, table in TABLES.items():
-        path = store.layout.canonical(name, as_of.isoformat(), shard)
-        if store.exists(path):
-            tables[name] = store.read_table(path).to_pandas()
-        else:
-            tables[name] = table.empty_frame()
-    return tables
-
-
 def previous_run_date(session: Any, stage: str, shard: int, as_of: dt.date) -> dt.date | None:
     """The latest date before ``as_of`` whose ``stage`` step of ``shard`` succeeded (None: none)."""
     from sqlalchemy import func
@@ -316,9 +304,12 @@ def previous_run_date(session: Any, stage: str, shard: int, as_of: dt.date) -> d
     )
 
 
-def _previous_staged(store: Store, step: str, stage: str, shard: int, as_of: dt.date) -> pa.Table | None:
-    """The staged rows (with fingerprints) of the last successful ``stage`` of ``shard`` before ``as_of``."""
-    from dossier.fingerprints import FINGERPRINT
+def _previous_staged(
+    store: Store, step: str, stage: str, shard: int, as_of: dt.date
+) -> tuple[str, pa.Table] | None:
+    """The path and staged rows (with fingerprints and carry dates) of the last successful ``stage``
+    of ``shard`` before ``as_of`` (None: none, or staged before rows carried them)."""
+    from dossier.fingerprints import CARRY_UNTIL, FINGERPRINT
 
     with session_scope() as session:
         previous = previous_run_date(session, stage, shard, as_of)
@@ -328,19 +319,33 @@ def _previous_staged(store: Store, step: str, stage: str, shard: int, as_of: dt.
     if not store.exists(path):
         return None
     table = store.read_table(path)
-    return table if FINGERPRINT in table.column_names else None
+    return (path, table) if {FINGERPRINT, CARRY_UNTIL} <= set(table.column_names) else None
 
 
-def _shard_smes(tables: dict[str, pd.DataFrame]) -> list[str]:
-    found = [frame["sme_id"].dropna().astype(str).unique() for frame in tables.values() if len(frame)]
-    return sorted(set(np.concatenate(found))) if found else []
+def _carried(previous: pa.Table, keys: list[str], current: pd.DataFrame, as_of: dt.date) -> np.ndarray:
+    """Which rows of ``previous`` are carried: ``keys`` (fingerprint included) equal a row of
+    ``current`` and its carry date is after ``as_of``."""
+    from dossier.fingerprints import CARRY_UNTIL
+
+    earlier = previous.select(keys).to_pandas()
+    same = pd.MultiIndex.from_frame(earlier.astype(str)).isin(
+        pd.MultiIndex.from_frame(current[keys].astype(str))
+    )
+    until = previous.column(CARRY_UNTIL).to_numpy(zero_copy_only=False)
+    due = np.array([d is None or d <= as_of for d in until], dtype=bool)
+    return np.asarray(same, dtype=bool) & ~due
 
 
-def _only(tables: dict[str, pd.DataFrame], sme_ids: Iterable[str]) -> dict[str, pd.DataFrame]:
-    wanted = set(sme_ids)
-    return {
-        name: frame[frame["sme_id"].isin(wanted)].reset_index(drop=True) for name, frame in tables.items()
-    }
+VALIDATION_SCHEMA = pa.schema(
+    [
+        pa.field("sme_id", pa.string()),
+        pa.field("passed", pa.bool_()),
+        pa.field("reasons", pa.list_(pa.string())),
+        pa.field("input_fingerprint", pa.string()),
+        pa.field("carry_until", pa.date32()),
+    ]
+)
+"""Columns of a staged validation file: one row per SME of the shard."""
 
 
 @recorded("validate")
@@ -348,57 +353,73 @@ def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any
     """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome.
 
     Incremental unless ``full``: an SME that passed on the last successful validation of this shard
-    before ``as_of`` and whose input fingerprint (:mod:`dossier.fingerprints`: its canonical rows,
-    their dates against the as-of bounds, the as-of month) is the one recorded then keeps that
-    outcome; only the other SMEs are validated (and recorded) again. A failing SME is always
-    validated again, so its quarantine entries are those of the date.
+    before ``as_of``, whose input fingerprint (:mod:`dossier.fingerprints`: its canonical rows'
+    digests, read from the canonical files' sidecars, the as-of month and the suites) is the one
+    recorded then, and whose carry date (the first as-of date its rows' dates compare otherwise
+    with the suites' bounds) is after ``as_of`` keeps that outcome; only the other SMEs' rows are
+    read and validated (and recorded) again. A failing SME is always validated again, so its
+    quarantine entries are those of the date. A shard with nothing to validate again copies its
+    previous staged file.
     """
     from dossier import fingerprints as fp
     from expectations.runner import record_validation, validate_shard
+    from warehouse.canonical_files import CanonicalShard
 
     store = Store.from_settings()
-    tables = read_shard_tables(store, as_of, shard)
-    smes = _shard_smes(tables)
-    digests = fp.table_digests(tables, smes, fp.validation_bounds(as_of))
-    prints = fp.fingerprints(
-        digests, pd.DataFrame({"sme_id": smes}), context=("validation", fp.as_of_month(as_of))
-    )
-    current = pd.DataFrame(
-        {"sme_id": pd.array(smes, dtype="str"), fp.FINGERPRINT: pd.array(prints.to_numpy(), dtype="str")}
-    )
-    carried = pd.DataFrame(columns=["sme_id", "passed", "reasons"])
+    path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
+    shard_in = CanonicalShard.open(store, as_of, shard)
+    smes = shard_in.smes()
+    current = pd.DataFrame({"sme_id": pd.Series(smes, dtype=object)})
+    prints = fp.fingerprints(shard_in.digests(smes), current, context=fp.validation_context(as_of))
+    current[fp.FINGERPRINT] = prints.to_numpy()
+    carried = VALIDATION_SCHEMA.empty_table()
     previous = None if full else _previous_staged(store, VALIDATION_STEP, "validate", shard, as_of)
     if previous is not None:
-        earlier = previous.select(["sme_id", "passed", "reasons", fp.FINGERPRINT]).to_pandas()
-        earlier = earlier[earlier["passed"].astype(bool)]
-        carried = earlier.merge(current, on=["sme_id", fp.FINGERPRINT])[["sme_id", "passed", "reasons"]]
-    again = sorted(set(smes) - set(carried["sme_id"]))
-    checked = tables if len(carried) == 0 else _only(tables, again)
-    if len(carried) == 0 or again:
-        if len(carried):
+        previous_path, earlier = previous
+        keep = _carried(earlier, ["sme_id", fp.FINGERPRINT], current, as_of)
+        keep &= earlier.column("passed").to_numpy(zero_copy_only=False).astype(bool)
+        carried = earlier.filter(pa.array(keep)).select(VALIDATION_SCHEMA.names).cast(VALIDATION_SCHEMA)
+        if carried.num_rows == earlier.num_rows == len(smes):
+            store.write_bytes(path, store.read_bytes(previous_path))
+            return _validated(shard, as_of, carried, 0, path)
+    again = sorted(set(smes) - set(carried.column("sme_id").to_pylist()))
+    staged = carried
+    if again or carried.num_rows == 0:
+        checked = shard_in.frames(again if carried.num_rows else None)
+        if carried.num_rows:
             checked = {name: frame for name, frame in checked.items() if len(frame)}
         validation = validate_shard(checked, as_of=as_of, shard=shard)
         with session_scope() as session:
             record_validation(session, validation)
-        fresh = validation.sme_status[["sme_id", "passed", "reasons"]]
-    else:
-        fresh = carried.iloc[:0]
-    status = pd.concat([fresh, carried], ignore_index=True) if len(carried) else fresh
-    status = status.astype({"sme_id": str}).sort_values("sme_id", ignore_index=True)
-    status = status.merge(current.astype({"sme_id": str}), on="sme_id", how="left")
-    status["passed"] = status["passed"].astype(bool)
-    status["reasons"] = [list(r) for r in status["reasons"]]
-    path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
-    store.write_table(path, _without_pandas_metadata(status[["sme_id", "passed", "reasons", fp.FINGERPRINT]]))
-    failed = int((~status["passed"]).sum()) if len(status) else 0
+        status = validation.sme_status
+        ids = status["sme_id"].astype(str).tolist()
+        until = fp.carry_until(checked, ids, as_of, fp.validation_bounds)
+        by_sme = dict(zip(current["sme_id"], current[fp.FINGERPRINT], strict=True))
+        fresh = pa.Table.from_pydict(
+            {
+                "sme_id": ids,
+                "passed": status["passed"].astype(bool).tolist(),
+                "reasons": [list(r) for r in status["reasons"]],
+                "input_fingerprint": [by_sme[s] for s in ids],
+                "carry_until": until.reindex(ids).tolist(),
+            },
+            schema=VALIDATION_SCHEMA,
+        )
+        staged = pa.concat_tables([fresh, carried]).sort_by("sme_id") if carried.num_rows else fresh
+    store.write_table(path, staged)
+    return _validated(shard, as_of, staged, staged.num_rows - carried.num_rows, path)
+
+
+def _validated(shard: int, as_of: dt.date, staged: pa.Table, validated: int, path: str) -> dict[str, Any]:
+    failed = staged.num_rows - int(pc.sum(staged.column("passed")).as_py() or 0)
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
-        "smes": len(status),
-        "passed": len(status) - failed,
+        "smes": staged.num_rows,
+        "passed": staged.num_rows - failed,
         "failed": failed,
-        "validated": len(status) - len(carried),
-        "carried": len(carried),
+        "validated": validated,
+        "carried": staged.num_rows - validated,
         "path": path,
     }
 
@@ -580,6 +601,7 @@ def evaluate(
     """
     import evaluation
     from dossier import fingerprints as fp
+    from warehouse.canonical_files import CanonicalShard
 
     store = Store.from_settings()
     at = now or dt.datetime.now(dt.UTC)
@@ -588,66 +610,73 @@ def evaluate(
         plan = smes_to_evaluate(session, store, as_of, shard, now=at, sme_ids=wanted, then=consent_at)
         record_holds(session, as_of, plan.considered, plan.holds, at=at)
         suspended = suspended_ids(session)
-    tables = read_shard_tables(store, as_of, shard)
-    # a suspended field agent's visits verify nothing (warehouse.agents, evaluation.features)
-    tables["survey_visits"] = mark_suspended_visits(tables["survey_visits"], suspended)
-    if wanted is not None:
-        tables = {name: frame[frame["sme_id"].isin(wanted)] for name, frame in tables.items()}
+    shard_in = CanonicalShard.open(store, as_of, shard)
     terms = lending_terms(get_settings())
-    digests = fp.table_digests(tables, plan.smes["sme_id"], fp.scoring_bounds(as_of))
+    ids = plan.smes["sme_id"]
+    inputs = plan.smes.assign(agent_marks=_visit_marks(shard_in, suspended, ids).reindex(ids).to_numpy())
     smes = plan.smes.assign(
         **{
             fp.FINGERPRINT: fp.fingerprints(
-                digests,
-                plan.smes,
-                context=("scores", evaluation.MODEL_VERSION, repr(terms), fp.as_of_month(as_of)),
+                shard_in.digests(ids),
+                inputs,
+                context=fp.scoring_context(as_of, evaluation.MODEL_VERSION, terms),
             )
         }
     )
-    columns = [*evaluation.SCOPED_COLUMNS, *evaluation.RATIO_COLUMNS, fp.FINGERPRINT]
+    columns = [*evaluation.SCOPED_COLUMNS, *evaluation.RATIO_COLUMNS, fp.FINGERPRINT, fp.CARRY_UNTIL]
+    path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
     carried = None
     if not full and wanted is None:
         previous = _previous_staged(store, SCORES_STEP, "evaluate", shard, as_of)
-        if previous is not None and all(name in previous.column_names for name in columns):
-            keys = ["sme_id", "scope", fp.FINGERPRINT]
-            same = pd.MultiIndex.from_frame(previous.select(keys).to_pandas()).isin(
-                pd.MultiIndex.from_frame(smes[keys])
-            )
-            carried = previous.filter(pa.array(same, pa.bool_())).select(columns)
+        if previous is not None and all(name in previous[1].column_names for name in columns):
+            previous_path, earlier = previous
+            keep = _carried(earlier, ["sme_id", "scope", fp.FINGERPRINT], smes, as_of)
+            carried = earlier.filter(pa.array(keep)).select(columns)
     todo = smes
     if carried is not None and carried.num_rows:
         done = pd.MultiIndex.from_frame(carried.select(["sme_id", "scope"]).to_pandas())
         todo = smes[~pd.MultiIndex.from_frame(smes[["sme_id", "scope"]]).isin(done)]
-        tables = _only(tables, todo["sme_id"])
-    scored = evaluation.evaluate_scopes(
-        tables, todo.drop(columns=[fp.FINGERPRINT]), as_of=as_of, terms=terms, with_ratios=True
-    )
-    no_data = scored["sources_used"].map(len) == 0
-    scored = scored[~no_data].reset_index(drop=True)
-    prints = pd.Series(
-        todo[fp.FINGERPRINT].to_numpy(), index=pd.MultiIndex.from_frame(todo[["sme_id", "scope"]])
-    )
-    scored[fp.FINGERPRINT] = pd.array(
-        prints.reindex(pd.MultiIndex.from_frame(scored[["sme_id", "scope"]])).to_numpy(), dtype="str"
-    )
-    staged = _without_pandas_metadata(scored[columns])
-    kept = 0 if carried is None else carried.num_rows
-    if kept:
-        staged = pa.concat_tables([staged, carried], promote_options="permissive").sort_by(
-            [("sme_id", "ascending"), ("scope", "ascending")]
+    no_data = pd.Series([], dtype=bool)
+    copied = False
+    if carried is not None and carried.num_rows and todo.empty:
+        scored, staged = None, carried
+        if carried.num_rows == earlier.num_rows:  # every row carried: the same file
+            store.write_bytes(path, store.read_bytes(previous_path))
+            copied = True
+    else:
+        tables = shard_in.frames(sorted(set(todo["sme_id"])) if carried is not None else ids)
+        # a suspended field agent's visits verify nothing (warehouse.agents, evaluation.features)
+        tables["survey_visits"] = mark_suspended_visits(tables["survey_visits"], suspended)
+        scored = evaluation.evaluate_scopes(
+            tables, todo.drop(columns=[fp.FINGERPRINT]), as_of=as_of, terms=terms, with_ratios=True
         )
-    stage_counts(store, as_of, shard, staged.to_pandas() if kept else scored)
+        no_data = scored["sources_used"].map(len) == 0
+        scored = scored[~no_data].reset_index(drop=True)
+        prints = pd.Series(
+            todo[fp.FINGERPRINT].to_numpy(), index=pd.MultiIndex.from_frame(todo[["sme_id", "scope"]])
+        )
+        scored[fp.FINGERPRINT] = pd.array(
+            prints.reindex(pd.MultiIndex.from_frame(scored[["sme_id", "scope"]])).to_numpy(), dtype="str"
+        )
+        until = fp.carry_until(tables, todo["sme_id"], as_of, fp.scoring_bounds)
+        scored[fp.CARRY_UNTIL] = until.reindex(scored["sme_id"].astype(object)).to_numpy()
+        staged = _without_pandas_metadata(scored[columns])
+        if carried is not None and carried.num_rows:
+            staged = pa.concat_tables([staged, carried], promote_options="permissive")
+        staged = staged.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
+    kept = 0 if carried is None else carried.num_rows
+    stage_counts(store, as_of, shard, staged.to_pandas() if kept or scored is None else scored)
     counts = {
         "evaluated": staged.num_rows,
-        "scored": len(scored),
+        "scored": 0 if scored is None else len(scored),
         "carried": kept,
         "smes": len(pc.unique(staged.column("sme_id"))),
         "scopes": len(pc.unique(staged.column("scope"))),
     }
-    path = store.layout.staging(SCORES_STEP, as_of.isoformat(), shard)
     if wanted is not None and store.exists(path):
         staged = _beside_others(store.read_table(path), staged, wanted)
-    store.write_table(path, staged)
+    if not copied:
+        store.write_table(path, staged)
     return {
         "shard": shard,
         "as_of": as_of.isoformat(),
@@ -657,6 +686,19 @@ def evaluate(
         "model_version": evaluation.MODEL_VERSION,
         "path": path,
     }
+
+
+def _visit_marks(shard_in: Any, suspended: Iterable[str], sme_ids: Iterable[str]) -> pd.Series:
+    """Per SME: the suspended agents among those who visited it, sorted and joined ("" for none):
+    with its rows unchanged, what decides which of its visits are marked (:func:`mark_suspended_visits`)."""
+    wanted = sorted(set(sme_ids))
+    agents = set(suspended)
+    if not agents or not wanted:
+        return pd.Series("", index=pd.Index(wanted, dtype=object), dtype=object)
+    visits = shard_in.table("survey_visits", wanted, columns=["sme_id", "agent_id"])
+    visits = visits[visits["agent_id"].isin(agents)]
+    marks = visits.groupby("sme_id")["agent_id"].agg(lambda a: ",".join(sorted(set(a))))
+    return marks.reindex(pd.Index(wanted, dtype=object)).fillna("").astype(object)
 
 
 def _beside_others(previous: pa.Table, fresh: pa.Table, sme_ids: set[str]) -> pa.Table:

@@ -596,10 +596,14 @@ def confirm_with_gx(
 
     One GX validation per table for all the shards together: this is where GX confirms the plan's
     failing rows (raising ``RuntimeError`` where they differ) and writes what the Data Docs show.
+    A table no shard validated on the date (every SME carried from an earlier date) has no
+    evidence and no result here.
     """
+    confirmed: dict[str, ExpectationSuiteValidationResult] = {}
+    if not any(evidence.values()):
+        return confirmed  # no table has new evidence: nothing for GX to confirm (GX is not imported)
     suites = loaded_suites()
     parameters = suite_parameters(as_of)
-    confirmed: dict[str, ExpectationSuiteValidationResult] = {}
     for name in TABLES:
         parts = [tables[name] for _, tables in sorted(evidence.items()) if name in tables]
         if parts:

@@ -11,12 +11,18 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
+from sqlalchemy import select
 
 import evaluation
 from bench.core_pipeline import AS_OF, NEXT, _settings, land_next_date, prepare
 from dossier import fingerprints as fp
 from dossier import pipeline
 from dossier.settings import override
+from warehouse import consent
+from warehouse.canonical import TABLES
+from warehouse.canonical_files import digest_columns, sme_digests, write_canonical
+from warehouse.db import session_scope
+from warehouse.models import Lender
 from warehouse.storage import Store
 
 SHARDS = 2
@@ -73,9 +79,21 @@ def test_unchanged_smes_carry_their_rows_and_the_result_equals_a_full_run(
     changed_rows = incremental["sme_id"].isin(changed)
     assert scored >= int(changed_rows.sum()) > 0
 
-    # an unchanged SME's row is the previous date's row, value for value (fingerprint included)
+    # an unchanged SME's row is the previous date's row, value for value (fingerprint included),
+    # unless one of its dates compares otherwise with the new as-of day (a bill fell due): then it
+    # is scored again, with the same fingerprint
+    due = before[before[fp.CARRY_UNTIL] <= NEXT]
+    assert len(due) > 0
+    again = incremental[~changed_rows].merge(
+        due, on=["sme_id", "scope", fp.FINGERPRINT], suffixes=("", "_before")
+    )
+    assert len(again) == len(due[~due["sme_id"].isin(changed)])
+    assert (again[fp.CARRY_UNTIL] > NEXT).all()
+    assert scored >= int(changed_rows.sum()) + len(again)
     same = incremental[~changed_rows].merge(
-        before, on=["sme_id", "scope", fp.FINGERPRINT], suffixes=("", "_before")
+        before[before[fp.CARRY_UNTIL] > NEXT],
+        on=["sme_id", "scope", fp.FINGERPRINT],
+        suffixes=("", "_before"),
     )
     assert len(same) == carried
     for column in evaluation.SCOPED_COLUMNS:
@@ -91,31 +109,79 @@ def test_unchanged_smes_carry_their_rows_and_the_result_equals_a_full_run(
     assert (moved["revenue_12m"] != moved["revenue_12m_before"]).all()
 
     # a full run of the same date stages exactly the same rows
+    validated = [staged(pipeline.VALIDATION_STEP, NEXT, shard) for shard in range(SHARDS)]
     for shard in range(SHARDS):
         assert pipeline.validate(shard, NEXT, full=True)["carried"] == 0
         assert pipeline.evaluate(shard, NEXT, full=True)["carried"] == 0
     full = scores(NEXT)
     assert pa.Table.from_pandas(full).equals(pa.Table.from_pandas(incremental))
+    for shard in range(SHARDS):
+        assert staged(pipeline.VALIDATION_STEP, NEXT, shard).equals(validated[shard])
+
+
+def land_again(day: dt.date, later: dt.date) -> None:
+    """Write ``day``'s canonical files again for ``later``, as ingest writes them (with sidecars)."""
+    store = Store.from_settings()
+    for shard in range(SHARDS):
+        for name in TABLES:
+            source = store.layout.canonical(name, day.isoformat(), shard)
+            if store.exists(source):
+                write_canonical(store, name, later, shard, store.read_table(source))
+
+
+def test_a_new_consent_scope_is_scored_and_every_other_row_carried(landed: tuple[Path, list[str]]) -> None:
+    later = NEXT + dt.timedelta(days=1)
+    land_again(NEXT, later)
+    before = scores(NEXT)
+    sme = str(before["sme_id"].iloc[0])
+    assert "accounting@7m" not in set(before.loc[before["sme_id"] == sme, "scope"])
+    with session_scope() as session:
+        lender = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).first()
+        consent.grant(
+            session,
+            consent_id="incremental-new-scope",
+            sme_id=sme,
+            sources=["accounting"],
+            recipients=[lender],
+            purpose="credit_decision",
+            history_months=7,
+            granted_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC),
+            expires_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=365),
+        )
+    results = []
+    for shard in range(SHARDS):
+        pipeline.validate(shard, later)
+        results.append(pipeline.evaluate(shard, later))
+    after = scores(later)
+    new = after[(after["sme_id"] == sme) & (after["scope"] == "accounting@7m")]
+    assert len(new) == 1
+    assert new[fp.FINGERPRINT].iloc[0] not in set(before[fp.FINGERPRINT])
+    # every other row is the previous date's, unless its dates compare otherwise with the new day
+    carried = before[before[fp.CARRY_UNTIL] > later]
+    keys = set(zip(carried["sme_id"], carried["scope"], carried[fp.FINGERPRINT], strict=True))
+    same = 0
+    for shard in range(SHARDS):
+        now, then = (staged(pipeline.SCORES_STEP, day, shard) for day in (later, NEXT))
+        pick = [
+            [
+                k in keys
+                for k in zip(
+                    *(t.column(c).to_pylist() for c in ("sme_id", "scope", fp.FINGERPRINT)), strict=True
+                )
+            ]
+            for t in (now, then)
+        ]
+        assert now.filter(pa.array(pick[0])).equals(then.filter(pa.array(pick[1])))
+        same += sum(pick[0])
+    assert same == sum(r["carried"] for r in results) == len(carried)
+    assert sum(r["scored"] for r in results) == len(after) - same >= 1
 
 
 def test_a_new_model_version_scores_every_sme_again(
     landed: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    later = NEXT + dt.timedelta(days=1)
-    store = Store.from_settings()
-    for shard in range(SHARDS):
-        for name in (
-            "monthly_financials",
-            "vat_returns",
-            "utility_readings",
-            "utility_bills",
-            "survey_visits",
-        ):
-            source = store.layout.canonical(name, NEXT.isoformat(), shard)
-            if store.exists(source):
-                store.write_table(
-                    store.layout.canonical(name, later.isoformat(), shard), store.read_table(source)
-                )
+    later = NEXT + dt.timedelta(days=2)
+    land_again(NEXT, later)
     monkeypatch.setattr(evaluation, "MODEL_VERSION", evaluation.MODEL_VERSION + ".next")
     for shard in range(SHARDS):
         pipeline.validate(shard, later)
@@ -137,26 +203,76 @@ def frame(dates: list[str], revenue: list[float]) -> dict[str, pd.DataFrame]:
 
 
 def prints(tables: dict[str, pd.DataFrame], as_of: dt.date) -> str:
-    digests = fp.table_digests(tables, ["SME-1"], fp.scoring_bounds(as_of))
+    digests = digest_columns({name: sme_digests(f) for name, f in tables.items()}, ["SME-1"])
     return fp.fingerprints(
         digests, pd.DataFrame({"sme_id": ["SME-1"]}), context=(fp.as_of_month(as_of),)
     ).iloc[0]
 
 
-def test_fingerprints_follow_the_rows_and_the_as_of_comparisons_only() -> None:
+def until(tables: dict[str, pd.DataFrame], as_of: dt.date) -> dt.date:
+    return fp.carry_until(tables, ["SME-1"], as_of, fp.scoring_bounds).iloc[0]
+
+
+def test_fingerprints_follow_the_rows_and_the_as_of_month_only() -> None:
     day = dt.date(2026, 11, 10)
     base = prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), day)
     assert len(base) == 32
     # the order of the rows does not matter
     assert prints(frame(["2026-11-12", "2026-10-15"], [2.0, 1.0]), day) == base
-    # a value, or a repeated row, does
+    # a value, a date or a repeated row does
     assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.5]), day) != base
+    assert prints(frame(["2026-10-15", "2026-11-13"], [1.0, 2.0]), day) != base
     assert prints(frame(["2026-10-15", "2026-11-12", "2026-11-12"], [1.0, 2.0, 2.0]), day) != base
-    # the next day of the same month compares every date alike: same fingerprint
-    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 11)) == base
-    # a due date the as-of day passes changes it, and so does a new month
-    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 13)) != base
+    # another day of the same month gives the same fingerprint, a new month another one
+    assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 13)) == base
     assert prints(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 12, 20)) != base
+
+
+def test_a_row_is_carried_until_one_of_its_dates_compares_otherwise_with_the_as_of_day() -> None:
+    # evaluation reads due_date < as_of: the bill due on the 12th counts as due from the 13th on
+    assert until(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 10)) == dt.date(
+        2026, 11, 13
+    )
+    assert until(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 12)) == dt.date(
+        2026, 11, 13
+    )
+    # once every date is behind the as-of day, only the next month ends the carry
+    assert until(frame(["2026-10-15", "2026-11-12"], [1.0, 2.0]), dt.date(2026, 11, 13)) == dt.date(
+        2026, 12, 1
+    )
+    # a date past the month's end, and a missing one, change nothing this month
+    assert until(frame(["2027-01-05"], [1.0]), dt.date(2026, 12, 20)) == dt.date(2027, 1, 1)
+    missing = frame(["2026-11-12"], [1.0])
+    missing["vat_returns"]["due_date"] = pd.Series([None], dtype=object)
+    assert until(missing, dt.date(2026, 11, 10)) == dt.date(2026, 12, 1)
+
+
+def test_validation_carry_dates_follow_the_suites_bounds() -> None:
+    # the suites bound a VAT return's due date by the as-of day plus a horizon: the date a row's
+    # outcome changes is the first as-of day whose bounds place it otherwise, and never later
+    tables = frame(["2026-10-15", "2026-11-12"], [1.0, 2.0])
+    day = dt.date(2026, 11, 10)
+    carry = fp.carry_until(tables, ["SME-1"], day, fp.validation_bounds).iloc[0]
+    assert day < carry <= fp.next_month(day)
+    for later in (day + dt.timedelta(days=k) for k in range(1, (fp.next_month(day) - day).days)):
+        flat = {
+            t: {c: [op for _b, op in tests] for c, tests in cols.items()}
+            for t, cols in fp.validation_bounds(day).items()
+        }
+        assert flat == {
+            t: {c: [op for _b, op in tests] for c, tests in cols.items()}
+            for t, cols in fp.validation_bounds(later).items()
+        }
+        same = all(
+            (v < b0) == (v < b1) and (v <= b0) == (v <= b1)
+            for column, tests in fp.validation_bounds(day)["vat_returns"].items()
+            if column in tables["vat_returns"]
+            for (b0, _op), (b1, _op1) in zip(
+                tests, fp.validation_bounds(later)["vat_returns"][column], strict=True
+            )
+            for v in pd.to_datetime(tables["vat_returns"][column]).to_numpy()
+        )
+        assert same == (later < carry), later
 
 
 def test_a_shard_without_data_stages_typed_empty_files(landed: tuple[Path, list[str]]) -> None:

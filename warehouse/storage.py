@@ -8,6 +8,7 @@ Layout under the root::
 
     raw/<source>/<sha256[:2]>/<sha256>.<ext>            immutable, content-addressed payloads
     canonical/<table>/as_of=<date>/shard=<NNNN>.parquet  one file per table per shard per as-of date
+    canonical/<table>/as_of=<date>/_digests/shard=<NNNN>.parquet  its per-SME digests (warehouse.canonical_files)
     staging/<step>/as_of=<date>/shard=<NNNN>.parquet     validation outcomes and scores per shard
     dossiers/schema=<v>/as_of=<date>/part-<NNNN>-<attempt>.parquet  the published dossier dataset
     manifests/dossiers/schema=<v>/as_of=<date>.json      written last: files, row counts, sha256
@@ -42,6 +43,17 @@ class StoreError(DossierError, OSError):
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def parquet_table(path: str, source: Any, **options: Any) -> pa.Table:
+    """``pyarrow.parquet.read_table(source, **options)`` of the file at ``path`` (its handle or bytes);
+    :class:`StoreError` naming the file when it is not readable Parquet."""
+    try:
+        return pq.read_table(source, **options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+        raise StoreError(
+            f"{path}: not a readable Parquet file ({error}); delete it and re-run the step that writes it"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -152,12 +164,7 @@ class Store:
     def read_table(self, path: str, columns: list[str] | None = None) -> pa.Table:
         """The Parquet file at ``path``; :class:`StoreError` naming the file when it is not readable Parquet."""
         with self.fs.open(path, "rb") as handle:
-            try:
-                return pq.read_table(handle, columns=columns)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
-                raise StoreError(
-                    f"{path}: not a readable Parquet file ({error}); delete it and re-run the step that writes it"
-                ) from error
+            return parquet_table(path, handle, columns=columns)
 
     def read_tables(self, paths: Iterable[str], columns: list[str] | None = None) -> list[pa.Table]:
         return [self.read_table(p, columns) for p in paths if self.fs.exists(p)]

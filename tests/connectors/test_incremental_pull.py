@@ -18,8 +18,10 @@ from connectors.registry import connector_for
 from connectors.sandbox.server import SandboxServer
 from dossier.settings import override
 from warehouse.canonical import TABLES_BY_SOURCE
+from warehouse.canonical_files import FILE_SHA256, CanonicalShard, digests_path, sme_digests
 from warehouse.consent import pull_windows
 from warehouse.models import PullCursor
+from warehouse.storage import sha256_hex
 
 SOURCES = ("accounting", "tax", "utility", "survey")
 LINEAGE = ["source_record", "raw_sha256"]
@@ -231,3 +233,28 @@ def test_an_open_obligation_inside_the_consent_is_asked_for_again(
             expected[sme_id] = restart
     assert plan.restart == expected
     assert any(restart < base for restart in expected.values())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_ingest_writes_each_canonical_file_with_the_digests_of_its_smes(
+    seeded: Seeded, sandbox: SandboxServer, source: str
+) -> None:
+    day = dt.date(2026, 11, 24)
+    summary, _ = pull(seeded, sandbox, source, day)
+    assert summary["pulled"] > 0
+    for table in TABLES_BY_SOURCE[source]:
+        path = seeded.store.layout.canonical(table.name, day.isoformat(), 0)
+        sidecar = seeded.store.read_table(digests_path(seeded.store, table.name, day, 0))
+        assert sidecar.schema.metadata[FILE_SHA256] == sha256_hex(seeded.store.read_bytes(path)).encode()
+        frame = seeded.store.read_table(path).to_pandas()
+        expected = [
+            {"sme_id": sme_id, **digests} for sme_id, digests in sme_digests(frame).to_dict("index").items()
+        ]
+        assert sidecar.to_pylist() == expected
+        assert [row["rows"] for row in expected] == frame.groupby("sme_id").size().tolist()
+        # the digests are the shard's: CanonicalShard reads them from the sidecar, not the rows
+        opened = CanonicalShard.open(seeded.store, day, 0)
+        assert opened.from_sidecars == len(TABLES_BY_SOURCE[source])
+        got = opened.digests(frame["sme_id"].unique())
+        for column in ("rows", "h0", "h1"):
+            assert got[f"{table.name}.{column}"].tolist() == [row[column] for row in expected]
