@@ -899,7 +899,7 @@ def ingest_shard(
     connector = connector_for(source)
     session_factory = session_factory or session_scope
     with session_factory() as session:
-        shard_count = shard_plans.plan_date(session, as_of, settings.shard_policy()).shard_count
+        shard_count = shard_plans.plan_date(session, as_of, settings.shard_policy(), at=now).shard_count
     if not 0 <= shard < shard_count:
         raise ValueError(f"shard {shard} outside 0..{shard_count - 1} (the shard plan of {as_of})")
     store = store or Store.from_settings()

@@ -152,8 +152,10 @@ def recorded(stage: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[.
 
     The step's ``as_of`` (and ``shard`` and ``source`` where it has them) name the row. A failed
     step is recorded with its error and the error is raised as before; a scoped run (``sme_ids``)
-    adds ``scoped_smes`` to the counts. Recording never hides the step's own outcome: when the
-    warehouse refuses the row, that is logged and the step's result (or error) stands.
+    adds ``scoped_smes`` to the counts. The date's shard plan is made first if no step of the date
+    made it yet (:func:`shard_plan`), so every step of a date runs under its one count. Recording
+    never hides the step's own outcome: when the warehouse refuses the row, that is logged and the
+    step's result (or error) stands.
     """
 
     def decorate(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -172,6 +174,7 @@ def recorded(stage: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[.
             extra = {} if scoped is None else {"scoped_smes": len(set(scoped))}
             started_at, began = dt.datetime.now(dt.UTC), time.perf_counter()
             try:
+                shard_plan(where["as_of"])  # the date's plan comes before any of its steps
                 result = step(*args, **kwargs)
             except BaseException as error:
                 _write_stage(where, "failed", started_at, time.perf_counter() - began, extra, str(error))
