@@ -59,17 +59,14 @@ def _catalog() -> list[tuple]:
 
 def _shard_plan(engine: Any, as_of: dt.date) -> tuple:
     with engine.connect() as connection:
-        return (
-            connection.execute(
-                text(
-                    "SELECT shard_count, basis, smes, shard_size, max_shards FROM shard_plans "
-                    "WHERE as_of_date = :d"
-                ),
-                {"d": as_of},
-            )
-            .one()
-            ._tuple()
-        )
+        row = connection.execute(
+            text(
+                "SELECT shard_count, basis, smes, shard_size, max_shards FROM shard_plans "
+                "WHERE as_of_date = :d"
+            ),
+            {"d": as_of},
+        ).one()
+    return tuple(row)
 
 
 def _consenting(ledger: Any, at: dt.datetime) -> int:
