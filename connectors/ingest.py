@@ -26,11 +26,15 @@ months before that end (providers revise recent months), or from the earliest ro
 still change (:meth:`~connectors.core.connector.Connector.unsettled`), and keeps the SME's rows of
 the earlier months from the cursor's canonical partition, cut to the consent window as it is now.
 The whole window is pulled when there is no cursor, the consent now reaches further back than the
-rows cover, the SME reconnected (another provider, account or own connection), the shard count or
-the source's connector does not allow it, the cursor's partition is gone, the SME's data was
+rows cover, the SME reconnected (another provider, account or own connection), the date's shard
+count differs from the cursor's date's (:mod:`warehouse.shard_plans`) or the source's connector
+does not allow it, the cursor's partition is gone, the SME's data was
 erased since, on a re-run or backfill of a date not after the cursor's (which never moves it back),
 and with ``full=True``. A failed or quarantined pull never advances the cursor; one for the
 cursor's own date drops it, since that partition no longer holds the SME's rows.
+
+The shard count is the date's recorded plan (:func:`warehouse.shard_plans.plan_date`: decided by
+the date's first step, from its SMEs, and read by every later one).
 
 It then writes each of the source's canonical tables for the shard as one Parquet file (replacing
 the previous one; empty tables keep the schema). One SME failing, for whatever reason, never stops
@@ -71,6 +75,7 @@ from connectors.core.streams import RawPage
 from connectors.registry import connector_for, provider_endpoint
 from connectors.tax.fraud_prevention import FraudPrevention
 from dossier.settings import get_settings
+from warehouse import shard_plans
 from warehouse.canonical import TABLES_BY_SOURCE
 from warehouse.canonical_files import write_canonical
 from warehouse.consent import as_of_instant, pull_window, pull_windows
@@ -893,9 +898,11 @@ def ingest_shard(
     """
     settings = get_settings()
     connector = connector_for(source)
-    if not 0 <= shard < settings.shard_count:
-        raise ValueError(f"shard {shard} outside 0..{settings.shard_count - 1} (DOSSIER_SHARD_COUNT)")
     session_factory = session_factory or session_scope
+    with session_factory() as session:
+        shard_count = shard_plans.plan_date(session, as_of, settings.shard_policy(), at=now).shard_count
+    if not 0 <= shard < shard_count:
+        raise ValueError(f"shard {shard} outside 0..{shard_count - 1} (the shard plan of {as_of})")
     store = store or Store.from_settings()
     endpoint = provider_endpoint(source, settings)
     if base_url is not None and base_url != endpoint.base_url:  # a caller's own provider (tests, a backfill)
@@ -910,11 +917,11 @@ def ingest_shard(
     box = fernet_for(token_key if token_key is not None else settings.kept_secret("secret_key"))
 
     with session_factory() as session:
-        connections = connections_in_shard(session, source, shard, settings.shard_count)
+        connections = connections_in_shard(session, source, shard, shard_count)
         if sme_ids is not None:
             wanted = set(sme_ids)
             connections = [c for c in connections if c.sme_id in wanted]
-        uploaded = uploads.uploads_to_use(session, source, shard, settings.shard_count, sme_ids=sme_ids)
+        uploaded = uploads.uploads_to_use(session, source, shard, shard_count, sme_ids=sme_ids)
         connections = [c for c in connections if c.sme_id not in uploaded]
         windows = pull_windows(
             session, source, [c.sme_id for c in connections], then=consent_at, now=now or utcnow()
@@ -960,7 +967,7 @@ def ingest_shard(
         cursors,
         windows,
         tokens,
-        shard_count=settings.shard_count,
+        shard_count=shard_count,
         revision_months=settings.pull_revision_months,
     )
     sessions = HttpSessions(http_session_factory or default_session)
@@ -1032,7 +1039,7 @@ def ingest_shard(
             outcomes,
             resolved_at=utcnow(),
             obtained={sme: t.obtained_at for sme, t in tokens.items() if t.obtained_at is not None},
-            shard_count=settings.shard_count,
+            shard_count=shard_count,
         )
 
     statuses = [o.status for o in outcomes]

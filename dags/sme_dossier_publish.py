@@ -6,13 +6,15 @@ with `{"as_of": "YYYY-MM-DD"}`.
 
 * `resolve_as_of`: the as-of date (the `as_of` param, else the one carried by the triggering Asset events,
   else the run's logical date).
+* `plan_shards`: the shards of the date's plan (recorded by `sme_ingest`; see its `plan_shards`).
 * `validate` (mapped over shards): checks each table of the shard against its Great Expectations suite with
   the compiled check plan (GX itself is not loaded here), attributes failing rows to their SME, quarantines
   those SMEs with the reasons and stages the outcome.
 * `evaluate` (mapped over shards): computes features and the score (PD, grade, reason codes, limit, rate) of
   every SME that was pulled, passed validation and has no open quarantine.
 * Both carry forward the SMEs whose inputs did not change since the previous date's run (same input
-  fingerprint); `{"full": true}` validates and scores every SME again.
+  fingerprint) under the same shard count; a date whose count differs from the previous date's is
+  validated and scored in full. `{"full": true}` validates and scores every SME again.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
 * `build_data_docs`: confirms the date's validation with Great Expectations (once per table, over
@@ -79,10 +81,10 @@ def sme_dossier_publish() -> None:
         return carried_scope(event.extra for event in events) if events else run_scope()
 
     @task
-    def plan_shards(scope: dict) -> list[int]:
-        from dossier.pipeline import scoped_shards
+    def plan_shards(scope: dict, as_of: str) -> list[int]:
+        from dossier.pipeline import parse_as_of, scoped_shards
 
-        return scoped_shards(scope)
+        return scoped_shards(scope, parse_as_of(as_of))
 
     @task(map_index_template="{{ shard_label }}")
     def validate(shard: int, as_of: str, params: dict | None = None) -> dict:
@@ -138,7 +140,7 @@ def sme_dossier_publish() -> None:
 
     as_of = resolve_as_of()
     scope = resolve_scope()
-    validations = validate.partial(as_of=as_of).expand(shard=plan_shards(scope))
+    validations = validate.partial(as_of=as_of).expand(shard=plan_shards(scope, as_of))
     evaluations = evaluate.partial(scope=scope).expand(validation=validations)
     published = publish(as_of, evaluations)
     build_data_docs(as_of, published)

@@ -5,7 +5,10 @@ Pulls every consenting SME's **accounting**, **tax** (VAT), **utility** and **su
 providers, one mapped task per source per shard of SMEs.
 
 * `resolve_as_of`: the as-of date of the run (the `as_of` param, else the run's logical date, else today).
-* `plan_shards`: the shard numbers (`DOSSIER_SHARD_COUNT`).
+* `plan_shards`: the date's shard plan: decided by the date's first run from its SMEs with an active
+  consent (`DOSSIER_SHARD_SIZE` per shard, at most `DOSSIER_MAX_SHARDS`, the previous date's count kept
+  while it stays within 0.5-2 x the size; `DOSSIER_SHARD_COUNT` fixes it) and recorded in `shard_plans`;
+  every later run of the date uses it. Its log says the count and why.
 * `ingest_<source>` (mapped over shards): checks consent first (no request without an active consent covering
   the source), pulls with retries, lands each raw payload immutable and content-addressed, parses it into the
   canonical tables and writes one Parquet file per table per shard. An SME that fails is recorded in
@@ -69,10 +72,10 @@ def sme_ingest() -> None:
         return run_scope((params or {}).get("sme_ids"), (params or {}).get("consent_at"))
 
     @task
-    def plan_shards(scope: dict) -> list[int]:
-        from dossier.pipeline import scoped_shards
+    def plan_shards(scope: dict, as_of: str) -> list[int]:
+        from dossier.pipeline import parse_as_of, scoped_shards
 
-        return scoped_shards(scope)
+        return scoped_shards(scope, parse_as_of(as_of))
 
     @task(map_index_template="{{ shard_label }}")
     def ingest(source: str, shard: int, as_of: str, scope: dict, params: dict | None = None) -> dict:
@@ -109,7 +112,7 @@ def sme_ingest() -> None:
 
     as_of = resolve_as_of()
     scope = resolve_scope()
-    shards = plan_shards(scope)
+    shards = plan_shards(scope, as_of)
     for source in SOURCES:
         results = (
             ingest.override(task_id=f"ingest_{source}")

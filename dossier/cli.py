@@ -139,16 +139,19 @@ def _agent_tables(as_of: dt.date) -> dict[str, Any]:
     """``survey_visits`` and ``monthly_financials`` of every shard at ``as_of`` (empty when none)."""
     import pandas as pd
 
-    from dossier.pipeline import plan_shards
+    from warehouse import shard_plans
     from warehouse.canonical import TABLES
+    from warehouse.db import session_scope
     from warehouse.storage import Store
 
     store = Store.from_settings()
+    with session_scope() as session:
+        plan = shard_plans.recorded(session, as_of)
     tables = {}
     for name in ("survey_visits", "monthly_financials"):
         frames = [
             store.read_table(path).to_pandas()
-            for shard in plan_shards()
+            for shard in ([] if plan is None else plan.shards)
             if store.exists(path := store.layout.canonical(name, as_of.isoformat(), shard))
         ]
         tables[name] = pd.concat(frames, ignore_index=True) if frames else TABLES[name].empty_frame()
@@ -412,12 +415,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from dossier.pipeline import stage_runs, stage_summary
     from dossier.report import pipeline_report, render_report
+    from warehouse import shard_plans
     from warehouse.db import session_scope
 
     as_of = _as_of(args.as_of)
     render_report(pipeline_report(as_of), console)
     with session_scope() as session:
         steps = stage_summary(stage_runs(session, as_of))
+        plan = shard_plans.recorded(session, as_of)
+    if plan is None:
+        console.print(f"Shards: not planned yet for {as_of.isoformat()} (its first step plans them).")
+    else:
+        console.print(f"Shards: {plan.describe()}")
     render_steps(steps, as_of)
     return 0
 

@@ -38,7 +38,7 @@ from sqlalchemy import select, update
 
 from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
-from warehouse import consent
+from warehouse import consent, shard_plans
 from warehouse.agents import mark_suspended_visits, suspended_ids
 from warehouse.canonical import SOURCES
 from warehouse.consent import as_of_instant
@@ -152,8 +152,10 @@ def recorded(stage: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[.
 
     The step's ``as_of`` (and ``shard`` and ``source`` where it has them) name the row. A failed
     step is recorded with its error and the error is raised as before; a scoped run (``sme_ids``)
-    adds ``scoped_smes`` to the counts. Recording never hides the step's own outcome: when the
-    warehouse refuses the row, that is logged and the step's result (or error) stands.
+    adds ``scoped_smes`` to the counts. The date's shard plan is made first if no step of the date
+    made it yet (:func:`shard_plan`), so every step of a date runs under its one count. Recording
+    never hides the step's own outcome: when the warehouse refuses the row, that is logged and the
+    step's result (or error) stands.
     """
 
     def decorate(step: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -172,6 +174,7 @@ def recorded(stage: str) -> Callable[[Callable[..., dict[str, Any]]], Callable[.
             extra = {} if scoped is None else {"scoped_smes": len(set(scoped))}
             started_at, began = dt.datetime.now(dt.UTC), time.perf_counter()
             try:
+                shard_plan(where["as_of"])  # the date's plan comes before any of its steps
                 result = step(*args, **kwargs)
             except BaseException as error:
                 _write_stage(where, "failed", started_at, time.perf_counter() - began, extra, str(error))
@@ -256,16 +259,23 @@ def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
 
 
-def plan_shards() -> list[int]:
-    """Shard numbers to map over (``DOSSIER_SHARD_COUNT``)."""
-    return list(range(get_settings().shard_count))
+def shard_plan(as_of: dt.date) -> shard_plans.Plan:
+    """The shard plan of ``as_of`` (:func:`warehouse.shard_plans.plan_date`): recorded by the date's
+    first step, else decided now from the SMEs and recorded; every step of the date uses its count."""
+    with session_scope() as session:
+        return shard_plans.plan_date(session, as_of, get_settings().shard_policy())
 
 
-def shards_of(sme_ids: Iterable[str]) -> list[int]:
-    """The shards (``DOSSIER_SHARD_COUNT``) that hold ``sme_ids``."""
+def plan_shards(as_of: dt.date) -> list[int]:
+    """Shard numbers to map over on ``as_of`` (its shard plan)."""
+    return shard_plan(as_of).shards
+
+
+def shards_of(sme_ids: Iterable[str], as_of: dt.date) -> list[int]:
+    """The shards of ``as_of``'s plan that hold ``sme_ids``."""
     from warehouse.shards import shard_of
 
-    count = get_settings().shard_count
+    count = shard_plan(as_of).shard_count
     return sorted({shard_of(sme_id, count) for sme_id in sme_ids})
 
 
@@ -313,6 +323,10 @@ def _previous_staged(
 
     with session_scope() as session:
         previous = previous_run_date(session, stage, shard, as_of)
+        if previous is not None and not shard_plans.same_layout(
+            session, previous, as_of, get_settings().shard_policy()
+        ):
+            return None  # that date's shard holds other SMEs: nothing is carried (a full run)
     if previous is None:
         return None
     path = store.layout.staging(step, previous.isoformat(), shard)
@@ -499,7 +513,8 @@ def smes_to_evaluate(
         status = status[status["sme_id"].isin(wanted)]
     passed = set(status.loc[status["passed"].astype(bool), "sme_id"])
     failures = failed_pulls(session, as_of, None if wanted is None else sorted(wanted))
-    considered = sorted(set(status["sme_id"]) | set(in_shard(failures, shard, get_settings().shard_count)))
+    count = shard_plans.plan_date(session, as_of, get_settings().shard_policy()).shard_count
+    considered = sorted(set(status["sme_id"]) | set(in_shard(failures, shard, count)))
     then = then or as_of_instant(as_of)
     scopes = consent.scope_frame(session, considered, then=then, now=now)
     failed = pd.DataFrame(
@@ -822,7 +837,7 @@ def run_for_smes(
         raise ValueError("run_for_smes needs at least one SME id")
     as_of = as_of or parse_as_of(None)
     consent_at = consent_at or dt.datetime.now(dt.UTC)
-    shards = shards_of(wanted)
+    shards = shards_of(wanted, as_of)
     seconds: dict[str, float] = {}
     current: list[tuple[str, float]] = []
 
@@ -917,9 +932,14 @@ def carried_scope(extras: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
     return run_scope(smes, instants[-1].isoformat() if instants else None)
 
 
-def scoped_shards(scope: dict[str, Any]) -> list[int]:
-    """The shards a run of ``scope`` maps over: every shard, or those holding its SMEs."""
-    return plan_shards() if scope.get("sme_ids") is None else shards_of(scope["sme_ids"])
+def scoped_shards(scope: dict[str, Any], as_of: dt.date) -> list[int]:
+    """The shards a run of ``scope`` maps over on ``as_of``: every shard of the date's plan, or those
+    holding its SMEs. Logs the date's count and why (what the DAGs' ``plan_shards`` task shows)."""
+    plan = shard_plan(as_of)
+    log.info("shard plan of %s: %s", as_of, plan.describe())
+    if scope.get("sme_ids") is None:
+        return plan.shards
+    return shards_of(scope["sme_ids"], as_of)
 
 
 def scope_arguments(scope: dict[str, Any] | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ a value that does not fit is refused when the settings are first read, naming th
 >>> Settings.from_env({"DOSSIER_SHARD_COUNT": "abc"})
 Traceback (most recent call last):
 ...
-dossier.settings.SettingsError: DOSSIER_SHARD_COUNT='abc' is not valid: Input should be a valid integer, unable to parse string as an integer; set a whole number at least 1 (default 8), or unset it
+dossier.settings.SettingsError: DOSSIER_SHARD_COUNT='abc' is not valid: Input should be a valid integer, unable to parse string as an integer; set a whole number at least 1 (default empty), or unset it
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from warehouse.errors import DossierError
 
 if TYPE_CHECKING:
     from connectors.core.providers import ProviderEndpoint
+    from warehouse.shard_plans import ShardPolicy
 
 ENV_PREFIX = "DOSSIER_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -99,8 +100,26 @@ class Environment(BaseSettings):
         le=1,
         description="Share of sandbox responses that are a 429 with Retry-After or a transient 5xx.",
     )
-    shard_count: int = Field(
-        8, ge=1, description="SMEs are split into this many shards; each is one mapped Airflow task per step."
+    shard_count: int | None = Field(
+        None,
+        ge=1,
+        description="An explicit shard count for the dates not yet planned (tests, benchmarks); empty: each "
+        "date's count is planned from its SMEs with DOSSIER_SHARD_SIZE and DOSSIER_MAX_SHARDS. A date keeps "
+        "the count its first step recorded (`shard_plans`), whatever this says later.",
+    )
+    shard_size: int = Field(
+        10_000,
+        ge=1,
+        description="SMEs a shard is planned to hold: a date's shard count is its SMEs with an active consent "
+        "divided by this, rounded up (the previous date's count is kept while it gives 0.5-2 x this per shard). "
+        "At about 3 s of Airflow overhead per mapped task, 10,000 keeps that overhead under 5% of a task.",
+    )
+    max_shards: int = Field(
+        256,
+        ge=1,
+        le=1024,
+        description="Most shards a date is planned with (mapped tasks per step), well under Airflow's "
+        "max_map_length (1024); past it shards grow beyond DOSSIER_SHARD_SIZE.",
     )
     oauth_client_id: str = Field(
         "sme-dossier",
@@ -392,7 +411,7 @@ class _GivenEnvironment(Environment):
         return (init_settings,)
 
 
-HINTS: dict[type, str] = {int: "a whole number", float: "a number"}
+HINTS: dict[Any, str] = {int: "a whole number", int | None: "a whole number", float: "a number"}
 FIELD_HINTS: dict[str, str] = {
     "providers": 'a JSON object such as {"tax": {"base_url": "https://…"}}',
     "vendor_license_ids": "name=key pairs separated by commas",
@@ -412,7 +431,11 @@ class EnvVar:
 
 def _environment() -> tuple[EnvVar, ...]:
     return tuple(
-        EnvVar(ENV_PREFIX + name.upper(), str(info.default), info.description or "")
+        EnvVar(
+            ENV_PREFIX + name.upper(),
+            "" if info.default is None else str(info.default),
+            info.description or "",
+        )
         for name, info in Environment.model_fields.items()
     )
 
@@ -433,7 +456,7 @@ def _hint(name: str) -> str:
         for attribute, word in (("ge", "at least"), ("gt", "above"), ("le", "at most"), ("lt", "below")):
             if getattr(rule, attribute, None) is not None:
                 bounds.append(f"{word} {getattr(rule, attribute)}")
-    default = info.default if info.default != "" else "empty"
+    default = info.default if info.default not in ("", None) else "empty"
     return f"set {kind}{' ' + ' and '.join(bounds) if bounds else ''} (default {default}), or unset it"
 
 
@@ -514,7 +537,10 @@ class Settings:
     sandbox_smes: int = 300
     sandbox_seed: int = 20261125
     sandbox_fault_rate: float = 0.02
-    shard_count: int = 8
+    shard_count: int | None = None
+    """An explicit count (``DOSSIER_SHARD_COUNT``), or None: planned per date (:meth:`shard_policy`)."""
+    shard_size: int = 10_000
+    max_shards: int = 256
     oauth_client_id: str = "sme-dossier"
     oauth_client_secret: str = "sme-dossier-sandbox-secret"
     http_timeout: float = 10.0
@@ -585,6 +611,8 @@ class Settings:
             else recorded.get("seed", parsed.sandbox_seed),
             sandbox_fault_rate=float(parsed.sandbox_fault_rate),
             shard_count=parsed.shard_count,
+            shard_size=parsed.shard_size,
+            max_shards=parsed.max_shards,
             oauth_client_id=parsed.oauth_client_id,
             oauth_client_secret=parsed.oauth_client_secret,
             http_timeout=float(parsed.http_timeout),
@@ -649,6 +677,18 @@ class Settings:
             authorize_endpoint=given.get("authorize_url", ""),
             token_endpoint=given.get("token_url", ""),
         )
+
+    def shard_policy(self) -> ShardPolicy:
+        """How a date's shard count is planned (:mod:`warehouse.shard_plans`).
+
+        >>> Settings.from_env({"DOSSIER_SHARD_SIZE": "5000"}).shard_policy()
+        ShardPolicy(shard_size=5000, max_shards=256, fixed=None)
+        >>> Settings.from_env({"DOSSIER_SHARD_COUNT": "8"}).shard_policy().fixed
+        8
+        """
+        from warehouse.shard_plans import ShardPolicy
+
+        return ShardPolicy(shard_size=self.shard_size, max_shards=self.max_shards, fixed=self.shard_count)
 
     def device_id(self) -> str:
         """This installation's Gov-Client-Device-ID: as configured, else a UUID kept in the home
@@ -750,13 +790,16 @@ class Settings:
             "DOSSIER_HOME": str(self.home),
             "DOSSIER_WAREHOUSE_URL": self.warehouse_url,
             "DOSSIER_STORE_URL": self.store_url,
-            "DOSSIER_SHARD_COUNT": str(self.shard_count),
+            "DOSSIER_SHARD_SIZE": str(self.shard_size),
+            "DOSSIER_MAX_SHARDS": str(self.max_shards),
             "DOSSIER_SANDBOX_SMES": str(self.sandbox_smes),
             "DOSSIER_SANDBOX_SEED": str(self.sandbox_seed),
             "DOSSIER_SANDBOX_FAULT_RATE": str(self.sandbox_fault_rate),
             "DOSSIER_OAUTH_CLIENT_ID": self.oauth_client_id,
             "DOSSIER_OAUTH_CLIENT_SECRET": self.oauth_client_secret,
         }
+        if self.shard_count is not None:
+            env["DOSSIER_SHARD_COUNT"] = str(self.shard_count)
         if self.sandbox_url:
             env["DOSSIER_SANDBOX_URL"] = self.sandbox_url
         if not self.is_local_store:

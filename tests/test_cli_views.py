@@ -165,3 +165,26 @@ def test_a_corrupt_canonical_file_fails_naming_the_step_and_the_file(seeded: Set
         f"validate shard 0 as of {AS_OF}: {path}: not a readable Parquet file ("
     )
     assert str(raised.value).endswith("); delete it and re-run the step that writes it")
+
+
+def test_status_says_the_dates_shard_count_and_why(capsys, seeded: Settings) -> None:
+    import dataclasses
+
+    from dossier import pipeline
+    from dossier.settings import override
+
+    text = " ".join(run(capsys, "status", "--as-of", "2026-11-02").split())
+    assert "Shards: not planned yet for 2026-11-02 (its first step plans them)." in text
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        smes = [f"SME-{n:06d}" for n in range(1, 9)]
+        consenting = sum(bool(t) for t in consent.terms_of(session, smes, active_at=(now,)).values())
+    assert consenting > 1
+    earlier = AS_OF - dt.timedelta(days=1)
+    with override(dataclasses.replace(seeded, shard_count=None, shard_size=1)):
+        assert pipeline.plan_shards(earlier) == list(range(consenting))
+    assert pipeline.plan_shards(AS_OF) == [0, 1]  # the fixture's DOSSIER_SHARD_COUNT=2
+    text = " ".join(run(capsys, "status", "--as-of", earlier.isoformat()).split())
+    assert f"Shards: {consenting} shards: planned from {consenting} SMEs, size 1" in text
+    text = " ".join(run(capsys, "status", "--as-of", AS_OF.isoformat()).split())
+    assert f"Shards: 2 shards: DOSSIER_SHARD_COUNT=2 ({consenting} SMEs)" in text

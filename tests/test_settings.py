@@ -21,11 +21,12 @@ def test_defaults_are_the_embedded_setup() -> None:
     assert settings.is_local_store
     assert settings.storage_options() == {}
     assert (settings.shard_count, settings.http_timeout, settings.http_retries, settings.sandbox_url) == (
-        8,
+        None,
         10.0,
         5,
         "",
     )
+    assert (settings.shard_size, settings.max_shards) == (10_000, 256)
 
 
 def test_production_wiring_by_environment_alone() -> None:

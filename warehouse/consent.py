@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Text, cast, insert, select
+from sqlalchemy import Text, cast, distinct, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -209,6 +209,15 @@ def as_of_instant(as_of: dt.date) -> dt.datetime:
     '2026-11-01T00:00:00+00:00'
     """
     return dt.datetime.combine(as_of, dt.time(), tzinfo=dt.UTC)
+
+
+def consenting_smes(session: Session, *, at: dt.datetime) -> int:
+    """How many SMEs hold at least one consent active at ``at`` (what a date's shards are sized by).
+
+    One aggregate query, whatever the number of SMEs.
+    """
+    query = select(func.count(distinct(Consent.sme_id))).where(*_active_throughout([at]))
+    return int(session.scalar(query) or 0)
 
 
 # --- pulls ----------------------------------------------------------------------------------------

@@ -799,3 +799,28 @@ class PullCursor(Base):
     shard_count: Mapped[int]
     """The shard count the partition was written under (another count: the SME's rows sit elsewhere)."""
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ShardPlan(Base):
+    """How many shards one as-of date is split into, decided once (by the date's first step) and
+    used by every step of the date after it: ingest, validate, evaluate, publish, a grant's run, a
+    backfill or a re-run (:mod:`warehouse.shard_plans`)."""
+
+    __tablename__ = "shard_plans"
+
+    as_of_date: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    shard_count: Mapped[int]
+    basis: Mapped[str] = mapped_column(String(16))
+    """Why this count: ``size`` (SMEs / shard size), ``cap`` (DOSSIER_MAX_SHARDS), ``kept`` (the
+    previous date's count, still within the hysteresis band), ``override`` (DOSSIER_SHARD_COUNT) or
+    ``earlier_runs`` (the count the date's steps ran with before plans were recorded)."""
+    smes: Mapped[int]
+    """SMEs with an active consent when the plan was made."""
+    shard_size: Mapped[int]
+    """DOSSIER_SHARD_SIZE when the plan was made."""
+    max_shards: Mapped[int]
+    """DOSSIER_MAX_SHARDS when the plan was made."""
+    previous_as_of: Mapped[dt.date | None] = mapped_column(Date)
+    """The latest earlier planned date, whose count the hysteresis compares with (None: none)."""
+    previous_count: Mapped[int | None]
+    planned_at: Mapped[dt.datetime]

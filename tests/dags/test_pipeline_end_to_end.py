@@ -57,6 +57,36 @@ def _catalog() -> list[tuple]:
         ).all()
 
 
+def _shard_plan(engine: Any, as_of: dt.date) -> tuple:
+    with engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT shard_count, basis, smes, shard_size, max_shards FROM shard_plans "
+                "WHERE as_of_date = :d"
+            ),
+            {"d": as_of},
+        ).one()
+    return tuple(row)
+
+
+def _consenting(ledger: Any, at: dt.datetime) -> int:
+    """SMEs with a consent active at ``at``, by the oracle's ledger (read from the table by plain SQL)."""
+    return len({e.terms.sme_id for history in ledger.episodes.values() for e in history if e.active_at(at)})
+
+
+def _stage_shards(engine: Any, as_of: dt.date) -> dict[str, list[int]]:
+    """The shards each per-shard step of ``as_of`` recorded a run of."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT DISTINCT stage, shard FROM stage_runs WHERE as_of_date = :d AND shard >= 0"),
+            {"d": as_of},
+        ).all()
+    found: dict[str, list[int]] = {}
+    for stage, shard in sorted(rows):
+        found.setdefault(stage, []).append(shard)
+    return found
+
+
 class Lenders:
     """Pulls through the command, each judged by the oracle against the consents table as it is then."""
 
@@ -101,7 +131,7 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
     settings = for_home(
         tmp_path / "var",
         warehouse_url=warehouse_url,
-        shard_count=2,
+        shard_size=12,  # the shard count is planned from the SMEs (no DOSSIER_SHARD_COUNT)
         sandbox_smes=SMES,
         sandbox_fault_rate=0.03,
     )
@@ -113,6 +143,13 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
             ("sme_dossier_publish", "success", []),
         ]
         lenders = Lenders(warehouse_url, tmp_path / "pulls", capsys)
+        plan = _shard_plan(lenders.engine, as_of)
+        assert plan[:2] == (-(-plan[2] // 12), "size")
+        assert plan[1:] == ("size", _consenting(lenders.oracle.ledger, dt.datetime.now(dt.UTC)), 12, 256)
+        assert plan[0] > 1
+        assert _stage_shards(lenders.engine, as_of) == {
+            stage: list(range(plan[0])) for stage in ("ingest", "validate", "evaluate")
+        }
 
         # Consent is law before a pull: a source is pulled only where a consent active at the as-of
         # instant and still active when the run checked covers it (the oracle reads the table).
@@ -191,6 +228,10 @@ def test_dags_pull_validate_evaluate_publish_and_feed_lenders(
         before = {p.name: p.read_bytes() for p in partition}
         second = run_pipeline(as_of=as_of)
         assert [r["state"] for r in second["runs"]] == ["success", "success"]
+        assert _shard_plan(lenders.engine, as_of) == plan  # the re-run keeps the date's plan
+        assert _stage_shards(lenders.engine, as_of) == {
+            stage: list(range(plan[0])) for stage in ("ingest", "validate", "evaluate")
+        }
         assert [row for row in _catalog() if row[0].split(":")[0] != withdrawn_sme] == [
             row for row in catalog if row[0].split(":")[0] != withdrawn_sme
         ]

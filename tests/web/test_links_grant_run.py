@@ -175,14 +175,16 @@ def test_the_scoped_steps_keep_the_other_smes_rows(world: dict[str, Any]) -> Non
         for shard in range(settings.shard_count):
             pipeline.ingest("accounting", shard, as_of, consent_at=dt.datetime.now(dt.UTC))
         path = {
-            s: store.layout.canonical("monthly_financials", as_of.isoformat(), pipeline.shards_of([s])[0])
+            s: store.layout.canonical(
+                "monthly_financials", as_of.isoformat(), pipeline.shards_of([s], as_of)[0]
+            )
             for s in sme_ids
         }
         before = {p: store.read_table(p).to_pandas() for p in set(path.values())}
         target = sme_ids[0]
         pipeline.ingest(
             "accounting",
-            pipeline.shards_of([target])[0],
+            pipeline.shards_of([target], as_of)[0],
             as_of,
             sme_ids=[target],
             consent_at=dt.datetime.now(dt.UTC),

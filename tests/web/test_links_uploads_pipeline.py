@@ -364,7 +364,11 @@ def test_only_unreadable_files_give_no_rows_and_a_changed_raw_copy_quarantines(w
         store.layout.raw("utility", meter_sha, "xml"), meter.replace(b"<espi:value>3", b"<espi:value>9")
     )
     summary = pipeline.ingest(
-        "utility", pipeline.shards_of([SME])[0], as_of, sme_ids=[SME], consent_at=dt.datetime.now(dt.UTC)
+        "utility",
+        pipeline.shards_of([SME], as_of)[0],
+        as_of,
+        sme_ids=[SME],
+        consent_at=dt.datetime.now(dt.UTC),
     )
     assert (summary["uploaded"], summary["quarantined"]) == (0, 1)
     reason = "the raw copy no longer matches its sha256 (changed since it was uploaded)"
