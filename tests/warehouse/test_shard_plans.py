@@ -274,7 +274,7 @@ def test_a_date_whose_count_differs_from_the_previous_dates_is_validated_and_sco
         ]
     assert previous[0] is None
     assert previous[1] is not None
-    assert previous[1].num_rows == runs[0][0]["smes"]
+    assert previous[1][1].num_rows == runs[0][0]["smes"]  # (path, staged rows)
     assert [(v["carried"], v["validated"], e["carried"]) for v, e in runs] == [
         (0, v["smes"], 0) for v, _ in runs
     ]
