@@ -66,20 +66,61 @@ def machine(data: dict[str, Any]) -> str:
 
 
 def core_pipeline(data: dict[str, Any]) -> list[str]:
+    results = data.get("results", [])
     rows = [
         [
             row.get("smes"),
             row.get("shards"),
+            row.get("shard_workers"),
             row.get("core_seconds"),
             row.get("floor_seconds"),
             row.get("core_over_floor"),
             row.get("core_smes_per_second"),
             row.get("core_peak_rss_mib"),
+            row.get("measured_at"),
         ]
-        for row in data.get("results", [])
+        for row in results
     ]
-    header = ["SMEs", "shards", "core s", "floor s", "core / floor", "SMEs / s", "peak MiB"]
-    return table(header, rows)
+    header = [
+        "SMEs",
+        "shards",
+        "shard workers",
+        "core s",
+        "floor s",
+        "core / floor",
+        "SMEs / s",
+        "peak MiB",
+        "measured at",
+    ]
+    lines = table(header, rows)
+    incremental = [
+        [
+            row.get("smes"),
+            value(row, "incremental", "changed_smes"),
+            value(row, "incremental", "incremental_run", "seconds"),
+            value(row, "incremental", "full_run", "seconds"),
+            value(row, "incremental", "incremental_over_full"),
+            value(row, "incremental", "incremental_over_full_cpu"),
+            value(row, "incremental", "identical_scores"),
+        ]
+        for row in results
+        if row.get("incremental")
+    ]
+    if incremental:
+        lines += ["", "The next date with 1% of the SMEs changed, run incrementally and in full:", ""]
+        lines += table(
+            [
+                "SMEs",
+                "changed SMEs",
+                "incremental s",
+                "full s",
+                "incremental / full",
+                "incremental / full (CPU)",
+                "identical scores",
+            ],
+            incremental,
+        )
+    return lines
 
 
 def lender_feed(data: dict[str, Any]) -> list[str]:

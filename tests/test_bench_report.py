@@ -36,6 +36,16 @@ def _fixture(folder: Path) -> None:
                     "core_over_floor": 23.28,
                     "core_smes_per_second": 2169.2,
                     "core_peak_rss_mib": 1290.5,
+                    "measured_at": "2026-12-02T02:04:37+00:00",
+                    "shard_workers": 1,
+                    "incremental": {
+                        "changed_smes": 1000,
+                        "incremental_run": {"seconds": 30.5},
+                        "full_run": {"seconds": 45.0},
+                        "incremental_over_full": 0.6778,
+                        "incremental_over_full_cpu": 0.7,
+                        "identical_scores": True,
+                    },
                 }
             ],
         },
@@ -153,8 +163,11 @@ def test_every_table_row_and_provenance_line_comes_from_the_json(tmp_path: Path)
     assert _rows(render(tmp_path / "results")) == [
         "`core_pipeline.json`: measured_at 2026-12-02T02:04:37+00:00; python 3.11.7; platform Linux-test; "
         "cpus 2; load average 1m before and after 1.5 / 2.25.",
-        "| SMEs | shards | core s | floor s | core / floor | SMEs / s | peak MiB |",
-        "| 100,000 | 8 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 |",
+        "| SMEs | shards | shard workers | core s | floor s | core / floor | SMEs / s | peak MiB | measured at |",
+        "| 100,000 | 8 | 1 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 | 2026-12-02T02:04:37+00:00 |",
+        "| SMEs | changed SMEs | incremental s | full s | incremental / full | incremental / full (CPU) "
+        "| identical scores |",
+        "| 100,000 | 1,000 | 30.5 | 45.0 | 0.6778 | 0.7 | yes |",
         "`lender_feed.json`: measured_at 2026-12-02T02:16:35+00:00; python 3.11.7; cpus 2.",
         "| delivered versions | workers | clients | accept-encoding | first read p50 ms | first read p99 ms "
         "| repeat p50 ms | repeat p99 ms | repeat pages / s |",
