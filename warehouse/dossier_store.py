@@ -35,8 +35,8 @@ the current version of its SME and scope (:func:`current_catalog`: the newest pu
 earlier or the same date) by a date-free content key (:func:`content_hashes`: the content without
 :data:`DATED_COLUMNS`); when they are equal (and some lender may still receive it) the SME keeps
 that version: no catalog row, no ``feed_seq``, nothing in the date's partition. A date's partition
-therefore holds the versions first published for it; :func:`read_current` reads the dossiers a
-date stands on.
+therefore holds the versions first published for it; a kept version is marked current through
+the later date (``current_through``), and :func:`read_as_of` reads the dossiers a date stands on.
 
 >>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
 ['SME-000042:2026-11-01:v3:accounting+tax@36m']
@@ -295,6 +295,7 @@ def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
         DossierVersion.id,
         DossierVersion.content_sha256,
         DossierVersion.content_key,
+        DossierVersion.current_through,
         DossierVersion.feed_seq,
         DossierVersion.published_at,
         DossierVersion.file_path,
@@ -313,8 +314,10 @@ def stamp_versions(
     A row whose content (``content_sha256``) equals its published catalog row keeps that row's
     ``feed_seq`` and ``published_at``; a new or changed row, or one that a publish had withdrawn
     from its partition, takes the next sequence number (in row order) and ``published_at``.
-    Adds ``feed_seq``, ``published_at``, ``is_new_version`` and the catalog's ``catalog_id``,
-    ``catalog_file_path`` and ``catalog_content_key`` (missing for dossiers not in the catalog yet).
+    A kept row's ``current_through`` stays (a later date may have kept it), a fresh one's is its
+    as-of date. Adds ``feed_seq``, ``published_at``, ``is_new_version``, ``current_through`` and
+    the catalog's ``catalog_id``, ``catalog_file_path`` and ``catalog_content_key`` (missing for
+    dossiers not in the catalog yet).
     """
     merged = dossiers.merge(
         existing.rename(
@@ -322,6 +325,7 @@ def stamp_versions(
                 "id": "catalog_id",
                 "content_sha256": "catalog_sha256",
                 "content_key": "catalog_content_key",
+                "current_through": "catalog_current_through",
                 "feed_seq": "catalog_feed_seq",
                 "published_at": "catalog_published_at",
                 "file_path": "catalog_file_path",
@@ -337,6 +341,8 @@ def stamp_versions(
     fresh = ~unchanged
     new_seq = pd.Series(range(next_seq, next_seq + int(fresh.sum())), index=merged.index[fresh])
     catalog_published_at = pd.to_datetime(merged["catalog_published_at"], utc=True)
+    as_of_dates = pd.to_datetime(merged["as_of_date"])
+    through = pd.to_datetime(merged["catalog_current_through"]).where(unchanged).fillna(as_of_dates)
     stamps = pd.DataFrame(
         {
             "is_new_version": fresh,
@@ -345,6 +351,7 @@ def stamp_versions(
             "catalog_id": merged["catalog_id"].astype("Int64"),
             "catalog_file_path": merged["catalog_file_path"],
             "catalog_content_key": merged["catalog_content_key"],
+            "current_through": through.where(through > as_of_dates, as_of_dates).dt.date,
         }
     )
     return dossiers.assign(**stamps.set_axis(dossiers.index))
@@ -361,6 +368,7 @@ CATALOG_COLUMNS = (
     "history_months",
     "content_sha256",
     "content_key",
+    "current_through",
     "grade",
     "pd_12m",
     "feed_seq",
@@ -405,6 +413,7 @@ def write_catalog(session: Session, stamped: pd.DataFrame, *, publish_id: int, f
 
 
 CURRENT_COLUMNS = (
+    DossierVersion.id,
     DossierVersion.dossier_id,
     DossierVersion.sme_id,
     DossierVersion.scope,
@@ -416,19 +425,17 @@ CURRENT_COLUMNS = (
 )
 
 
-def current_catalog(session: Session, as_of: dt.date, sme_ids: Iterable[str] | None = None) -> pd.DataFrame:
-    """The current version of each SME and scope as of ``as_of`` (of ``sme_ids``, default every
-    SME): its newest published (not withdrawn) catalog row of the current schema with an as-of date
-    on or before ``as_of``. One row per SME and scope, ordered by SME and scope; columns
-    dossier_id, sme_id, scope, as_of_date, content_key, grade, feed_seq, file_path.
-
-    A version keeps the as-of date it was first published for, and a publish adds a version only
-    for what changed, so this, not one date's partition, is the set of dossiers ``as_of`` stands on.
-    """
+def _current_rows(
+    session: Session, as_of: dt.date, sme_ids: Iterable[str] | None, *live: Any
+) -> pd.DataFrame:
+    """Per SME and scope, the catalog row of the newest as-of date among the published (not
+    withdrawn) rows of the current schema with an as-of date on or before ``as_of`` that also meet
+    ``live``; of ``sme_ids`` (default every SME), ordered by SME and scope."""
     live = (
         DossierVersion.schema_version == SCHEMA_VERSION,
         DossierVersion.file_path != UNPUBLISHED,
         DossierVersion.as_of_date <= as_of,
+        *live,
     )
 
     def query(*where: Any) -> Any:
@@ -463,15 +470,37 @@ def current_catalog(session: Session, as_of: dt.date, sme_ids: Iterable[str] | N
     return frame.sort_values(["sme_id", "scope"], kind="stable", ignore_index=True)
 
 
+def current_catalog(session: Session, as_of: dt.date, sme_ids: Iterable[str]) -> pd.DataFrame:
+    """The version of each SME (of ``sme_ids``) and scope that a publish of ``as_of`` compares its
+    staged dossiers with: the newest published (not withdrawn) catalog row of the current schema
+    with an as-of date on or before ``as_of``. One row per SME and scope; columns id, dossier_id,
+    sme_id, scope, as_of_date, content_key, current_through, grade, feed_seq, file_path."""
+    return _current_rows(session, as_of, sme_ids)
+
+
+def versions_as_of(session: Session, as_of: dt.date) -> pd.DataFrame:
+    """The catalog rows of the dossiers ``as_of`` stands on: per SME and scope, the version its
+    publish of ``as_of`` published or kept (first published for ``as_of`` or earlier, current
+    through ``as_of`` or later, not withdrawn; the newest such). Columns as :func:`current_catalog`.
+
+    A version keeps the as-of date it was first published for and a publish adds a version only for
+    what changed, so this, not one date's partition, is what a date's dossiers are. An SME the
+    publish of ``as_of`` did not stage (quarantined, withheld) has none, as before.
+    """
+    through = func.coalesce(DossierVersion.current_through, DossierVersion.as_of_date)
+    return _current_rows(session, as_of, None, through >= as_of)
+
+
 def kept_versions(dossiers: pd.DataFrame, current: pd.DataFrame, as_of: dt.date) -> pd.Series:
-    """Which staged ``dossiers`` (with their ``content_key``) keep the current version of their SME
-    and scope (:func:`current_catalog`): one first published for an earlier date, with the same
-    date-free content key. Rows of old catalogs without a key never match (they get a new version).
-    Returns a boolean Series on ``dossiers``' index."""
+    """For each staged dossier (with its ``content_key``), the catalog id of the current version of
+    its SME and scope (:func:`current_catalog`) that it keeps: one first published for an earlier
+    date, with the same date-free content key; missing where it keeps none. Rows of old catalogs
+    without a key never match (they get a new version). A Series on ``dossiers``' index."""
+    none = pd.Series(pd.NA, index=dossiers.index, dtype="Int64")
     if dossiers.empty or current.empty:
-        return pd.Series(False, index=dossiers.index, dtype=bool)
+        return none
     merged = dossiers[["sme_id", "scope", "content_key"]].merge(
-        current[["sme_id", "scope", "as_of_date", "content_key"]].rename(
+        current[["sme_id", "scope", "id", "as_of_date", "content_key"]].rename(
             columns={"as_of_date": "current_as_of", "content_key": "current_key"}
         ),
         on=["sme_id", "scope"],
@@ -480,7 +509,21 @@ def kept_versions(dossiers: pd.DataFrame, current: pd.DataFrame, as_of: dt.date)
     )
     earlier = pd.to_datetime(merged["current_as_of"]) < pd.Timestamp(as_of)
     same = merged["current_key"].notna() & (merged["current_key"] == merged["content_key"])
-    return pd.Series((earlier & same).to_numpy(dtype=bool), index=dossiers.index)
+    ids = merged["id"].astype("Int64").where((earlier & same).to_numpy(dtype=bool))
+    return ids.set_axis(dossiers.index)
+
+
+def mark_kept(session: Session, version_ids: Iterable[int], as_of: dt.date) -> None:
+    """Versions a publish of ``as_of`` kept are current through ``as_of`` (never moved back)."""
+    for chunk in in_chunks(sorted({int(v) for v in version_ids})):
+        session.execute(
+            update(DossierVersion)
+            .where(
+                DossierVersion.id.in_(chunk),
+                (DossierVersion.current_through.is_(None)) | (DossierVersion.current_through < as_of),
+            )
+            .values(current_through=as_of)
+        )
 
 
 def _unpublish_missing(session: Session, as_of: dt.date, published_ids: set[str]) -> int:
@@ -580,12 +623,12 @@ def read_published(store: Store, as_of: dt.date | str | None = None) -> pd.DataF
     return pa.concat_tables([t.cast(schema) for t in tables]).to_pandas()
 
 
-def read_current(session: Session, store: Store, as_of: dt.date) -> pd.DataFrame:
-    """The dossiers current as of ``as_of`` (:func:`current_catalog`: one per SME and scope), each
-    read from the partition of the date it was first published for, as :func:`read_partition`
-    reads it (manifest-complete, sha256 checked; a version its partition's manifest does not hold
-    yet is left out). Returns the dossier columns, ordered by SME and scope."""
-    current = current_catalog(session, as_of)
+def read_as_of(session: Session, store: Store, as_of: dt.date) -> pd.DataFrame:
+    """The dossiers ``as_of`` stands on (:func:`versions_as_of`: one per SME and scope), each read
+    from the partition of the date it was first published for, as :func:`read_partition` reads it
+    (manifest-complete, sha256 checked; a version its partition's manifest does not list yet is
+    left out). Returns the dossier columns, ordered by SME and scope."""
+    current = versions_as_of(session, as_of)
     schema = DOSSIER_SCHEMA.remove_metadata()
     tables = []
     for day, versions in current.groupby("as_of_date", sort=True):
@@ -717,11 +760,13 @@ def publish(
         content = to_content_table(dossiers, schema, part)
         sha256s, keys = content_hashes(content)
         dossiers = dossiers.assign(content_sha256=sha256s, content_key=keys)
-        keep = kept_versions(dossiers, current_catalog(session, as_of, dossiers["sme_id"].unique()), as_of)
+        keeps = kept_versions(dossiers, current_catalog(session, as_of, dossiers["sme_id"].unique()), as_of)
+        keep = keeps.notna().to_numpy(dtype=bool)
         if keep.any():
+            mark_kept(session, keeps[keep], as_of)
             grades.update(dossiers.loc[keep, "grade"])
             kept += int(keep.sum())
-            content = content.filter(pa.array(~keep.to_numpy(), pa.bool_()))
+            content = content.filter(pa.array(~keep, pa.bool_()))
             dossiers = dossiers[~keep].reset_index(drop=True)
         stamped = stamp_versions(
             dossiers,
