@@ -326,9 +326,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     hashes = content_sha256(pq.read_table(part_path(store, 0))) + content_sha256(
         pq.read_table(part_path(store, 1))
     )
-    keys = content_hashes(pq.read_table(part_path(store, 0)))[1] + content_hashes(
-        pq.read_table(part_path(store, 1))
-    )[1]
+    keys = (
+        content_hashes(pq.read_table(part_path(store, 0)))[1]
+        + content_hashes(pq.read_table(part_path(store, 1)))[1]
+    )
     rows = catalog(warehouse_engine)
     assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == [
         {
