@@ -419,6 +419,7 @@ CURRENT_COLUMNS = (
     DossierVersion.scope,
     DossierVersion.as_of_date,
     DossierVersion.content_key,
+    DossierVersion.current_through,
     DossierVersion.grade,
     DossierVersion.feed_seq,
     DossierVersion.file_path,
@@ -723,10 +724,10 @@ def publish(
     ``scored`` yields one frame per shard (see :data:`SCORED_COLUMNS`) and is consumed one frame at a
     time. Versions no lender may receive at ``now`` are withheld. A dossier whose date-free content
     equals the current version of its SME and scope from an earlier date keeps that version: it
-    gets no catalog row, no ``feed_seq`` and no row in this date's partition (counted ``kept``).
-    The catalog changes are made and
-    **committed** in ``session`` before the manifest is written (see the module's crash safety), and
-    parts no manifest lists any more are removed last. Returns a JSON-serialisable summary.
+    gets no catalog row, no ``feed_seq`` and no row in this date's partition (counted ``kept``; the
+    version is marked current through ``as_of``). The catalog changes are made and **committed**
+    in ``session`` before the manifest is written (see the module's crash safety), and parts no
+    manifest lists any more are removed last. Returns a JSON-serialisable summary.
     """
     published_at = utc_seconds(now or utcnow())
     as_of_text = as_of.isoformat()
