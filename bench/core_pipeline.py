@@ -192,6 +192,7 @@ def _timed_run(shard_count: int, as_of: dt.date, *, full: bool) -> dict[str, Any
         "steps": timings,
         "published": summary.get("rows"),
         "new_or_changed": summary.get("new_or_changed"),
+        "kept": summary.get("kept"),
         **counts,
     }
 

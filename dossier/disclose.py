@@ -119,8 +119,9 @@ def build(
     """
     from dossier.monitoring import read_stability
     from evaluation.statement_model import default_statement_model
+    from warehouse.db import session_scope
     from warehouse.dossier_schema import ALL_COLUMNS, SCHEMA_VERSION
-    from warehouse.dossier_store import published_dates, read_published
+    from warehouse.dossier_store import published_dates, read_as_of
     from warehouse.storage import Store
 
     model = default_statement_model()
@@ -129,11 +130,12 @@ def build(
     dates = [dt.date.fromisoformat(d) for d in published_dates(store)]
     frame = None
     described = as_of
-    for day in [as_of] if as_of else sorted(dates, reverse=True):
-        rows = read_published(store, as_of=day)
-        if len(rows):
-            frame, described = rows, day
-            break
+    with session_scope() as session:  # a date's dossiers: its new versions and those it kept
+        for day in [as_of] if as_of else sorted(dates, reverse=True):
+            rows = read_as_of(session, store, day)
+            if len(rows):
+                frame, described = rows, day
+                break
     summary = published_summary(frame) if frame is not None else None
     psi = read_stability(store, described) if described else None
 

@@ -874,6 +874,7 @@ def run_for_smes(
         "evaluated": sum(e["evaluated"] for e in evaluated),
         "held": sum(e["held"] for e in evaluated),
         "new_or_changed": published["new_or_changed"],
+        "kept": published["kept"],
         "published_rows": published["rows"],
         "seconds": seconds,
     }

@@ -19,7 +19,8 @@ from warehouse import consent
 from warehouse.canonical import SOURCES
 from warehouse.db import session_scope
 from warehouse.dossier_schema import SCHEMA_VERSION
-from warehouse.models import Consent, DossierVersion, IngestionRun, Lender, Publish, QuarantineEntry, Sme
+from warehouse.dossier_store import read_as_of, versions_as_of
+from warehouse.models import Consent, IngestionRun, Lender, Publish, QuarantineEntry, Sme
 from warehouse.storage import Store
 
 SHOWN_COLUMNS = [
@@ -159,11 +160,9 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
                 IngestionRun.as_of_date == as_of
             )
         ).all()
-        published = session.execute(
-            select(DossierVersion.sme_id, DossierVersion.grade).where(
-                DossierVersion.as_of_date == as_of, DossierVersion.file_path != ""
-            )
-        ).all()
+        current = versions_as_of(session, as_of)  # new versions of the date and those it kept
+        published = list(zip(current["sme_id"], current["grade"], strict=True))
+        new_versions = int((current["as_of_date"] == as_of).sum())
         publish_row = session.scalars(select(Publish).where(Publish.as_of_date == as_of)).first()
         manifest = f"{store.root}/{publish_row.manifest_path}" if publish_row else None
         lenders = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).all()
@@ -192,9 +191,8 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
     rows = pd.DataFrame()
     partition = store.layout.dossier_partition(SCHEMA_VERSION, as_of.isoformat())
     try:
-        from warehouse.dossier_store import read_published
-
-        frame = read_published(store, as_of=as_of)
+        with session_scope() as session:
+            frame = read_as_of(session, store, as_of)
         rows = frame[SHOWN_COLUMNS].sort_values("sme_id").head(6)
         rows = rows.assign(
             pd_12m=(rows["pd_12m"] * 100).map("{:.1f}%".format),
@@ -226,6 +224,8 @@ def pipeline_report(as_of: dt.date) -> dict[str, Any]:
         "smes_evaluated": len(evaluated),
         "smes_published": len(published_ids),
         "dossiers_published": len(published),
+        "dossiers_new_versions": new_versions,
+        "dossiers_kept": len(published) - new_versions,
         "dossiers_held": len(set(held)),
         "smes_held": len({sme for sme, _scope in held}),
         "withheld_no_consent": len(smes) - len(coverage) + len(evaluated - published_ids),
@@ -288,6 +288,8 @@ def render_report(
     funnel.add_row("registered", str(report["smes_registered"]))
     funnel.add_section()
     funnel.add_row("dossier versions published (one per consent scope)", str(report["dossiers_published"]))
+    funnel.add_row("  new or changed on this date", str(report["dossiers_new_versions"]))
+    funnel.add_row("  kept from an earlier date (unchanged)", str(report["dossiers_kept"]))
     funnel.add_row("dossier versions held (a consented source failed to pull)", str(report["dossiers_held"]))
     console.print(funnel)
 

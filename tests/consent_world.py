@@ -38,6 +38,7 @@ from dossier.settings import for_home, override
 from warehouse import consent, feed, keys
 from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import ALL_COLUMNS
+from warehouse.dossier_store import versions_as_of
 from warehouse.events import rows_table
 from warehouse.migrate import upgrade
 from warehouse.models import Lender, Sme
@@ -201,11 +202,28 @@ class World:
     def run_steps(
         self, as_of: dt.date, *, at: dt.datetime, data_sources: Mapping[str, frozenset[str]]
     ) -> dict[str, Any]:
-        """Evaluate and publish ``as_of`` from what is staged; the oracle learns who had data."""
+        """Evaluate and publish ``as_of`` from what is staged; the oracle learns who had data, and
+        for which as-of date the store holds each one's dossier (:meth:`version_dates`)."""
         pipeline.evaluate(0, as_of, now=at)
         summary = pipeline.publish(as_of, now=at)
-        self.oracle.published(as_of, at, {s: frozenset(d) for s, d in data_sources.items() if d})
+        having = {s: frozenset(d) for s, d in data_sources.items() if d}
+        for day, smes in sorted(self.version_dates(as_of, having).items()):
+            self.oracle.published(day, at, {s: having[s] for s in sorted(smes)})
         return summary
+
+    def version_dates(self, as_of: dt.date, sme_ids: Iterable[str]) -> dict[dt.date, set[str]]:
+        """Per as-of date, the SMEs of ``sme_ids`` whose dossiers on ``as_of`` go back to that date:
+        the oldest first as-of date among the versions the publish of ``as_of`` published or kept
+        for the SME (one per scope; an SME whose dossier did not change keeps its version of an
+        earlier date), or ``as_of`` when it has none (nothing published: the oracle judges why)."""
+        wanted = set(sme_ids)
+        with session_scope(self.engine) as session:
+            versions = versions_as_of(session, as_of)
+        oldest = versions[versions["sme_id"].isin(wanted)].groupby("sme_id")["as_of_date"].min()
+        dates: dict[dt.date, set[str]] = {}
+        for sme_id in wanted:
+            dates.setdefault(oldest.get(sme_id, as_of), set()).add(sme_id)
+        return dates
 
     # --- lenders pulling --------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ def test_failed_pulls_have_their_own_row_and_the_summary_adds_up(capsys, seeded:
         **{label: str(report["outcomes"][key]) for key, label in OUTCOMES.items()},
         "registered": "8",
         "dossier versions published (one per consent scope)": "0",
+        "new or changed on this date": "0",
+        "kept from an earlier date (unchanged)": "0",
         "dossier versions held (a consented source failed to pull)": "0",
     }
 

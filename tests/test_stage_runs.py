@@ -132,6 +132,8 @@ def test_the_pipeline_publish_records_its_run(home: Settings) -> None:
             "rows": 0,
             "new_or_changed": 0,
             "unchanged": 0,
+            "kept": 0,
+            "current": 0,
             "unpublished": 0,
             "withheld_no_consent.count": 0,
         },

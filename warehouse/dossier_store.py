@@ -29,6 +29,15 @@ holding the sha256 of its content: a re-publish with the same content keeps its 
 ``published_at`` (lenders do not receive it again), changed content takes the next ``feed_seq``.
 Re-running a publish keeps its byte-identical files and leaves the catalog as it was.
 
+**An unchanged SME keeps its version across dates.** A version keeps the as-of date it was first
+published for (its id, its partition). Publishing a later date compares each staged dossier with
+the current version of its SME and scope (:func:`current_catalog`: the newest published one of an
+earlier or the same date) by a date-free content key (:func:`content_hashes`: the content without
+:data:`DATED_COLUMNS`); when they are equal (and some lender may still receive it) the SME keeps
+that version: no catalog row, no ``feed_seq``, nothing in the date's partition. A date's partition
+therefore holds the versions first published for it; a kept version is marked current through
+the later date (``current_through``), and :func:`read_as_of` reads the dossiers a date stands on.
+
 >>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
 ['SME-000042:2026-11-01:v3:accounting+tax@36m']
 """
@@ -81,6 +90,12 @@ SCORED_COLUMNS: tuple[str, ...] = (
 
 CONTENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in ALL_COLUMNS if c.name != "published_at")
 """The columns whose values make a dossier's content (its hash ignores when it was published)."""
+
+DATED_COLUMNS: tuple[str, ...] = ("dossier_id", "as_of_date")
+"""Content columns that only restate the as-of date the version was first published for."""
+
+KEY_COLUMNS: tuple[str, ...] = tuple(c for c in CONTENT_COLUMNS if c not in DATED_COLUMNS)
+"""The columns of a version's date-free content key (:func:`content_hashes`)."""
 
 UNPUBLISHED = ""
 """``file_path`` of a catalog row whose dossier a later publish of its date no longer contains."""
@@ -138,20 +153,42 @@ def _list_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, pa.string())
 
 
+def _row_digests(table: pa.Table, *selections: Iterable[str]) -> list[list[str]]:
+    """For each selection of columns, the sha256 of each row's values in them, in row order.
+
+    Values are rendered by Arrow (floats in their shortest round-trip form) and framed as
+    netstrings, once per column whichever selections name it.
+    """
+    if table.num_rows == 0:
+        return [[] for _ in selections]
+    framed: dict[str, Any] = {}
+    digests = []
+    for names in selections:
+        parts = []
+        for name in names:
+            if name not in framed:
+                column = table.column(name)
+                framed[name] = _netstrings(_list_text(column) if pa.types.is_list(column.type) else column)
+            parts.append(framed[name])
+        rows = pc.binary_join_element_wise(*parts, "")
+        digests.append([hashlib.sha256(text.encode()).hexdigest() for text in rows.to_pylist()])
+    return digests
+
+
 def content_sha256(table: pa.Table) -> list[str]:
     """sha256 of each dossier row's content (every column but ``published_at``), in row order.
 
-    Values are rendered by Arrow (floats in their shortest round-trip form) and framed as
-    netstrings, so two rows hash alike only when every content value is equal.
+    Two rows hash alike only when every content value is equal (:func:`_row_digests`).
     """
-    parts = []
-    for name in CONTENT_COLUMNS:
-        column = table.column(name)
-        parts.append(_netstrings(_list_text(column) if pa.types.is_list(column.type) else column))
-    if table.num_rows == 0:
-        return []
-    rows = pc.binary_join_element_wise(*parts, "")
-    return [hashlib.sha256(text.encode()).hexdigest() for text in rows.to_pylist()]
+    return _row_digests(table, CONTENT_COLUMNS)[0]
+
+
+def content_hashes(table: pa.Table) -> tuple[list[str], list[str]]:
+    """Each dossier row's :func:`content_sha256` and its date-free content key (the same without
+    :data:`DATED_COLUMNS`), in row order: two dates' dossiers of an SME and scope have equal keys
+    exactly when nothing but the date differs."""
+    sha256, key = _row_digests(table, CONTENT_COLUMNS, KEY_COLUMNS)
+    return sha256, key
 
 
 # --- checking and completing the scored frames ----------------------------------------------------
@@ -252,11 +289,13 @@ def to_content_table(dossiers: pd.DataFrame, schema: pa.Schema, part: int) -> pa
 
 
 def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
-    """Existing catalog rows of ``wanted_ids``: id, content hash, feed_seq, published_at, file_path."""
+    """Existing catalog rows of ``wanted_ids``: id, content hash and key, feed_seq, published_at, file_path."""
     columns = [
         DossierVersion.dossier_id,
         DossierVersion.id,
         DossierVersion.content_sha256,
+        DossierVersion.content_key,
+        DossierVersion.current_through,
         DossierVersion.feed_seq,
         DossierVersion.published_at,
         DossierVersion.file_path,
@@ -275,14 +314,18 @@ def stamp_versions(
     A row whose content (``content_sha256``) equals its published catalog row keeps that row's
     ``feed_seq`` and ``published_at``; a new or changed row, or one that a publish had withdrawn
     from its partition, takes the next sequence number (in row order) and ``published_at``.
-    Adds ``feed_seq``, ``published_at``, ``is_new_version`` and the catalog's ``catalog_id`` and
-    ``catalog_file_path`` (missing for dossiers not in the catalog yet).
+    A kept row's ``current_through`` stays (a later date may have kept it), a fresh one's is its
+    as-of date. Adds ``feed_seq``, ``published_at``, ``is_new_version``, ``current_through`` and
+    the catalog's ``catalog_id``, ``catalog_file_path`` and ``catalog_content_key`` (missing for
+    dossiers not in the catalog yet).
     """
     merged = dossiers.merge(
         existing.rename(
             columns={
                 "id": "catalog_id",
                 "content_sha256": "catalog_sha256",
+                "content_key": "catalog_content_key",
+                "current_through": "catalog_current_through",
                 "feed_seq": "catalog_feed_seq",
                 "published_at": "catalog_published_at",
                 "file_path": "catalog_file_path",
@@ -298,6 +341,8 @@ def stamp_versions(
     fresh = ~unchanged
     new_seq = pd.Series(range(next_seq, next_seq + int(fresh.sum())), index=merged.index[fresh])
     catalog_published_at = pd.to_datetime(merged["catalog_published_at"], utc=True)
+    as_of_dates = pd.to_datetime(merged["as_of_date"])
+    through = pd.to_datetime(merged["catalog_current_through"]).where(unchanged).fillna(as_of_dates)
     stamps = pd.DataFrame(
         {
             "is_new_version": fresh,
@@ -305,6 +350,8 @@ def stamp_versions(
             "published_at": catalog_published_at.where(unchanged, pd.Timestamp(published_at)).dt.floor("s"),
             "catalog_id": merged["catalog_id"].astype("Int64"),
             "catalog_file_path": merged["catalog_file_path"],
+            "catalog_content_key": merged["catalog_content_key"],
+            "current_through": through.where(through > as_of_dates, as_of_dates).dt.date,
         }
     )
     return dossiers.assign(**stamps.set_axis(dossiers.index))
@@ -320,6 +367,8 @@ CATALOG_COLUMNS = (
     "scope",
     "history_months",
     "content_sha256",
+    "content_key",
+    "current_through",
     "grade",
     "pd_12m",
     "feed_seq",
@@ -343,19 +392,139 @@ def _catalog_records(
 
 
 def write_catalog(session: Session, stamped: pd.DataFrame, *, publish_id: int, file_path: str) -> None:
-    """Insert the catalog rows of new dossiers and update those whose version or file changed.
+    """Insert the catalog rows of new dossiers and update those whose version or file changed (or
+    that have no content key yet: rows published before keys were kept get theirs).
 
     Rows already in the catalog with the same version in the same file are left untouched, so a
     re-run of a publish writes nothing here.
     """
     is_new = stamped["catalog_id"].isna()
-    outdated = ~is_new & (stamped["is_new_version"] | (stamped["catalog_file_path"] != file_path))
+    outdated = ~is_new & (
+        stamped["is_new_version"]
+        | (stamped["catalog_file_path"] != file_path)
+        | stamped["catalog_content_key"].isna()
+    )
     inserts = _catalog_records(stamped[is_new], publish_id=publish_id, file_path=file_path)
     updates = _catalog_records(stamped[outdated], publish_id=publish_id, file_path=file_path, with_id=True)
     if inserts:
         session.execute(insert(DossierVersion), inserts)
     if updates:
         session.execute(update(DossierVersion), updates)
+
+
+CURRENT_COLUMNS = (
+    DossierVersion.id,
+    DossierVersion.dossier_id,
+    DossierVersion.sme_id,
+    DossierVersion.scope,
+    DossierVersion.as_of_date,
+    DossierVersion.content_key,
+    DossierVersion.current_through,
+    DossierVersion.grade,
+    DossierVersion.feed_seq,
+    DossierVersion.file_path,
+)
+
+
+def _current_rows(
+    session: Session, as_of: dt.date, sme_ids: Iterable[str] | None, *live: Any
+) -> pd.DataFrame:
+    """Per SME and scope, the catalog row of the newest as-of date among the published (not
+    withdrawn) rows of the current schema with an as-of date on or before ``as_of`` that also meet
+    ``live``; of ``sme_ids`` (default every SME), ordered by SME and scope."""
+    live = (
+        DossierVersion.schema_version == SCHEMA_VERSION,
+        DossierVersion.file_path != UNPUBLISHED,
+        DossierVersion.as_of_date <= as_of,
+        *live,
+    )
+
+    def query(*where: Any) -> Any:
+        newest = (
+            select(
+                DossierVersion.sme_id,
+                DossierVersion.scope,
+                func.max(DossierVersion.as_of_date).label("as_of_date"),
+            )
+            .where(*live, *where)
+            .group_by(DossierVersion.sme_id, DossierVersion.scope)
+            .subquery()
+        )
+        return (
+            select(*CURRENT_COLUMNS)
+            .join(
+                newest,
+                (DossierVersion.sme_id == newest.c.sme_id)
+                & (DossierVersion.scope == newest.c.scope)
+                & (DossierVersion.as_of_date == newest.c.as_of_date),
+            )
+            .where(*live)
+        )
+
+    rows: list[Any] = []
+    if sme_ids is None:
+        rows.extend(session.execute(query()).all())
+    else:
+        for chunk in in_chunks(sme_ids):
+            rows.extend(session.execute(query(DossierVersion.sme_id.in_(chunk))).all())
+    frame = pd.DataFrame(rows, columns=[c.key for c in CURRENT_COLUMNS])
+    return frame.sort_values(["sme_id", "scope"], kind="stable", ignore_index=True)
+
+
+def current_catalog(session: Session, as_of: dt.date, sme_ids: Iterable[str]) -> pd.DataFrame:
+    """The version of each SME (of ``sme_ids``) and scope that a publish of ``as_of`` compares its
+    staged dossiers with: the newest published (not withdrawn) catalog row of the current schema
+    with an as-of date on or before ``as_of``. One row per SME and scope; columns id, dossier_id,
+    sme_id, scope, as_of_date, content_key, current_through, grade, feed_seq, file_path."""
+    return _current_rows(session, as_of, sme_ids)
+
+
+def versions_as_of(session: Session, as_of: dt.date) -> pd.DataFrame:
+    """The catalog rows of the dossiers ``as_of`` stands on: per SME and scope, the version its
+    publish of ``as_of`` published or kept (first published for ``as_of`` or earlier, current
+    through ``as_of`` or later, not withdrawn; the newest such). Columns as :func:`current_catalog`.
+
+    A version keeps the as-of date it was first published for and a publish adds a version only for
+    what changed, so this, not one date's partition, is what a date's dossiers are. An SME the
+    publish of ``as_of`` did not stage (quarantined, withheld) has none, as before.
+    """
+    through = func.coalesce(DossierVersion.current_through, DossierVersion.as_of_date)
+    return _current_rows(session, as_of, None, through >= as_of)
+
+
+def kept_versions(dossiers: pd.DataFrame, current: pd.DataFrame, as_of: dt.date) -> pd.Series:
+    """For each staged dossier (with its ``content_key``), the catalog id of the current version of
+    its SME and scope (:func:`current_catalog`) that it keeps: one first published for an earlier
+    date, with the same date-free content key; missing where it keeps none. Rows of old catalogs
+    without a key never match (they get a new version). A Series on ``dossiers``' index."""
+    none = pd.Series(pd.NA, index=dossiers.index, dtype="Int64")
+    if dossiers.empty or current.empty:
+        return none
+    merged = dossiers[["sme_id", "scope", "content_key"]].merge(
+        current[["sme_id", "scope", "id", "as_of_date", "content_key"]].rename(
+            columns={"as_of_date": "current_as_of", "content_key": "current_key"}
+        ),
+        on=["sme_id", "scope"],
+        how="left",
+        validate="one_to_one",
+    )
+    earlier = pd.to_datetime(merged["current_as_of"]) < pd.Timestamp(as_of)
+    same = merged["current_key"].notna() & (merged["current_key"] == merged["content_key"])
+    ids = merged["id"].astype("Int64").where((earlier & same).to_numpy(dtype=bool))
+    return ids.set_axis(dossiers.index)
+
+
+def mark_kept(session: Session, version_ids: Iterable[int], as_of: dt.date) -> None:
+    """Versions a publish of ``as_of`` kept are current through ``as_of`` (never moved back)."""
+    for chunk in in_chunks(sorted({int(v) for v in version_ids})):
+        session.execute(
+            update(DossierVersion)
+            .where(
+                DossierVersion.id.in_(chunk),
+                (DossierVersion.current_through.is_(None)) | (DossierVersion.current_through < as_of),
+            )
+            .values(current_through=as_of)
+        )
 
 
 def _unpublish_missing(session: Session, as_of: dt.date, published_ids: set[str]) -> int:
@@ -455,6 +624,25 @@ def read_published(store: Store, as_of: dt.date | str | None = None) -> pd.DataF
     return pa.concat_tables([t.cast(schema) for t in tables]).to_pandas()
 
 
+def read_as_of(session: Session, store: Store, as_of: dt.date) -> pd.DataFrame:
+    """The dossiers ``as_of`` stands on (:func:`versions_as_of`: one per SME and scope), each read
+    from the partition of the date it was first published for, as :func:`read_partition` reads it
+    (manifest-complete, sha256 checked; a version its partition's manifest does not list yet is
+    left out). Returns the dossier columns, ordered by SME and scope."""
+    current = versions_as_of(session, as_of)
+    schema = DOSSIER_SCHEMA.remove_metadata()
+    tables = []
+    for day, versions in current.groupby("as_of_date", sort=True):
+        table = read_partition(store, day)
+        if table is not None:
+            wanted = pa.array(versions["dossier_id"].tolist(), pa.string())
+            tables.append(table.filter(pc.is_in(table.column("dossier_id"), value_set=wanted)).cast(schema))
+    if not tables:
+        return DOSSIER_SCHEMA.empty_table().to_pandas()
+    frame = pa.concat_tables(tables).to_pandas()
+    return frame.sort_values(["sme_id", "scope"], kind="stable", ignore_index=True)
+
+
 # --- publishing -----------------------------------------------------------------------------------
 
 
@@ -534,9 +722,12 @@ def publish(
     """Publish ``as_of``'s dossiers: one part per scored frame, the catalog, then the manifest.
 
     ``scored`` yields one frame per shard (see :data:`SCORED_COLUMNS`) and is consumed one frame at a
-    time. Versions no lender may receive at ``now`` are withheld. The catalog changes are made and
-    **committed** in ``session`` before the manifest is written (see the module's crash safety), and
-    parts no manifest lists any more are removed last. Returns a JSON-serialisable summary.
+    time. Versions no lender may receive at ``now`` are withheld. A dossier whose date-free content
+    equals the current version of its SME and scope from an earlier date keeps that version: it
+    gets no catalog row, no ``feed_seq`` and no row in this date's partition (counted ``kept``; the
+    version is marked current through ``as_of``). The catalog changes are made and **committed**
+    in ``session`` before the manifest is written (see the module's crash safety), and parts no
+    manifest lists any more are removed last. Returns a JSON-serialisable summary.
     """
     published_at = utc_seconds(now or utcnow())
     as_of_text = as_of.isoformat()
@@ -555,7 +746,7 @@ def publish(
     seen_smes: set[str] = set()
     withheld: list[str] = []
     grades: Counter[str] = Counter()
-    new_versions = 0
+    new_versions = kept = 0  # kept: staged dossiers equal to their current version of an earlier date
     for part, frame in enumerate(scored):
         dossiers, held_back = prepare_dossiers(
             session,
@@ -568,8 +759,18 @@ def publish(
         )
         withheld.extend(held_back)
         content = to_content_table(dossiers, schema, part)
+        sha256s, keys = content_hashes(content)
+        dossiers = dossiers.assign(content_sha256=sha256s, content_key=keys)
+        keeps = kept_versions(dossiers, current_catalog(session, as_of, dossiers["sme_id"].unique()), as_of)
+        keep = keeps.notna().to_numpy(dtype=bool)
+        if keep.any():
+            mark_kept(session, keeps[keep], as_of)
+            grades.update(dossiers.loc[keep, "grade"])
+            kept += int(keep.sum())
+            content = content.filter(pa.array(~keep, pa.bool_()))
+            dossiers = dossiers[~keep].reset_index(drop=True)
         stamped = stamp_versions(
-            dossiers.assign(content_sha256=content_sha256(content)),
+            dossiers,
             catalog_rows(session, dossiers["dossier_id"]),
             next_seq=next_seq,
             published_at=published_at,
@@ -578,13 +779,13 @@ def publish(
         pq.write_table(part_table(content, stamped["published_at"], schema), buffer)
         data = buffer.getvalue()
         sha256 = sha256_hex(data)
-        kept = previous_parts.get(part)
+        previous = previous_parts.get(part)
         if (
-            kept is not None
-            and kept["sha256"] == sha256
-            and store.exists(store_absolute(store, kept["path"]))
+            previous is not None
+            and previous["sha256"] == sha256
+            and store.exists(store_absolute(store, previous["path"]))
         ):
-            relative = kept["path"]  # the same bytes: keep the file the manifest lists
+            relative = previous["path"]  # the same bytes: keep the file the manifest lists
         else:
             path = store.layout.dossier_part(SCHEMA_VERSION, as_of_text, part, attempt)
             store.write_bytes(path, data)
@@ -619,11 +820,13 @@ def publish(
     )
     stale = _delete_stale_parts(store, partition, {store_absolute(store, entry["path"]) for entry in files})
     log.info(
-        "published %d dossiers for %s in %d files (%d new or changed, %d withheld, %d stale parts removed)",
+        "published %d dossiers for %s in %d files (%d new or changed, %d versions of earlier dates kept, "
+        "%d withheld, %d stale parts removed)",
         rows,
         as_of_text,
         len(files),
         new_versions,
+        kept,
         len(withheld),
         len(stale),
     )
@@ -635,6 +838,8 @@ def publish(
         "rows": rows,
         "new_or_changed": new_versions,
         "unchanged": rows - new_versions,
+        "kept": kept,
+        "current": rows + kept,
         "unpublished": unpublished,
         "withheld_no_consent": {"count": len(withheld), "examples": sorted(withheld)[:WITHHELD_EXAMPLES]},
         "files": [entry["path"] for entry in files],

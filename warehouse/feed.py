@@ -8,7 +8,8 @@ A lender holds subscriptions (:func:`subscribe`), each with optional filters (:d
   of the SME names the lender, states the subscription's purpose, covers every source the version
   used and its history window);
 * **the current version** per SME: of the versions it may hold, the one of the latest as-of date
-  (and, within a date, the widest scope). It is delivered once it passes the subscription's
+  (and, within a date, the widest scope); a version keeps the as-of date it was first published
+  for and stands for every later date whose publish kept it (``current_through``). It is delivered once it passes the subscription's
   filters, unless the lender already holds that exact content. A new subscription therefore starts
   from the current version per SME, never from history; a consent granted later delivers the
   current version at the next pull; nothing is skipped by a cursor moving past it;
@@ -272,6 +273,7 @@ CATALOG_COLUMNS = [
     DossierVersion.file_path,
     DossierVersion.content_sha256,
     DossierVersion.feed_seq,
+    DossierVersion.current_through,
     Sme.industry,
     Sme.region,
     Sme.size_band,
@@ -361,15 +363,19 @@ def allowed(rows: pd.DataFrame, rule: Entitlement, lender_id: str, purpose: str)
 
 
 def current_versions(versions: pd.DataFrame, may_hold: pd.Series) -> pd.DataFrame:
-    """Per SME, the version of the latest as-of date among those ``may_hold`` (the widest scope first)."""
+    """Per SME, the version of the latest as-of date among those ``may_hold`` (the widest scope
+    first): a version counts for every date it is current through (a later publish that found the
+    SME unchanged kept it), and of two versions of a scope current through the same date the
+    newer one wins."""
     held = versions[may_hold]
     if held.empty:
         return held
     scope_width = held["sources_used"].map(len) * 1000 + held["history_months"]
-    ordered = held.assign(_width=scope_width).sort_values(
-        ["sme_id", "as_of_date", "_width", "scope"], ascending=[True, False, False, False]
+    through = held["current_through"].where(held["current_through"].notna(), held["as_of_date"])
+    ordered = held.assign(_width=scope_width, _through=pd.to_datetime(through)).sort_values(
+        ["sme_id", "_through", "_width", "as_of_date", "scope"], ascending=[True, False, False, False, False]
     )
-    return ordered.drop_duplicates("sme_id").drop(columns="_width").sort_values("feed_seq")
+    return ordered.drop_duplicates("sme_id").drop(columns=["_width", "_through"]).sort_values("feed_seq")
 
 
 def held_deliveries(session: Session, lender_id: str) -> pd.DataFrame:

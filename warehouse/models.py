@@ -277,6 +277,12 @@ class DossierVersion(Base):
     publish_id: Mapped[int] = mapped_column(ForeignKey("publishes.id"))
     file_path: Mapped[str] = mapped_column(String(512))
     content_sha256: Mapped[str] = mapped_column(String(64))
+    content_key: Mapped[str | None] = mapped_column(String(64))
+    """sha256 of the content without the columns that only restate the date (``dossier_id``,
+    ``as_of_date``): equal keys on two dates mean the SME's dossier did not change between them."""
+    current_through: Mapped[dt.date | None] = mapped_column(Date)
+    """The latest as-of date whose publish staged this content (``as_of_date``, or a later date
+    that kept the version); null on rows published before it was kept (read as ``as_of_date``)."""
     grade: Mapped[str] = mapped_column(String(2))
     pd_12m: Mapped[float] = mapped_column(Float)
     feed_seq: Mapped[int] = mapped_column(Integer, unique=True)

@@ -420,9 +420,9 @@ def test_6_an_erased_sme_leaves_nothing_in_the_store_and_a_rerun_brings_nothing_
 def test_7_a_new_subscription_starts_from_the_current_version_not_history(world: World) -> None:
     world.subscribe("northwind", CREDIT)
     grant(world, "C-1", "SME-000001", recipients=("northwind", "harbor"))
-    data = {"SME-000001": Data(BOOKS, 24)}
-    for months_back in (2, 1, 0):
+    for months_back in (2, 1, 0):  # new books every month: each date has a version of its own
         as_of = months_before(AS_OF, months_back)[0] if months_back else AS_OF
+        data = {"SME-000001": Data(BOOKS, 24, level=1000.0 + 100 * months_back)}
         world.publish(as_of, data, at=dt.datetime.combine(as_of, dt.time(6), tzinfo=dt.UTC))
     world.subscribe("harbor", CREDIT)
 
@@ -430,6 +430,27 @@ def test_7_a_new_subscription_starts_from_the_current_version_not_history(world:
 
     assert first.breaches == []
     assert [(r["sme_id"], r["as_of_date"]) for r in first.dossiers] == [("SME-000001", AS_OF)]
+
+
+def test_7_an_sme_whose_books_did_not_change_keeps_the_version_first_published(world: World) -> None:
+    world.subscribe("northwind", CREDIT)
+    grant(world, "C-1", "SME-000001", recipients=("northwind", "harbor"))
+    data = {"SME-000001": Data(BOOKS, 24)}
+    dates = [*months_before(AS_OF, 2), AS_OF]
+    kept = []
+    for as_of in dates:  # the same books, shifted a month each time
+        at = dt.datetime.combine(as_of, dt.time(6), tzinfo=dt.UTC)
+        kept.append(world.publish(as_of, data, at=at)["kept"])
+    world.subscribe("harbor", CREDIT)
+
+    first = world.pull("harbor", at=PULL_AT)
+    again = world.pull("northwind", at=PULL_AT)
+
+    # May's dossier differs from April's; June's is May's again, so May's version stands for June.
+    assert kept == [0, 0, 1]
+    assert (first.breaches, again.breaches) == ([], [])
+    assert [(r["sme_id"], r["as_of_date"]) for r in first.dossiers] == [("SME-000001", dates[1])]
+    assert [(r["sme_id"], r["as_of_date"]) for r in again.dossiers] == [("SME-000001", dates[1])]
 
 
 def test_7_a_later_grant_delivers_the_current_version_without_a_new_publish(world: World) -> None:

@@ -29,6 +29,7 @@ from warehouse.db import make_engine, session_scope
 from warehouse.dossier_schema import ALL_COLUMNS, FEATURE_COLUMNS, SCHEMA_VERSION, SCORE_COLUMNS, build_schema
 from warehouse.dossier_store import (
     DossierStoreError,
+    content_hashes,
     content_sha256,
     publish,
     read_manifest,
@@ -274,6 +275,8 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
         "rows": 3,
         "new_or_changed": 3,
         "unchanged": 0,
+        "kept": 0,
+        "current": 3,
         "unpublished": 0,
         "withheld_no_consent": {"count": 1, "examples": ["SME-000004:2026-11-01:v3:accounting+tax@24m"]},
         "files": parts,
@@ -323,6 +326,10 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
     hashes = content_sha256(pq.read_table(part_path(store, 0))) + content_sha256(
         pq.read_table(part_path(store, 1))
     )
+    keys = (
+        content_hashes(pq.read_table(part_path(store, 0)))[1]
+        + content_hashes(pq.read_table(part_path(store, 1)))[1]
+    )
     rows = catalog(warehouse_engine)
     assert [{k: v for k, v in row.items() if k != "id"} for row in rows] == [
         {
@@ -337,6 +344,8 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "publish_id": publish_id,
             "file_path": parts[0],
             "content_sha256": hashes[0],
+            "content_key": keys[0],
+            "current_through": AS_OF,
             "grade": "A",
             "pd_12m": 0.011,
             "feed_seq": 1,
@@ -354,6 +363,8 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "publish_id": publish_id,
             "file_path": parts[1],
             "content_sha256": hashes[1],
+            "content_key": keys[1],
+            "current_through": AS_OF,
             "grade": "B",
             "pd_12m": 0.022,
             "feed_seq": 2,
@@ -371,6 +382,8 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
             "publish_id": publish_id,
             "file_path": parts[1],
             "content_sha256": hashes[2],
+            "content_key": keys[2],
+            "current_through": AS_OF,
             "grade": "C",
             "pd_12m": 0.033,
             "feed_seq": 3,
@@ -378,6 +391,7 @@ def test_publish_writes_parts_manifest_and_catalog(warehouse_engine: Engine, sto
         },
     ]
     assert len(set(hashes)) == 3
+    assert len(set(keys) | set(hashes)) == 6
 
 
 def test_parquet_metadata_describes_every_column(sqlite_engine: Engine, store: Store) -> None:
@@ -410,12 +424,19 @@ def test_dataset_folder_reads_as_is_with_pandas_duckdb_and_polars(
             give_consent(session, f"C-{n}", f"SME-00000{n}")
     run_publish(sqlite_engine, store, [scored(["SME-000001"]), scored(["SME-000002", "SME-000003"])])
     later = dt.date(2026, 12, 1)
-    run_publish(sqlite_engine, store, [scored(["SME-000002"])], as_of=later, now=NOW + dt.timedelta(days=30))
+    run_publish(
+        sqlite_engine,
+        store,
+        [scored(["SME-000001"]), scored(["SME-000002"], bump=0.001)],
+        as_of=later,
+        now=NOW + dt.timedelta(days=30),
+    )
     folder = store.layout.dossier_root
+    # SME-000001 did not change: it keeps its version of November, in November's partition.
     expected = [
         ("SME-000001", "2026-11-01", 0.011),
         ("SME-000002", "2026-11-01", 0.022),
-        ("SME-000002", "2026-12-01", 0.022),
+        ("SME-000002", "2026-12-01", 0.023),
         ("SME-000003", "2026-11-01", 0.033),
     ]
 
@@ -606,6 +627,7 @@ def test_changed_content_takes_the_next_feed_seq(warehouse_engine: Engine, store
         "published_at": later,
         "pd_12m": 0.011 + 0.004,
         "content_sha256": content_sha256(pq.read_table(part_path(store, 0)))[0],
+        "content_key": content_hashes(pq.read_table(part_path(store, 0)))[1][0],
     }
     assert after["SME-000001"]["content_sha256"] != before["SME-000001"]["content_sha256"]
 

@@ -579,3 +579,60 @@ def test_pull_skips_dossiers_whose_file_no_longer_matches_the_catalog(
     after = run_pull(warehouse_engine, store, out_dir, at=later + dt.timedelta(minutes=1))
     assert (after["delivered"], after["unavailable"]) == (1, 0)
     assert file_rows(after["file"]) == [expected_row("SME-000001", published_at=later, bump=0.005)]
+
+
+def test_a_kept_version_stands_for_the_later_dates_that_kept_it_widest_scope_first(
+    warehouse_engine: Engine, store: Store, out_dir: Path
+) -> None:
+    """SME 1 is evaluated in a wide and a narrow scope; the lender may hold both."""
+    seed(warehouse_engine)
+    wide, narrow = ("accounting", "tax", "utility"), ("accounting",)
+    with session_scope(warehouse_engine) as session:
+        give_consent(session, "C-1", "SME-000001", sources=wide)
+        subscribe(session, "northwind")
+
+    def frame(*scopes: tuple[tuple[str, ...], float]) -> list[pd.DataFrame]:
+        return [
+            pd.concat(
+                [scored(["SME-000001"], sources={"SME-000001": s}, bump=bump) for s, bump in scopes],
+                ignore_index=True,
+            )
+        ]
+
+    days = [NOW.date() - dt.timedelta(days=2 - k) for k in range(3)]
+    publish_at = [NOW - dt.timedelta(hours=3 - k) for k in range(3)]
+    pulls = [PULL_AT + dt.timedelta(minutes=k) for k in range(3)]
+
+    # Day 1: both scopes new; the lender receives the wide one.
+    run_publish(warehouse_engine, store, frame((wide, 0.0), (narrow, 0.0)), as_of=days[0], now=publish_at[0])
+    first = run_pull(warehouse_engine, store, out_dir, at=pulls[0])
+    assert file_rows(first["file"]) == [
+        expected_row("SME-000001", sources=wide, as_of=days[0], published_at=publish_at[0])
+    ]
+    # Day 2: the narrow scope changed, the wide one kept its version, which is current on day 2 too
+    # and still the widest: the lender already holds it.
+    summary = run_publish(
+        warehouse_engine, store, frame((wide, 0.0), (narrow, 0.001)), as_of=days[1], now=publish_at[1]
+    )
+    assert (summary["kept"], summary["new_or_changed"]) == (1, 1)
+    second = run_pull(warehouse_engine, store, out_dir, at=pulls[1])
+    assert (second["current"], second["delivered"], second["file"]) == (1, 0, None)
+    # Day 3: only the narrow scope is staged (the wide one held back) and it is unchanged: its day-2
+    # version is the newest the lender may hold, as day 3's publish stood on it alone.
+    summary = run_publish(warehouse_engine, store, frame((narrow, 0.001)), as_of=days[2], now=publish_at[2])
+    assert (summary["kept"], summary["new_or_changed"], summary["rows"]) == (1, 0, 0)
+    third = run_pull(warehouse_engine, store, out_dir, at=pulls[2])
+    assert file_rows(third["file"]) == [
+        expected_row("SME-000001", sources=narrow, bump=0.001, as_of=days[1], published_at=publish_at[1])
+    ]
+    with session_scope(warehouse_engine) as session:
+        versions = session.execute(
+            select(
+                DossierVersion.dossier_id, DossierVersion.current_through, DossierVersion.feed_seq
+            ).order_by(DossierVersion.feed_seq)
+        ).all()
+    assert versions == [
+        (f"SME-000001:{days[0].isoformat()}:v3:accounting+tax+utility@24m", days[1], 1),
+        (f"SME-000001:{days[0].isoformat()}:v3:accounting@24m", days[0], 2),
+        (f"SME-000001:{days[1].isoformat()}:v3:accounting@24m", days[2], 3),
+    ]

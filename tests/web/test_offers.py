@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -432,3 +433,59 @@ def test_a_lender_that_no_longer_holds_the_dossier_is_not_shown_what_came_from_i
         )
         details = [e.details for e in offers.history(session, shared["offer_id"])]
         assert "expected_monthly_revenue" not in json.dumps(details)
+
+
+def test_offers_on_a_version_kept_by_the_next_publish_stay_open_and_amendable(world: World) -> None:
+    """The next date finds SMEs 1 and 3 unchanged (they keep their versions) and SME 2 changed."""
+    on_one = world.offer("northwind", "SME-000001").json()
+    on_three = world.offer("harbor", "SME-000003").json()
+    old_two = world.dossier_of("SME-000002")
+    on_two = world.offer("harbor", "SME-000002").json()
+    delivered_before = {
+        lender: [e["dossier_id"] for e in world.feed(lender) if e["event"] == "delivered"]
+        for lender in ("northwind", "harbor")
+    }
+
+    summary = run_publish(
+        world.engine,
+        world.store,
+        [pd.concat([scored(["SME-000001"]), scored(["SME-000002"], bump=0.01), scored(["SME-000003"])])],
+        now=NOW - dt.timedelta(hours=1),
+        as_of=TODAY,
+    )
+
+    assert (summary["kept"], summary["new_or_changed"]) == (2, 1)
+    new_two = f"SME-000002:{TODAY.isoformat()}:v3:accounting+tax@24m"
+    delivered_after = {
+        lender: [e["dossier_id"] for e in world.feed(lender) if e["event"] == "delivered"]
+        for lender in ("northwind", "harbor")
+    }
+    assert delivered_after == {
+        "northwind": delivered_before["northwind"],
+        "harbor": [*delivered_before["harbor"], new_two],
+    }
+    # The kept versions are still each SME's current one: their offers stay open and can be amended.
+    for lender, offer in (("northwind", on_one), ("harbor", on_three)):
+        shown = world.client.get(f"/v1/offers/{offer['offer_id']}", headers=world.as_lender(lender)).json()
+        assert (shown["status"], shown["dossier_id"]) == ("open", offer["dossier_id"])
+        amended = world.client.patch(
+            f"/v1/offers/{offer['offer_id']}", json={"term_months": 6}, headers=world.as_lender(lender)
+        )
+        assert (amended.status_code, amended.json()["revision"]) == (200, 2), amended.text
+    assert world.offer("harbor", "SME-000001").status_code == 404  # never delivered to harbor
+    # SME 2's old version was superseded by its new one: a new offer on the old one is refused.
+    body = {
+        "dossier_id": old_two,
+        "amount": "1000",
+        "currency": "GBP",
+        "term_months": 12,
+        "nominal_rate": "0.12",
+        "valid_until": IN_A_MONTH,
+    }
+    withdrawn = world.client.post(
+        f"/v1/offers/{on_two['offer_id']}/withdraw", headers=world.as_lender("harbor")
+    )
+    assert withdrawn.json()["status"] == "withdrawn"
+    refused = world.client.post("/v1/offers", json=body, headers=world.as_lender("harbor"))
+    assert (refused.status_code, refused.json()["errors"][0]["field"]) == (409, "dossier_id")
+    assert "has expired" in refused.json()["errors"][0]["message"]
