@@ -1,7 +1,7 @@
 """version content key: an unchanged SME keeps its dossier version across dates
 
 Revision ID: 0019_version_content_key
-Revises: 0017_pull_cursors
+Revises: 0018_shard_plans
 
 ``content_key``: the date-free hash of a version's content. A publish compares each staged dossier
 with the current version of its SME and scope by it and keeps that version when they are equal.
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019_version_content_key"
-down_revision: str | None = "0017_pull_cursors"
+down_revision: str | None = "0018_shard_plans"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
