@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 from consent_oracle import (
     Ledger,
@@ -32,6 +34,7 @@ from consent_oracle import (
     stage_shard,
     synthetic_rows,
 )
+from sqlalchemy import select
 
 from dossier import pipeline
 from dossier.settings import for_home, override
@@ -41,7 +44,7 @@ from warehouse.dossier_schema import ALL_COLUMNS
 from warehouse.dossier_store import versions_as_of
 from warehouse.events import rows_table
 from warehouse.migrate import upgrade
-from warehouse.models import Lender, Sme
+from warehouse.models import DossierVersion, Lender, Sme
 from warehouse.storage import Store
 
 FEED_PAGE = 4
@@ -219,11 +222,41 @@ class World:
         wanted = set(sme_ids)
         with session_scope(self.engine) as session:
             versions = versions_as_of(session, as_of)
+        self._check_kept(versions, as_of)
         oldest = versions[versions["sme_id"].isin(wanted)].groupby("sme_id")["as_of_date"].min()
         dates: dict[dt.date, set[str]] = {}
         for sme_id in wanted:
             dates.setdefault(oldest.get(sme_id, as_of), set()).add(sme_id)
         return dates
+
+    def _check_kept(self, versions: pd.DataFrame, as_of: dt.date) -> None:
+        """A version kept from an earlier date must score as the dossier staged for ``as_of`` does
+        (same PD and grade, per SME and scope), so the oracle is never told that a changed dossier
+        goes back to an earlier date. Compared on the catalog's figures and the staged scores, not
+        on the publish's content key."""
+        kept = versions[pd.to_datetime(versions["as_of_date"]) < pd.Timestamp(as_of)]
+        if kept.empty:
+            return
+        with session_scope(self.engine) as session:
+            pds = dict(
+                session.execute(
+                    select(DossierVersion.id, DossierVersion.pd_12m).where(
+                        DossierVersion.id.in_([int(i) for i in kept["id"]])
+                    )
+                ).all()
+            )
+        kept = kept.assign(pd_12m=kept["id"].map(lambda i: pds[int(i)]))[
+            ["sme_id", "scope", "grade", "pd_12m"]
+        ]
+        staged = pd.concat(list(pipeline.staged_scores(self._store(), as_of)), ignore_index=True)
+        both = kept.merge(staged, on=["sme_id", "scope"], how="left", suffixes=("_kept", "_staged"))
+        differ = both[
+            (both["grade_kept"] != both["grade_staged"])
+            | ~np.isclose(both["pd_12m_kept"], both["pd_12m_staged"], rtol=0, atol=1e-12)
+        ]
+        assert differ.empty, (
+            f"kept versions that no longer score as staged on {as_of}: {differ.to_dict('records')}"
+        )
 
     # --- lenders pulling --------------------------------------------------------------------------
 
