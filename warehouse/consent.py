@@ -572,14 +572,27 @@ def _checked_values(
     return sources, recipients
 
 
-def _terms_record(consent: Consent) -> dict[str, Any]:
+def _terms(
+    sources: Iterable[str],
+    recipients: Iterable[str],
+    purpose: str,
+    history_months: int,
+    expires_at: dt.datetime,
+) -> dict[str, Any]:
+    """The terms a ``granted`` or ``narrowed`` event records."""
     return {
-        "sources": list(consent.sources),
-        "recipients": list(consent.recipients),
-        "purpose": consent.purpose,
-        "history_months": consent.history_months,
-        "expires_at": consent.expires_at.astimezone(dt.UTC).isoformat(),
+        "sources": list(sources),
+        "recipients": list(recipients),
+        "purpose": purpose,
+        "history_months": history_months,
+        "expires_at": expires_at.astimezone(dt.UTC).isoformat(),
     }
+
+
+def _terms_record(consent: Consent) -> dict[str, Any]:
+    return _terms(
+        consent.sources, consent.recipients, consent.purpose, consent.history_months, consent.expires_at
+    )
 
 
 def grant(
@@ -717,13 +730,7 @@ def grant_many(session: Session, grants: Iterable[NewGrant], *, actor: str = "sm
                 "reconfirm_by": granted_at + RECONFIRM_AFTER,
             }
         )
-        terms = {
-            "sources": sources,
-            "recipients": recipients,
-            "purpose": item.purpose,
-            "history_months": item.history_months,
-            "expires_at": expires_at.astimezone(dt.UTC).isoformat(),
-        }
+        terms = _terms(sources, recipients, item.purpose, item.history_months, expires_at)
         chain = [("granted", granted_at, terms)]
         if item.revoked_at is not None:
             chain.append(("revoked", item.revoked_at, {"reason": item.reason}))
