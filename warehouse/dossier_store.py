@@ -37,6 +37,11 @@ earlier or the same date) by a date-free content key (:func:`content_hashes`: th
 that version: no catalog row, no ``feed_seq``, nothing in the date's partition. A date's partition
 therefore holds the versions first published for it; a kept version is marked current through
 the later date (``current_through``), and :func:`read_as_of` reads the dossiers a date stands on.
+A version is kept only across consecutive published dates: an SME with no dossier of that scope
+on a date in between (not staged, quarantined or withheld) gets a new version when it returns, and
+a publish that does not keep a version the catalog counted for its date (a re-run that changed it,
+or an earlier date published later on which the SME had none) ends the version at the published
+date before (:func:`end_interrupted`), so no date is said to stand on a dossier it did not stage.
 
 >>> dossier_ids(pd.Series(["SME-000042"]), dt.date(2026, 11, 1), pd.Series(["accounting+tax@36m"])).tolist()
 ['SME-000042:2026-11-01:v3:accounting+tax@36m']
@@ -492,26 +497,98 @@ def versions_as_of(session: Session, as_of: dt.date) -> pd.DataFrame:
     return _current_rows(session, as_of, None, through >= as_of)
 
 
-def kept_versions(dossiers: pd.DataFrame, current: pd.DataFrame, as_of: dt.date) -> pd.Series:
+def kept_versions(
+    dossiers: pd.DataFrame, current: pd.DataFrame, as_of: dt.date, *, previous: dt.date | None = None
+) -> pd.Series:
     """For each staged dossier (with its ``content_key``), the catalog id of the current version of
     its SME and scope (:func:`current_catalog`) that it keeps: one first published for an earlier
-    date, with the same date-free content key; missing where it keeps none. Rows of old catalogs
-    without a key never match (they get a new version). A Series on ``dossiers``' index."""
+    date, with the same date-free content key, that the date's dossiers stood on at ``previous``
+    (the latest published date before ``as_of``; current through it or later), so a version is
+    never kept across a date on which the SME had none. Missing where it keeps none. Rows of old
+    catalogs without a key never match (they get a new version). A Series on ``dossiers``' index."""
     none = pd.Series(pd.NA, index=dossiers.index, dtype="Int64")
     if dossiers.empty or current.empty:
         return none
     merged = dossiers[["sme_id", "scope", "content_key"]].merge(
-        current[["sme_id", "scope", "id", "as_of_date", "content_key"]].rename(
+        current[["sme_id", "scope", "id", "as_of_date", "current_through", "content_key"]].rename(
             columns={"as_of_date": "current_as_of", "content_key": "current_key"}
         ),
         on=["sme_id", "scope"],
         how="left",
         validate="one_to_one",
     )
-    earlier = pd.to_datetime(merged["current_as_of"]) < pd.Timestamp(as_of)
+    current_as_of = pd.to_datetime(merged["current_as_of"])
+    earlier = current_as_of < pd.Timestamp(as_of)
+    if previous is not None:
+        through = pd.to_datetime(merged["current_through"]).fillna(current_as_of)
+        earlier &= through >= pd.Timestamp(previous)
     same = merged["current_key"].notna() & (merged["current_key"] == merged["content_key"])
     ids = merged["id"].astype("Int64").where((earlier & same).to_numpy(dtype=bool))
     return ids.set_axis(dossiers.index)
+
+
+def previous_published(session: Session, as_of: dt.date) -> dt.date | None:
+    """The latest as-of date before ``as_of`` with a publish of the current schema (None if none)."""
+    return session.scalar(
+        select(func.max(Publish.as_of_date)).where(
+            Publish.as_of_date < as_of, Publish.schema_version == SCHEMA_VERSION
+        )
+    )
+
+
+def standing_on(session: Session, as_of: dt.date) -> pd.DataFrame:
+    """Versions first published for a date before ``as_of`` that the catalog already counts current
+    through ``as_of`` or later (a re-run of ``as_of``, or a later date published first kept them):
+    id, sme_id, scope, as_of_date, current_through. Empty on a date's first, in-order publish."""
+    columns = [
+        DossierVersion.id,
+        DossierVersion.sme_id,
+        DossierVersion.scope,
+        DossierVersion.as_of_date,
+        DossierVersion.current_through,
+    ]
+    rows = session.execute(
+        select(*columns).where(
+            DossierVersion.schema_version == SCHEMA_VERSION,
+            DossierVersion.file_path != UNPUBLISHED,
+            DossierVersion.as_of_date < as_of,
+            DossierVersion.current_through >= as_of,
+        )
+    ).all()
+    return pd.DataFrame(rows, columns=[c.key for c in columns])
+
+
+def end_interrupted(
+    session: Session,
+    standing: pd.DataFrame,
+    as_of: dt.date,
+    *,
+    kept_ids: set[int],
+    staged: set[tuple[str, str]],
+    previous: dt.date | None,
+) -> int:
+    """End the versions of ``standing`` (:func:`standing_on`, read before the publish of
+    ``as_of``) that this publish did not keep, where the catalog would otherwise count them for
+    ``as_of``: those whose SME and scope the publish did not stage at all (``staged``: the SME and
+    scope pairs it published or kept), and those current through ``as_of`` exactly (a re-run that
+    changed them). Such a version is then current through ``previous`` (the latest published date
+    before ``as_of``, never before its own date). A version current through a later date whose SME
+    has none on ``as_of`` stops standing for those later dates too (one span per version): re-running
+    them gives the SME a new version there. Returns how many were ended."""
+    if standing.empty:
+        return 0
+    pairs = pd.Series(list(zip(standing["sme_id"], standing["scope"], strict=True)), index=standing.index)
+    not_kept = ~standing["id"].isin(kept_ids)
+    absent = ~pairs.isin(staged)
+    exactly = pd.to_datetime(standing["current_through"]) == pd.Timestamp(as_of)
+    ended = standing[not_kept & (absent | exactly)]
+    updates = [
+        {"id": int(version_id), "current_through": max(first, previous) if previous is not None else first}
+        for version_id, first in zip(ended["id"], ended["as_of_date"], strict=True)
+    ]
+    if updates:
+        session.execute(update(DossierVersion), updates)
+    return len(updates)
 
 
 def mark_kept(session: Session, version_ids: Iterable[int], as_of: dt.date) -> None:
@@ -747,6 +824,10 @@ def publish(
     withheld: list[str] = []
     grades: Counter[str] = Counter()
     new_versions = kept = 0  # kept: staged dossiers equal to their current version of an earlier date
+    previous_date = previous_published(session, as_of)
+    standing = standing_on(session, as_of)  # before this publish marks any version kept
+    kept_ids: set[int] = set()
+    staged: set[tuple[str, str]] = set()
     for part, frame in enumerate(scored):
         dossiers, held_back = prepare_dossiers(
             session,
@@ -761,10 +842,13 @@ def publish(
         content = to_content_table(dossiers, schema, part)
         sha256s, keys = content_hashes(content)
         dossiers = dossiers.assign(content_sha256=sha256s, content_key=keys)
-        keeps = kept_versions(dossiers, current_catalog(session, as_of, dossiers["sme_id"].unique()), as_of)
+        current = current_catalog(session, as_of, dossiers["sme_id"].unique())
+        keeps = kept_versions(dossiers, current, as_of, previous=previous_date)
         keep = keeps.notna().to_numpy(dtype=bool)
+        staged.update(zip(dossiers["sme_id"], dossiers["scope"], strict=True))
         if keep.any():
             mark_kept(session, keeps[keep], as_of)
+            kept_ids.update(int(v) for v in keeps[keep])
             grades.update(dossiers.loc[keep, "grade"])
             kept += int(keep.sum())
             content = content.filter(pa.array(~keep, pa.bool_()))
@@ -802,6 +886,7 @@ def publish(
         published_at = dt.datetime.fromisoformat(previous_manifest["published_at"])
     rows = sum(entry["rows"] for entry in files)
     unpublished = _unpublish_missing(session, as_of, published_ids)
+    end_interrupted(session, standing, as_of, kept_ids=kept_ids, staged=staged, previous=previous_date)
     publish_row.files = len(files)
     publish_row.rows = rows
     publish_row.published_at = published_at

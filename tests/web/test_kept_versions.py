@@ -284,3 +284,97 @@ def test_a_kept_version_whose_consent_ended_is_withdrawn(service: Any, tmp_path:
         )
     assert (later["delivered"], later["withdrawals"], later["current"]) == (0, 0, 1)
     assert feed_rows(client, auth, cursor) == ([], "6")
+
+
+# --- a version is kept only across consecutive published dates -------------------------------------
+
+THIRD = NEXT + dt.timedelta(days=1)
+THIRD_NOW = NEXT_NOW + dt.timedelta(days=1)
+
+
+def frames_without(missing: set[str], bumps: dict[str, float] | None = None) -> list[pd.DataFrame]:
+    """:func:`frames` without the SMEs ``missing`` (not staged on that date)."""
+    return [frame[~frame["sme_id"].isin(missing)].reset_index(drop=True) for frame in frames(bumps)]
+
+
+def stands_on(engine: Any, as_of: dt.date) -> list[str]:
+    """The dossier ids ``as_of`` stands on (:func:`versions_as_of`)."""
+    with session_scope(engine) as session:
+        return versions_as_of(session, as_of)["dossier_id"].tolist()
+
+
+def through(engine: Any) -> dict[str, dt.date]:
+    """Each catalog row's ``current_through``, by dossier id."""
+    return {row["dossier_id"]: row["current_through"] for row in catalog(engine)}
+
+
+def version(sme_id: str, day: dt.date) -> str:
+    return f"{sme_id}:{day.isoformat()}:v3:accounting+tax@24m"
+
+
+def test_an_sme_absent_on_a_date_in_between_gets_a_new_version_when_it_returns(service: Any) -> None:
+    _, engine, _ = service
+    store = service[0].app.state.store
+    run_publish(engine, store, frames())
+    between = run_publish(engine, store, frames_without({"SME-000003"}), as_of=NEXT, now=NEXT_NOW)
+    assert (between["rows"], between["kept"]) == (0, 4)
+    back = run_publish(engine, store, frames(), as_of=THIRD, now=THIRD_NOW)
+
+    assert (back["rows"], back["new_or_changed"], back["kept"]) == (1, 1, 4)
+    assert stands_on(engine, NEXT) == [version(s, AS_OF) for s in SMES if s != "SME-000003"]
+    assert stands_on(engine, THIRD) == [version(s, THIRD if s == "SME-000003" else AS_OF) for s in SMES]
+    assert through(engine) == {
+        **{version(s, AS_OF): THIRD for s in SMES if s != "SME-000003"},
+        version("SME-000003", AS_OF): AS_OF,
+        version("SME-000003", THIRD): THIRD,
+    }
+
+
+def test_an_earlier_date_published_later_ends_the_versions_it_interrupts(service: Any) -> None:
+    _, engine, _ = service
+    store = service[0].app.state.store
+    run_publish(engine, store, frames())
+    later = run_publish(engine, store, frames(), as_of=THIRD, now=NEXT_NOW)
+    assert (later["rows"], later["kept"]) == (0, 5)
+    assert stands_on(engine, NEXT) == [version(s, AS_OF) for s in SMES]  # what the catalog assumed
+
+    # NEXT, published now: SME 3 had no dossier that day, SME 2 a different one.
+    backfill = run_publish(
+        engine, store, frames_without({"SME-000003"}, {"SME-000002": 0.004}), as_of=NEXT, now=THIRD_NOW
+    )
+    assert (backfill["rows"], backfill["new_or_changed"], backfill["kept"]) == (1, 1, 3)
+    assert stands_on(engine, NEXT) == [
+        version("SME-000001", AS_OF),
+        version("SME-000002", NEXT),
+        version("SME-000004", AS_OF),
+        version("SME-000005", AS_OF),
+    ]
+    # SME 2's first version still stands for THIRD, whose content it is; SME 3's ends at AS_OF,
+    # so THIRD no longer claims it until THIRD is published again.
+    assert stands_on(engine, THIRD) == [version(s, AS_OF) for s in SMES if s != "SME-000003"]
+    assert through(engine)[version("SME-000003", AS_OF)] == AS_OF
+    assert through(engine)[version("SME-000002", AS_OF)] == THIRD
+
+    again = run_publish(engine, store, frames(), as_of=THIRD, now=THIRD_NOW)
+    assert (again["rows"], again["kept"]) == (2, 3)  # SMEs 2 and 3: not kept across NEXT
+    assert stands_on(engine, THIRD) == [
+        version(s, THIRD if s in {"SME-000002", "SME-000003"} else AS_OF) for s in SMES
+    ]
+    assert stands_on(engine, AS_OF) == [version(s, AS_OF) for s in SMES]
+
+
+@pytest.mark.parametrize("rerun", ["changed", "absent"])
+def test_a_rerun_that_no_longer_keeps_a_version_ends_it_at_the_date_before(service: Any, rerun: str) -> None:
+    _, engine, _ = service
+    store = service[0].app.state.store
+    run_publish(engine, store, frames())
+    run_publish(engine, store, frames(), as_of=NEXT, now=NEXT_NOW)
+    assert through(engine)[version("SME-000001", AS_OF)] == NEXT
+
+    staged = frames({"SME-000001": 0.004}) if rerun == "changed" else frames_without({"SME-000001"})
+    run_publish(engine, store, staged, as_of=NEXT, now=NEXT_NOW + dt.timedelta(hours=2))
+
+    assert through(engine)[version("SME-000001", AS_OF)] == AS_OF
+    first = [version("SME-000001", NEXT)] if rerun == "changed" else []
+    assert stands_on(engine, NEXT) == first + [version(s, AS_OF) for s in SMES[1:]]
+    assert stands_on(engine, AS_OF) == [version(s, AS_OF) for s in SMES]
