@@ -21,10 +21,10 @@ PSI_STEP = "psi"
 
 
 def _reference() -> tuple[str, dict[str, Any]]:
-    from evaluation.statement_model import default_statement_model
+    from evaluation.statement_model import default_metadata
 
-    model = default_statement_model()
-    return model.version, model.meta["reference"]["psi"]
+    meta = default_metadata()  # the JSON only: publishing never needs LightGBM
+    return meta["version"], meta["reference"]["psi"]
 
 
 def psi_path(store: Store, as_of: dt.date) -> str:

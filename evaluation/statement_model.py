@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -320,6 +321,18 @@ def artifact_paths(version: str, directory: Path = ARTIFACTS) -> tuple[Path, Pat
     return directory / f"{version}.lgb.txt", directory / f"{version}.json"
 
 
+def load_metadata(version: str = STATEMENT_MODEL_VERSION, directory: Path = ARTIFACTS) -> dict[str, Any]:
+    """The JSON metadata of a committed artifact (bands, calibration, the monitoring reference),
+    read without loading the booster or importing LightGBM."""
+    return json.loads(artifact_paths(version, directory)[1].read_text())
+
+
+@cache
+def default_metadata() -> dict[str, Any]:
+    """The metadata of the committed model of :data:`STATEMENT_MODEL_VERSION`, read once per process."""
+    return load_metadata()
+
+
 def load_statement_model(
     version: str = STATEMENT_MODEL_VERSION, directory: Path = ARTIFACTS
 ) -> StatementModel:
@@ -327,7 +340,7 @@ def load_statement_model(
     import lightgbm
 
     model_path, meta_path = artifact_paths(version, directory)
-    meta = json.loads(meta_path.read_text())
+    meta = load_metadata(version, directory)
     features = [r["attr"] for r in meta["ratios"]]
     if features != [r.attr for r in RATIOS]:
         raise ValueError(f"{meta_path}: the artifact's ratios differ from evaluation.statement_model.RATIOS")
@@ -359,7 +372,9 @@ __all__ = [
     "Ratio",
     "StatementModel",
     "StatementOutput",
+    "default_metadata",
     "default_statement_model",
+    "load_metadata",
     "load_statement_model",
     "prepared",
     "ratio_block",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,3 +83,25 @@ def test_consistency_scores_each_comparison_and_names_the_side_that_is_higher() 
         [],
         ["BOOKS_ABOVE_VAT"],
     ]
+
+
+def test_the_publish_step_reads_the_reference_without_importing_lightgbm(tmp_path) -> None:
+    """Publishing computes PSI against the artifact's reference from its JSON alone: the same
+    reference the loaded model holds, and no LightGBM (nor scikit-learn) in the publishing process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, datetime, json\n"
+        "from dossier.monitoring import publish_stability\n"
+        "from warehouse.storage import Store\n"
+        f"result = publish_stability(Store({str(tmp_path)!r}), datetime.date(2026, 11, 1))\n"
+        "from evaluation.statement_model import default_metadata\n"
+        "print(json.dumps(default_metadata()['reference']['psi'], sort_keys=True))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightgbm', 'sklearn')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference, modules = done.stdout.strip().splitlines()
+    assert modules == "[]"
+    assert json.loads(reference) == _reference()
