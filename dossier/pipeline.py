@@ -259,6 +259,22 @@ def _without_pandas_metadata(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
 
 
+def _dossier_integers(table: pa.Table) -> pa.Table:
+    """``table`` with the columns the dossier schema types as integers cast to that type where its
+    values made them floating point or null-typed (a count missing for every SME of a shard), so
+    every shard stages the same types."""
+    from warehouse.dossier_schema import ALL_COLUMNS
+
+    integers = {c.name: c.type for c in ALL_COLUMNS if pa.types.is_integer(c.type)}
+    for index, field in enumerate(table.schema):
+        wanted = integers.get(field.name)
+        if wanted is not None and (pa.types.is_floating(field.type) or pa.types.is_null(field.type)):
+            table = table.set_column(
+                index, pa.field(field.name, wanted), pc.cast(table.column(index), wanted)
+            )
+    return table
+
+
 def shard_plan(as_of: dt.date) -> shard_plans.Plan:
     """The shard plan of ``as_of`` (:func:`warehouse.shard_plans.plan_date`): recorded by the date's
     first step, else decided now from the SMEs and recorded; every step of the date uses its count."""
@@ -675,8 +691,9 @@ def evaluate(
         )
         until = fp.carry_until(tables, todo["sme_id"], as_of, fp.scoring_bounds)
         scored[fp.CARRY_UNTIL] = until.reindex(scored["sme_id"].astype(object)).to_numpy()
-        staged = _without_pandas_metadata(scored[columns])
+        staged = _dossier_integers(_without_pandas_metadata(scored[columns]))
         if carried is not None and carried.num_rows:
+            carried = _dossier_integers(carried)  # staged before the counts were typed
             staged = pa.concat_tables([staged, carried], promote_options="permissive")
         staged = staged.sort_by([("sme_id", "ascending"), ("scope", "ascending")])
     kept = 0 if carried is None else carried.num_rows

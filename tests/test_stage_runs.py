@@ -191,3 +191,33 @@ def test_status_of_a_date_without_steps_says_so(capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     assert main(["status", "--as-of", "2026-11-02"]) == 0
     assert "No pipeline step recorded for 2026-11-02" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_count_missing_for_every_sme_of_a_shard_is_staged_as_the_schema_types_it() -> None:
+    """Staged score files of every shard have the same types: the dossier schema's integer counts
+    stay integers where a shard's values made them floating point or left them all missing."""
+    import pyarrow as pa
+
+    from dossier.pipeline import _dossier_integers
+
+    staged = pa.table(
+        {
+            "sme_id": ["SME-000001", "SME-000002"],
+            "survey_visits": pa.array([None, None], pa.null()),
+            "vat_returns_due": pa.array([12.0, None], pa.float64()),
+            "pd_12m": pa.array([0.02, None], pa.float64()),
+        }
+    )
+    typed = _dossier_integers(staged)
+    assert typed.schema == pa.schema(
+        [
+            ("sme_id", pa.string()),
+            ("survey_visits", pa.int32()),
+            ("vat_returns_due", pa.int32()),
+            ("pd_12m", pa.float64()),
+        ]
+    )
+    assert typed.to_pylist() == [
+        {"sme_id": "SME-000001", "survey_visits": None, "vat_returns_due": 12, "pd_12m": 0.02},
+        {"sme_id": "SME-000002", "survey_visits": None, "vat_returns_due": None, "pd_12m": None},
+    ]
