@@ -42,7 +42,7 @@ from warehouse import consent, shard_plans
 from warehouse.agents import mark_suspended_visits, suspended_ids
 from warehouse.canonical import SOURCES
 from warehouse.consent import as_of_instant
-from warehouse.db import in_chunks, session_scope, upsert
+from warehouse.db import in_chunks, select_frame, session_scope, upsert
 from warehouse.models import IngestionRun, QuarantineEntry, Sme, StageRun
 from warehouse.shards import in_shard
 from warehouse.storage import Store
@@ -550,14 +550,12 @@ def smes_to_evaluate(
     pairs = pd.MultiIndex.from_frame(scopes[["sme_id", "scope"]])
     frame = scopes[~pairs.isin(held_pairs) & scopes["sme_id"].isin(passed)]
     frame = frame[["sme_id", "scope", "history_months", "sources"]]
-    profiles = []
-    for chunk in in_chunks(frame["sme_id"]):
-        profiles += session.execute(
-            select(Sme.sme_id, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year).where(
-                Sme.sme_id.in_(chunk)
-            )
-        ).all()
-    profile = pd.DataFrame(profiles, columns=["sme_id", "industry", "region", "size_band", "founded_year"])
+    profile = select_frame(
+        session,
+        select(Sme.sme_id, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year),
+        ["sme_id", "industry", "region", "size_band", "founded_year"],
+        where_in=(Sme.sme_id, frame["sme_id"]),
+    )
     frame = frame.merge(profile, on="sme_id", how="left").sort_values(["sme_id", "scope"], ignore_index=True)
     return EvaluationPlan(frame, holds, considered)
 

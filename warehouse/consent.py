@@ -25,8 +25,8 @@ Everything else calls this module:
 * **evaluation** - :func:`evaluation_scopes`: the distinct scopes an SME's dossiers are computed
   under, one per distinct consent scope (lenders with the same scope share a version);
 * **publish and delivery** - :class:`Entitlement` (:meth:`Entitlement.allows`), built with
-  :func:`entitlement` for the instant of a publish or a pull; and :func:`why_not` explains a
-  withdrawal.
+  :func:`entitlement` for the instant of a publish or a pull (:func:`any_recipients` is its
+  any-lender test for a whole publish at once); and :func:`why_not` explains a withdrawal.
 
 Every change appends a :class:`~warehouse.models.ConsentEvent` whose hash covers the previous one,
 so the history cannot be rewritten unnoticed (:func:`verify_chain`); the ledger keeps the facts of
@@ -53,11 +53,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
-from warehouse.db import in_chunks
+from warehouse.db import in_chunks, select_frame
 from warehouse.errors import DossierError
 from warehouse.models import Consent, ConsentEvent, Lender, Sme, utcnow
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from warehouse.storage import Store
@@ -321,12 +322,9 @@ def scope_frame(
     query = select(
         Consent.sme_id, cast(Consent.sources, Text).label("sources_text"), Consent.history_months
     ).where(*_active_throughout([then, now]))
-    rows = [
-        row
-        for chunk in in_chunks(sme_ids)
-        for row in session.execute(query.where(Consent.sme_id.in_(chunk))).all()
-    ]
-    found = pd.DataFrame(rows, columns=["sme_id", "sources_text", "history_months"])
+    found = select_frame(
+        session, query, ["sme_id", "sources_text", "history_months"], where_in=(Consent.sme_id, sme_ids)
+    )
     found = found.drop_duplicates(ignore_index=True)
     if found.empty:
         return pd.DataFrame(
@@ -370,6 +368,48 @@ class Entitlement:
         """Whether at least one lender may receive such a dossier (for whatever purpose its consent states)."""
         used = set(sources_used)
         return any(used <= t.sources and months <= t.history_months for t in self.terms.get(sme_id, []))
+
+
+def any_recipients(session: Session, dossiers: pd.DataFrame, *, at: dt.datetime) -> np.ndarray:
+    """:meth:`Entitlement.any_recipient` for every row of ``dossiers`` (``sme_id``,
+    ``sources_used``, ``history_months``) at once: whether some consent of the row's SME active
+    at ``at`` covers every source it used and allows its window. A boolean array in row order.
+
+    The same consents count (the SQL of :func:`entitlement`), loaded in bulk as :func:`scope_frame`
+    loads them; the subset test is made once per distinct pair of used sources and consent
+    sources, not once per row and consent, so a publish of many SMEs runs no Python per row.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: consent is checked at UTC instants")
+    allowed = np.zeros(len(dossiers), dtype=bool)
+    if dossiers.empty:
+        return allowed
+    rows = pd.DataFrame(
+        {
+            "row": np.arange(len(dossiers)),
+            "sme_id": dossiers["sme_id"].to_numpy(dtype=object),
+            "used": [tuple(sorted(set(used))) for used in dossiers["sources_used"]],
+            "months": dossiers["history_months"].to_numpy(dtype="int64"),
+        }
+    )
+    scopes = scope_frame(session, rows["sme_id"].unique(), then=at, now=at)
+    paired = rows.merge(scopes[["sme_id", "sources", "history_months"]], on="sme_id")
+    if paired.empty:
+        return allowed
+    used_codes, used_values = pd.factorize(paired["used"])
+    source_codes, source_values = pd.factorize(paired["sources"])
+    pairs = np.unique(np.stack([used_codes, source_codes], axis=1), axis=0)
+    covers = np.zeros((len(used_values), len(source_values)), dtype=bool)
+    for used, sources in pairs:
+        covers[used, sources] = set(used_values[used]) <= set(source_values[sources])
+    ok = covers[used_codes, source_codes] & (
+        paired["months"].to_numpy() <= paired["history_months"].to_numpy(dtype="int64")
+    )
+    allowed[paired["row"].to_numpy()[ok]] = True
+    return allowed
 
 
 def entitlement(session: Session, sme_ids: Iterable[str], *, at: dt.datetime) -> Entitlement:

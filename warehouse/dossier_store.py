@@ -21,7 +21,7 @@ content, so it adds no version, and it removes the orphaned parts of the killed 
 
 Evaluation hands over one row per SME per consent scope (:class:`warehouse.consent.Scope`); each is
 a dossier version of its own, ``<sme_id>:<as_of>:v<schema>:<scope>``. Only versions some lender may
-receive now (:meth:`warehouse.consent.Entitlement.any_recipient`: an active consent covering every
+receive now (:func:`warehouse.consent.any_recipients`: an active consent covering every
 source the version used and its history window) are published; the others are withheld and counted.
 The published dataset is **internal**: lenders receive only what :mod:`warehouse.feed` delivers to
 them. Each published row gets a catalog row (:class:`~warehouse.models.DossierVersion`)
@@ -68,8 +68,8 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from warehouse.canonical import SOURCES
-from warehouse.consent import entitlement
-from warehouse.db import in_chunks
+from warehouse.consent import any_recipients
+from warehouse.db import in_chunks, rows_frame, select_frame
 from warehouse.dossier_schema import (
     ALL_COLUMNS,
     DOSSIER_SCHEMA,
@@ -253,10 +253,9 @@ def check_scored(frame: pd.DataFrame, part: int) -> pd.DataFrame:
 def sme_identity(session: Session, sme_ids: Iterable[str]) -> pd.DataFrame:
     """Name, industry, region, size band and founding year of ``sme_ids`` from the ``smes`` table."""
     columns = [Sme.sme_id, Sme.name, Sme.industry, Sme.region, Sme.size_band, Sme.founded_year]
-    rows = []
-    for chunk in in_chunks(sme_ids):
-        rows.extend(session.execute(select(*columns).where(Sme.sme_id.in_(chunk))).all())
-    identity = pd.DataFrame(rows, columns=[c.key for c in columns])
+    identity = select_frame(
+        session, select(*columns), [c.key for c in columns], where_in=(Sme.sme_id, sme_ids)
+    )
     identity["founded_year"] = identity["founded_year"].astype("Int32")
     return identity.rename(columns=SME_IDENTITY)
 
@@ -305,10 +304,9 @@ def catalog_rows(session: Session, wanted_ids: Iterable[str]) -> pd.DataFrame:
         DossierVersion.published_at,
         DossierVersion.file_path,
     ]
-    rows = []
-    for chunk in in_chunks(wanted_ids):
-        rows.extend(session.execute(select(*columns).where(DossierVersion.dossier_id.in_(chunk))).all())
-    return pd.DataFrame(rows, columns=[c.key for c in columns])
+    return select_frame(
+        session, select(*columns), [c.key for c in columns], where_in=(DossierVersion.dossier_id, wanted_ids)
+    )
 
 
 def stamp_versions(
@@ -468,11 +466,11 @@ def _current_rows(
 
     rows: list[Any] = []
     if sme_ids is None:
-        rows.extend(session.execute(query()).all())
+        rows.extend(session.execute(query()))
     else:
         for chunk in in_chunks(sme_ids):
-            rows.extend(session.execute(query(DossierVersion.sme_id.in_(chunk))).all())
-    frame = pd.DataFrame(rows, columns=[c.key for c in CURRENT_COLUMNS])
+            rows.extend(session.execute(query(DossierVersion.sme_id.in_(chunk))))
+    frame = rows_frame(rows, [c.key for c in CURRENT_COLUMNS])
     return frame.sort_values(["sme_id", "scope"], kind="stable", ignore_index=True)
 
 
@@ -547,15 +545,13 @@ def standing_on(session: Session, as_of: dt.date) -> pd.DataFrame:
         DossierVersion.as_of_date,
         DossierVersion.current_through,
     ]
-    rows = session.execute(
-        select(*columns).where(
-            DossierVersion.schema_version == SCHEMA_VERSION,
-            DossierVersion.file_path != UNPUBLISHED,
-            DossierVersion.as_of_date < as_of,
-            DossierVersion.current_through >= as_of,
-        )
-    ).all()
-    return pd.DataFrame(rows, columns=[c.key for c in columns])
+    query = select(*columns).where(
+        DossierVersion.schema_version == SCHEMA_VERSION,
+        DossierVersion.file_path != UNPUBLISHED,
+        DossierVersion.as_of_date < as_of,
+        DossierVersion.current_through >= as_of,
+    )
+    return select_frame(session, query, [c.key for c in columns])
 
 
 def end_interrupted(
@@ -747,17 +743,7 @@ def prepare_dossiers(
     seen_smes.update(checked["sme_id"])
     identity = sme_identity(session, checked["sme_id"])
     dossiers = with_identity(checked, identity, as_of=as_of, model_version=model_version, part=part)
-    rule = entitlement(session, dossiers["sme_id"].unique(), at=at)
-    entitled = pd.Series(
-        [
-            rule.any_recipient(sme_id, used, int(months))
-            for sme_id, used, months in zip(
-                dossiers["sme_id"], dossiers["sources_used"], dossiers["history_months"], strict=True
-            )
-        ],
-        index=dossiers.index,
-        dtype=bool,
-    )
+    entitled = any_recipients(session, dossiers, at=at)
     return dossiers[entitled].reset_index(drop=True), dossiers["dossier_id"][~entitled].tolist()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import pandas as pd
 from sqlalchemy import insert
 
 from warehouse import consent
@@ -82,3 +83,55 @@ def test_scope_frame_lists_the_scopes_evaluation_scopes_gives(warehouse_url: str
     assert frame["sme_id"].nunique() < len(ids)  # some SMEs have no consent active at both instants
     assert empty.empty
     assert list(empty.columns) == list(consent.SCOPE_COLUMNS)
+
+
+def test_any_recipients_decides_every_row_as_the_rule_does(warehouse_url: str) -> None:
+    """The bulk any-lender test of a publish against the rule written out here from the consent
+    rows themselves (active at the instant: status, grant, expiry and reconfirmation; every source
+    used covered; the window allowed), and against :meth:`consent.Entitlement.any_recipient`."""
+    engine = make_engine(warehouse_url)
+    ids = [f"SME-{n:03d}" for n in range(70)]
+    granted = consents(400)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(Sme),
+            [
+                {"sme_id": s, "name": s, "industry": "retail", "region": "North", "size_band": "micro"}
+                for s in ids
+            ],
+        )
+        connection.execute(insert(Consent), granted)
+    rng = random.Random(20261203)
+    choices = [["accounting"], ["tax", "accounting"], ["utility"], ["survey", "utility"], ["bank"]]
+    dossiers = pd.DataFrame(
+        {
+            "sme_id": [rng.choice(ids) for _ in range(600)],
+            "sources_used": [list(rng.choice(choices)) for _ in range(600)],
+            "history_months": [rng.choice([6, 12, 24, 36, 48]) for _ in range(600)],
+        }
+    )
+
+    def expected(sme_id: str, used: list[str], months: int, at: dt.datetime) -> bool:
+        return any(
+            c["sme_id"] == sme_id
+            and c["status"] == "active"
+            and c["granted_at"] <= at < min(c["expires_at"], c["reconfirm_by"])
+            and set(used) <= set(c["sources"])
+            and months <= c["history_months"]
+            for c in granted
+        )
+
+    for at in (THEN, NOW):
+        with session_scope(engine) as session:
+            allowed = consent.any_recipients(session, dossiers, at=at)
+            rule = consent.entitlement(session, ids, at=at)
+        rows = list(
+            zip(dossiers["sme_id"], dossiers["sources_used"], dossiers["history_months"], strict=True)
+        )
+        assert allowed.tolist() == [expected(s, u, m, at) for s, u, m in rows]
+        assert allowed.tolist() == [rule.any_recipient(s, u, m) for s, u, m in rows]
+        assert 0 < allowed.sum() < len(allowed)
+    with session_scope(engine) as session:
+        assert consent.any_recipients(session, dossiers.iloc[:0], at=NOW).tolist() == []
+        assert consent.any_recipients(session, dossiers.assign(sme_id="SME-999"), at=NOW).sum() == 0
+    engine.dispose()
