@@ -102,6 +102,7 @@ def core_pipeline(data: dict[str, Any]) -> list[str]:
             value(row, "incremental", "incremental_over_full"),
             value(row, "incremental", "incremental_over_full_cpu"),
             value(row, "incremental", "identical_scores"),
+            value(row, "incremental", "peak_rss_mib"),
         ]
         for row in results
         if row.get("incremental")
@@ -117,6 +118,7 @@ def core_pipeline(data: dict[str, Any]) -> list[str]:
                 "incremental / full",
                 "incremental / full (CPU)",
                 "identical scores",
+                "peak MiB (one process, every shard)",
             ],
             incremental,
         )

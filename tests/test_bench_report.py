@@ -45,6 +45,7 @@ def _fixture(folder: Path) -> None:
                         "incremental_over_full": 0.6778,
                         "incremental_over_full_cpu": 0.7,
                         "identical_scores": True,
+                        "peak_rss_mib": 1301.2,
                     },
                 }
             ],
@@ -166,8 +167,8 @@ def test_every_table_row_and_provenance_line_comes_from_the_json(tmp_path: Path)
         "| SMEs | shards | shard workers | core s | floor s | core / floor | SMEs / s | peak MiB | measured at |",
         "| 100,000 | 8 | 1 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 | 2026-12-02T02:04:37+00:00 |",
         "| SMEs | changed SMEs | incremental s | full s | incremental / full | incremental / full (CPU) "
-        "| identical scores |",
-        "| 100,000 | 1,000 | 30.5 | 45.0 | 0.6778 | 0.7 | yes |",
+        "| identical scores | peak MiB (one process, every shard) |",
+        "| 100,000 | 1,000 | 30.5 | 45.0 | 0.6778 | 0.7 | yes | 1301.2 |",
         "`lender_feed.json`: measured_at 2026-12-02T02:16:35+00:00; python 3.11.7; cpus 2.",
         "| delivered versions | workers | clients | accept-encoding | first read p50 ms | first read p99 ms "
         "| repeat p50 ms | repeat p99 ms | repeat pages / s |",
