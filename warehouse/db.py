@@ -54,7 +54,7 @@ def select_frame(
     With ``where_in=(column, values)`` the query runs once per :func:`in_chunks` list of
     ``values`` (``column IN (...)``). The frame is built column by column: handing pandas the
     result's row objects costs about four times as much, which counts where a query reads a row
-    per SME. Columns are typed as ``pandas.DataFrame`` types lists (all ``object`` when empty).
+    per SME. Each column's type is the one pandas infers from its values (``object`` when empty).
 
     >>> from sqlalchemy import column, select, table, text
     >>> t = table("t", column("k"), column("n"))
