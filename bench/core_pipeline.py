@@ -4,8 +4,8 @@ For each size the benchmark prepares a home folder (canonical tables written str
 sandbox universe, SMEs and consents registered in a SQLite warehouse), then measures in separate
 processes, so that each peak resident set size is its own:
 
-* ``core``: the pipeline's own steps (``dossier.pipeline.validate`` and ``evaluate`` for every shard,
-  then ``publish``, then GX's once-per-date confirmation of the check plan), exactly what the
+* ``core``: the pipeline's own steps (``dossier.pipeline.validate_and_evaluate`` for every shard,
+  reading its files once, then ``publish``, then GX's once-per-date confirmation of the check plan), exactly what the
   Airflow tasks run;
 * ``floor``: the I/O floor - reading the same canonical files and writing the same dossier rows with
   pyarrow alone.
@@ -93,13 +93,10 @@ def run_core(home: Path, shard_count: int) -> dict[str, Any]:
     with override(_settings(home, shard_count)):
         timings: dict[str, float] = {"validate": 0.0, "evaluate": 0.0}
         started = time.perf_counter()
-        for shard in range(shard_count):
-            t = time.perf_counter()
-            pipeline.validate(shard, AS_OF)
-            timings["validate"] += time.perf_counter() - t
-            t = time.perf_counter()
-            pipeline.evaluate(shard, AS_OF)
-            timings["evaluate"] += time.perf_counter() - t
+        for shard in range(shard_count):  # one task per shard: its files read once
+            done = pipeline.validate_and_evaluate(shard, AS_OF)
+            timings["validate"] += done["seconds"]["validate"]
+            timings["evaluate"] += done["seconds"]["evaluate"]
         t = time.perf_counter()
         summary = pipeline.publish(AS_OF)
         timings["publish"] = time.perf_counter() - t
@@ -170,13 +167,11 @@ def _timed_run(shard_count: int, as_of: dt.date, *, full: bool) -> dict[str, Any
     timings: dict[str, float] = {"validate": 0.0, "evaluate": 0.0}
     counts = {"validated": 0, "validation_carried": 0, "scored": 0, "scores_carried": 0}
     started = time.perf_counter()
-    for shard in range(shard_count):
-        t = time.perf_counter()
-        validated = pipeline.validate(shard, as_of, full=full)
-        timings["validate"] += time.perf_counter() - t
-        t = time.perf_counter()
-        evaluated = pipeline.evaluate(shard, as_of, full=full)
-        timings["evaluate"] += time.perf_counter() - t
+    for shard in range(shard_count):  # one task per shard: its files read once
+        done = pipeline.validate_and_evaluate(shard, as_of, full=full)
+        validated, evaluated = done["validate"], done["evaluate"]
+        timings["validate"] += done["seconds"]["validate"]
+        timings["evaluate"] += done["seconds"]["evaluate"]
         counts["validated"] += validated["validated"]
         counts["validation_carried"] += validated["carried"]
         counts["scored"] += evaluated["scored"]

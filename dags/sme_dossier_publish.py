@@ -7,14 +7,17 @@ with `{"as_of": "YYYY-MM-DD"}`.
 * `resolve_as_of`: the as-of date (the `as_of` param, else the one carried by the triggering Asset events,
   else the run's logical date).
 * `plan_shards`: the shards of the date's plan (recorded by `sme_ingest`; see its `plan_shards`).
-* `validate` (mapped over shards): checks each table of the shard against its Great Expectations suite with
-  the compiled check plan (GX itself is not loaded here), attributes failing rows to their SME, quarantines
-  those SMEs with the reasons and stages the outcome.
-* `evaluate` (mapped over shards): computes features and the score (PD, grade, reason codes, limit, rate) of
-  every SME that was pulled, passed validation and has no open quarantine.
-* Both carry forward the SMEs whose inputs did not change since the previous date's run (same input
-  fingerprint) under the same shard count; a date whose count differs from the previous date's is
-  validated and scored in full. `{"full": true}` validates and scores every SME again.
+* `validate_and_evaluate` (mapped over shards): reads the shard's canonical tables once, then
+  * validates: checks each table against its Great Expectations suite with the compiled check plan (GX
+    itself is not loaded here), attributes failing rows to their SME, quarantines those SMEs with the
+    reasons and stages the outcome;
+  * evaluates: computes features and the score (PD, grade, reason codes, limit, rate) of every SME that
+    was pulled, passed validation and has no open quarantine, and stages the scores.
+
+  Each part records its own `validate` and `evaluate` row in `stage_runs`. Both carry forward the SMEs
+  whose inputs did not change since the previous date's run (same input fingerprint) under the same
+  shard count; a date whose count differs from the previous date's is validated and scored in full.
+  `{"full": true}` validates and scores every SME again.
 * `publish`: writes the dossier Parquet partition, the manifest last, and the catalog; only SMEs whose
   consent covers the sources used and at least one lender are published. Updates the `dossiers` Asset.
 * `build_data_docs`: confirms the date's validation with Great Expectations (once per table, over
@@ -87,31 +90,19 @@ def sme_dossier_publish() -> None:
         return scoped_shards(scope, parse_as_of(as_of))
 
     @task(map_index_template="{{ shard_label }}")
-    def validate(shard: int, as_of: str, params: dict | None = None) -> dict:
+    def validate_and_evaluate(shard: int, as_of: str, scope: dict, params: dict | None = None) -> dict:
         import functools
 
         from airflow.sdk import get_current_context
 
-        from dossier.pipeline import parse_as_of
-        from dossier.pipeline import validate as run_validate
+        from dossier.pipeline import parse_as_of, scope_arguments
+        from dossier.pipeline import validate_and_evaluate as run_shard
         from dossier.tasks import run_step
 
         get_current_context()["shard_label"] = f"shard {shard}"  # type: ignore[typeddict-unknown-key]
-        step = functools.partial(run_validate, full=bool((params or {}).get("full")))
-        return run_step(f"validate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
-
-    @task
-    def evaluate(validation: dict, scope: dict, params: dict | None = None) -> dict:
-        import functools
-
-        from dossier.pipeline import evaluate as run_evaluate
-        from dossier.pipeline import parse_as_of, scope_arguments
-        from dossier.tasks import run_step
-
-        shard, as_of = validation["shard"], validation["as_of"]
         full = bool((params or {}).get("full"))
-        step = functools.partial(run_evaluate, **scope_arguments(scope), full=full)
-        return run_step(f"evaluate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
+        step = functools.partial(run_shard, **scope_arguments(scope), full=full)
+        return run_step(f"validate and evaluate shard {shard} as of {as_of}", step, shard, parse_as_of(as_of))
 
     @task(outlets=[DOSSIERS])
     def publish(as_of: str, evaluations: list[dict], outlet_events=None) -> dict:
@@ -140,8 +131,8 @@ def sme_dossier_publish() -> None:
 
     as_of = resolve_as_of()
     scope = resolve_scope()
-    validations = validate.partial(as_of=as_of).expand(shard=plan_shards(scope, as_of))
-    evaluations = evaluate.partial(scope=scope).expand(validation=validations)
+    shards = plan_shards(scope, as_of)
+    evaluations = validate_and_evaluate.partial(as_of=as_of, scope=scope).expand(shard=shards)
     published = publish(as_of, evaluations)
     build_data_docs(as_of, published)
     send_webhooks(as_of, published)

@@ -7,7 +7,7 @@ they can travel through XCom.
 
     ingest(source, shard)  ->  canonical/<table>/as_of=<d>/shard=<k>.parquet
     validate(shard)        ->  staging/validation/...   (+ validation_results, quarantine)
-    evaluate(shard)        ->  staging/scores/...
+    evaluate(shard)        ->  staging/scores/...       (validate_and_evaluate: both, files read once)
     publish()              ->  dossiers/schema=<v>/as_of=<d>/part-*.parquet, then the manifest
 
 **A run for some SMEs** (:func:`run_for_smes`, what a grant starts) uses the same steps with
@@ -378,8 +378,39 @@ VALIDATION_SCHEMA = pa.schema(
 """Columns of a staged validation file: one row per SME of the shard."""
 
 
+class SharedReads:
+    """The canonical shards the steps of one task share (validate, then evaluate): each is opened
+    by the first step that needs it (so its failure is that step's, recorded as such) and keeps
+    the rows it reads (:attr:`~warehouse.canonical_files.CanonicalShard.keep_rows`), so the next
+    step reads no file again for the SMEs it already read."""
+
+    def __init__(self, also: Iterable[str] = ()) -> None:
+        self._opened: dict[tuple[dt.date, int], Any] = {}
+        self.also = frozenset(also)
+        """SMEs a later step will read too: an incremental validation reads their rows with its own."""
+
+    def shard(self, store: Store, as_of: dt.date, shard: int) -> Any:
+        """The :class:`~warehouse.canonical_files.CanonicalShard` of ``shard`` on ``as_of``, opened once."""
+        from warehouse.canonical_files import CanonicalShard
+
+        key = (as_of, shard)
+        if key not in self._opened:
+            opened = CanonicalShard.open(store, as_of, shard)
+            opened.keep_rows = True
+            self._opened[key] = opened
+        return self._opened[key]
+
+
+def _open_shard(store: Store, as_of: dt.date, shard: int, reads: SharedReads | None) -> Any:
+    from warehouse.canonical_files import CanonicalShard
+
+    return CanonicalShard.open(store, as_of, shard) if reads is None else reads.shard(store, as_of, shard)
+
+
 @recorded("validate")
-def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any]:
+def validate(
+    shard: int, as_of: dt.date, *, full: bool = False, reads: SharedReads | None = None
+) -> dict[str, Any]:
     """Run every suite once on the shard's tables; quarantine failing SMEs; stage the outcome.
 
     Incremental unless ``full``: an SME that passed on the last successful validation of this shard
@@ -389,15 +420,15 @@ def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any
     with the suites' bounds) is after ``as_of`` keeps that outcome; only the other SMEs' rows are
     read and validated (and recorded) again. A failing SME is always validated again, so its
     quarantine entries are those of the date. A shard with nothing to validate again copies its
-    previous staged file.
+    previous staged file. ``reads`` shares the shard's rows with the evaluation that follows
+    (:func:`validate_and_evaluate`).
     """
     from dossier import fingerprints as fp
     from expectations.runner import record_validation, validate_shard
-    from warehouse.canonical_files import CanonicalShard
 
     store = Store.from_settings()
     path = store.layout.staging(VALIDATION_STEP, as_of.isoformat(), shard)
-    shard_in = CanonicalShard.open(store, as_of, shard)
+    shard_in = _open_shard(store, as_of, shard, reads)
     smes = shard_in.smes()
     current = pd.DataFrame({"sme_id": pd.Series(smes, dtype=object)})
     prints = fp.fingerprints(shard_in.digests(smes), current, context=fp.validation_context(as_of))
@@ -415,6 +446,8 @@ def validate(shard: int, as_of: dt.date, *, full: bool = False) -> dict[str, Any
     again = sorted(set(smes) - set(carried.column("sme_id").to_pylist()))
     staged = carried
     if again or carried.num_rows == 0:
+        if reads is not None and reads.also and carried.num_rows:
+            shard_in.frames(sorted(set(again) | reads.also))  # one read for the evaluation too
         checked = shard_in.frames(again if carried.num_rows else None)
         if carried.num_rows:
             checked = {name: frame for name, frame in checked.items() if len(frame)}
@@ -614,9 +647,11 @@ def evaluate(
     sme_ids: Iterable[str] | None = None,
     consent_at: dt.datetime | None = None,
     full: bool = False,
+    reads: SharedReads | None = None,
 ) -> dict[str, Any]:
     """Score the shard's validated SMEs (or only ``sme_ids`` of them) once per consent scope and
-    stage their rows; with ``sme_ids`` the other SMEs' staged rows are kept.
+    stage their rows; with ``sme_ids`` the other SMEs' staged rows are kept. ``reads`` serves the
+    rows the validation before it read (:func:`validate_and_evaluate`).
 
     ``now`` (default: the current instant) is when consents are read, together with ``consent_at``
     (default: the as-of instant). Dossiers held for a failed pull are recorded in the quarantine
@@ -630,7 +665,6 @@ def evaluate(
     """
     import evaluation
     from dossier import fingerprints as fp
-    from warehouse.canonical_files import CanonicalShard
 
     store = Store.from_settings()
     at = now or dt.datetime.now(dt.UTC)
@@ -639,7 +673,7 @@ def evaluate(
         plan = smes_to_evaluate(session, store, as_of, shard, now=at, sme_ids=wanted, then=consent_at)
         record_holds(session, as_of, plan.considered, plan.holds, at=at)
         suspended = suspended_ids(session)
-    shard_in = CanonicalShard.open(store, as_of, shard)
+    shard_in = _open_shard(store, as_of, shard, reads)
     terms = lending_terms(get_settings())
     ids = plan.smes["sme_id"]
     inputs = plan.smes.assign(agent_marks=_visit_marks(shard_in, suspended, ids).reindex(ids).to_numpy())
@@ -673,7 +707,8 @@ def evaluate(
             store.write_bytes(path, store.read_bytes(previous_path))
             copied = True
     else:
-        tables = shard_in.frames(sorted(set(todo["sme_id"])) if carried is not None else ids)
+        # evaluate_scopes selects each scope's SMEs itself: rows of others kept from validation may stay
+        tables = shard_in.frames(sorted(set(todo["sme_id"])) if carried is not None else ids, others=True)
         # a suspended field agent's visits verify nothing (warehouse.agents, evaluation.features)
         tables["survey_visits"] = mark_suspended_visits(tables["survey_visits"], suspended)
         scored = evaluation.evaluate_scopes(
@@ -715,6 +750,60 @@ def evaluate(
         "no_data_in_scope": int(no_data.sum()),
         "model_version": evaluation.MODEL_VERSION,
         "path": path,
+    }
+
+
+def scores_due(store: Store, shard: int, as_of: dt.date) -> list[str]:
+    """The SMEs of ``shard`` whose rows staged by the last successful evaluation before ``as_of``
+    may not be carried to it (their carry date is ``as_of`` or earlier), sorted: they are scored
+    again whatever their inputs."""
+    from dossier.fingerprints import CARRY_UNTIL
+
+    previous = _previous_staged(store, SCORES_STEP, "evaluate", shard, as_of)
+    if previous is None:
+        return []
+    table = previous[1]
+    until = table.column(CARRY_UNTIL)
+    due = pc.fill_null(pc.less_equal(until, pa.scalar(as_of, until.type)), True)
+    return sorted(set(table.column("sme_id").filter(due).to_pylist()))
+
+
+def validate_and_evaluate(
+    shard: int,
+    as_of: dt.date,
+    *,
+    full: bool = False,
+    now: dt.datetime | None = None,
+    sme_ids: Iterable[str] | None = None,
+    consent_at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`validate` the shard, then :func:`evaluate` it, reading its canonical files once: the
+    rows validation reads are kept for the evaluation (each step still records its own
+    ``stage_runs`` row, and a failed validation stops before any scoring). What one task per shard
+    runs. Returns both summaries (``validate``, ``evaluate``) and each step's ``seconds``.
+
+    An incremental validation reads, with the SMEs it checks again, those whose staged scores are
+    due again on ``as_of`` (:func:`scores_due`), so the evaluation finds their rows read too."""
+    store = Store.from_settings()
+    due = () if full or sme_ids is not None else scores_due(store, shard, as_of)
+    reads = SharedReads(also=due)
+    began = time.perf_counter()
+    validated = validate(shard, as_of, full=full, reads=reads)
+    middle = time.perf_counter()
+    evaluated = evaluate(
+        shard, as_of, now=now, sme_ids=sme_ids, consent_at=consent_at, full=full, reads=reads
+    )
+    opened = reads.shard(store, as_of, shard)
+    return {
+        "shard": shard,
+        "as_of": as_of.isoformat(),
+        "validate": validated,
+        "evaluate": evaluated,
+        "file_reads": opened.file_reads,
+        "seconds": {
+            "validate": round(middle - began, 3),
+            "evaluate": round(time.perf_counter() - middle, 3),
+        },
     }
 
 
@@ -872,10 +961,13 @@ def run_for_smes(
         source: [ingest(source, shard, as_of, sme_ids=wanted, consent_at=consent_at) for shard in shards]
         for source in SOURCES
     }
+    reads = SharedReads()  # each shard's files are read once, by validate and evaluate together
     step("validate")
-    validated = [validate(shard, as_of) for shard in shards]
+    validated = [validate(shard, as_of, reads=reads) for shard in shards]
     step("evaluate")
-    evaluated = [evaluate(shard, as_of, sme_ids=wanted, consent_at=consent_at) for shard in shards]
+    evaluated = [
+        evaluate(shard, as_of, sme_ids=wanted, consent_at=consent_at, reads=reads) for shard in shards
+    ]
     step("publish")
     published = publish(as_of)
     step("")
@@ -959,7 +1051,7 @@ def scoped_shards(scope: dict[str, Any], as_of: dt.date) -> list[int]:
 
 
 def scope_arguments(scope: dict[str, Any] | None) -> dict[str, Any]:
-    """Keyword arguments of :func:`ingest` and :func:`evaluate` for a run of ``scope``."""
+    """Keyword arguments of :func:`ingest`, :func:`evaluate` and :func:`validate_and_evaluate` for a run of ``scope``."""
     if not scope or scope.get("sme_ids") is None:
         return {}
     return {"sme_ids": scope["sme_ids"], "consent_at": dt.datetime.fromisoformat(scope["consent_at"])}

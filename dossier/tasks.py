@@ -38,13 +38,26 @@ def counts(result: Any) -> str:
     'shard 2, pulled 5, failed 1'
     >>> counts({"site": "var/gx/index.html"})
     'site var/gx/index.html'
+    >>> counts({"shard": 1, "validate": {"shard": 1, "failed": 2}, "evaluate": {"scored": 7}})
+    'shard 1, validate.failed 2, evaluate.scored 7'
     """
     if not isinstance(result, dict):
         return repr(result)
-    numbers = [f"{k} {v}" for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)]
+    numbers = [f"{k} {v}" for k, v in _numbers(result)]
     return ", ".join(numbers) or ", ".join(
         f"{k} {v}" for k, v in result.items() if isinstance(v, str | float)
     )
+
+
+def _numbers(result: dict[str, Any], prefix: str = "") -> list[tuple[str, int]]:
+    """The whole numbers of ``result``, nested summaries' named ``outer.inner`` (their shard once)."""
+    found: list[tuple[str, int]] = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            found += _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool) and not (prefix and key == "shard"):
+            found.append((f"{prefix}{key}", value))
+    return found
 
 
 def run_step(label: str, step: Callable[..., Any], *args: Any) -> Any:

@@ -132,6 +132,8 @@ class _File:
     data: bytes | None
     digests: pd.DataFrame
     frame: pd.DataFrame | None = None
+    kept: tuple[frozenset[str] | None, pd.DataFrame] | None = None
+    """With :attr:`CanonicalShard.keep_rows`: the SMEs of the last read (None: all) and its rows."""
 
 
 @dataclass
@@ -140,10 +142,18 @@ class CanonicalShard:
 
     A table without a file has no rows (an empty, correctly typed frame); a file whose sidecar is
     missing or describes other bytes is read whole once and digested from its rows.
+
+    With ``keep_rows`` the rows each table's reads return are kept (all columns): a later read of
+    SMEs already read is served from them, and only the SMEs not read yet are read from the file
+    (the kept rows of a table then are ordered by SME, each SME's rows in file order). The steps
+    of one task (validate, then evaluate) read each file once.
     """
 
     files: dict[str, _File] = field(default_factory=dict)
     from_sidecars: int = 0
+    keep_rows: bool = False
+    file_reads: int = 0
+    """How many times a table's rows were read from its file (not from what was kept)."""
 
     @classmethod
     def open(cls, store: Store, as_of: dt.date, shard: int) -> CanonicalShard:
@@ -181,31 +191,62 @@ class CanonicalShard:
         return digest_columns({name: file.digests for name, file in self.files.items()}, sme_ids)
 
     def table(
-        self, name: str, sme_ids: Iterable[str] | None = None, columns: list[str] | None = None
+        self,
+        name: str,
+        sme_ids: Iterable[str] | None = None,
+        columns: list[str] | None = None,
+        *,
+        others: bool = False,
     ) -> pd.DataFrame:
-        """One table's rows (of ``sme_ids`` only, when given; ``columns`` only, when given), in file order."""
+        """One table's rows (of ``sme_ids`` only, when given; ``columns`` only, when given), in file order.
+
+        With ``others`` the rows may include other SMEs' (a caller that selects its SMEs itself),
+        so rows kept from an earlier read of more SMEs are handed over without a copy.
+        """
         file = self.files[name]
         if file.data is None:
             frame = TABLES[name].empty_frame()
             return frame if columns is None else frame[columns]
-        if file.frame is not None:
-            frame = file.frame if columns is None else file.frame[columns]
-            if sme_ids is not None:
-                frame = frame[frame["sme_id"].isin(set(sme_ids))].reset_index(drop=True)
-            return frame
-        if sme_ids is None:
-            return parquet_table(file.path, io.BytesIO(file.data), columns=columns).to_pandas()
-        wanted = sorted(set(sme_ids))
-        if not wanted:
+        wanted = None if sme_ids is None else frozenset(sme_ids)
+        if self.keep_rows and file.frame is None and file.kept is not None and wanted:
+            self._keep_more(file, wanted)
+        source = (None, file.frame) if file.frame is not None else file.kept
+        if source is not None and (source[0] is None or (wanted is not None and wanted <= source[0])):
+            held, frame = source
+            if wanted is not None and not others and (held is None or len(wanted) < len(held)):
+                frame = frame[frame["sme_id"].isin(wanted)].reset_index(drop=True)
+            return frame if columns is None else frame[columns]
+        if wanted is not None and not wanted:
             schema = pq.read_schema(io.BytesIO(file.data))
             empty = schema.empty_table().to_pandas()
             return empty if columns is None else empty[columns]
-        return _rows_of(file.path, file.data, wanted, columns).to_pandas()
+        self.file_reads += 1
+        if wanted is None:
+            frame = parquet_table(file.path, io.BytesIO(file.data), columns=columns).to_pandas()
+        else:
+            frame = _rows_of(file.path, file.data, sorted(wanted), columns).to_pandas()
+        if self.keep_rows and columns is None:
+            file.kept = (wanted, frame)
+        return frame
 
-    def frames(self, sme_ids: Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-        """Every table's rows (of ``sme_ids`` only, when given), in file order."""
+    def _keep_more(self, file: _File, wanted: frozenset[str]) -> None:
+        """Add to ``file``'s kept rows those of the SMEs of ``wanted`` it lacks (read from the file):
+        the kept rows stay ordered by SME, each SME's rows in file order."""
+        if file.kept is None or file.data is None or file.kept[0] is None or wanted <= file.kept[0]:
+            return
+        held, frame = file.kept
+        missing = wanted - held
+        self.file_reads += 1
+        extra = _rows_of(file.path, file.data, sorted(missing), None).to_pandas()
+        merged = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
+        file.kept = (held | missing, merged.sort_values("sme_id", kind="stable", ignore_index=True))
+
+    def frames(
+        self, sme_ids: Iterable[str] | None = None, *, others: bool = False
+    ) -> dict[str, pd.DataFrame]:
+        """Every table's rows (of ``sme_ids`` only, when given; see :meth:`table` for ``others``), in file order."""
         wanted = None if sme_ids is None else sorted(set(sme_ids))
-        return {name: self.table(name, wanted) for name in self.files}
+        return {name: self.table(name, wanted, others=others) for name in self.files}
 
 
 def _rows_of(path: str, data: bytes, wanted: list[str], columns: list[str] | None) -> pa.Table:

@@ -74,3 +74,43 @@ def test_a_file_rewritten_without_its_sidecar_is_digested_from_its_rows(tmp_path
     # only the SMEs asked for are read; a table without a file has no rows
     assert opened.frames(["SME-2"])["utility_bills"]["amount_due"].tolist() == [7.0]
     assert opened.frames(["SME-2"])["vat_returns"].empty
+
+
+def test_kept_rows_serve_later_reads_and_only_missing_smes_are_read_again(tmp_path) -> None:
+    store = Store(str(tmp_path))
+    rows = [
+        ("SME-1", "2026-08-01", 10.0),
+        ("SME-1", "2026-09-01", 12.0),
+        ("SME-2", "2026-09-01", 7.0),
+        ("SME-3", "2026-07-01", 3.0),
+        ("SME-3", "2026-08-01", 4.0),
+    ]
+    write_canonical(store, "utility_bills", DAY, 0, UTILITY_BILLS.to_arrow(bills(rows)))
+    opened = CanonicalShard.open(store, DAY, 0)
+    opened.keep_rows = True
+
+    def read(sme_ids, **kwargs) -> list[tuple[str, float]]:
+        frame = opened.table("utility_bills", sme_ids, **kwargs)
+        return list(zip(frame["sme_id"], frame["amount_due"], strict=True))
+
+    assert read(["SME-3"]) == [("SME-3", 3.0), ("SME-3", 4.0)]
+    assert opened.file_reads == 1
+    # fewer SMEs, or only some columns: from what was kept
+    assert read(["SME-3"], columns=["sme_id", "amount_due"]) == [("SME-3", 3.0), ("SME-3", 4.0)]
+    assert opened.file_reads == 1
+    # SMEs not read yet: only those are read, and the kept rows stay ordered by SME
+    assert read(["SME-1", "SME-3"]) == [("SME-1", 10.0), ("SME-1", 12.0), ("SME-3", 3.0), ("SME-3", 4.0)]
+    assert opened.file_reads == 2
+    assert read(["SME-1"]) == [("SME-1", 10.0), ("SME-1", 12.0)]
+    # with others, what was kept is handed over as it is: other SMEs' rows included
+    assert read(["SME-1"], others=True) == [("SME-1", 10.0), ("SME-1", 12.0), ("SME-3", 3.0), ("SME-3", 4.0)]
+    assert opened.file_reads == 2
+    # every SME: read from the file once, then kept whole
+    assert [s for s, _ in read(None)] == ["SME-1", "SME-1", "SME-2", "SME-3", "SME-3"]
+    assert read(["SME-2"]) == [("SME-2", 7.0)]
+    assert opened.file_reads == 3
+    # without keep_rows every read reads the file and returns only what was asked for
+    plain = CanonicalShard.open(store, DAY, 0)
+    plain.table("utility_bills", ["SME-2"])
+    assert plain.table("utility_bills", ["SME-2"], others=True)["sme_id"].tolist() == ["SME-2"]
+    assert plain.file_reads == 2
