@@ -220,8 +220,9 @@ def run_next(home: Path, shard_count: int, changed_share: float, *, mode: str) -
         cpu = _cpu()
         run = _timed_run(shard_count, NEXT, full=mode == "full")
         run["cpu_seconds"] = _cpu() - cpu
+        run_peak = _peak()  # the run's: the comparison below holds every shard's scores at once
         scores = _staged_scores(NEXT)
-    result: dict[str, Any] = {"run": run, **_peak()}
+    result: dict[str, Any] = {"run": run, **run_peak, "process_peak_rss_mib": _peak()["peak_rss_mib"]}
     if mode == "incremental":
         pq.write_table(scores, kept)
         result["changed_smes"] = len(changed)

@@ -11,18 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pytest
-from sqlalchemy import select
+from landed_dates import grant_accounting_scope, land_again
 
 import evaluation
 from bench.core_pipeline import AS_OF, NEXT, _settings, land_next_date, prepare
 from dossier import fingerprints as fp
 from dossier import pipeline
 from dossier.settings import override
-from warehouse import consent
-from warehouse.canonical import TABLES
-from warehouse.canonical_files import digest_columns, sme_digests, write_canonical
-from warehouse.db import session_scope
-from warehouse.models import Lender
+from warehouse.canonical_files import digest_columns, sme_digests
 from warehouse.storage import Store
 
 SHARDS = 2
@@ -119,16 +115,6 @@ def test_unchanged_smes_carry_their_rows_and_the_result_equals_a_full_run(
         assert staged(pipeline.VALIDATION_STEP, NEXT, shard).equals(validated[shard])
 
 
-def land_again(day: dt.date, later: dt.date) -> None:
-    """Write ``day``'s canonical files again for ``later``, as ingest writes them (with sidecars)."""
-    store = Store.from_settings()
-    for shard in range(SHARDS):
-        for name in TABLES:
-            source = store.layout.canonical(name, day.isoformat(), shard)
-            if store.exists(source):
-                write_canonical(store, name, later, shard, store.read_table(source))
-
-
 def ran(day: dt.date) -> None:
     """``day`` validated and scored (incrementally), unless a test before on this worker did it."""
     store = Store.from_settings()
@@ -141,23 +127,11 @@ def ran(day: dt.date) -> None:
 def test_a_new_consent_scope_is_scored_and_every_other_row_carried(landed: tuple[Path, list[str]]) -> None:
     ran(NEXT)
     later = NEXT + dt.timedelta(days=1)
-    land_again(NEXT, later)
+    land_again(NEXT, later, SHARDS)
     before = scores(NEXT)
     sme = str(before["sme_id"].iloc[0])
     assert "accounting@7m" not in set(before.loc[before["sme_id"] == sme, "scope"])
-    with session_scope() as session:
-        lender = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).first()
-        consent.grant(
-            session,
-            consent_id="incremental-new-scope",
-            sme_id=sme,
-            sources=["accounting"],
-            recipients=[lender],
-            purpose="credit_decision",
-            history_months=7,
-            granted_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC),
-            expires_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=365),
-        )
+    grant_accounting_scope("incremental-new-scope", sme, 7, granted=AS_OF)
     results = []
     for shard in range(SHARDS):
         pipeline.validate(shard, later)
@@ -191,7 +165,7 @@ def test_a_new_model_version_scores_every_sme_again(
     landed: tuple[Path, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     later = NEXT + dt.timedelta(days=2)
-    land_again(NEXT, later)
+    land_again(NEXT, later, SHARDS)
     monkeypatch.setattr(evaluation, "MODEL_VERSION", evaluation.MODEL_VERSION + ".next")
     for shard in range(SHARDS):
         pipeline.validate(shard, later)

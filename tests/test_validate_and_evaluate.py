@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from landed_dates import grant_accounting_scope, land_again
 from sqlalchemy import select
 
 from bench.core_pipeline import AS_OF, NEXT, _settings, land_next_date, prepare
 from dossier import pipeline
 from dossier.settings import override
-from warehouse import consent
 from warehouse.canonical import TABLES
-from warehouse.canonical_files import write_canonical
 from warehouse.db import session_scope
-from warehouse.models import Lender, StageRun
+from warehouse.models import StageRun
 from warehouse.storage import Store
 
 SHARDS = 2
@@ -92,12 +91,8 @@ def test_an_sme_scored_but_not_validated_again_is_read_then(home: Path) -> None:
     run's."""
     later = NEXT + dt.timedelta(days=1)
     run_fused(NEXT)  # the date before, whatever ran before this test
+    land_again(NEXT, later, SHARDS)
     store = Store.from_settings()
-    for shard in range(SHARDS):
-        for name in TABLES:
-            source = store.layout.canonical(name, NEXT.isoformat(), shard)
-            if store.exists(source):
-                write_canonical(store, name, later, shard, store.read_table(source))
     # an SME that passed, with nothing due on the later date: neither validated nor scored again
     checked, scores = (
         store.read_table(store.layout.staging(step, NEXT.isoformat(), 0)).to_pandas()
@@ -106,19 +101,7 @@ def test_an_sme_scored_but_not_validated_again_is_read_then(home: Path) -> None:
     due = set(checked.loc[~checked["passed"] | (checked["carry_until"] <= later), "sme_id"])
     due |= set(scores.loc[scores["carry_until"] <= later, "sme_id"])
     sme = sorted(set(scores["sme_id"]) - due)[0]
-    with session_scope() as session:
-        lender = session.scalars(select(Lender.lender_id).order_by(Lender.lender_id)).first()
-        consent.grant(
-            session,
-            consent_id="fused-new-scope",
-            sme_id=sme,
-            sources=["accounting"],
-            recipients=[lender],
-            purpose="credit_decision",
-            history_months=5,
-            granted_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC),
-            expires_at=dt.datetime.combine(AS_OF, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=365),
-        )
+    grant_accounting_scope("fused-new-scope", sme, 5, granted=AS_OF)
     done = run_fused(later)
     assert done[0]["validate"]["validated"] < done[0]["validate"]["smes"]
     assert done[0]["evaluate"]["scored"] >= 1

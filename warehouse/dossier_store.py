@@ -735,12 +735,13 @@ def prepare_dossiers(
     ``seen_smes`` collects the SMEs of earlier frames: an SME in two frames is an error.
     """
     checked = check_scored(frame, part)
-    repeated = seen_smes.intersection(checked["sme_id"])
+    smes = checked["sme_id"].tolist()
+    repeated = seen_smes.intersection(smes)
     if repeated:
         raise ValueError(
             f"scored frame {part} (part-{part:04d}): SMEs already in an earlier frame: {_examples(repeated)}"
         )
-    seen_smes.update(checked["sme_id"])
+    seen_smes.update(smes)
     identity = sme_identity(session, checked["sme_id"])
     dossiers = with_identity(checked, identity, as_of=as_of, model_version=model_version, part=part)
     entitled = any_recipients(session, dossiers, at=at)
@@ -831,11 +832,11 @@ def publish(
         current = current_catalog(session, as_of, dossiers["sme_id"].unique())
         keeps = kept_versions(dossiers, current, as_of, previous=previous_date)
         keep = keeps.notna().to_numpy(dtype=bool)
-        staged.update(zip(dossiers["sme_id"], dossiers["scope"], strict=True))
+        staged.update(zip(dossiers["sme_id"].tolist(), dossiers["scope"].tolist(), strict=True))
         if keep.any():
             mark_kept(session, keeps[keep], as_of)
             kept_ids.update(int(v) for v in keeps[keep])
-            grades.update(dossiers.loc[keep, "grade"])
+            grades.update(dossiers.loc[keep, "grade"].tolist())
             kept += int(keep.sum())
             content = content.filter(pa.array(~keep, pa.bool_()))
             dossiers = dossiers[~keep].reset_index(drop=True)
@@ -863,8 +864,8 @@ def publish(
         write_catalog(session, stamped, publish_id=publish_row.id, file_path=relative)
 
         files.append({"path": relative, "rows": len(stamped), "sha256": sha256})
-        published_ids.update(stamped["dossier_id"])
-        grades.update(stamped["grade"])
+        published_ids.update(stamped["dossier_id"].tolist())
+        grades.update(stamped["grade"].tolist())
         next_seq += int(stamped["is_new_version"].sum())
         new_versions += int(stamped["is_new_version"].sum())
 
