@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -326,6 +327,7 @@ def benchmark(
         home = work / f"smes-{size}"
         print(f"[bench] preparing {size:,} SMEs in {home} ...", flush=True)
         prepared = _in_subprocess_prepare(home, size, shard_count)
+        load_at_start = round(os.getloadavg()[0], 2)  # how busy the shared machine was
         print(f"[bench] core pipeline on {size:,} SMEs ...", flush=True)
         core = _in_subprocess("core", home, shard_count, resume=resume)
         print(f"[bench] pyarrow I/O floor on {size:,} SMEs ...", flush=True)
@@ -358,6 +360,7 @@ def benchmark(
                 for mode in ("incremental", "full")
             }
             result["incremental"] = _incremental_result(runs, changed_share)
+        result["load_average_1m"] = {"start": load_at_start, "end": round(os.getloadavg()[0], 2)}
         print(json.dumps(result, indent=2), flush=True)
         results.append(result)
     return {

@@ -65,6 +65,12 @@ def machine(data: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _load(row: dict[str, Any]) -> str | None:
+    """A core row's 1-minute load average at its start and end (None: not recorded)."""
+    load = row.get("load_average_1m")
+    return None if not load else f"{cell(load.get('start'))} / {cell(load.get('end'))}"
+
+
 def core_pipeline(data: dict[str, Any]) -> list[str]:
     results = data.get("results", [])
     rows = [
@@ -77,6 +83,7 @@ def core_pipeline(data: dict[str, Any]) -> list[str]:
             row.get("core_over_floor"),
             row.get("core_smes_per_second"),
             row.get("core_peak_rss_mib"),
+            _load(row),
             row.get("measured_at"),
         ]
         for row in results
@@ -90,6 +97,7 @@ def core_pipeline(data: dict[str, Any]) -> list[str]:
         "core / floor",
         "SMEs / s",
         "peak MiB",
+        "load 1m (start / end)",
         "measured at",
     ]
     lines = table(header, rows)

@@ -38,6 +38,7 @@ def _fixture(folder: Path) -> None:
                     "core_peak_rss_mib": 1290.5,
                     "measured_at": "2026-12-02T02:04:37+00:00",
                     "shard_workers": 1,
+                    "load_average_1m": {"start": 0.5, "end": 1.25},
                     "incremental": {
                         "changed_smes": 1000,
                         "incremental_run": {"seconds": 30.5},
@@ -164,8 +165,9 @@ def test_every_table_row_and_provenance_line_comes_from_the_json(tmp_path: Path)
     assert _rows(render(tmp_path / "results")) == [
         "`core_pipeline.json`: measured_at 2026-12-02T02:04:37+00:00; python 3.11.7; platform Linux-test; "
         "cpus 2; load average 1m before and after 1.5 / 2.25.",
-        "| SMEs | shards | shard workers | core s | floor s | core / floor | SMEs / s | peak MiB | measured at |",
-        "| 100,000 | 8 | 1 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 | 2026-12-02T02:04:37+00:00 |",
+        "| SMEs | shards | shard workers | core s | floor s | core / floor | SMEs / s | peak MiB "
+        "| load 1m (start / end) | measured at |",
+        "| 100,000 | 8 | 1 | 46.1 | 1.98 | 23.28 | 2169.2 | 1290.5 | 0.5 / 1.25 | 2026-12-02T02:04:37+00:00 |",
         "| SMEs | changed SMEs | incremental s | full s | incremental / full | incremental / full (CPU) "
         "| identical scores | peak MiB (one process, every shard) |",
         "| 100,000 | 1,000 | 30.5 | 45.0 | 0.6778 | 0.7 | yes | 1301.2 |",
