@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,7 @@ from sqlalchemy import select, update
 
 from dossier.monitoring import publish_stability, stage_counts
 from dossier.settings import get_settings
+from dossier.tasks import whole_numbers
 from warehouse import consent, shard_plans
 from warehouse.agents import mark_suspended_visits, suspended_ids
 from warehouse.canonical import SOURCES
@@ -46,6 +47,9 @@ from warehouse.db import in_chunks, select_frame, session_scope, upsert
 from warehouse.models import IngestionRun, QuarantineEntry, Sme, StageRun
 from warehouse.shards import in_shard
 from warehouse.storage import Store
+
+if TYPE_CHECKING:
+    from warehouse.canonical_files import CanonicalShard
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +102,9 @@ def step_counts(result: Any) -> dict[str, int]:
     >>> step_counts({"shard": 2, "pulled": 5, "ok": True, "path": "x", "withheld": {"count": 1, "examples": []}})
     {'pulled': 5, 'withheld.count': 1}
     """
-    found: dict[str, int] = {}
     if not isinstance(result, dict):
-        return found
-    for key, value in result.items():
-        if key == "shard":
-            continue
-        if isinstance(value, dict):
-            found.update({f"{key}.{k}": v for k, v in step_counts(value).items()})
-        elif isinstance(value, int) and not isinstance(value, bool):
-            found[key] = value
-    return found
+        return {}
+    return {key: value for key, value in whole_numbers(result).items() if key != "shard"}
 
 
 def record_stage(
@@ -385,11 +381,11 @@ class SharedReads:
     step reads no file again for the SMEs it already read."""
 
     def __init__(self, also: Iterable[str] = ()) -> None:
-        self._opened: dict[tuple[dt.date, int], Any] = {}
+        self._opened: dict[tuple[dt.date, int], CanonicalShard] = {}
         self.also = frozenset(also)
         """SMEs a later step will read too: an incremental validation reads their rows with its own."""
 
-    def shard(self, store: Store, as_of: dt.date, shard: int) -> Any:
+    def shard(self, store: Store, as_of: dt.date, shard: int) -> CanonicalShard:
         """The :class:`~warehouse.canonical_files.CanonicalShard` of ``shard`` on ``as_of``, opened once."""
         from warehouse.canonical_files import CanonicalShard
 
@@ -401,7 +397,7 @@ class SharedReads:
         return self._opened[key]
 
 
-def _open_shard(store: Store, as_of: dt.date, shard: int, reads: SharedReads | None) -> Any:
+def _open_shard(store: Store, as_of: dt.date, shard: int, reads: SharedReads | None) -> CanonicalShard:
     from warehouse.canonical_files import CanonicalShard
 
     return CanonicalShard.open(store, as_of, shard) if reads is None else reads.shard(store, as_of, shard)

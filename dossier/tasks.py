@@ -43,20 +43,25 @@ def counts(result: Any) -> str:
     """
     if not isinstance(result, dict):
         return repr(result)
-    numbers = [f"{k} {v}" for k, v in _numbers(result)]
+    numbers = [f"{k} {v}" for k, v in whole_numbers(result).items()]
     return ", ".join(numbers) or ", ".join(
         f"{k} {v}" for k, v in result.items() if isinstance(v, str | float)
     )
 
 
-def _numbers(result: dict[str, Any], prefix: str = "") -> list[tuple[str, int]]:
-    """The whole numbers of ``result``, nested summaries' named ``outer.inner`` (their shard once)."""
-    found: list[tuple[str, int]] = []
+def whole_numbers(result: dict[str, Any], prefix: str = "") -> dict[str, int]:
+    """The whole numbers of a step's summary, nested summaries' named ``outer.inner`` (a nested
+    ``shard`` left out: the outer one names it).
+
+    >>> whole_numbers({"shard": 2, "ok": True, "path": "x", "withheld": {"count": 1, "shard": 2}})
+    {'shard': 2, 'withheld.count': 1}
+    """
+    found: dict[str, int] = {}
     for key, value in result.items():
         if isinstance(value, dict):
-            found += _numbers(value, f"{prefix}{key}.")
+            found.update(whole_numbers(value, f"{prefix}{key}."))
         elif isinstance(value, int) and not isinstance(value, bool) and not (prefix and key == "shard"):
-            found.append((f"{prefix}{key}", value))
+            found[f"{prefix}{key}"] = value
     return found
 
 

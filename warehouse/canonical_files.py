@@ -198,7 +198,8 @@ class CanonicalShard:
         *,
         others: bool = False,
     ) -> pd.DataFrame:
-        """One table's rows (of ``sme_ids`` only, when given; ``columns`` only, when given), in file order.
+        """One table's rows (of ``sme_ids`` only, when given; ``columns`` only, when given), in file
+        order (rows kept from several reads: ordered by SME, each SME's rows in file order).
 
         With ``others`` the rows may include other SMEs' (a caller that selects its SMEs itself),
         so rows kept from an earlier read of more SMEs are handed over without a copy.
