@@ -395,8 +395,9 @@ class FeedEvent(Base):
 class FeedChange(Base):
     """A counter per table whose rows decide what lenders' feeds deliver (``dossier_versions``,
     ``consents``, ``smes``, ``subscriptions``), bumped by a trigger in every transaction that changes
-    that table (migration ``0007_feed_watermark``): a lender's feed needs planning again only when
-    their sum moved since its last sync (``warehouse.feed.refresh``)."""
+    that table (migration ``0010_feed_watermark``; on PostgreSQL once per transaction and table,
+    ``0020_feed_change_once``, on SQLite once per row changed): a lender's feed needs planning again
+    only when their sum moved since its last sync (``warehouse.feed.refresh``)."""
 
     __tablename__ = "feed_changes"
 
