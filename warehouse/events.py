@@ -81,6 +81,44 @@ def rows_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def json_rows_table(texts: Iterable[str], schema: pa.Schema) -> pa.Table:
+    """Rows kept as JSON text (:func:`row_json`, one object each) as an Arrow table of ``schema``,
+    parsed by Arrow's JSON reader in one call rather than into a Python object per value.
+
+    A field a row lacks is null, a field outside ``schema`` is ignored, NaN and infinities are
+    null (:func:`safe_row_json`), and dates and instants are read as their ISO text and cast as
+    :func:`rows_table` casts them (an instant without an offset is UTC).
+
+    >>> schema = pa.schema([("day", pa.date32()), ("at", pa.timestamp("s", tz="UTC")), ("x", pa.float64())])
+    >>> rows = ['{"day": "2026-11-01", "at": "2026-11-02T09:30:00+00:00", "x": NaN}', '{"x": 2, "y": true}']
+    >>> table = json_rows_table(rows, schema)
+    >>> table.column("day").to_pylist(), table.column("at").to_pylist()[0].isoformat(), table.column("x").to_pylist()
+    ([datetime.date(2026, 11, 1), None], '2026-11-02T09:30:00+00:00', [None, 2.0])
+    """
+    import io
+
+    import pyarrow.json as pa_json
+
+    data = "\n".join(safe_row_json(text) for text in texts).encode()
+    temporal = {f.name for f in schema if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type)}
+    as_read = pa.schema([pa.field(f.name, pa.string() if f.name in temporal else f.type) for f in schema])
+    if not data:
+        return schema.empty_table()
+    table = pa_json.read_json(
+        io.BytesIO(data),
+        # one block for the whole text (a page): no thread pool, no split rows
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1),
+        parse_options=pa_json.ParseOptions(explicit_schema=as_read, unexpected_field_behavior="ignore"),
+    )
+    columns = [
+        _column(table.column(f.name).to_pylist(), f.type)
+        if f.name in temporal
+        else table.column(f.name).cast(f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
     """One field's values as an Arrow array of ``kind``; ISO text of a date or instant parsed."""
     temporal = pa.types.is_timestamp(kind) or pa.types.is_date(kind)
