@@ -53,6 +53,10 @@ time a page is read under a state in a process, its query, its JSON and, for a c
 gzip, its compression (once; the compressed variant is kept beside the page). Clients send
 ``Accept-Encoding`` as ``--encodings`` says (default ``gzip``, as ``requests`` and pandas do; one
 curve per value) and decompress what comes compressed, inside the timed request and their CPU.
+``--formats`` says which page is read: ``json`` (``GET /v1/feed``, one curve per encoding) and
+``parquet`` (``GET /v1/feed.parquet``, the same page of ``limit`` events as one Parquet file, its
+columns compressed inside the file, so it is sent as it is whatever the client accepts); the first
+Parquet page is read with pyarrow and checked like the first JSON page.
 Results go to ``bench/results/lender_feed.json``.
 Run: ``python -m bench.lender_feed`` (full size) or ``--smes 500 --dates 4 --clients 8`` (a quick look); ``--work DIR`` keeps
 the built feed for the next run.
@@ -94,6 +98,8 @@ SOURCES_USED = ("accounting", "tax")
 HISTORY_MONTHS = 24
 MODEL_VERSION = "bench-synthetic"
 GRADES = "ABCDE"
+FORMAT_PATHS = {"json": "/v1/feed", "parquet": "/v1/feed.parquet"}
+"""The route each ``--formats`` value reads."""
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -348,6 +354,7 @@ def _client(
     ready: Any,
     go: Any,
     encoding: str = "gzip",
+    path: str = "/v1/feed",
 ) -> None:
     """One lender client (its own process): once started and connected it reports ``ready`` and
     waits for ``go``, so that no page is timed while other clients are still starting; then
@@ -365,6 +372,8 @@ def _client(
         answer.read()
         if answer.status != 200:
             raise RuntimeError(f"GET /v1/lender answered {answer.status}")
+        if path.endswith(".parquet"):  # imported before the release: importing it is CPU the
+            import pyarrow.parquet  # noqa: F401  other clients' timed reads must not share
         ready.put(True)
         go.wait()
         # connected again once released: the service closes a connection left idle for 5 s
@@ -372,27 +381,32 @@ def _client(
         connection.close()
         connection.connect()
         wanted = {**auth, "Accept-Encoding": encoding}
-        results.put(_read_pages(connection, wanted, cursor, limit, pages))
+        results.put(_read_pages(connection, wanted, cursor, limit, pages, path))
     except Exception as error:  # reported by the parent, which waits for every client
         ready.put(True)
         results.put({"error": f"{type(error).__name__}: {error}"})
 
 
-def _read_pages(connection: Any, auth: dict[str, str], cursor: str, limit: int, pages: int) -> dict[str, Any]:
+def _read_pages(
+    connection: Any, auth: dict[str, str], cursor: str, limit: int, pages: int, path: str = "/v1/feed"
+) -> dict[str, Any]:
     """Read ``pages`` pages on one kept-alive connection. Each request is timed from sending it
     until its whole body is received (``http.client`` reads the ``Content-Length`` bytes, in one
     call, and fails on a short body) and, when it came gzip-compressed, decompressed, as any
-    client does before it can use the page (``requests`` and pandas do it transparently). The
-    first page is also parsed and checked in full (order, cursor, size); later pages are checked
-    by status, size and the cursor headers, which take the client to the next page. The client's
-    CPU time (decompression included) is reported without that full check."""
+    client does before it can use the page (``requests`` and pandas do it transparently). Later
+    pages are checked by status, size and the cursor headers, which take the client to the next
+    page; the first page is also parsed and checked in full (order, cursor, size) once every page
+    is read, so that nothing but reading happens between two requests (a connection left idle
+    longer than the service's keep-alive, 5 s, is closed by it). The client's CPU time
+    (decompression included) is reported without that full check."""
     import zlib
 
-    latencies, sizes, wire, events, check_cpu = [], 0, 0, 0, 0.0
+    latencies, sizes, wire = [], 0, 0
+    first: tuple[str, bytes, str | None] | None = None
     started_cpu = time.process_time()
     for number in range(pages):
         started = time.perf_counter()
-        connection.request("GET", f"/v1/feed?cursor={cursor}&limit={limit}", headers=auth)
+        connection.request("GET", f"{path}?cursor={cursor}&limit={limit}", headers=auth)
         answer = connection.getresponse()
         body = answer.read()
         wire += len(body)
@@ -400,27 +414,46 @@ def _read_pages(connection: Any, auth: dict[str, str], cursor: str, limit: int, 
             body = zlib.decompress(body, wbits=31)
         latencies.append(time.perf_counter() - started)
         if answer.status != 200:
-            raise RuntimeError(f"GET /v1/feed answered {answer.status}: {body[:200]!r}")
+            raise RuntimeError(f"GET {path} answered {answer.status}: {body[:200]!r}")
         sizes += len(body)
         if number == 0:
-            checking = time.process_time()
-            page = json.loads(body)
-            assert page["next_cursor"] == answer.getheader("feed-next-cursor"), "cursor header differs"
-            seqs = [e["seq"] for e in page["events"]]
-            assert seqs == list(range(int(cursor or 0) + 1, int(cursor or 0) + 1 + len(seqs))), "not in order"
-            assert len(seqs) == limit or not page["has_more"], "short page"
-            events += len(page["events"])
-            check_cpu += time.process_time() - checking
+            first = (cursor, body, answer.getheader("feed-next-cursor"))
         cursor = answer.getheader("feed-next-cursor")
         if answer.getheader("feed-has-more") != "true":
             break
+    cpu_seconds = time.process_time() - started_cpu  # reading, not checking
+    events = 0
+    if first is not None:
+        start, body, header_cursor = first
+        seqs, next_cursor, more = _page_content(body, path)
+        assert next_cursor == header_cursor, "cursor header differs"
+        assert seqs == list(range(int(start or 0) + 1, int(start or 0) + 1 + len(seqs))), "not in order"
+        assert len(seqs) == limit or not more, "short page"
+        events = len(seqs)
     return {
         "latencies": latencies,
         "bytes": sizes,
         "wire_bytes": wire,
         "checked_events": events,
-        "cpu_seconds": time.process_time() - started_cpu - check_cpu,  # reading, not checking
+        "cpu_seconds": cpu_seconds,
     }
+
+
+def _page_content(body: bytes, path: str) -> tuple[list[int], str, bool]:
+    """A page's event positions, next cursor and has-more flag, from its JSON or its Parquet file."""
+    if path.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(pa.BufferReader(body))
+        meta = table.schema.metadata
+        return (
+            table.column("feed_seq").to_pylist(),
+            meta[b"next_cursor"].decode(),
+            meta[b"has_more"] == b"true",
+        )
+    page = json.loads(body)
+    return [e["seq"] for e in page["events"]], page["next_cursor"], page["has_more"]
 
 
 def _concurrent(
@@ -432,12 +465,15 @@ def _concurrent(
     pages: int,
     server_pid: int,
     encoding: str,
+    path: str = "/v1/feed",
 ) -> tuple[list[dict[str, Any]], float, float]:
     """One client process per starting cursor, released together once all are started and
     connected; their results, the wall time from the release and the service's CPU seconds."""
     results, ready, go = context.Queue(), context.Queue(), context.Event()
     workers = [
-        context.Process(target=_client, args=(url, token, start, limit, pages, results, ready, go, encoding))
+        context.Process(
+            target=_client, args=(url, token, start, limit, pages, results, ready, go, encoding, path)
+        )
         for start in starts
     ]
     for worker in workers:
@@ -500,6 +536,7 @@ def _curve(
     pages: int,
     limit: int,
     encoding: str,
+    page_format: str = "json",
 ) -> list[dict[str, Any]]:
     """For each number of clients, a fresh service of ``workers`` processes (its page caches
     empty), read by that many clients twice: ``first_read`` builds the pages, ``repeat`` reads the
@@ -507,6 +544,7 @@ def _curve(
     from dossier.web.lender import PAGE_CACHE_BYTES
 
     context = multiprocessing.get_context("spawn")
+    path = FORMAT_PATHS[page_format]
     measured = []
     for clients in clients_list:
         span = max(0, newest - pages * limit)
@@ -514,7 +552,7 @@ def _curve(
         server, url = _serve(home, workers)
         try:
             _timed_read(url, token, 1)  # the feed is fresh and the service warm
-            first = _concurrent(context, url, token, starts, limit, pages, server.pid, encoding)
+            first = _concurrent(context, url, token, starts, limit, pages, server.pid, encoding, path)
             # the repeat reads pages that fit in half a process's cache, each client's start
             # shared by several clients (all of them read in full would not fit: 50 x 20 pages
             # of 1.7 MB are 1.7 GB, and least-recently-read eviction under a scan keeps none)
@@ -524,14 +562,15 @@ def _curve(
             hot = [starts[i * len(starts) // fitting] for i in range(fitting)]
             shared = [hot[i % len(hot)] for i in range(clients)]
             for _ in range(workers):  # each process builds the pages its clients reach
-                _concurrent(context, url, token, shared, limit, pages, server.pid, encoding)
-            again = _concurrent(context, url, token, shared, limit, pages, server.pid, encoding)
+                _concurrent(context, url, token, shared, limit, pages, server.pid, encoding, path)
+            again = _concurrent(context, url, token, shared, limit, pages, server.pid, encoding, path)
         finally:
             _stop(server)
         measured.append(
             {
                 "workers": workers,
                 "clients": clients,
+                "format": page_format,
                 "accept_encoding": encoding,
                 "pages_per_client": pages,
                 "first_read": _summary(*first),
@@ -539,7 +578,7 @@ def _curve(
             }
         )
         print(
-            f"{encoding}: workers {workers}, clients {clients}: p50/p99 {measured[-1]['first_read']['page_p50_ms']}/"
+            f"{page_format} {encoding}: workers {workers}, clients {clients}: p50/p99 {measured[-1]['first_read']['page_p50_ms']}/"
             f"{measured[-1]['first_read']['page_p99_ms']} ms, repeat {measured[-1]['repeat']['page_p50_ms']}/"
             f"{measured[-1]['repeat']['page_p99_ms']} ms",
             flush=True,
@@ -590,6 +629,7 @@ def benchmark(
     workers: list[int],
     build_only: bool = False,
     encodings: tuple[str, ...] = ("gzip",),
+    formats: tuple[str, ...] = ("json",),
 ) -> dict[str, Any]:
     from sqlalchemy import func, select
 
@@ -626,12 +666,16 @@ def benchmark(
         with session_scope(get_engine()) as session:
             newest = session.scalar(select(func.max(FeedEvent.seq)).where(FeedEvent.lender_id == LENDER))
     counts = sorted({1, 8, clients})
+    # a JSON page per encoding; a Parquet page is sent as it is (its columns compressed inside)
+    read = [("json", e) for e in encodings if "json" in formats]
+    read += [("parquet", "identity")] if "parquet" in formats else []
     curve = [
         row
-        for encoding in encodings
+        for page_format, encoding in read
         for n in workers
-        for row in _curve(home, token, newest, n, counts, pages, limit, encoding)
+        for row in _curve(home, token, newest, n, counts, pages, limit, encoding, page_format)
     ]
+    cpus = core_pipeline._cpus()
     return {
         "smes": smes,
         "dates": dates,
@@ -646,7 +690,10 @@ def benchmark(
             "first_read_after_one_revocation_ms": _ms(after_revoke),
         },
         "latency_by_load": curve,
-        "target_check": _target_check(curve, clients, core_pipeline._cpus(), 100),
+        "target_check": _target_check([r for r in curve if r["format"] == "json"], clients, cpus, 100),
+        "target_check_parquet": _target_check(
+            [r for r in curve if r["format"] == "parquet"], clients, cpus, 100
+        ),
         "targets": {"page_p99_ms_below": 100, "at_delivered_versions": 100_000, "clients": 50},
     }
 
@@ -668,7 +715,9 @@ NOTE = (
     "has to plan re-plans the whole catalog (sync_reads). target_check: with clients that each wait "
     "for their page, mean latency = clients / pages per second, so p99 < 100 ms at 50 clients needs "
     "> 500 pages/s, i.e. at most 4 ms of CPU per page (service and client) on 2 cores; it is taken "
-    "from the repeat row with the most pages per second, of either encoding."
+    "from the JSON repeat row with the most pages per second, of either encoding; target_check_parquet "
+    "the same for GET /v1/feed.parquet (format parquet: the same pages of 1,000 events as Parquet "
+    "files, columns compressed inside the file, sent as they are)."
 )
 """What ``bench/results/lender_feed.json`` says of how it was measured."""
 
@@ -692,6 +741,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Accept-Encoding values the clients send, one curve each, comma-separated (default gzip; "
         "identity: uncompressed)",
     )
+    parser.add_argument(
+        "--formats",
+        default="json,parquet",
+        help="pages to read, comma-separated: json (GET /v1/feed, one curve per encoding) and parquet "
+        "(GET /v1/feed.parquet, one curve) (default json,parquet)",
+    )
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
     parser.add_argument("--build-only", action="store_true", help="build the feed in --work and stop")
@@ -709,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=[int(n) for n in args.workers.split(",")],
         build_only=args.build_only,
         encodings=tuple(args.encodings.split(",")),
+        formats=tuple(args.formats.split(",")),
     )
     if args.build_only:
         return 0

@@ -68,7 +68,15 @@ def _fixture(folder: Path) -> None:
                             "accept_encoding": "gzip",
                             "first_read": {"page_p50_ms": 696.4, "page_p99_ms": 1932.1},
                             "repeat": {"page_p50_ms": 131.0, "page_p99_ms": 461.1, "pages_per_second": 236.7},
-                        }
+                        },
+                        {
+                            "workers": 2,
+                            "clients": 50,
+                            "format": "parquet",
+                            "accept_encoding": "identity",
+                            "first_read": {"page_p50_ms": 40.2, "page_p99_ms": 95.0},
+                            "repeat": {"page_p50_ms": 12.5, "page_p99_ms": 61.3, "pages_per_second": 870.1},
+                        },
                     ],
                 }
             ],
@@ -172,9 +180,10 @@ def test_every_table_row_and_provenance_line_comes_from_the_json(tmp_path: Path)
         "| identical scores | peak MiB (one process, every shard) |",
         "| 100,000 | 1,000 | 30.5 | 45.0 | 0.6778 | 0.7 | yes | 1301.2 |",
         "`lender_feed.json`: measured_at 2026-12-02T02:16:35+00:00; python 3.11.7; cpus 2.",
-        "| delivered versions | workers | clients | accept-encoding | first read p50 ms | first read p99 ms "
-        "| repeat p50 ms | repeat p99 ms | repeat pages / s |",
-        "| 114,997 | 2 | 50 | gzip | 696.4 | 1932.1 | 131.0 | 461.1 | 236.7 |",
+        "| delivered versions | workers | clients | page | accept-encoding | first read p50 ms "
+        "| first read p99 ms | repeat p50 ms | repeat p99 ms | repeat pages / s |",
+        "| 114,997 | 2 | 50 | json | gzip | 696.4 | 1932.1 | 131.0 | 461.1 | 236.7 |",
+        "| 114,997 | 2 | 50 | parquet | identity | 40.2 | 95.0 | 12.5 | 61.3 | 870.1 |",
         "`webhooks.json`: measured_at 2026-12-01T19:38:55+00:00; python 3.11.7; cpus 2; load average 1m before 14.8.",
         "| scenario | messages | threads | messages / s | attempt p50 ms | attempt p99 ms | delivered | failed |",
         "| workers_8 | 2,000 | 8 | 107.2 | 11 | 312 | 2,000 | 0 |",
