@@ -1334,6 +1334,12 @@ Target: held-out ROC AUC ≥ 0.96 for the monotone calibrated model: {target}. T
 on the same ratios shows what the monotone constraints cost: part of its edge comes from patterns no
 credit officer could defend (a PD that falls again at the worst profitability, or rises with the
 best). The held-out part has only {data["held_out_bankrupt"]} bankruptcies, hence the width of the interval.
+How much the figure depends on which rows are held out, and how far each kind of model is from the
+target on other splits, is measured apart from this card: `python -m bench.statement_model --levers`
+fits the model as trained, unconstrained boosting on the same ratios and unconstrained boosting on
+all 64 ratios on ten more random stratified splits of the whole file and reports each held-out ROC
+AUC (`random_splits` in `bench/results/statement_model_levers.json`; those splits overlap this
+card's held-out part, so they are never used to choose a model).
 
 ## Coverage and the PD interval
 
