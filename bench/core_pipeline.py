@@ -32,10 +32,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 AS_OF = dt.date(2026, 11, 1)
 
 
+WAREHOUSE_URL_VARIABLE = "DOSSIER_BENCH_WAREHOUSE_URL"
+"""Set by ``--warehouse-url`` (and so passed to the steps' processes): the warehouse of every home."""
+
+
 def _settings(home: Path, shard_count: int) -> Any:
     from dossier.settings import for_home
 
-    return for_home(home, shard_count=shard_count, sandbox_fault_rate=0.0)
+    changes: dict[str, Any] = {"shard_count": shard_count, "sandbox_fault_rate": 0.0}
+    if os.environ.get(WAREHOUSE_URL_VARIABLE):
+        changes["warehouse_url"] = os.environ[WAREHOUSE_URL_VARIABLE]
+    return for_home(home, **changes)
 
 
 def prepare(home: Path, size: int, shard_count: int) -> dict[str, Any]:
@@ -456,11 +463,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reuse the results of steps that finished in an earlier run of the same --work folder",
     )
+    parser.add_argument(
+        "--warehouse-url",
+        help="the warehouse of the run (an empty PostgreSQL database or schema, e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%%3Dbench; one size "
+        "per database, as each size is prepared into it); results go to "
+        "bench/results/core_pipeline_postgresql.json (default: each home's own SQLite file, results "
+        "in core_pipeline.json)",
+    )
     parser.add_argument("--mode", choices=["incremental", "full"], help=argparse.SUPPRESS)
     parser.add_argument("--step", choices=["prepare", "core", "floor", "next"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.warehouse_url:
+        os.environ[WAREHOUSE_URL_VARIABLE] = args.warehouse_url
     if args.step:
         home = Path(args.home)
         step = {
@@ -478,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes, Path(args.work).absolute(), args.shards, args.changed or None, resume=args.resume
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / "core_pipeline.json"
+    target = RESULTS / ("core_pipeline_postgresql.json" if args.warehouse_url else "core_pipeline.json")
+    report["warehouse"] = "postgresql" if args.warehouse_url else "sqlite"
     report["results"] = _merged(target, report["results"])
     target.write_text(json.dumps(report, indent=2) + "\n")
     print(f"[bench] results written to {target}")

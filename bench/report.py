@@ -311,6 +311,10 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
         "Core pipeline (validate + evaluate + publish) against the pyarrow floor",
         core_pipeline,
     ),
+    "core_pipeline_postgresql": (
+        "Core pipeline on PostgreSQL (python -m bench.core_pipeline --warehouse-url URL)",
+        core_pipeline,
+    ),
     "lender_feed": ("Lender feed latency", lender_feed),
     "webhooks": ("Webhooks throughput", webhooks),
     "format_parsing": ("Format parsing against a bare lxml pass", format_parsing),
