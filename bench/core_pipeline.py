@@ -32,16 +32,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 AS_OF = dt.date(2026, 11, 1)
 
 
-WAREHOUSE_URL_VARIABLE = "DOSSIER_BENCH_WAREHOUSE_URL"
-"""Set by ``--warehouse-url`` (and so passed to the steps' processes): the warehouse of every home."""
+WAREHOUSE_URL_FILE = "warehouse_url.txt"
+"""Written into a home by ``--warehouse-url``: the warehouse every step in that home uses (else the
+home's own SQLite file), so the steps' processes find it without being told."""
 
 
 def _settings(home: Path, shard_count: int) -> Any:
     from dossier.settings import for_home
 
     changes: dict[str, Any] = {"shard_count": shard_count, "sandbox_fault_rate": 0.0}
-    if os.environ.get(WAREHOUSE_URL_VARIABLE):
-        changes["warehouse_url"] = os.environ[WAREHOUSE_URL_VARIABLE]
+    chosen = home / WAREHOUSE_URL_FILE
+    if chosen.exists():
+        changes["warehouse_url"] = chosen.read_text().strip()
     return for_home(home, **changes)
 
 
@@ -476,8 +478,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.warehouse_url:
-        os.environ[WAREHOUSE_URL_VARIABLE] = args.warehouse_url
     if args.step:
         home = Path(args.home)
         step = {
@@ -491,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    for size in sizes if args.warehouse_url else []:
+        home = Path(args.work).absolute() / f"smes-{size}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / WAREHOUSE_URL_FILE).write_text(args.warehouse_url)
     report = benchmark(
         sizes, Path(args.work).absolute(), args.shards, args.changed or None, resume=args.resume
     )
