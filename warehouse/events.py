@@ -100,10 +100,10 @@ def json_rows_table(texts: Iterable[str], schema: pa.Schema) -> pa.Table:
     import pyarrow.json as pa_json
 
     data = "\n".join(safe_row_json(text) for text in texts).encode()
-    temporal = {f.name for f in schema if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type)}
-    as_read = pa.schema([pa.field(f.name, pa.string() if f.name in temporal else f.type) for f in schema])
     if not data:
         return schema.empty_table()
+    temporal = {f.name for f in schema if pa.types.is_date(f.type) or pa.types.is_timestamp(f.type)}
+    as_read = pa.schema([pa.field(f.name, pa.string() if f.name in temporal else f.type) for f in schema])
     table = pa_json.read_json(
         io.BytesIO(data),
         # one block for the whole text (a page): no thread pool, no split rows
@@ -111,7 +111,7 @@ def json_rows_table(texts: Iterable[str], schema: pa.Schema) -> pa.Table:
         parse_options=pa_json.ParseOptions(explicit_schema=as_read, unexpected_field_behavior="ignore"),
     )
     columns = [
-        _column(table.column(f.name).to_pylist(), f.type)
+        _temporal_text(table.column(f.name), f.type)
         if f.name in temporal
         else table.column(f.name).cast(f.type)
         for f in schema
@@ -125,18 +125,24 @@ def _column(values: list[Any], kind: pa.DataType) -> pa.Array:
     if not temporal or not any(isinstance(value, str) for value in values):
         return pa.array(values, type=kind)
     if all(value is None or isinstance(value, str) for value in values):
-        if pa.types.is_date(kind):
-            return pc.cast(pa.array(values, type=pa.string()), kind)
-        text = pa.array(values, type=pa.string())
-        try:  # ISO instants with an offset (or "Z"), converted to UTC
-            parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
-        except pa.ArrowInvalid:  # without one: UTC already, as Arrow reads a naive datetime
-            try:
-                parsed = pc.cast(text, pa.timestamp("us"))
-            except pa.ArrowInvalid:  # some with an offset, some without
-                return pa.array([_parsed(value, kind) for value in values], type=kind)
-        return pc.cast(parsed, kind, safe=False)  # finer than the field: truncated, as pa.array does
+        return _temporal_text(pa.array(values, type=pa.string()), kind)
     return pa.array([_parsed(value, kind) for value in values], type=kind)  # text mixed with objects
+
+
+def _temporal_text(text: pa.Array | pa.ChunkedArray, kind: pa.DataType) -> pa.Array | pa.ChunkedArray:
+    """ISO text of dates or instants (nulls kept) as ``kind``, cast by Arrow: an instant with an
+    offset (or "Z") converted to UTC, one without read as UTC; value by value only when some have
+    an offset and others not."""
+    if pa.types.is_date(kind):
+        return pc.cast(text, kind)
+    try:  # ISO instants with an offset (or "Z"), converted to UTC
+        parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
+    except pa.ArrowInvalid:  # without one: UTC already, as Arrow reads a naive datetime
+        try:
+            parsed = pc.cast(text, pa.timestamp("us"))
+        except pa.ArrowInvalid:  # some with an offset, some without
+            return pa.array([_parsed(value, kind) for value in text.to_pylist()], type=kind)
+    return pc.cast(parsed, kind, safe=False)  # finer than the field: truncated, as pa.array does
 
 
 def _parsed(value: Any, kind: pa.DataType) -> Any:

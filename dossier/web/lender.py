@@ -701,7 +701,7 @@ def _parquet_page(rows: list[tuple[Any, ...]], last: int, more: bool) -> bytes:
     event_columns = [
         pa.array([row[0] for row in rows], fields["feed_seq"].type),
         pa.array([row[1] for row in rows], fields["feed_event"].type),
-        events.rows_table([{"event_at": row[4]} for row in rows], pa.schema([fields["event_at"]])).column(0),
+        pa.array([row[4] for row in rows], fields["event_at"].type),
         pa.array([row[5] for row in rows], fields["withdrawal_reason"].type),
     ]
     table = pa.Table.from_arrays([*event_columns, *dossiers.columns], schema=schema).replace_schema_metadata(
