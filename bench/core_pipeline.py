@@ -323,6 +323,11 @@ def _in_subprocess(
     return json.loads(output.strip().splitlines()[-1])
 
 
+def home_of(work: Path, size: int) -> Path:
+    """The home folder a size is prepared into and measured in, under ``work``."""
+    return work / f"smes-{size}"
+
+
 def benchmark(
     sizes: list[int],
     work: Path,
@@ -333,7 +338,7 @@ def benchmark(
 ) -> dict[str, Any]:
     results = []
     for size in sizes:
-        home = work / f"smes-{size}"
+        home = home_of(work, size)
         print(f"[bench] preparing {size:,} SMEs in {home} ...", flush=True)
         prepared = _in_subprocess_prepare(home, size, shard_count)
         load_at_start = round(os.getloadavg()[0], 2)  # how busy the shared machine was
@@ -491,13 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
-    for size in sizes if args.warehouse_url else []:
-        home = Path(args.work).absolute() / f"smes-{size}"
-        home.mkdir(parents=True, exist_ok=True)
-        (home / WAREHOUSE_URL_FILE).write_text(args.warehouse_url)
-    report = benchmark(
-        sizes, Path(args.work).absolute(), args.shards, args.changed or None, resume=args.resume
-    )
+    work = Path(args.work).absolute()
+    if args.warehouse_url:
+        for size in sizes:
+            home = home_of(work, size)
+            home.mkdir(parents=True, exist_ok=True)
+            (home / WAREHOUSE_URL_FILE).write_text(args.warehouse_url)
+    report = benchmark(sizes, work, args.shards, args.changed or None, resume=args.resume)
     RESULTS.mkdir(parents=True, exist_ok=True)
     target = RESULTS / ("core_pipeline_postgresql.json" if args.warehouse_url else "core_pipeline.json")
     report["warehouse"] = "postgresql" if args.warehouse_url else "sqlite"
